@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Not a program: one instance of every shared struct, so that this object's
+ * BTF describes each of them exactly as the C compiler lays them out.
+ * crates/datapath/tests/layout.rs compares that BTF with the Rust mirrors in
+ * crates/abi (Cilium's alignchecker does the same for Go).
+ */
+#include <linux/types.h>
+#include "lib/abi/abi.h"
+
+#define ABI(type) struct type abi_##type __attribute__((used))
+
+ABI(endpoint_key);
+ABI(endpoint_info);
+ABI(ipcache_key);
+ABI(ipcache_value);
+ABI(policy_key);
+ABI(policy_value);
+ABI(policy_rev);
+ABI(ct_key4);
+ABI(ct_entry);
+ABI(frag_key4);
+ABI(frag_ports);
+ABI(metrics_value);
+ABI(event);

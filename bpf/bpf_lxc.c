@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Programs on a pod's host-side veth. One object serves every pod of the node:
+ * which pod a packet belongs to comes from pilus_lxc_if (by ifindex), so
+ * adding a pod writes maps and attaches these already-verified programs.
+ */
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/maps.h"
+#include "lib/events.h"
+#include "lib/arp.h"
+#include "lib/ipv4.h"
+#include "lib/conntrack.h"
+#include "lib/ipcache.h"
+#include "lib/policy.h"
+#include "lib/lxc.h"
+
+/* Does this packet need a policy decision? Replies and related ICMP errors of
+ * an allowed flow never do; an established flow does again once after every
+ * policy change (its entry remembers the revision it was allowed at). */
+static __always_inline bool needs_policy(int ct_status, const struct ct_entry *e, __u32 rev)
+{
+	if (ct_status == CT_NEW)
+		return true;
+	if (ct_status == CT_ESTABLISHED && e)
+		return e->policy_rev != rev;
+	return false;
+}
+
+/*
+ * Tail call target for IPv4 from a pod: anti-spoofing, conntrack, the
+ * destination's identity, the pod's egress policy, and either local delivery
+ * (with the destination's ingress policy) or the host stack.
+ */
+SEC("classifier")
+int ipv4_from_lxc(struct __sk_buff *ctx)
+{
+	struct endpoint_info *ep, *dst_ep;
+	struct pkt4 p = {};
+	struct ct_entry *entry;
+	__u32 now, rev, dst_id = 0, cookie = 0;
+	__u16 ep_id = 0;
+	__u8 dir = DIR_EGRESS;
+	int ret, ct_status;
+
+	ep = lookup_ep_by_ifindex(ctx->ifindex);
+	if (!ep) {
+		ret = -DROP_NO_ENDPOINT;
+		goto drop;
+	}
+	ep_id = ep->ep_id;
+
+	ret = ipv4_parse(ctx, &p);
+	if (ret < 0)
+		goto drop;
+	if (p.tuple.saddr != ep->ip4) {
+		ret = -DROP_INVALID_SIP;
+		goto drop;
+	}
+
+	now = bpf_mono_now();
+	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
+
+	dst_ep = lookup_ep_by_ip(p.tuple.daddr);
+	dst_id = dst_ep ? dst_ep->sec_identity : ipcache_identity(p.tuple.daddr);
+
+	rev = policy_revision();
+	if (needs_policy(ct_status, entry, rev)) {
+		if (ep->flags & EP_F_EGRESS_ENFORCED) {
+			ret = policy_can_access(ep_id, DIR_EGRESS, dst_id, p.tuple.protocol,
+						p.policy_port, &cookie);
+			if (ret < 0)
+				goto drop;
+		}
+		if (dst_ep && (dst_ep->flags & EP_F_INGRESS_ENFORCED)) {
+			dir = DIR_INGRESS;
+			ret = policy_can_access(dst_ep->ep_id, DIR_INGRESS, ep->sec_identity,
+						p.tuple.protocol, p.policy_port, &cookie);
+			if (ret < 0)
+				goto drop;
+		}
+		if (ct_status == CT_NEW) {
+			ret = ct_create4(&p, ctx->len, now, ep->sec_identity, rev);
+			if (ret < 0)
+				goto drop;
+		} else if (entry) {
+			entry->policy_rev = rev;
+		}
+	}
+
+	if (dst_ep) {
+		dir = DIR_INGRESS;
+		send_trace_notify(ctx, OBS_TO_ENDPOINT, DIR_EGRESS, ep_id, ep->sec_identity, dst_id);
+		ret = ipv4_local_delivery(ctx, dst_ep);
+		if (ret < 0)
+			goto drop;
+		return ret;
+	}
+	send_trace_notify(ctx, OBS_TO_STACK, DIR_EGRESS, ep_id, ep->sec_identity, dst_id);
+	return TC_ACT_OK;
+drop:
+	return send_drop_notify(ctx, ret, dir, ep_id, ep ? ep->sec_identity : 0, dst_id,
+				OBS_FROM_ENDPOINT);
+}
+
+/*
+ * Tail call target for IPv4 that the host stack routes to a pod (from the
+ * host, or from outside the node): the pod's ingress policy.
+ */
+SEC("classifier")
+int ipv4_to_lxc(struct __sk_buff *ctx)
+{
+	struct endpoint_info *ep, *src_ep;
+	struct pkt4 p = {};
+	struct ct_entry *entry;
+	__u32 now, rev, src_id = 0, cookie = 0;
+	__u16 ep_id = 0;
+	int ret, ct_status;
+
+	ep = lookup_ep_by_ifindex(ctx->ifindex);
+	if (!ep) {
+		ret = -DROP_NO_ENDPOINT;
+		goto drop;
+	}
+	ep_id = ep->ep_id;
+
+	ret = ipv4_parse(ctx, &p);
+	if (ret < 0)
+		goto drop;
+
+	now = bpf_mono_now();
+	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
+	src_ep = lookup_ep_by_ip(p.tuple.saddr);
+	src_id = src_ep ? src_ep->sec_identity : ipcache_identity(p.tuple.saddr);
+
+	rev = policy_revision();
+	if (needs_policy(ct_status, entry, rev)) {
+		if (ep->flags & EP_F_INGRESS_ENFORCED) {
+			ret = policy_can_access(ep_id, DIR_INGRESS, src_id, p.tuple.protocol,
+						p.policy_port, &cookie);
+			if (ret < 0)
+				goto drop;
+		}
+		if (ct_status == CT_NEW) {
+			ret = ct_create4(&p, ctx->len, now, src_id, rev);
+			if (ret < 0)
+				goto drop;
+		} else if (entry) {
+			entry->policy_rev = rev;
+		}
+	}
+	send_trace_notify(ctx, OBS_TO_ENDPOINT, DIR_INGRESS, ep_id, src_id, ep->sec_identity);
+	return TC_ACT_OK;
+drop:
+	return send_drop_notify(ctx, ret, DIR_INGRESS, ep_id, src_id, ep ? ep->sec_identity : 0,
+				OBS_TO_ENDPOINT);
+}
+
+static __always_inline int ethertype(struct __sk_buff *ctx, __u16 *proto)
+{
+	void *data, *data_end;
+	struct ethhdr *eth;
+
+	if (!ctx_pull(ctx, ETH_HLEN, &data, &data_end))
+		return -DROP_INVALID_ETH;
+	eth = data;
+	*proto = bpf_ntohs(eth->h_proto);
+	return CTX_ACT_OK;
+}
+
+/*
+ * Attachment/entry point is ingress for the host-side veth.
+ * It corresponds to packets leaving the container.
+ */
+SEC("classifier")
+int from_container(struct __sk_buff *ctx)
+{
+	struct endpoint_info *ep;
+	__u16 proto = 0;
+	int ret;
+
+	ret = ethertype(ctx, &proto);
+	if (ret < 0)
+		goto drop;
+
+	switch (proto) {
+	case ETH_P_IP:
+		bpf_tail_call(ctx, &pilus_calls, CALL_IPV4_FROM_LXC);
+		ret = -DROP_MISSED_TAIL_CALL;
+		break;
+	case ETH_P_ARP:
+		ep = lookup_ep_by_ifindex(ctx->ifindex);
+		if (!ep) {
+			ret = -DROP_NO_ENDPOINT;
+			break;
+		}
+		ret = arp_respond(ctx, ep->node_mac);
+		if (ret > 0)
+			/* Back out of the same veth: the reply reaches the pod. */
+			return bpf_redirect(ctx->ifindex, 0);
+		if (ret == 0)
+			return TC_ACT_OK;
+		break;
+	case ETH_P_IPV6:
+		ret = -DROP_IPV6_UNSUPPORTED;
+		break;
+	default:
+		ret = -DROP_UNKNOWN_L3;
+		break;
+	}
+drop:
+	return send_drop_notify(ctx, ret, DIR_EGRESS, 0, 0, 0, OBS_FROM_ENDPOINT);
+}
+
+/*
+ * Attachment/entry point is egress for the host-side veth.
+ * It corresponds to packets the host stack sends into the container.
+ */
+SEC("classifier")
+int to_container(struct __sk_buff *ctx)
+{
+	__u16 proto = 0;
+	int ret;
+
+	ret = ethertype(ctx, &proto);
+	if (ret < 0)
+		goto drop;
+
+	switch (proto) {
+	case ETH_P_IP:
+		bpf_tail_call(ctx, &pilus_calls, CALL_IPV4_TO_LXC);
+		ret = -DROP_MISSED_TAIL_CALL;
+		break;
+	case ETH_P_ARP:
+		/* The host resolving the pod's MAC: the pod answers itself. */
+		return TC_ACT_OK;
+	case ETH_P_IPV6:
+		ret = -DROP_IPV6_UNSUPPORTED;
+		break;
+	default:
+		ret = -DROP_UNKNOWN_L3;
+		break;
+	}
+drop:
+	return send_drop_notify(ctx, ret, DIR_INGRESS, 0, 0, 0, OBS_TO_ENDPOINT);
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The contract between the datapath and userspace: every map key and value,
+ * every event record, every drop code and constant that both sides read.
+ *
+ * Nothing else may be shared. crates/abi mirrors each struct with #[repr(C)]
+ * and tests/layout.rs compares both layouts through the BTF of
+ * bpf/abi_layout.c; a difference fails the build's tests.
+ *
+ * Rules (as in Aya's shared crates): no bool, enum or bitfield in a struct,
+ * padding written out as _pad, network byte order named in the type (__be16,
+ * __be32) and mirrored as Be16/Be32 in Rust.
+ */
+#ifndef PILUS_ABI_H
+#define PILUS_ABI_H
+
+#include <linux/types.h>
+
+/* ---------------------------------------------------------------- identities */
+
+/* Reserved security identities, numbered as Cilium numbers them. */
+#define IDENTITY_UNKNOWN	0
+#define IDENTITY_HOST		1
+#define IDENTITY_WORLD		2
+#define IDENTITY_UNMANAGED	3
+#define IDENTITY_HEALTH		4
+#define IDENTITY_INIT		5
+#define IDENTITY_REMOTE_NODE	6
+#define IDENTITY_KUBE_APISERVER	7
+/* Cluster identities start here; CIDR identities are local, from 1 << 24. */
+#define IDENTITY_CLUSTER_MIN	256
+#define IDENTITY_LOCAL_MIN	(1U << 24)
+
+/* ---------------------------------------------------------------- directions */
+
+/* Policy and metrics direction: ingress = towards an endpoint. */
+#define DIR_INGRESS	0
+#define DIR_EGRESS	1
+#define DIR_MAX		2
+
+/* ---------------------------------------------------------------- drop codes */
+
+/*
+ * Drop reasons. Helpers return 0 (CTX_ACT_OK) or -DROP_*; the entry program
+ * turns a negative return into TC_ACT_SHOT, a metric and a drop event.
+ * These numbers are permanent: never renumber, retire as DROP_UNUSEDn.
+ * Userspace names live in crates/abi (DropReason), with a test that every
+ * code here has a name there.
+ */
+#define DROP_UNKNOWN_L3		130 /* ethertype this datapath does not handle */
+#define DROP_INVALID_ARP	131 /* ARP truncated or not Ethernet/IPv4 */
+#define DROP_INVALID_IPV4	132 /* IPv4 header truncated, IHL < 5, bad length */
+#define DROP_INVALID_L4		133 /* TCP/UDP/ICMP header truncated */
+#define DROP_INVALID_SIP	134 /* source IP is not the endpoint's (spoofing) */
+#define DROP_POLICY		135 /* no policy entry allows the flow (default deny) */
+#define DROP_POLICY_DENY	136 /* an explicit deny entry matched */
+#define DROP_NO_ENDPOINT	137 /* interface has no endpoint in pilus_lxc_if */
+#define DROP_IPV6_UNSUPPORTED	138 /* IPv6 is not enabled in this datapath yet */
+#define DROP_FRAG_NOT_FOUND	139 /* non-first fragment whose first was not seen */
+#define DROP_TTL_EXCEEDED	140 /* TTL would reach zero on local delivery */
+#define DROP_CSUM_L3		141 /* IPv4 checksum could not be updated */
+#define DROP_CT_CREATE_FAILED	142 /* conntrack entry could not be written */
+#define DROP_WRITE_ERROR	143 /* packet rewrite (MAC) failed */
+#define DROP_FRAG_TRACK_FAILED	144 /* first fragment could not be recorded */
+#define DROP_INVALID_ICMP_INNER	145 /* ICMP error with a truncated inner header */
+#define DROP_MISSED_TAIL_CALL	146 /* a tail call slot was empty */
+#define DROP_INVALID_ETH	147 /* frame shorter than an Ethernet header */
+
+#define DROP_REASON_MAX		256
+
+/* Metric reason 0 counts packets that were forwarded, not dropped. */
+#define METRIC_FORWARDED	0
+
+/* ---------------------------------------------------------------- endpoints */
+
+#define EP_F_INGRESS_ENFORCED	(1U << 0) /* an ingress rule selects this endpoint */
+#define EP_F_EGRESS_ENFORCED	(1U << 1) /* an egress rule selects this endpoint */
+
+/* Key of pilus_lxc: the endpoint's IPv4 address. */
+struct endpoint_key {
+	__be32 ip4;
+};
+
+/*
+ * Value of pilus_lxc (by IP) and pilus_lxc_if (by host-side ifindex):
+ * what the datapath needs to deliver to and enforce for a local pod.
+ */
+struct endpoint_info {
+	__u32 ifindex;		/* host-side veth; its peer is the pod's interface */
+	__u32 sec_identity;	/* the pod's security identity */
+	__be32 ip4;		/* the pod's address */
+	__u16 ep_id;		/* endpoint id, the key of its policy entries */
+	__u16 flags;		/* EP_F_* */
+	__u8 mac[6];		/* pod-side MAC: destination MAC on delivery */
+	__u8 node_mac[6];	/* host-side MAC: the pod's gateway MAC */
+	__u32 _pad;
+};
+
+/* ---------------------------------------------------------------- ipcache */
+
+/* Key of pilus_ipcache, an LPM trie: prefix_len counts bits of ip4. */
+struct ipcache_key {
+	__u32 prefix_len;
+	__be32 ip4;
+};
+
+struct ipcache_value {
+	__u32 sec_identity;
+	__be32 tunnel_endpoint;	/* node to tunnel to, 0 when local or not tunnelled */
+	__u8 flags;
+	__u8 _pad[3];
+};
+
+/* ---------------------------------------------------------------- policy */
+
+/*
+ * Key of pilus_policy, an LPM trie. The matched data is, in order:
+ * sec_identity (32 bits), ep_id (16), direction (8), protocol (8), dport (16).
+ * POLICY_PREFIX_L3 bits fix (identity, endpoint, direction): an L3-only entry.
+ * POLICY_PREFIX_PROTO bits add the protocol: "all ports of TCP".
+ * POLICY_PREFIX_FULL bits add the whole port; a port range is written as the
+ * few (port, prefix) pairs that cover it, never one entry per port.
+ * sec_identity 0 means "any peer" (the L4-only and allow-all levels).
+ */
+struct policy_key {
+	__u32 prefix_len;
+	__u32 sec_identity;
+	__u16 ep_id;
+	__u8 direction;
+	__u8 protocol;
+	__be16 dport;
+	__u16 _pad;
+};
+
+#define POLICY_PREFIX_L3	56
+#define POLICY_PREFIX_PROTO	64
+#define POLICY_PREFIX_FULL	80
+
+#define POLICY_F_DENY		(1U << 0)
+
+/*
+ * l4_prefix_len repeats how many bits of (protocol, dport) the entry's key
+ * fixes (0 = L3-only), because an LPM lookup does not return the key it
+ * matched and the datapath must know which precedence level answered.
+ * The writer guarantees that an entry already carries any deny of a wider
+ * entry at the same level (port ranges overlapping within one identity).
+ */
+struct policy_value {
+	__be16 proxy_port;	/* reserved for L7 redirection, 0 today */
+	__u8 flags;		/* POLICY_F_* */
+	__u8 l4_prefix_len;
+	__u32 cookie;		/* rule reference for explanations */
+};
+
+/* Index 0 of pilus_policy_rev: bumped by the agent on every policy change so
+ * that an established flow re-checks policy once after a change. */
+struct policy_rev {
+	__u32 revision;
+	__u32 _pad;
+};
+
+/* ---------------------------------------------------------------- conntrack */
+
+/*
+ * Key of pilus_ct4: the flow's tuple in the direction of its first packet.
+ * For ICMP echo, sport carries the identifier on requests and dport on
+ * replies, so a reply's reversed tuple finds the request's entry.
+ */
+struct ct_key4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 protocol;
+	__u8 _pad[3];
+};
+
+#define CT_F_TX_CLOSING		(1U << 0) /* FIN or RST seen from the originator */
+#define CT_F_RX_CLOSING		(1U << 1) /* FIN or RST seen from the responder */
+#define CT_F_SEEN_REPLY		(1U << 2) /* a reply was seen: the flow is established */
+#define CT_F_SEEN_NON_SYN	(1U << 3) /* past the handshake */
+
+struct ct_entry {
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u32 expires;		/* monotonic seconds when the entry lapses */
+	__u32 src_identity;	/* identity of the originator */
+	__u32 policy_rev;	/* revision the original direction was allowed at */
+	__u16 flags;		/* CT_F_* */
+	__u8 tx_tcp_flags;	/* union of TCP flags seen from the originator */
+	__u8 rx_tcp_flags;	/* union of TCP flags seen from the responder */
+};
+
+/* Result of a conntrack lookup, also reported in trace events. */
+#define CT_NEW		0
+#define CT_ESTABLISHED	1
+#define CT_REPLY	2
+#define CT_RELATED	3
+
+/* ---------------------------------------------------------------- fragments */
+
+/* pilus_frag4: the ports of a fragmented datagram, learned from its first
+ * fragment so that later fragments meet the same conntrack and policy. */
+struct frag_key4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 protocol;
+	__u8 _pad;
+};
+
+struct frag_ports {
+	__be16 sport;
+	__be16 dport;
+	__be16 policy_port;	/* the port policy saw on the first fragment */
+	__u16 _pad;
+};
+
+/* ---------------------------------------------------------------- metrics */
+
+/* pilus_metrics is a per-CPU array indexed by METRICS_INDEX(reason, dir). */
+#define METRICS_INDEX(reason, dir)	((reason) * DIR_MAX + (dir))
+#define METRICS_MAX			(DROP_REASON_MAX * DIR_MAX)
+
+struct metrics_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* ---------------------------------------------------------------- events */
+
+#define EVENT_DROP	1
+#define EVENT_TRACE	2
+
+/* Observation points, as cilium monitor names them. */
+#define OBS_FROM_ENDPOINT	0
+#define OBS_TO_ENDPOINT		1
+#define OBS_TO_STACK		2
+#define OBS_FROM_STACK		3
+
+#define EVENT_CAPTURE_LEN	128
+
+/* Record on the pilus_events ring buffer: a drop or a trace of one packet. */
+struct event {
+	__u8 kind;		/* EVENT_* */
+	__u8 subtype;		/* drop reason, or 0 */
+	__u8 obs_point;		/* OBS_* */
+	__u8 direction;		/* DIR_* */
+	__u16 ep_id;		/* endpoint the program ran for, 0 if none */
+	__u16 cap_len;		/* bytes of data[] that hold the packet */
+	__u32 orig_len;		/* the packet's length */
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u64 ktime_ns;
+	__u8 data[EVENT_CAPTURE_LEN];
+};
+
+/* ---------------------------------------------------------------- tail calls */
+
+/* Slots of pilus_calls, the program array of tail calls. */
+#define CALL_IPV4_FROM_LXC	0
+#define CALL_IPV4_TO_LXC	1
+#define CALLS_MAX		8
+
+#endif /* PILUS_ABI_H */

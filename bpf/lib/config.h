@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Per-node constants, set by the loader before the programs are verified
+ * (aya EbpfLoader::override_global). One object serves every node and every
+ * endpoint: nothing here changes per pod, and nothing is compiled at run time.
+ * Names and meaning are mirrored by crates/datapath/src/config.rs.
+ */
+#ifndef PILUS_CONFIG_H
+#define PILUS_CONFIG_H
+
+#include "common.h"
+
+#define DECLARE_CONFIG(type, name, value, description) \
+	const volatile type name = value /* description */
+
+/* The pods' default gateway: ARP requests for it are answered by the datapath. */
+DECLARE_CONFIG(__be32, CONFIG_ROUTER_IP4, 0, "gateway address answered in ARP");
+/* Conntrack lifetimes in seconds, Cilium's defaults. */
+DECLARE_CONFIG(__u32, CONFIG_CT_LIFETIME_TCP, 21600, "established TCP lifetime");
+DECLARE_CONFIG(__u32, CONFIG_CT_LIFETIME_NONTCP, 60, "UDP/ICMP/other lifetime");
+DECLARE_CONFIG(__u32, CONFIG_CT_SYN_TIMEOUT, 60, "TCP handshake lifetime");
+DECLARE_CONFIG(__u32, CONFIG_CT_CLOSE_TIMEOUT, 10, "TCP lifetime after FIN/RST both ways");
+/* Ring-buffer events are submitted without waking the reader (a wakeup costs
+ * about 6 us) until this many bytes wait; the agent also drains on a timer. */
+DECLARE_CONFIG(__u32, CONFIG_EVENTS_WAKEUP_BYTES, 65536, "unread bytes that force a wakeup");
+/* 1: emit a trace event for every forwarded packet (pilus monitor -v). */
+DECLARE_CONFIG(__u32, CONFIG_TRACE_ENABLED, 0, "emit trace events for forwarded packets");
+
+#endif /* PILUS_CONFIG_H */

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Connection tracking for IPv4: one LRU entry per flow, keyed by the tuple of
+ * its first packet. A packet is ESTABLISHED (its own tuple is there), a REPLY
+ * (the reversed tuple is there), RELATED (an ICMP error about a tracked flow)
+ * or NEW. A reply-direction packet with no entry is simply NEW: it meets
+ * policy like any other first packet, never a free pass.
+ */
+#ifndef PILUS_CONNTRACK_H
+#define PILUS_CONNTRACK_H
+
+#include "common.h"
+#include "config.h"
+#include "ipv4.h"
+#include "maps.h"
+
+#define CT_F_CLOSING	(CT_F_TX_CLOSING | CT_F_RX_CLOSING)
+
+static __always_inline void ct_key_reverse(const struct ct_key4 *in, struct ct_key4 *out)
+{
+	out->saddr = in->daddr;
+	out->daddr = in->saddr;
+	out->sport = in->dport;
+	out->dport = in->sport;
+	out->protocol = in->protocol;
+	out->_pad[0] = 0;
+	out->_pad[1] = 0;
+	out->_pad[2] = 0;
+}
+
+/* Lifetimes follow the TCP state: a handshake gets CT_SYN_TIMEOUT, an
+ * established flow CT_LIFETIME_TCP, one closed both ways CT_CLOSE_TIMEOUT. */
+static __always_inline __u32 ct_lifetime(const struct ct_entry *e, __u8 protocol)
+{
+	if (protocol != IPPROTO_TCP)
+		return CONFIG_CT_LIFETIME_NONTCP;
+	if ((e->flags & CT_F_CLOSING) == CT_F_CLOSING)
+		return CONFIG_CT_CLOSE_TIMEOUT;
+	if ((e->flags & (CT_F_SEEN_REPLY | CT_F_SEEN_NON_SYN)) ==
+	    (CT_F_SEEN_REPLY | CT_F_SEEN_NON_SYN))
+		return CONFIG_CT_LIFETIME_TCP;
+	return CONFIG_CT_SYN_TIMEOUT;
+}
+
+static __always_inline void ct_account(struct ct_entry *e, bool reply, const struct pkt4 *p,
+				       __u32 len, __u32 now)
+{
+	__u8 closing = 0;
+
+	if (reply) {
+		e->rx_packets++;
+		e->rx_bytes += len;
+		e->rx_tcp_flags |= p->tcp_flags;
+		e->flags |= CT_F_SEEN_REPLY;
+		if (p->tcp_flags & TCP_FLAG_FIN)
+			closing = CT_F_RX_CLOSING;
+	} else {
+		e->tx_packets++;
+		e->tx_bytes += len;
+		e->tx_tcp_flags |= p->tcp_flags;
+		if (p->tcp_flags & TCP_FLAG_FIN)
+			closing = CT_F_TX_CLOSING;
+	}
+	/* A reset ends the flow for both sides at once. */
+	if (p->tcp_flags & TCP_FLAG_RST)
+		closing = CT_F_CLOSING;
+	if (p->tuple.protocol == IPPROTO_TCP && !(p->tcp_flags & TCP_FLAG_SYN))
+		e->flags |= CT_F_SEEN_NON_SYN;
+	e->flags |= closing;
+	e->expires = now + ct_lifetime(e, p->tuple.protocol);
+}
+
+/* A bare SYN on a tuple whose connection already closed both ways is a new
+ * connection reusing the ports: it must meet policy again. */
+static __always_inline bool ct_is_reopen(const struct ct_entry *e, const struct pkt4 *p)
+{
+	return p->tuple.protocol == IPPROTO_TCP &&
+	       (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
+	       (e->flags & CT_F_CLOSING) == CT_F_CLOSING;
+}
+
+static __always_inline struct ct_entry *ct_find(const struct ct_key4 *key, __u32 now)
+{
+	struct ct_entry *e = bpf_map_lookup_elem(&pilus_ct4, key);
+
+	/* An expired entry is as good as none; LRU or GC will reclaim it. */
+	if (e && e->expires <= now)
+		return NULL;
+	return e;
+}
+
+/* Classifies the packet and, for a tracked flow, updates its entry. */
+static __always_inline int ct_lookup4(const struct pkt4 *p, __u32 len, __u32 now,
+				      struct ct_entry **entry)
+{
+	struct ct_key4 rev;
+	struct ct_entry *e;
+
+	*entry = NULL;
+	e = ct_find(&p->tuple, now);
+	if (e) {
+		if (ct_is_reopen(e, p))
+			return CT_NEW;
+		ct_account(e, false, p, len, now);
+		*entry = e;
+		return CT_ESTABLISHED;
+	}
+	ct_key_reverse(&p->tuple, &rev);
+	e = ct_find(&rev, now);
+	if (e) {
+		ct_account(e, true, p, len, now);
+		*entry = e;
+		return CT_REPLY;
+	}
+	if (p->icmp_error) {
+		/* The quoted packet went the other way: from us, if we sent it. */
+		if (ct_find(&p->inner, now))
+			return CT_RELATED;
+		ct_key_reverse(&p->inner, &rev);
+		if (ct_find(&rev, now))
+			return CT_RELATED;
+	}
+	return CT_NEW;
+}
+
+static __always_inline int ct_create4(const struct pkt4 *p, __u32 len, __u32 now,
+				      __u32 src_identity, __u32 policy_rev)
+{
+	struct ct_entry e = {
+		.src_identity = src_identity,
+		.policy_rev = policy_rev,
+	};
+
+	ct_account(&e, false, p, len, now);
+	if (bpf_map_update_elem(&pilus_ct4, &p->tuple, &e, BPF_ANY) < 0)
+		return -DROP_CT_CREATE_FAILED;
+	return CTX_ACT_OK;
+}
+
+#endif /* PILUS_CONNTRACK_H */

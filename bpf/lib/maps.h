@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map the datapath reads or writes. All are pinned by name under the
+ * loader's bpffs directory, so a second load (an agent restart) reuses them
+ * and the datapath keeps its state. Names stay within 15 characters (the
+ * kernel's object name limit).
+ */
+#ifndef PILUS_MAPS_H
+#define PILUS_MAPS_H
+
+#include "common.h"
+
+#define PIN_BY_NAME 1 /* LIBBPF_PIN_BY_NAME */
+
+/* Local endpoints by IPv4 address: the destination side of local delivery. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct endpoint_key);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_lxc SEC(".maps");
+
+/* Local endpoints by host-side ifindex: who the program runs for. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_lxc_if SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_value);
+	__uint(max_entries, 512000);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct policy_rev);
+	__uint(max_entries, 1);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_polrev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key4);
+	__type(value, struct ct_entry);
+	__uint(max_entries, 262144);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_ct4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key4);
+	__type(value, struct frag_ports);
+	__uint(max_entries, 8192);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_frag4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct metrics_value);
+	__uint(max_entries, METRICS_MAX);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_metrics SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_events SEC(".maps");
+
+/* Tail-call targets. Pinned: an unpinned program array is emptied by the
+ * kernel when its last user-space reference closes, which would turn every
+ * packet into DROP_MISSED_TAIL_CALL after the agent exits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+	__uint(max_entries, CALLS_MAX);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_calls SEC(".maps");
+
+#endif /* PILUS_MAPS_H */

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Policy enforcement: does endpoint `ep_id` allow traffic with peer identity
+ * `peer` on (protocol, port) in `dir`? Levels, in Cilium's order:
+ *   1. identity/proto/port   2. ANY/proto/port   3. identity/ANY   4. ANY/ANY
+ * A deny at any level wins over every allow; with no entry at all the answer
+ * is DROP_POLICY (default deny once an endpoint is selected; the caller skips
+ * the check for a direction no rule selects).
+ */
+#ifndef PILUS_POLICY_H
+#define PILUS_POLICY_H
+
+#include "common.h"
+#include "maps.h"
+
+#define POLICY_NO_MATCH	0
+#define POLICY_ALLOW	1
+
+static __always_inline __u32 policy_revision(void)
+{
+	__u32 zero = 0;
+	struct policy_rev *rev = bpf_map_lookup_elem(&pilus_polrev, &zero);
+
+	return rev ? rev->revision : 0;
+}
+
+/*
+ * Checks both levels of one identity (the packet's peer, or ANY = 0). The
+ * full-length LPM lookup returns the longest entry: an L4 entry (levels 1/2)
+ * or, failing that, the identity's L3-only entry (levels 3/4). Only when an
+ * L4 allow answered can an L3-only deny hide behind it, so only then is the
+ * L3-only level looked up on its own.
+ */
+static __always_inline int policy_check_identity(struct policy_key *key, __u32 *cookie)
+{
+	struct policy_value *v, *l3;
+
+	key->prefix_len = POLICY_PREFIX_FULL;
+	v = bpf_map_lookup_elem(&pilus_policy, key);
+	if (!v)
+		return POLICY_NO_MATCH;
+	if (v->flags & POLICY_F_DENY)
+		return -DROP_POLICY_DENY;		/* 1./2. or 3./4. deny */
+	if (v->l4_prefix_len) {
+		key->prefix_len = POLICY_PREFIX_L3;
+		l3 = bpf_map_lookup_elem(&pilus_policy, key);
+		if (l3 && (l3->flags & POLICY_F_DENY))
+			return -DROP_POLICY_DENY;	/* 3./4. deny beats 1./2. allow */
+	}
+	*cookie = v->cookie;
+	return POLICY_ALLOW;
+}
+
+static __always_inline int policy_can_access(__u16 ep_id, __u8 dir, __u32 peer, __u8 protocol,
+					     __be16 port, __u32 *cookie)
+{
+	struct policy_key key = {
+		.sec_identity = peer,
+		.ep_id = ep_id,
+		.direction = dir,
+		.protocol = protocol,
+		.dport = port,
+	};
+	__u32 c_id = 0, c_any = 0;
+	int by_id, by_any;
+
+	by_id = policy_check_identity(&key, &c_id);		/* 1. and 3. */
+	if (by_id < 0)
+		return by_id;
+	key.sec_identity = 0;
+	by_any = policy_check_identity(&key, &c_any);		/* 2. and 4. */
+	if (by_any < 0)
+		return by_any;
+	if (by_id == POLICY_ALLOW) {
+		*cookie = c_id;
+		return CTX_ACT_OK;
+	}
+	if (by_any == POLICY_ALLOW) {
+		*cookie = c_any;
+		return CTX_ACT_OK;
+	}
+	return -DROP_POLICY;
+}
+
+#endif /* PILUS_POLICY_H */

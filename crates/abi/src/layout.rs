@@ -1,0 +1,128 @@
+//! The Rust side of the layout check: size and field offsets of each mirror,
+//! by the C struct's name, for comparison with the object's BTF.
+
+use crate::*;
+use std::mem::{offset_of, size_of};
+
+/// One field: its name (as in C), byte offset and byte size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldLayout {
+    pub name: &'static str,
+    pub offset: usize,
+    pub size: usize,
+}
+
+/// One shared struct as Rust lays it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StructLayout {
+    pub c_name: &'static str,
+    pub size: usize,
+    pub fields: Vec<FieldLayout>,
+}
+
+fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
+macro_rules! layout {
+    ($t:ty, $c:literal, [$($f:ident),* $(,)?]) => {
+        StructLayout {
+            c_name: $c,
+            size: size_of::<$t>(),
+            fields: vec![$(FieldLayout {
+                name: stringify!($f),
+                offset: offset_of!($t, $f),
+                size: field_size::<$t, _>(|s| &s.$f),
+            }),*],
+        }
+    };
+}
+
+/// Every shared struct. A struct added to abi.h must be added here and to
+/// bpf/abi_layout.c, or the layout test fails on the missing name.
+pub fn all() -> Vec<StructLayout> {
+    vec![
+        layout!(EndpointKey, "endpoint_key", [ip4]),
+        layout!(
+            EndpointInfo,
+            "endpoint_info",
+            [
+                ifindex,
+                sec_identity,
+                ip4,
+                ep_id,
+                flags,
+                mac,
+                node_mac,
+                _pad
+            ]
+        ),
+        layout!(IpcacheKey, "ipcache_key", [prefix_len, ip4]),
+        layout!(
+            IpcacheValue,
+            "ipcache_value",
+            [sec_identity, tunnel_endpoint, flags, _pad]
+        ),
+        layout!(
+            PolicyKey,
+            "policy_key",
+            [
+                prefix_len,
+                sec_identity,
+                ep_id,
+                direction,
+                protocol,
+                dport,
+                _pad
+            ]
+        ),
+        layout!(
+            PolicyValue,
+            "policy_value",
+            [proxy_port, flags, l4_prefix_len, cookie]
+        ),
+        layout!(PolicyRev, "policy_rev", [revision, _pad]),
+        layout!(
+            CtKey4,
+            "ct_key4",
+            [saddr, daddr, sport, dport, protocol, _pad]
+        ),
+        layout!(
+            CtEntry,
+            "ct_entry",
+            [
+                tx_packets,
+                tx_bytes,
+                rx_packets,
+                rx_bytes,
+                expires,
+                src_identity,
+                policy_rev,
+                flags,
+                tx_tcp_flags,
+                rx_tcp_flags
+            ]
+        ),
+        layout!(FragKey4, "frag_key4", [saddr, daddr, id, protocol, _pad]),
+        layout!(FragPorts, "frag_ports", [sport, dport, policy_port, _pad]),
+        layout!(MetricsValue, "metrics_value", [packets, bytes]),
+        layout!(
+            Event,
+            "event",
+            [
+                kind,
+                subtype,
+                obs_point,
+                direction,
+                ep_id,
+                cap_len,
+                orig_len,
+                ifindex,
+                src_identity,
+                dst_identity,
+                ktime_ns,
+                data
+            ]
+        ),
+    ]
+}

@@ -1,0 +1,191 @@
+//! The `#[repr(C)]` mirrors of every struct in `bpf/lib/abi/abi.h`, in its order.
+
+use crate::{Be16, Be32};
+
+/// Key of `pilus_lxc`: the endpoint's IPv4 address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub ip4: Be32,
+}
+
+/// Value of `pilus_lxc` and `pilus_lxc_if`: a local pod as the datapath sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointInfo {
+    pub ifindex: u32,
+    pub sec_identity: u32,
+    pub ip4: Be32,
+    pub ep_id: u16,
+    pub flags: u16,
+    pub mac: [u8; 6],
+    pub node_mac: [u8; 6],
+    pub _pad: u32,
+}
+
+/// Key of the `pilus_ipcache` LPM trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IpcacheKey {
+    pub prefix_len: u32,
+    pub ip4: Be32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IpcacheValue {
+    pub sec_identity: u32,
+    pub tunnel_endpoint: Be32,
+    pub flags: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the `pilus_policy` LPM trie; see `POLICY_PREFIX_*`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyKey {
+    pub prefix_len: u32,
+    pub sec_identity: u32,
+    pub ep_id: u16,
+    pub direction: u8,
+    pub protocol: u8,
+    pub dport: Be16,
+    pub _pad: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyValue {
+    pub proxy_port: Be16,
+    pub flags: u8,
+    pub l4_prefix_len: u8,
+    pub cookie: u32,
+}
+
+/// Index 0 of `pilus_polrev`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyRev {
+    pub revision: u32,
+    pub _pad: u32,
+}
+
+/// Key of `pilus_ct4`: the tuple of a flow's first packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey4 {
+    pub saddr: Be32,
+    pub daddr: Be32,
+    pub sport: Be16,
+    pub dport: Be16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtEntry {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub expires: u32,
+    pub src_identity: u32,
+    pub policy_rev: u32,
+    pub flags: u16,
+    pub tx_tcp_flags: u8,
+    pub rx_tcp_flags: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey4 {
+    pub saddr: Be32,
+    pub daddr: Be32,
+    pub id: Be16,
+    pub protocol: u8,
+    pub _pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragPorts {
+    pub sport: Be16,
+    pub dport: Be16,
+    pub policy_port: Be16,
+    pub _pad: u16,
+}
+
+/// One per-CPU slot of `pilus_metrics`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MetricsValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A record on the `pilus_events` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Event {
+    pub kind: u8,
+    pub subtype: u8,
+    pub obs_point: u8,
+    pub direction: u8,
+    pub ep_id: u16,
+    pub cap_len: u16,
+    pub orig_len: u32,
+    pub ifindex: u32,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    pub ktime_ns: u64,
+    pub data: [u8; crate::consts::EVENT_CAPTURE_LEN as usize],
+}
+
+impl Event {
+    /// Decodes a record read from the ring buffer; `None` if it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
+        if bytes.len() < std::mem::size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: Event is repr(C) plain data, every bit pattern is valid, and
+        // the length was checked; read_unaligned needs no alignment.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+    }
+
+    /// The captured bytes of the packet.
+    pub fn packet(&self) -> &[u8] {
+        &self.data[..usize::from(self.cap_len).min(self.data.len())]
+    }
+}
+
+/// Plain-data structs may be map keys and values (aya's `Pod`).
+#[cfg(feature = "aya")]
+mod pod {
+    use super::*;
+
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => { $(
+            // SAFETY: repr(C), no implicit padding (it is written out as _pad
+            // fields and checked by the layout test), every bit pattern valid.
+            unsafe impl aya::Pod for $t {}
+        )* };
+    }
+    pod!(
+        Be16,
+        Be32,
+        EndpointKey,
+        EndpointInfo,
+        IpcacheKey,
+        IpcacheValue,
+        PolicyKey,
+        PolicyValue,
+        PolicyRev,
+        CtKey4,
+        CtEntry,
+        FragKey4,
+        FragPorts,
+        MetricsValue,
+        Event,
+    );
+}

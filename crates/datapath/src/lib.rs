@@ -1,0 +1,23 @@
+//! The Pilus datapath from userspace: the BPF objects compiled at build time,
+//! loaded with aya, configured through load-time globals, pinned under bpffs,
+//! attached to pod veths, and driven through typed maps. No syscalls happen
+//! anywhere else in Pilus; control-plane crates talk to this one.
+
+mod attach;
+pub mod bpffs;
+pub mod btf;
+mod config;
+mod error;
+pub mod events;
+mod loader;
+mod maps;
+pub mod objects;
+pub mod policy_ports;
+pub mod testrun;
+
+pub use attach::EndpointLinks;
+pub use config::NodeConfig;
+pub use error::Error;
+pub use events::EventReader;
+pub use loader::{Datapath, LoadOptions, Program};
+pub use maps::{DropCount, PolicyEntry};

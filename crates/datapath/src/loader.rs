@@ -1,0 +1,228 @@
+//! Loading: the object is parsed, configured with the node's globals, its maps
+//! created or reused from their pins, its programs verified once, and the
+//! tail-call array filled. After this, endpoints and policy only write maps.
+
+use crate::{bpffs, config::NodeConfig, objects, Error};
+use aya::{
+    maps::ProgramArray,
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+    Ebpf, EbpfLoader,
+};
+use pilus_abi::consts::{CALL_IPV4_FROM_LXC, CALL_IPV4_TO_LXC};
+use std::path::{Path, PathBuf};
+
+/// The entry and tail-call programs of bpf_lxc.c.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// tc ingress of the host-side veth: packets leaving the pod.
+    FromContainer,
+    /// tc egress of the host-side veth: packets the stack sends to the pod.
+    ToContainer,
+    /// Tail call: IPv4 from a pod.
+    Ipv4FromLxc,
+    /// Tail call: IPv4 to a pod.
+    Ipv4ToLxc,
+}
+
+impl Program {
+    pub const ALL: [Program; 4] = [
+        Program::FromContainer,
+        Program::ToContainer,
+        Program::Ipv4FromLxc,
+        Program::Ipv4ToLxc,
+    ];
+
+    /// The function name in bpf_lxc.c.
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::FromContainer => "from_container",
+            Program::ToContainer => "to_container",
+            Program::Ipv4FromLxc => "ipv4_from_lxc",
+            Program::Ipv4ToLxc => "ipv4_to_lxc",
+        }
+    }
+}
+
+/// Where and how to load.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub node: NodeConfig,
+    /// bpffs mount point (mounted if it is not one yet).
+    pub bpffs_root: PathBuf,
+    /// Directory below it for this datapath's pins; `None` loads unpinned
+    /// maps private to this process (the BPF_PROG_TEST_RUN tests do).
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            node: NodeConfig::default(),
+            bpffs_root: PathBuf::from("/sys/fs/bpf"),
+            pin_dir: Some(PathBuf::from("/sys/fs/bpf/pilus")),
+        }
+    }
+}
+
+/// A loaded datapath: the programs, verified, and handles to its maps.
+pub struct Datapath {
+    pub(crate) ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+}
+
+/// Every map bpf/lib/maps.h defines, for pinning without BTF pinning support.
+pub(crate) const MAPS: [&str; 10] = [
+    "pilus_lxc",
+    "pilus_lxc_if",
+    "pilus_ipcache",
+    "pilus_policy",
+    "pilus_polrev",
+    "pilus_ct4",
+    "pilus_frag4",
+    "pilus_metrics",
+    "pilus_events",
+    "pilus_calls",
+];
+
+impl Datapath {
+    /// Loads bpf_lxc.o. With a pin directory, maps pinned there by an earlier
+    /// load (an agent before a restart) are reused, so state survives.
+    pub fn load(opts: &LoadOptions) -> Result<Datapath, Error> {
+        let globals = opts.node.globals();
+        let mut loader = EbpfLoader::new();
+        globals.apply(&mut loader);
+        // The maps ask to be pinned by name. A load without a pin directory
+        // (the BPF_PROG_TEST_RUN tests) pins them in a private directory and
+        // removes the pins at once: the maps then live as long as this process.
+        let private = match &opts.pin_dir {
+            Some(dir) => {
+                bpffs::ensure(&opts.bpffs_root, dir)?;
+                loader.default_map_pin_directory(dir);
+                None
+            }
+            None => {
+                let tmp = private_pin_dir(&opts.bpffs_root)?;
+                loader.default_map_pin_directory(&tmp);
+                Some(tmp)
+            }
+        };
+        let loaded = loader.load(objects::BPF_LXC);
+        if let Some(tmp) = &private {
+            remove_pins(tmp);
+        }
+        let mut ebpf = loaded.map_err(|e| Error::Load {
+            object: "bpf_lxc.o",
+            source: Box::new(e),
+        })?;
+
+        for p in Program::ALL {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(p.name())
+                .ok_or(Error::MissingProgram { name: p.name() })?
+                .try_into()
+                .map_err(|e| Error::program(p.name(), e))?;
+            prog.load().map_err(|e| Error::program(p.name(), e))?;
+        }
+        let mut dp = Datapath {
+            ebpf,
+            pin_dir: opts.pin_dir.clone(),
+        };
+        dp.fill_tail_calls()?;
+        tracing::debug!(pin_dir = ?dp.pin_dir, "datapath loaded");
+        Ok(dp)
+    }
+
+    fn fill_tail_calls(&mut self) -> Result<(), Error> {
+        let slots = [
+            (CALL_IPV4_FROM_LXC, Program::Ipv4FromLxc),
+            (CALL_IPV4_TO_LXC, Program::Ipv4ToLxc),
+        ];
+        let mut fds = Vec::new();
+        for (slot, p) in slots {
+            let fd = self
+                .classifier(p)?
+                .fd()
+                .map_err(|e| Error::program(p.name(), e))?;
+            fds.push((
+                slot,
+                fd.try_clone().map_err(|source| Error::Syscall {
+                    call: "dup(program fd)",
+                    source,
+                })?,
+            ));
+        }
+        let map = self.ebpf.map_mut("pilus_calls").ok_or(Error::MissingMap {
+            name: "pilus_calls",
+        })?;
+        let mut calls: ProgramArray<_> =
+            ProgramArray::try_from(map).map_err(|e| Error::map("pilus_calls", e))?;
+        for (slot, fd) in &fds {
+            calls
+                .set(*slot, fd, 0)
+                .map_err(|e| Error::map("pilus_calls", e))?;
+        }
+        Ok(())
+    }
+
+    /// The directory the maps are pinned in, if any.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    pub(crate) fn classifier(&self, p: Program) -> Result<&SchedClassifier, Error> {
+        self.ebpf
+            .program(p.name())
+            .ok_or(Error::MissingProgram { name: p.name() })?
+            .try_into()
+            .map_err(|e| Error::program(p.name(), e))
+    }
+
+    pub(crate) fn classifier_mut(&mut self, p: Program) -> Result<&mut SchedClassifier, Error> {
+        self.ebpf
+            .program_mut(p.name())
+            .ok_or(Error::MissingProgram { name: p.name() })?
+            .try_into()
+            .map_err(|e| Error::program(p.name(), e))
+    }
+
+    /// Runs `p` once or `repeat` times on `packet` through BPF_PROG_TEST_RUN,
+    /// as if it arrived on `ifindex`. See [`crate::testrun`].
+    pub fn test_run(
+        &self,
+        p: Program,
+        ifindex: u32,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<crate::testrun::Outcome, Error> {
+        let prog = self.classifier(p)?;
+        crate::testrun::run(
+            |opts: TestRunOptions<'_>| prog.test_run(opts),
+            p.name(),
+            ifindex,
+            packet,
+            repeat,
+        )
+    }
+}
+
+/// A fresh directory on bpffs for a load whose pins must not outlive it.
+fn private_pin_dir(root: &Path) -> Result<PathBuf, Error> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = root.join(format!(
+        "pilus-private-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    bpffs::ensure(root, &dir)?;
+    Ok(dir)
+}
+
+fn remove_pins(dir: &Path) {
+    for name in MAPS {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove private pin directory");
+    }
+}

@@ -1,0 +1,12 @@
+//! The BPF objects build.rs compiled from bpf/*.c, embedded in the binary.
+
+/// bpf/bpf_lxc.c: the pod veth programs.
+pub static BPF_LXC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_lxc.o"));
+
+/// bpf/abi_layout.c: one instance of every shared struct, for the layout test.
+pub static ABI_LAYOUT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/abi_layout.o"));
+
+/// bpf/bench_empty.c: the empty classifier, the benchmark's floor.
+pub static BENCH_EMPTY: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_empty.o"));

@@ -1,0 +1,30 @@
+//! Test hosts made of Linux network namespaces.
+//!
+//! This crate owns everything a real-traffic test (and later the `lab`
+//! command) needs to build a small network on one machine and to tear it
+//! down again:
+//!
+//! - [`NetNs`]: a named namespace (a "pod" or a "node") that is deleted, with
+//!   every process still inside it killed, when the value is dropped;
+//! - [`veth_pair`]: a link between two namespaces;
+//! - [`ChildGuard`]: a background process inside a namespace that is killed
+//!   and reaped when dropped;
+//! - [`EnterGuard`]: the calling thread moved into a namespace, moved back
+//!   when dropped;
+//! - [`remove_stale`]: cleanup of namespaces left behind by a crashed run.
+//!
+//! Namespaces and links are made with `ip` (iproute2), so the crate needs no
+//! netlink code; the in-process parts (entering, ifindex, MAC, sysctl) use
+//! plain syscalls through `libc`. Everything here needs root.
+//!
+//! The guards clean up in `Drop`, which also runs while a failing test
+//! unwinds, so a panicking test leaves no namespace and no link behind.
+//! Drop never panics: a cleanup failure is printed to stderr instead.
+
+mod error;
+mod ns;
+mod process;
+
+pub use error::Error;
+pub use ns::{remove_stale, veth_pair, EnterGuard, NetNs};
+pub use process::ChildGuard;
