@@ -62,10 +62,15 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
 
 	dst_ep = lookup_ep_by_ip(p.tuple.daddr);
-	dst_id = dst_ep ? dst_ep->sec_identity : ipcache_identity(p.tuple.daddr);
+	if (dst_ep)
+		dst_id = dst_ep->sec_identity;
 
 	rev = policy_revision();
 	if (needs_policy(ct_status, entry, rev)) {
+		/* The ipcache (an LPM walk) is only asked when policy is: an
+		 * established flow's packets never pay for it. */
+		if (!dst_ep)
+			dst_id = ipcache_identity(p.tuple.daddr);
 		if (ep->flags & EP_F_EGRESS_ENFORCED) {
 			ret = policy_can_access(ep_id, DIR_EGRESS, dst_id, p.tuple.protocol,
 						p.policy_port, &cookie);
@@ -99,6 +104,8 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 	send_trace_notify(ctx, OBS_TO_STACK, DIR_EGRESS, ep_id, ep->sec_identity, dst_id);
 	return TC_ACT_OK;
 drop:
+	if (!dst_id && p.tuple.daddr)
+		dst_id = ipcache_identity(p.tuple.daddr);
 	return send_drop_notify(ctx, ret, dir, ep_id, ep ? ep->sec_identity : 0, dst_id,
 				OBS_FROM_ENDPOINT);
 }
@@ -110,7 +117,7 @@ drop:
 SEC("classifier")
 int ipv4_to_lxc(struct __sk_buff *ctx)
 {
-	struct endpoint_info *ep, *src_ep;
+	struct endpoint_info *ep, *src_ep = NULL;
 	struct pkt4 p = {};
 	struct ct_entry *entry;
 	__u32 now, rev, src_id = 0, cookie = 0;
@@ -130,11 +137,10 @@ int ipv4_to_lxc(struct __sk_buff *ctx)
 
 	now = bpf_mono_now();
 	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
-	src_ep = lookup_ep_by_ip(p.tuple.saddr);
-	src_id = src_ep ? src_ep->sec_identity : ipcache_identity(p.tuple.saddr);
-
 	rev = policy_revision();
 	if (needs_policy(ct_status, entry, rev)) {
+		src_ep = lookup_ep_by_ip(p.tuple.saddr);
+		src_id = src_ep ? src_ep->sec_identity : ipcache_identity(p.tuple.saddr);
 		if (ep->flags & EP_F_INGRESS_ENFORCED) {
 			ret = policy_can_access(ep_id, DIR_INGRESS, src_id, p.tuple.protocol,
 						p.policy_port, &cookie);

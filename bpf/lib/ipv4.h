@@ -108,12 +108,20 @@ static __always_inline int parse_l4(struct __sk_buff *ctx, __u32 end, struct pkt
 	switch (p->tuple.protocol) {
 	case IPPROTO_TCP: {
 		__u8 tcp[20];
-		__u32 doff;
 
-		if (off + sizeof(tcp) > end || bpf_skb_load_bytes(ctx, off, tcp, sizeof(tcp)) < 0)
+		if (off + sizeof(tcp) > end)
 			return -DROP_INVALID_L4;
-		doff = (tcp[12] >> 4) * 4;
-		if (doff < sizeof(tcp) || off + doff > end)
+		/* Fast path, no IP options (nearly every packet): copy from a
+		 * constant packet offset, no helper call. Otherwise let the helper
+		 * copy from the variable offset. */
+		void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
+
+		if (off == ETH_HLEN + 20 && data + ETH_HLEN + 20 + sizeof(tcp) <= data_end) {
+			__builtin_memcpy(tcp, data + ETH_HLEN + 20, sizeof(tcp));
+		} else if (bpf_skb_load_bytes(ctx, off, tcp, sizeof(tcp)) < 0) {
+			return -DROP_INVALID_L4;
+		}
+		if ((tcp[12] >> 4) * 4 < sizeof(tcp) || off + (tcp[12] >> 4) * 4 > end)
 			return -DROP_INVALID_L4;
 		__builtin_memcpy(&p->tuple.sport, &tcp[0], 2);
 		__builtin_memcpy(&p->tuple.dport, &tcp[2], 2);

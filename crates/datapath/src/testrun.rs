@@ -66,3 +66,36 @@ pub(crate) fn run(
         ns_per_run: res.duration.as_nanos() as u64,
     })
 }
+
+/// The empty classifier of bpf/bench_empty.c: the cost of BPF_PROG_TEST_RUN
+/// and a tc program that does nothing, measured beside the real programs.
+pub struct Floor {
+    ebpf: aya::Ebpf,
+}
+
+impl Floor {
+    pub fn load() -> Result<Floor, Error> {
+        let mut ebpf = aya::Ebpf::load(crate::objects::BENCH_EMPTY).map_err(|e| Error::Load {
+            object: "bench_empty.o",
+            source: Box::new(e),
+        })?;
+        let prog: &mut aya::programs::SchedClassifier = ebpf
+            .program_mut("empty")
+            .ok_or(Error::MissingProgram { name: "empty" })?
+            .try_into()
+            .map_err(|e| Error::program("empty", e))?;
+        prog.load().map_err(|e| Error::program("empty", e))?;
+        Ok(Floor { ebpf })
+    }
+
+    pub fn test_run(&self, ifindex: u32, packet: &[u8], repeat: u32) -> Result<Outcome, Error> {
+        use aya::programs::TestRun;
+        let prog: &aya::programs::SchedClassifier = self
+            .ebpf
+            .program("empty")
+            .ok_or(Error::MissingProgram { name: "empty" })?
+            .try_into()
+            .map_err(|e| Error::program("empty", e))?;
+        run(|opts| prog.test_run(opts), "empty", ifindex, packet, repeat)
+    }
+}

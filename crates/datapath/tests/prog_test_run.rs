@@ -14,7 +14,7 @@ use pilus_packet::{arp_reply, arp_request, parse, tcp_flags::*, PacketBuilder, B
 fn arp_request_for_gateway_is_answered_by_the_datapath() {
     let mut fx = Fx::new();
     let req = arp_request(MAC_A, IP_A, ROUTER);
-    let out = fx.from_a(&req);
+    let out = fx.send_a(&req);
     // bpf_redirect back out of the same veth: the pod receives the reply.
     fx.expect_redirect(&out, "ARP for the gateway");
     let want = arp_reply(NODE_MAC_A, MAC_A, ROUTER, IP_A);
@@ -30,11 +30,11 @@ fn arp_request_for_gateway_is_answered_by_the_datapath() {
 fn arp_for_other_addresses_and_gratuitous_arp_go_to_the_stack() {
     let mut fx = Fx::new();
     let other = arp_request(MAC_A, IP_A, IP_B);
-    let out = fx.from_a(&other);
+    let out = fx.send_a(&other);
     fx.expect_ok(&out, "ARP for a non-gateway address");
     assert_eq!(out.packet, other, "left unchanged");
     let gratuitous = arp_request(MAC_A, ROUTER, ROUTER);
-    let out = fx.from_a(&gratuitous);
+    let out = fx.send_a(&gratuitous);
     fx.expect_ok(&out, "gratuitous ARP");
 }
 
@@ -43,7 +43,7 @@ fn malformed_arp_is_dropped() {
     let mut fx = Fx::new();
     let mut bad = arp_request(MAC_A, IP_A, ROUTER);
     bad[14 + 4] = 16; // hln: not Ethernet
-    let out = fx.from_a(&bad);
+    let out = fx.send_a(&bad);
     fx.expect_drop(&out, DROP_INVALID_ARP, "ARP with hln 16");
     let out = fx.run(
         Program::FromContainer,
@@ -87,10 +87,10 @@ fn each_policy_level_allows_on_its_own() {
         let mut fx = Fx::new();
         fx.enforce('b', true, false);
         put(&mut fx, level, false);
-        let out = fx.from_a(&a_to_b().tcp(40000, 80, SYN).build());
+        let out = fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
         fx.expect_redirect(&out, &format!("{level:?} allows A->B:80"));
         // What each level does not cover stays denied.
-        let other_port = fx.from_a(&a_to_b().tcp(40001, 81, SYN).build());
+        let other_port = fx.send_a(&a_to_b().tcp(40001, 81, SYN).build());
         match level {
             Level::L3L4 | Level::L4Only => {
                 fx.expect_drop(&other_port, DROP_POLICY, &format!("{level:?}, port 81"))
@@ -108,7 +108,7 @@ fn l3_levels_only_cover_their_identity() {
     fx.enforce('a', true, false);
     // A admits B only; a remote identity from the stack is refused.
     fx.allow(EP_A, INGRESS, ID_B, None, None);
-    let out = fx.from_b(&b_to_a().udp(5000, 53).build());
+    let out = fx.send_b(&b_to_a().udp(5000, 53).build());
     fx.expect_redirect(&out, "B->A allowed by L3");
     let remote = PacketBuilder::new(MAC_B, MAC_A)
         .ipv4(IP_REMOTE, IP_A)
@@ -128,7 +128,7 @@ fn deny_beats_allow_at_every_level_combination() {
             // Writing the deny after the allow replaces an identical key; the
             // combinations with identical keys test deny over allow directly.
             put(&mut fx, deny_level, true);
-            let out = fx.from_a(&a_to_b().tcp(40000, 80, SYN).build());
+            let out = fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
             fx.expect_drop(
                 &out,
                 DROP_POLICY_DENY,
@@ -145,7 +145,7 @@ fn selected_endpoint_without_entries_denies_by_default() {
     // An entry for somebody else does not admit A.
     fx.allow(EP_B, INGRESS, ID_REMOTE, None, None);
     fx.allow(EP_A, INGRESS, ID_A, None, None);
-    let out = fx.from_a(&a_to_b().tcp(40000, 80, SYN).build());
+    let out = fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
     fx.expect_drop(&out, DROP_POLICY, "B selected for ingress, no entry for A");
     assert_eq!(
         fx.dp.metric(DROP_POLICY, DIR_INGRESS).unwrap(),
@@ -155,7 +155,7 @@ fn selected_endpoint_without_entries_denies_by_default() {
     // Egress default deny is counted on the egress side.
     fx.enforce('a', false, true);
     fx.enforce('b', false, false);
-    let out = fx.from_a(&a_to_b().udp(1, 2).build());
+    let out = fx.send_a(&a_to_b().udp(1, 2).build());
     fx.expect_drop(&out, DROP_POLICY, "A selected for egress, no entry");
     assert_eq!(fx.dp.metric(DROP_POLICY, DIR_EGRESS).unwrap(), 1);
 }
@@ -165,9 +165,9 @@ fn unselected_direction_allows_all() {
     let mut fx = Fx::new();
     // A is selected for ingress only: its egress is open. B is not selected.
     fx.enforce('a', true, false);
-    let out = fx.from_a(&a_to_b().tcp(40000, 8080, SYN).build());
+    let out = fx.send_a(&a_to_b().tcp(40000, 8080, SYN).build());
     fx.expect_redirect(&out, "A egress unselected, B unselected");
-    let out = fx.from_a(
+    let out = fx.send_a(
         &PacketBuilder::new(MAC_A, NODE_MAC_A)
             .ipv4(IP_A, IP_REMOTE)
             .udp(1, 2)
@@ -175,7 +175,7 @@ fn unselected_direction_allows_all() {
     );
     fx.expect_ok(&out, "A to a remote address goes to the stack");
     // ... while A's selected ingress denies B.
-    let out = fx.from_b(&b_to_a().tcp(40000, 22, SYN).build());
+    let out = fx.send_b(&b_to_a().tcp(40000, 22, SYN).build());
     fx.expect_drop(&out, DROP_POLICY, "A ingress selected");
 }
 
@@ -190,9 +190,9 @@ fn egress_policy_uses_the_destination_identity() {
             .tcp(40000, port, SYN)
             .build()
     };
-    let out = fx.from_a(&to_remote(443));
+    let out = fx.send_a(&to_remote(443));
     fx.expect_ok(&out, "egress to the remote CIDR identity on 443");
-    let out = fx.from_a(&to_remote(80));
+    let out = fx.send_a(&to_remote(80));
     fx.expect_drop(&out, DROP_POLICY, "egress to remote on 80");
     // An address the ipcache does not know is the world (identity 2).
     fx.allow(EP_A, EGRESS, IDENTITY_WORLD, Some(UDP), None);
@@ -200,7 +200,7 @@ fn egress_policy_uses_the_destination_identity() {
         .ipv4(IP_A, "198.18.200.1".parse().unwrap())
         .udp(1, 53)
         .build();
-    let out = fx.from_a(&world);
+    let out = fx.send_a(&world);
     fx.expect_ok(&out, "egress to world, UDP any port");
 }
 
@@ -229,7 +229,7 @@ fn port_range_edges() {
             b.udp(40000, port)
         }
         .build();
-        let out = fx.from_a(&pkt);
+        let out = fx.send_a(&pkt);
         let what = format!("proto {proto} port {port}");
         if allowed {
             fx.expect_redirect(&out, &what);
@@ -256,12 +256,12 @@ fn strict_pair() -> Fx {
 #[test]
 fn established_reply_skips_policy() {
     let mut fx = strict_pair();
-    let out = fx.from_a(&a_to_b().tcp(40000, 80, SYN).build());
+    let out = fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
     fx.expect_redirect(&out, "SYN A->B:80");
     // B's egress and A's ingress allow nothing, yet the reply passes.
-    let out = fx.from_b(&b_to_a().tcp(80, 40000, SYN | ACK).build());
+    let out = fx.send_b(&b_to_a().tcp(80, 40000, SYN | ACK).build());
     fx.expect_redirect(&out, "SYN-ACK B->A as a reply");
-    let out = fx.from_a(&a_to_b().tcp(40000, 80, ACK).build());
+    let out = fx.send_a(&a_to_b().tcp(40000, 80, ACK).build());
     fx.expect_redirect(&out, "ACK A->B established");
     let ct = fx.dp.conntrack().unwrap();
     assert_eq!(ct.len(), 1, "one entry per flow: {ct:?}");
@@ -279,7 +279,7 @@ fn established_reply_skips_policy() {
 fn reply_without_conntrack_is_treated_as_new() {
     let mut fx = strict_pair();
     // No SYN went first: a SYN-ACK from B is a new flow, and B's egress denies it.
-    let out = fx.from_b(&b_to_a().tcp(80, 40000, SYN | ACK).build());
+    let out = fx.send_b(&b_to_a().tcp(80, 40000, SYN | ACK).build());
     fx.expect_drop(&out, DROP_POLICY, "unsolicited SYN-ACK");
     assert!(
         fx.dp.conntrack().unwrap().is_empty(),
@@ -295,16 +295,16 @@ fn tcp_lifetimes_follow_the_handshake_and_close() {
         assert_eq!(ct.len(), 1);
         ct[0].1.expires.saturating_sub(mono_now())
     };
-    fx.from_a(&a_to_b().tcp(40000, 80, SYN).build());
+    fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
     let t = lifetime(&fx);
     assert!((58..=60).contains(&t), "SYN: syn timeout, got {t}");
-    fx.from_b(&b_to_a().tcp(80, 40000, SYN | ACK).build());
-    fx.from_a(&a_to_b().tcp(40000, 80, ACK).build());
+    fx.send_b(&b_to_a().tcp(80, 40000, SYN | ACK).build());
+    fx.send_a(&a_to_b().tcp(40000, 80, ACK).build());
     let t = lifetime(&fx);
     assert!(t > 21000, "established: TCP lifetime, got {t}");
-    fx.from_a(&a_to_b().tcp(40000, 80, FIN | ACK).build());
+    fx.send_a(&a_to_b().tcp(40000, 80, FIN | ACK).build());
     assert!(lifetime(&fx) > 21000, "half closed stays established");
-    fx.from_b(&b_to_a().tcp(80, 40000, FIN | ACK).build());
+    fx.send_b(&b_to_a().tcp(80, 40000, FIN | ACK).build());
     let t = lifetime(&fx);
     assert!(
         (8..=10).contains(&t),
@@ -321,8 +321,8 @@ fn tcp_lifetimes_follow_the_handshake_and_close() {
 #[test]
 fn rst_closes_and_a_new_syn_reopens_through_policy() {
     let mut fx = strict_pair();
-    fx.from_a(&a_to_b().tcp(40000, 80, SYN).build());
-    fx.from_b(&b_to_a().tcp(80, 40000, RST | ACK).build());
+    fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
+    fx.send_b(&b_to_a().tcp(80, 40000, RST | ACK).build());
     let e = fx.dp.conntrack().unwrap()[0].1;
     assert_eq!(
         e.flags & (CT_F_TX_CLOSING | CT_F_RX_CLOSING),
@@ -339,7 +339,7 @@ fn rst_closes_and_a_new_syn_reopens_through_policy() {
             false,
         ))
         .unwrap();
-    let out = fx.from_a(&a_to_b().tcp(40000, 80, SYN).build());
+    let out = fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
     fx.expect_drop(
         &out,
         DROP_POLICY,
@@ -354,15 +354,15 @@ fn udp_and_icmp_echo_are_tracked() {
     fx.allow(EP_B, INGRESS, ID_A, Some(UDP), Some((53, 53)));
     fx.allow(EP_A, EGRESS, ID_B, Some(ICMP), Some((8, 8)));
     fx.allow(EP_B, INGRESS, ID_A, Some(ICMP), Some((8, 8)));
-    let out = fx.from_a(&a_to_b().udp(5353, 53).build());
+    let out = fx.send_a(&a_to_b().udp(5353, 53).build());
     fx.expect_redirect(&out, "UDP query");
-    let out = fx.from_b(&b_to_a().udp(53, 5353).build());
+    let out = fx.send_b(&b_to_a().udp(53, 5353).build());
     fx.expect_redirect(&out, "UDP answer as a reply");
-    let out = fx.from_a(&a_to_b().icmp_echo(true, 77, 1).build());
+    let out = fx.send_a(&a_to_b().icmp_echo(true, 77, 1).build());
     fx.expect_redirect(&out, "echo request (policy on ICMP type 8)");
-    let out = fx.from_b(&b_to_a().icmp_echo(false, 77, 1).build());
+    let out = fx.send_b(&b_to_a().icmp_echo(false, 77, 1).build());
     fx.expect_redirect(&out, "echo reply matches the request");
-    let out = fx.from_b(&b_to_a().icmp_echo(false, 78, 1).build());
+    let out = fx.send_b(&b_to_a().icmp_echo(false, 78, 1).build());
     fx.expect_drop(&out, DROP_POLICY, "echo reply with another identifier");
     let udp = fx
         .dp
@@ -381,22 +381,22 @@ fn icmp_errors_of_a_tracked_flow_are_related() {
     fx.allow(EP_A, EGRESS, ID_B, Some(UDP), None);
     fx.allow(EP_B, INGRESS, ID_A, Some(UDP), None);
     let query = a_to_b().udp(5353, 9999);
-    fx.expect_redirect(&fx.from_a(&query.build()), "UDP to a closed port");
+    fx.expect_redirect(&fx.send_a(&query.build()), "UDP to a closed port");
     // B's stack answers port unreachable, quoting A's datagram.
     let unreach = b_to_a().icmp_error(3, 3, &query.build_ip()).build();
-    let out = fx.from_b(&unreach);
+    let out = fx.send_b(&unreach);
     fx.expect_redirect(&out, "port unreachable about a tracked flow");
     // The same error about a flow nobody sent meets policy (B egress: nothing).
     let stranger = a_to_b().udp(1111, 2222).build_ip();
-    let out = fx.from_b(&b_to_a().icmp_error(3, 3, &stranger).build());
+    let out = fx.send_b(&b_to_a().icmp_error(3, 3, &stranger).build());
     fx.expect_drop(&out, DROP_POLICY, "ICMP error about an unknown flow");
 }
 
 #[test]
 fn policy_change_reaches_established_flows_after_a_revision_bump() {
     let mut fx = strict_pair();
-    fx.from_a(&a_to_b().tcp(40000, 80, SYN).build());
-    fx.from_b(&b_to_a().tcp(80, 40000, SYN | ACK).build());
+    fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
+    fx.send_b(&b_to_a().tcp(80, 40000, SYN | ACK).build());
     fx.drops();
     fx.dp
         .remove_policy(&entry(
@@ -410,17 +410,17 @@ fn policy_change_reaches_established_flows_after_a_revision_bump() {
         .unwrap();
     // Until the agent publishes the change, the flow keeps its verdict...
     fx.expect_redirect(
-        &fx.from_a(&a_to_b().tcp(40000, 80, ACK).build()),
+        &fx.send_a(&a_to_b().tcp(40000, 80, ACK).build()),
         "before the bump",
     );
     fx.dp.set_policy_revision(1).unwrap();
     assert_eq!(fx.dp.policy_revision().unwrap(), 1);
     // ...and once it is published, the next packet is checked again.
-    let out = fx.from_a(&a_to_b().tcp(40000, 80, ACK).build());
+    let out = fx.send_a(&a_to_b().tcp(40000, 80, ACK).build());
     fx.expect_drop(&out, DROP_POLICY, "after the bump");
     // Replies never re-check.
     fx.expect_redirect(
-        &fx.from_b(&b_to_a().tcp(80, 40000, ACK).build()),
+        &fx.send_b(&b_to_a().tcp(80, 40000, ACK).build()),
         "reply after the bump",
     );
 }
@@ -436,7 +436,7 @@ fn local_delivery_rewrites_macs_and_decrements_ttl_with_correct_checksum() {
         .tcp(40000, 80, SYN)
         .payload(b"hello")
         .build();
-    let out = fx.from_a(&input);
+    let out = fx.send_a(&input);
     fx.expect_redirect(&out, "local delivery");
     let want = PacketBuilder::new(NODE_MAC_B, MAC_B)
         .ipv4(IP_A, IP_B)
@@ -457,7 +457,7 @@ fn local_delivery_rewrites_macs_and_decrements_ttl_with_correct_checksum() {
 #[test]
 fn ttl_one_is_not_delivered() {
     let mut fx = Fx::new();
-    let out = fx.from_a(&a_to_b().ttl(1).udp(1, 2).build());
+    let out = fx.send_a(&a_to_b().ttl(1).udp(1, 2).build());
     fx.expect_drop(&out, DROP_TTL_EXCEEDED, "TTL 1");
 }
 
@@ -468,7 +468,7 @@ fn non_local_destinations_go_to_the_stack_unchanged() {
         .ipv4(IP_A, IP_REMOTE)
         .tcp(1, 2, SYN)
         .build();
-    let out = fx.from_a(&pkt);
+    let out = fx.send_a(&pkt);
     fx.expect_ok(&out, "to the stack");
     assert_eq!(out.packet, pkt, "the stack routes it: no rewrite here");
 }
@@ -491,7 +491,7 @@ fn to_container_enforces_ingress_for_traffic_from_the_stack() {
     let out = fx.to_b(&from_host(81));
     fx.expect_drop(&out, DROP_POLICY, "host -> B:81");
     // B's answer to the host is a reply in from_container.
-    let out = fx.from_b(
+    let out = fx.send_b(
         &PacketBuilder::new(MAC_B, NODE_MAC_B)
             .ipv4(IP_B, ROUTER)
             .tcp(80, 33000, SYN | ACK)
@@ -516,7 +516,7 @@ fn spoofed_source_is_dropped_with_a_reason() {
         .ipv4("198.18.1.99".parse().unwrap(), IP_B)
         .udp(1, 2)
         .build();
-    let out = fx.from_a(&spoofed);
+    let out = fx.send_a(&spoofed);
     assert_eq!(out.verdict, TC_ACT_SHOT);
     let drops = fx.drops();
     assert_eq!(drops.len(), 1);
@@ -534,7 +534,7 @@ fn spoofed_source_is_dropped_with_a_reason() {
         .ipv4(IP_B, IP_A)
         .udp(1, 2)
         .build();
-    fx.expect_drop(&fx.from_a(&as_b), DROP_INVALID_SIP, "B's address from A");
+    fx.expect_drop(&fx.send_a(&as_b), DROP_INVALID_SIP, "B's address from A");
 }
 
 #[test]
@@ -544,12 +544,12 @@ fn unknown_ethertype_and_ipv6_are_dropped_and_counted() {
         .ethertype(0x88cc)
         .payload(&[0; 32])
         .build();
-    fx.expect_drop(&fx.from_a(&lldp), DROP_UNKNOWN_L3, "LLDP ethertype");
+    fx.expect_drop(&fx.send_a(&lldp), DROP_UNKNOWN_L3, "LLDP ethertype");
     let v6 = PacketBuilder::new(MAC_A, NODE_MAC_A)
         .ethertype(0x86dd)
         .payload(&[0x60; 40])
         .build();
-    fx.expect_drop(&fx.from_a(&v6), DROP_IPV6_UNSUPPORTED, "IPv6 from the pod");
+    fx.expect_drop(&fx.send_a(&v6), DROP_IPV6_UNSUPPORTED, "IPv6 from the pod");
     fx.expect_drop(&fx.to_b(&v6), DROP_IPV6_UNSUPPORTED, "IPv6 to the pod");
     assert_eq!(fx.dp.metric(DROP_IPV6_UNSUPPORTED, DIR_EGRESS).unwrap(), 1);
     assert_eq!(fx.dp.metric(DROP_IPV6_UNSUPPORTED, DIR_INGRESS).unwrap(), 1);
@@ -559,7 +559,7 @@ fn unknown_ethertype_and_ipv6_are_dropped_and_counted() {
         p
     };
     fx.expect_drop(
-        &fx.from_a(&bad_version),
+        &fx.send_a(&bad_version),
         DROP_INVALID_IPV4,
         "version 6 in ethertype IPv4",
     );
@@ -592,7 +592,7 @@ fn ip_options_are_skipped_to_find_the_ports() {
     };
     let input = with_opts(80);
     assert_eq!(parse(&input).unwrap().ipv4.unwrap().header_len, 32);
-    let out = fx.from_a(&input);
+    let out = fx.send_a(&input);
     fx.expect_redirect(&out, "options, port 80");
     let p = parse(&out.packet).unwrap();
     assert_eq!(
@@ -600,7 +600,7 @@ fn ip_options_are_skipped_to_find_the_ports() {
         (63, true)
     );
     assert_eq!(out.packet[14 + 20..14 + 31], rr[..], "options kept");
-    fx.expect_drop(&fx.from_a(&with_opts(81)), DROP_POLICY, "options, port 81");
+    fx.expect_drop(&fx.send_a(&with_opts(81)), DROP_POLICY, "options, port 81");
 }
 
 #[test]
@@ -624,21 +624,21 @@ fn fragments_follow_their_first_fragment() {
             .payload(&[2; 40])
             .build()
     };
-    fx.expect_redirect(&fx.from_a(&first(7, 53)), "first fragment to 53");
+    fx.expect_redirect(&fx.send_a(&first(7, 53)), "first fragment to 53");
     fx.expect_redirect(
-        &fx.from_a(&later(7)),
+        &fx.send_a(&later(7)),
         "second fragment, ports from the first",
     );
     // A first fragment to a denied port is dropped, and so are the rest.
     fx.expect_drop(
-        &fx.from_a(&first(8, 54)),
+        &fx.send_a(&first(8, 54)),
         DROP_POLICY,
         "first fragment to 54",
     );
-    fx.expect_drop(&fx.from_a(&later(8)), DROP_POLICY, "second fragment to 54");
+    fx.expect_drop(&fx.send_a(&later(8)), DROP_POLICY, "second fragment to 54");
     // A later fragment whose first never came cannot be judged by port.
     fx.expect_drop(
-        &fx.from_a(&later(9)),
+        &fx.send_a(&later(9)),
         DROP_FRAG_NOT_FOUND,
         "orphan fragment",
     );
@@ -676,12 +676,12 @@ fn every_truncation_of_every_header_is_dropped_with_a_reason() {
         for cut in 14..frame.len() {
             if *what != "arp" && cut < 34 {
                 assert!(
-                    fx.try_from_a(&frame[..cut]).is_err(),
+                    fx.try_send_a(&frame[..cut]).is_err(),
                     "{what} cut at {cut}: kernel ran it"
                 );
                 continue;
             }
-            let out = fx.from_a(&frame[..cut]);
+            let out = fx.send_a(&frame[..cut]);
             let drops = fx.drops();
             assert_eq!(
                 out.verdict, TC_ACT_SHOT,
@@ -736,7 +736,7 @@ fn headers_cut_short_inside_a_consistent_datagram_are_dropped() {
             frame[24..26].copy_from_slice(&[0, 0]);
             let c = pilus_packet::checksum(&frame[14..34]);
             frame[24..26].copy_from_slice(&c.to_be_bytes());
-            let out = fx.from_a(&frame);
+            let out = fx.send_a(&frame);
             let drops = fx.drops();
             assert_eq!(out.verdict, TC_ACT_SHOT, "{what} cut at {cut} passed");
             let want = if cut < l4 {
@@ -762,14 +762,14 @@ fn headers_cut_short_inside_a_consistent_datagram_are_dropped() {
     let mut bad_doff = a_to_b().tcp(40000, 80, SYN).build();
     bad_doff[14 + 20 + 12] = 0xf0;
     fx.expect_drop(
-        &fx.from_a(&bad_doff),
+        &fx.send_a(&bad_doff),
         DROP_INVALID_L4,
         "TCP doff 15 in a 20-byte header",
     );
     let mut small_doff = a_to_b().tcp(40000, 80, SYN).build();
     small_doff[14 + 20 + 12] = 0x40;
-    fx.expect_drop(&fx.from_a(&small_doff), DROP_INVALID_L4, "TCP doff 4");
+    fx.expect_drop(&fx.send_a(&small_doff), DROP_INVALID_L4, "TCP doff 4");
     let mut small_ihl = a_to_b().udp(1, 2).build();
     small_ihl[14] = 0x44;
-    fx.expect_drop(&fx.from_a(&small_ihl), DROP_INVALID_IPV4, "IHL 4");
+    fx.expect_drop(&fx.send_a(&small_ihl), DROP_INVALID_IPV4, "IHL 4");
 }

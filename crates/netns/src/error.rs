@@ -55,6 +55,18 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A socket of a probe or an echo server failed in a way that is not
+    /// just "no answer" (which the probes report as `Ok(false)`), e.g. a
+    /// port already in use or a raw socket refused.
+    #[error("{op} {target} in network namespace {ns} failed")]
+    Socket {
+        op: &'static str,
+        target: String,
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+
     /// The namespace has no link with this name.
     #[error("no link {ifname} in network namespace {ns}")]
     NoSuchLink { ns: String, ifname: String },

@@ -11,7 +11,9 @@
 //!   and reaped when dropped;
 //! - [`EnterGuard`]: the calling thread moved into a namespace, moved back
 //!   when dropped;
-//! - [`remove_stale`]: cleanup of namespaces left behind by a crashed run.
+//! - [`remove_stale`]: cleanup of namespaces left behind by a crashed run;
+//! - [`probe`]: ICMP, TCP and UDP reachability probes, echo servers and raw
+//!   Ethernet frames, each from inside a namespace.
 //!
 //! Namespaces and links are made with `ip` (iproute2), so the crate needs no
 //! netlink code; the in-process parts (entering, ifindex, MAC, sysctl) use
@@ -23,6 +25,7 @@
 
 mod error;
 mod ns;
+pub mod probe;
 mod process;
 
 pub use error::Error;

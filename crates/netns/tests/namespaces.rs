@@ -6,14 +6,13 @@
 use std::collections::HashSet;
 use std::fs;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pilus_netns::{remove_stale, veth_pair, Error, NetNs};
+use pilus_netns::{probe, remove_stale, veth_pair, Error, NetNs};
 
 /// Prefix of every namespace these tests make with [`NetNs::new`].
 const PREFIX: &str = "pnt";
@@ -66,106 +65,6 @@ fn root_ifindex(ifname: &str) -> u32 {
     let name = std::ffi::CString::new(ifname).unwrap();
     // SAFETY: name is a valid NUL-terminated string.
     unsafe { libc::if_nametoindex(name.as_ptr()) }
-}
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// ICMP echo from namespace `from` to `dst` over a raw socket (the machine
-/// has no `ping` binary); true if a reply came back within `timeout`.
-fn ping(from: &NetNs, dst: Ipv4Addr, timeout: Duration) -> bool {
-    let sock = from
-        .within(|| {
-            // SAFETY: plain socket(2); the fd is owned right away.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_INET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::IPPROTO_ICMP,
-                )
-            };
-            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-            // SAFETY: fd is fresh and owned by nobody else.
-            unsafe { OwnedFd::from_raw_fd(fd) }
-        })
-        .unwrap();
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 50_000,
-    };
-    // SAFETY: tv is a valid timeval for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(dst.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    let id = (std::process::id() as u16).to_be_bytes();
-    let deadline = Instant::now() + timeout;
-    let mut seq: u16 = 0;
-    while Instant::now() < deadline {
-        seq += 1;
-        let mut req = vec![8, 0, 0, 0, id[0], id[1], 0, 0];
-        req[6..8].copy_from_slice(&seq.to_be_bytes());
-        req.extend_from_slice(b"pilus-netns ping");
-        let sum = checksum(&req);
-        req[2..4].copy_from_slice(&sum.to_be_bytes());
-        // SAFETY: req and addr are valid for the lengths passed.
-        let sent = unsafe {
-            libc::sendto(
-                sock.as_raw_fd(),
-                req.as_ptr().cast(),
-                req.len(),
-                0,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(
-            sent,
-            req.len() as isize,
-            "sendto: {}",
-            std::io::Error::last_os_error()
-        );
-        let attempt_end = (Instant::now() + Duration::from_millis(300)).min(deadline);
-        while Instant::now() < attempt_end {
-            let mut buf = [0u8; 1500];
-            // SAFETY: buf is valid for its length.
-            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            let Ok(n) = usize::try_from(n) else { continue };
-            // Raw sockets get the IP header too.
-            let ihl = usize::from(buf[0] & 0x0f) * 4;
-            if n < ihl + 8 {
-                continue;
-            }
-            let icmp = &buf[ihl..n];
-            let from_dst = buf[12..16] == dst.octets();
-            if from_dst && icmp[0] == 0 && icmp[4..6] == id && icmp[6..8] == seq.to_be_bytes() {
-                return true;
-            }
-        }
-    }
-    false
 }
 
 #[test]
@@ -258,8 +157,14 @@ fn veth_pair_carries_traffic_between_namespaces() {
     );
     assert_ne!(a.mac("pnt-va").unwrap(), b.mac("pnt-vb").unwrap());
 
-    assert!(ping(&a, b_ip, Duration::from_secs(5)), "a cannot ping b");
-    assert!(ping(&b, a_ip, Duration::from_secs(5)), "b cannot ping a");
+    assert!(
+        probe::ping(&a, b_ip, Duration::from_secs(5)).unwrap(),
+        "a cannot ping b"
+    );
+    assert!(
+        probe::ping(&b, a_ip, Duration::from_secs(5)).unwrap(),
+        "b cannot ping a"
+    );
 
     // UDP through ordinary std sockets, each opened inside its namespace.
     let server = b.within(|| UdpSocket::bind((b_ip, 0))).unwrap().unwrap();
@@ -291,12 +196,12 @@ fn veth_pair_carries_traffic_between_namespaces() {
         root_before
     );
     assert!(
-        !ping(&a, b_ip, Duration::from_millis(700)),
+        !probe::ping(&a, b_ip, Duration::from_millis(700)).unwrap(),
         "b ignored the sysctl"
     );
     b.sysctl("net.ipv4.icmp_echo_ignore_all", "0").unwrap();
     assert!(
-        ping(&a, b_ip, Duration::from_secs(5)),
+        probe::ping(&a, b_ip, Duration::from_secs(5)).unwrap(),
         "b silent after reset"
     );
     assert!(matches!(

@@ -164,7 +164,7 @@ impl Fx {
     }
 
     /// Runs from_container on A's veth; Err when the kernel refuses the input.
-    pub fn try_from_a(&self, pkt: &[u8]) -> Result<Outcome, pilus_datapath::Error> {
+    pub fn try_send_a(&self, pkt: &[u8]) -> Result<Outcome, pilus_datapath::Error> {
         self.ns
             .within(|| {
                 self.dp
@@ -174,10 +174,10 @@ impl Fx {
     }
 
     /// A packet leaving pod A (or B), through from_container on its veth.
-    pub fn from_a(&self, pkt: &[u8]) -> Outcome {
+    pub fn send_a(&self, pkt: &[u8]) -> Outcome {
         self.run(Program::FromContainer, self.a.ifindex, pkt)
     }
-    pub fn from_b(&self, pkt: &[u8]) -> Outcome {
+    pub fn send_b(&self, pkt: &[u8]) -> Outcome {
         self.run(Program::FromContainer, self.b.ifindex, pkt)
     }
     /// A packet the stack routes to pod B, through to_container.
@@ -268,12 +268,12 @@ pub fn b_to_a() -> PacketBuilder {
     PacketBuilder::new(MAC_B, NODE_MAC_B).ipv4(IP_B, IP_A)
 }
 
-/// CLOCK_MONOTONIC seconds, the clock conntrack lifetimes use.
+/// CLOCK_MONOTONIC_COARSE seconds, the clock conntrack lifetimes use.
 pub fn mono_now() -> u32 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u32
 }
