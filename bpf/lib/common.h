@@ -23,18 +23,6 @@
 /* Helpers return CTX_ACT_OK or a negative DROP_* code (see abi.h). */
 #define CTX_ACT_OK	0
 
-#define NSEC_PER_SEC	1000000000ULL
-
-/* Monotonic seconds: the clock conntrack lifetimes are kept in. The coarse
- * clock (kernel 5.11+) is the last tick's CLOCK_MONOTONIC, read without a
- * clocksource access; bpf_ktime_get_ns() costs ~37 ns per packet on this
- * VM, a fifth of the established-flow budget, for a precision lifetimes in
- * seconds never use. Userspace compares with CLOCK_MONOTONIC_COARSE. */
-static __always_inline __u32 bpf_mono_now(void)
-{
-	return (__u32)(bpf_ktime_get_coarse_ns() / NSEC_PER_SEC);
-}
-
 /*
  * Packet pointers read with one load each, in asm: otherwise clang may reuse
  * an earlier 32-bit load of the field and zero-extend it (`w3 = w3`), and the

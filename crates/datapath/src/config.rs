@@ -17,6 +17,8 @@ pub struct NodeConfig {
     pub events_wakeup_bytes: u32,
     /// Emit a trace event for every forwarded packet.
     pub trace: bool,
+    /// The kernel's CONFIG_HZ; 0 = measure it at load.
+    pub hz: u32,
 }
 
 impl Default for NodeConfig {
@@ -29,6 +31,7 @@ impl Default for NodeConfig {
             ct_close_timeout: 10,
             events_wakeup_bytes: 64 * 1024,
             trace: false,
+            hz: 0,
         }
     }
 }
@@ -36,11 +39,12 @@ impl Default for NodeConfig {
 /// The values, owned, so the loader can borrow them while it loads.
 pub(crate) struct Globals {
     router_ip4: Be32,
-    values: [u32; 6],
+    values: [u32; 7],
 }
 
 impl NodeConfig {
-    pub(crate) fn globals(&self) -> Globals {
+    /// The globals to load with; `hz` is the measured or configured tick rate.
+    pub(crate) fn globals(&self, hz: u32) -> Globals {
         Globals {
             router_ip4: Be32::from(self.router_ip4),
             values: [
@@ -50,6 +54,7 @@ impl NodeConfig {
                 self.ct_close_timeout,
                 self.events_wakeup_bytes,
                 u32::from(self.trace),
+                hz,
             ],
         }
     }
@@ -57,13 +62,14 @@ impl NodeConfig {
 
 impl Globals {
     pub(crate) fn apply<'a>(&'a self, loader: &mut aya::EbpfLoader<'a>) {
-        const NAMES: [&str; 6] = [
+        const NAMES: [&str; 7] = [
             "CONFIG_CT_LIFETIME_TCP",
             "CONFIG_CT_LIFETIME_NONTCP",
             "CONFIG_CT_SYN_TIMEOUT",
             "CONFIG_CT_CLOSE_TIMEOUT",
             "CONFIG_EVENTS_WAKEUP_BYTES",
             "CONFIG_TRACE_ENABLED",
+            "CONFIG_HZ",
         ];
         loader.override_global("CONFIG_ROUTER_IP4", &self.router_ip4, true);
         for (name, value) in NAMES.iter().zip(self.values.iter()) {

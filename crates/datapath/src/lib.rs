@@ -6,6 +6,7 @@
 mod attach;
 pub mod bpffs;
 pub mod btf;
+pub mod clock;
 mod config;
 mod error;
 pub mod events;

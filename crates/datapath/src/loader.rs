@@ -2,7 +2,7 @@
 //! created or reused from their pins, its programs verified once, and the
 //! tail-call array filled. After this, endpoints and policy only write maps.
 
-use crate::{bpffs, config::NodeConfig, objects, Error};
+use crate::{bpffs, clock, config::NodeConfig, objects, Error};
 use aya::{
     maps::ProgramArray,
     programs::{SchedClassifier, TestRun, TestRunOptions},
@@ -68,6 +68,7 @@ impl Default for LoadOptions {
 pub struct Datapath {
     pub(crate) ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
+    hz: u32,
 }
 
 /// Every map bpf/lib/maps.h defines, for pinning without BTF pinning support.
@@ -88,7 +89,11 @@ impl Datapath {
     /// Loads bpf_lxc.o. With a pin directory, maps pinned there by an earlier
     /// load (an agent before a restart) are reused, so state survives.
     pub fn load(opts: &LoadOptions) -> Result<Datapath, Error> {
-        let globals = opts.node.globals();
+        let hz = match opts.node.hz {
+            0 => clock::kernel_hz()?,
+            hz => hz,
+        };
+        let globals = opts.node.globals(hz);
         let mut loader = EbpfLoader::new();
         globals.apply(&mut loader);
         // The maps ask to be pinned by name. A load without a pin directory
@@ -126,6 +131,7 @@ impl Datapath {
         let mut dp = Datapath {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
+            hz,
         };
         dp.fill_tail_calls()?;
         tracing::debug!(pin_dir = ?dp.pin_dir, "datapath loaded");
@@ -162,6 +168,12 @@ impl Datapath {
                 .map_err(|e| Error::map("pilus_calls", e))?;
         }
         Ok(())
+    }
+
+    /// Conntrack's "now" (seconds on the kernel's tick), to compare with
+    /// `CtEntry::expires`.
+    pub fn ct_now(&self) -> Result<u32, Error> {
+        clock::ct_now(self.hz)
     }
 
     /// The directory the maps are pinned in, if any.

@@ -293,7 +293,7 @@ fn tcp_lifetimes_follow_the_handshake_and_close() {
     let lifetime = |fx: &Fx| {
         let ct = fx.dp.conntrack().unwrap();
         assert_eq!(ct.len(), 1);
-        ct[0].1.expires.saturating_sub(mono_now())
+        ct[0].1.expires.saturating_sub(fx.dp.ct_now().unwrap())
     };
     fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
     let t = lifetime(&fx);
@@ -371,7 +371,7 @@ fn udp_and_icmp_echo_are_tracked() {
         .into_iter()
         .find(|(k, _)| k.protocol == UDP)
         .unwrap();
-    let t = udp.1.expires.saturating_sub(mono_now());
+    let t = udp.1.expires.saturating_sub(fx.dp.ct_now().unwrap());
     assert!((58..=60).contains(&t), "UDP lifetime, got {t}");
 }
 

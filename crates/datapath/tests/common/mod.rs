@@ -267,13 +267,3 @@ pub fn a_to_b() -> PacketBuilder {
 pub fn b_to_a() -> PacketBuilder {
     PacketBuilder::new(MAC_B, NODE_MAC_B).ipv4(IP_B, IP_A)
 }
-
-/// CLOCK_MONOTONIC_COARSE seconds, the clock conntrack lifetimes use.
-pub fn mono_now() -> u32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u32
-}
