@@ -10,7 +10,6 @@
 
 #define ABI(type) struct type abi_##type __attribute__((used))
 
-ABI(endpoint_key);
 ABI(endpoint_info);
 ABI(ipcache_key);
 ABI(ipcache_value);

@@ -15,6 +15,9 @@
 
 /* The pods' default gateway: ARP requests for it are answered by the datapath. */
 DECLARE_CONFIG(__be32, CONFIG_ROUTER_IP4, 0, "gateway address answered in ARP");
+/* The node's pod CIDR: where local endpoints' addresses come from. */
+DECLARE_CONFIG(__be32, CONFIG_POD_CIDR4, 0, "network address of the node's pod CIDR");
+DECLARE_CONFIG(__u32, CONFIG_POD_CIDR4_SIZE, 256, "addresses in it (pilus_lxc's size)");
 /* Conntrack lifetimes in seconds, Cilium's defaults. */
 DECLARE_CONFIG(__u32, CONFIG_CT_LIFETIME_TCP, 21600, "established TCP lifetime");
 DECLARE_CONFIG(__u32, CONFIG_CT_LIFETIME_NONTCP, 60, "UDP/ICMP/other lifetime");

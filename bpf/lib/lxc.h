@@ -4,6 +4,7 @@
 #define PILUS_LXC_H
 
 #include "common.h"
+#include "config.h"
 #include "ipv4.h"
 #include "maps.h"
 
@@ -14,9 +15,14 @@ static __always_inline struct endpoint_info *lookup_ep_by_ifindex(__u32 ifindex)
 
 static __always_inline struct endpoint_info *lookup_ep_by_ip(__be32 ip4)
 {
-	struct endpoint_key key = { .ip4 = ip4 };
+	__u32 idx = bpf_ntohl(ip4) - bpf_ntohl(CONFIG_POD_CIDR4);
+	struct endpoint_info *ep;
 
-	return bpf_map_lookup_elem(&pilus_lxc, &key);
+	/* Outside the pod CIDR the subtraction wraps past the size. */
+	if (idx >= CONFIG_POD_CIDR4_SIZE)
+		return NULL;
+	ep = bpf_map_lookup_elem(&pilus_lxc, &idx);
+	return ep && ep->ifindex ? ep : NULL;
 }
 
 /*

@@ -12,13 +12,18 @@
 
 #define PIN_BY_NAME 1 /* LIBBPF_PIN_BY_NAME */
 
-/* Local endpoints by IPv4 address: the destination side of local delivery. */
+/*
+ * Local endpoints by IPv4 address: the destination side of local delivery.
+ * Local pods get their addresses from the node's pod CIDR, so an array
+ * indexed by the offset in it answers "is this a local pod" with an inlined
+ * array access instead of a hash lookup (~25 ns per packet here). The loader
+ * sizes it to the CIDR (at most /16).
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct endpoint_key);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
 	__type(value, struct endpoint_info);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 256);
 	__uint(pinning, PIN_BY_NAME);
 } pilus_lxc SEC(".maps");
 

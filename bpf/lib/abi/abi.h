@@ -76,14 +76,11 @@
 #define EP_F_INGRESS_ENFORCED	(1U << 0) /* an ingress rule selects this endpoint */
 #define EP_F_EGRESS_ENFORCED	(1U << 1) /* an egress rule selects this endpoint */
 
-/* Key of pilus_lxc: the endpoint's IPv4 address. */
-struct endpoint_key {
-	__be32 ip4;
-};
-
 /*
- * Value of pilus_lxc (by IP) and pilus_lxc_if (by host-side ifindex):
- * what the datapath needs to deliver to and enforce for a local pod.
+ * Value of pilus_lxc and pilus_lxc_if: what the datapath needs to deliver to
+ * and enforce for a local pod. pilus_lxc is an array indexed by the address's
+ * offset in the node's pod CIDR (an empty slot has ifindex 0); pilus_lxc_if a
+ * hash by host-side ifindex.
  */
 struct endpoint_info {
 	__u32 ifindex;		/* host-side veth; its peer is the pod's interface */

@@ -42,7 +42,6 @@ macro_rules! layout {
 /// bpf/abi_layout.c, or the layout test fails on the missing name.
 pub fn all() -> Vec<StructLayout> {
     vec![
-        layout!(EndpointKey, "endpoint_key", [ip4]),
         layout!(
             EndpointInfo,
             "endpoint_info",

@@ -2,13 +2,6 @@
 
 use crate::{Be16, Be32};
 
-/// Key of `pilus_lxc`: the endpoint's IPv4 address.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct EndpointKey {
-    pub ip4: Be32,
-}
-
 /// Value of `pilus_lxc` and `pilus_lxc_if`: a local pod as the datapath sees it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -174,7 +167,6 @@ mod pod {
     pod!(
         Be16,
         Be32,
-        EndpointKey,
         EndpointInfo,
         IpcacheKey,
         IpcacheValue,

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use pilus_abi::{consts::*, Be32, EndpointInfo, IpcacheValue};
 use pilus_datapath::{
     testrun::{verdict_name, Floor, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
-    Datapath, LoadOptions, NodeConfig, PolicyEntry, Program,
+    Datapath, LoadOptions, NodeConfig, PodCidr, PolicyEntry, Program,
 };
 use pilus_netns::NetNs;
 use pilus_packet::{tcp_flags::*, Mac, PacketBuilder};
@@ -98,6 +98,7 @@ impl Bench {
         let mut dp = Datapath::load(&LoadOptions {
             node: NodeConfig {
                 router_ip4: ROUTER,
+                pod_cidr: PodCidr::new(Ipv4Addr::new(198, 18, 0, 0), 16).expect("pod CIDR"),
                 ..Default::default()
             },
             pin_dir: None,

@@ -1,14 +1,76 @@
 //! Per-node constants, written into the object's `const volatile` globals
 //! before verification (bpf/lib/config.h holds the C side and the meaning).
 
+use crate::Error;
 use pilus_abi::Be32;
 use std::net::Ipv4Addr;
+
+/// The node's pod CIDR: local endpoints take their addresses from it, and
+/// the datapath finds them by their offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodCidr {
+    pub network: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl PodCidr {
+    /// The largest pod CIDR: a /16, 65536 slots (2 MiB of endpoint array).
+    pub const MIN_PREFIX: u8 = 16;
+
+    /// Validates `network/prefix_len`: a /16 to /30 with no host bits set.
+    pub fn new(network: Ipv4Addr, prefix_len: u8) -> Result<PodCidr, Error> {
+        let bad = |reason| Error::PodCidr {
+            network,
+            prefix_len,
+            reason,
+        };
+        if !(Self::MIN_PREFIX..=30).contains(&prefix_len) {
+            return Err(bad("the prefix length must be between /16 and /30"));
+        }
+        if u32::from(network) & !Self::mask(prefix_len) != 0 {
+            return Err(bad("host bits are set"));
+        }
+        Ok(PodCidr {
+            network,
+            prefix_len,
+        })
+    }
+
+    fn mask(prefix_len: u8) -> u32 {
+        u32::MAX << (32 - u32::from(prefix_len))
+    }
+
+    /// Number of addresses, and slots of pilus_lxc.
+    pub fn size(&self) -> u32 {
+        1 << (32 - u32::from(self.prefix_len))
+    }
+
+    /// The slot of `ip` in pilus_lxc, or an error if it is outside.
+    pub fn slot(&self, ip: Ipv4Addr) -> Result<u32, Error> {
+        let off = u32::from(ip).wrapping_sub(u32::from(self.network));
+        if off >= self.size() {
+            return Err(Error::OutsidePodCidr {
+                ip,
+                cidr: self.to_string(),
+            });
+        }
+        Ok(off)
+    }
+}
+
+impl std::fmt::Display for PodCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
 
 /// What one node's datapath is configured with at load time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
     /// The pods' gateway: ARP requests for it are answered in the datapath.
     pub router_ip4: Ipv4Addr,
+    /// Where local pods' addresses come from.
+    pub pod_cidr: PodCidr,
     pub ct_lifetime_tcp: u32,
     pub ct_lifetime_nontcp: u32,
     pub ct_syn_timeout: u32,
@@ -25,6 +87,11 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             router_ip4: Ipv4Addr::UNSPECIFIED,
+            // A product default; tests and benchmarks use 198.18.0.0/15 ranges.
+            pod_cidr: PodCidr {
+                network: Ipv4Addr::new(10, 244, 0, 0),
+                prefix_len: 24,
+            },
             ct_lifetime_tcp: 21600,
             ct_lifetime_nontcp: 60,
             ct_syn_timeout: 60,
@@ -39,7 +106,8 @@ impl Default for NodeConfig {
 /// The values, owned, so the loader can borrow them while it loads.
 pub(crate) struct Globals {
     router_ip4: Be32,
-    values: [u32; 7],
+    pod_cidr: Be32,
+    values: [u32; 8],
 }
 
 impl NodeConfig {
@@ -47,6 +115,7 @@ impl NodeConfig {
     pub(crate) fn globals(&self, hz: u32) -> Globals {
         Globals {
             router_ip4: Be32::from(self.router_ip4),
+            pod_cidr: Be32::from(self.pod_cidr.network),
             values: [
                 self.ct_lifetime_tcp,
                 self.ct_lifetime_nontcp,
@@ -55,6 +124,7 @@ impl NodeConfig {
                 self.events_wakeup_bytes,
                 u32::from(self.trace),
                 hz,
+                self.pod_cidr.size(),
             ],
         }
     }
@@ -62,7 +132,7 @@ impl NodeConfig {
 
 impl Globals {
     pub(crate) fn apply<'a>(&'a self, loader: &mut aya::EbpfLoader<'a>) {
-        const NAMES: [&str; 7] = [
+        const NAMES: [&str; 8] = [
             "CONFIG_CT_LIFETIME_TCP",
             "CONFIG_CT_LIFETIME_NONTCP",
             "CONFIG_CT_SYN_TIMEOUT",
@@ -70,10 +140,34 @@ impl Globals {
             "CONFIG_EVENTS_WAKEUP_BYTES",
             "CONFIG_TRACE_ENABLED",
             "CONFIG_HZ",
+            "CONFIG_POD_CIDR4_SIZE",
         ];
         loader.override_global("CONFIG_ROUTER_IP4", &self.router_ip4, true);
+        loader.override_global("CONFIG_POD_CIDR4", &self.pod_cidr, true);
         for (name, value) in NAMES.iter().zip(self.values.iter()) {
             loader.override_global(name, value, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_cidr_validation_and_slots() {
+        let c = PodCidr::new(Ipv4Addr::new(198, 18, 0, 0), 16).unwrap();
+        assert_eq!(c.size(), 65536);
+        assert_eq!(c.slot(Ipv4Addr::new(198, 18, 1, 10)).unwrap(), 266);
+        assert!(c.slot(Ipv4Addr::new(198, 19, 0, 0)).is_err());
+        assert!(c.slot(Ipv4Addr::new(198, 17, 255, 255)).is_err());
+        assert!(
+            PodCidr::new(Ipv4Addr::new(198, 18, 0, 0), 15).is_err(),
+            "too large"
+        );
+        assert!(
+            PodCidr::new(Ipv4Addr::new(198, 18, 0, 1), 24).is_err(),
+            "host bits"
+        );
     }
 }

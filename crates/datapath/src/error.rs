@@ -48,6 +48,17 @@ pub enum Error {
     },
     #[error("invalid BTF in {what}: {reason}")]
     Btf { what: &'static str, reason: String },
+    #[error("invalid pod CIDR {network}/{prefix_len}: {reason}")]
+    PodCidr {
+        network: std::net::Ipv4Addr,
+        prefix_len: u8,
+        reason: &'static str,
+    },
+    #[error("endpoint address {ip} is outside the node's pod CIDR {cidr}")]
+    OutsidePodCidr {
+        ip: std::net::Ipv4Addr,
+        cidr: String,
+    },
     #[error("invalid port range {lo}-{hi}: the first port must not exceed the last")]
     PortRange { lo: u16, hi: u16 },
 }

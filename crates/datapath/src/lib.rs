@@ -17,7 +17,7 @@ pub mod policy_ports;
 pub mod testrun;
 
 pub use attach::EndpointLinks;
-pub use config::NodeConfig;
+pub use config::{NodeConfig, PodCidr};
 pub use error::Error;
 pub use events::EventReader;
 pub use loader::{Datapath, LoadOptions, Program};

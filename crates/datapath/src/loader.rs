@@ -2,7 +2,11 @@
 //! created or reused from their pins, its programs verified once, and the
 //! tail-call array filled. After this, endpoints and policy only write maps.
 
-use crate::{bpffs, clock, config::NodeConfig, objects, Error};
+use crate::{
+    bpffs, clock,
+    config::{NodeConfig, PodCidr},
+    objects, Error,
+};
 use aya::{
     maps::ProgramArray,
     programs::{SchedClassifier, TestRun, TestRunOptions},
@@ -69,6 +73,7 @@ pub struct Datapath {
     pub(crate) ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
     hz: u32,
+    pub(crate) pod_cidr: PodCidr,
 }
 
 /// Every map bpf/lib/maps.h defines, for pinning without BTF pinning support.
@@ -93,9 +98,11 @@ impl Datapath {
             0 => clock::kernel_hz()?,
             hz => hz,
         };
+        let pod_cidr = PodCidr::new(opts.node.pod_cidr.network, opts.node.pod_cidr.prefix_len)?;
         let globals = opts.node.globals(hz);
         let mut loader = EbpfLoader::new();
         globals.apply(&mut loader);
+        loader.map_max_entries("pilus_lxc", pod_cidr.size());
         // The maps ask to be pinned by name. A load without a pin directory
         // (the BPF_PROG_TEST_RUN tests) pins them in a private directory and
         // removes the pins at once: the maps then live as long as this process.
@@ -132,6 +139,7 @@ impl Datapath {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             hz,
+            pod_cidr,
         };
         dp.fill_tail_calls()?;
         tracing::debug!(pin_dir = ?dp.pin_dir, "datapath loaded");

@@ -8,8 +8,7 @@ use aya::maps::{
 };
 use pilus_abi::{
     consts::{DIR_MAX, DROP_REASON_MAX},
-    CtEntry, CtKey4, EndpointInfo, EndpointKey, IpcacheValue, MetricsValue, PolicyKey, PolicyRev,
-    PolicyValue,
+    CtEntry, CtKey4, EndpointInfo, IpcacheValue, MetricsValue, PolicyKey, PolicyRev, PolicyValue,
 };
 use std::net::Ipv4Addr;
 
@@ -66,12 +65,13 @@ macro_rules! typed_map {
 }
 
 impl Datapath {
-    /// Makes a local endpoint known to the datapath (both indexes).
+    /// Makes a local endpoint known to the datapath (both indexes). Its
+    /// address must lie in the node's pod CIDR; nothing is written otherwise.
     pub fn upsert_endpoint(&mut self, ep: &EndpointInfo) -> Result<(), Error> {
-        let mut by_ip: HashMap<&mut MapData, EndpointKey, EndpointInfo> =
-            typed_map!(self, HashMap, "pilus_lxc");
+        let slot = self.pod_cidr.slot(ep.ip4.into())?;
+        let mut by_ip: Array<&mut MapData, EndpointInfo> = typed_map!(self, Array, "pilus_lxc");
         by_ip
-            .insert(EndpointKey { ip4: ep.ip4 }, ep, 0)
+            .set(slot, ep, 0)
             .map_err(|e| Error::map("pilus_lxc", e))?;
         let mut by_if: HashMap<&mut MapData, u32, EndpointInfo> =
             typed_map!(self, HashMap, "pilus_lxc_if");
@@ -82,12 +82,15 @@ impl Datapath {
 
     /// Forgets a local endpoint; absent entries are not an error.
     pub fn remove_endpoint(&mut self, ep: &EndpointInfo) -> Result<(), Error> {
+        let slot = self.pod_cidr.slot(ep.ip4.into())?;
         let mut by_if: HashMap<&mut MapData, u32, EndpointInfo> =
             typed_map!(self, HashMap, "pilus_lxc_if");
         ignore_missing(by_if.remove(&ep.ifindex), "pilus_lxc_if")?;
-        let mut by_ip: HashMap<&mut MapData, EndpointKey, EndpointInfo> =
-            typed_map!(self, HashMap, "pilus_lxc");
-        ignore_missing(by_ip.remove(&EndpointKey { ip4: ep.ip4 }), "pilus_lxc")
+        let mut by_ip: Array<&mut MapData, EndpointInfo> = typed_map!(self, Array, "pilus_lxc");
+        // An empty slot (ifindex 0) is "no local endpoint" to the datapath.
+        by_ip
+            .set(slot, EndpointInfo::default(), 0)
+            .map_err(|e| Error::map("pilus_lxc", e))
     }
 
     /// Every local endpoint, from the by-ifindex index.

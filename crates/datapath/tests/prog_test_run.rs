@@ -773,3 +773,28 @@ fn headers_cut_short_inside_a_consistent_datagram_are_dropped() {
     small_ihl[14] = 0x44;
     fx.expect_drop(&fx.send_a(&small_ihl), DROP_INVALID_IPV4, "IHL 4");
 }
+
+#[test]
+fn endpoint_outside_the_pod_cidr_is_refused_and_nothing_is_written() {
+    let mut fx = Fx::new();
+    let before = fx.dp.endpoints().unwrap().len();
+    let mut outside = fx.a;
+    outside.ip4 = pilus_abi::Be32::from(IP_REMOTE);
+    outside.ifindex = fx.stray_ifindex;
+    let err = fx.dp.upsert_endpoint(&outside).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("outside the node's pod CIDR 198.18.0.0/16"),
+        "{err}"
+    );
+    assert_eq!(
+        fx.dp.endpoints().unwrap().len(),
+        before,
+        "no half-written endpoint"
+    );
+    // And a removed endpoint is no longer a local destination.
+    let b = fx.b;
+    fx.dp.remove_endpoint(&b).unwrap();
+    let out = fx.send_a(&a_to_b().udp(1, 2).build());
+    fx.expect_ok(&out, "B removed: to the stack, not delivered");
+}

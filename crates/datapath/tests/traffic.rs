@@ -10,7 +10,7 @@
 //! link and pin, also when an assertion fails.
 
 use pilus_abi::{consts::*, Be32, EndpointInfo, IpcacheValue};
-use pilus_datapath::{Datapath, EndpointLinks, LoadOptions, NodeConfig, PolicyEntry};
+use pilus_datapath::{Datapath, EndpointLinks, LoadOptions, NodeConfig, PodCidr, PolicyEntry};
 use pilus_netns::{probe, veth_pair, NetNs};
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -101,6 +101,7 @@ fn load(pins: &PinDir) -> Datapath {
     Datapath::load(&LoadOptions {
         node: NodeConfig {
             router_ip4: ROUTER,
+            pod_cidr: PodCidr::new(Ipv4Addr::new(198, 18, 0, 0), 16).expect("pod CIDR"),
             ..Default::default()
         },
         pin_dir: Some(pins.0.clone()),

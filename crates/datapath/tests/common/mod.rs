@@ -13,7 +13,7 @@ use pilus_abi::{
 };
 use pilus_datapath::{
     testrun::{verdict_name, Outcome, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
-    Datapath, EventReader, LoadOptions, NodeConfig, PolicyEntry, Program,
+    Datapath, EventReader, LoadOptions, NodeConfig, PodCidr, PolicyEntry, Program,
 };
 use pilus_netns::NetNs;
 use pilus_packet::{Mac, PacketBuilder};
@@ -66,6 +66,7 @@ impl Fx {
         let mut dp = Datapath::load(&LoadOptions {
             node: NodeConfig {
                 router_ip4: ROUTER,
+                pod_cidr: PodCidr::new(Ipv4Addr::new(198, 18, 0, 0), 16).expect("pod CIDR"),
                 ..Default::default()
             },
             pin_dir: None,
