@@ -33,6 +33,33 @@ impl EventReader {
         out
     }
 
+    /// Waits until the datapath forces a wakeup (CONFIG_EVENTS_WAKEUP_BYTES
+    /// are waiting) or `interval` passes, whichever is first, then drains.
+    /// Returns at once while unread events remain (the ring is readable), so
+    /// an agent calling this in a loop is woken once per batch or per tick,
+    /// never per packet.
+    pub fn wait(&mut self, interval: std::time::Duration) -> Result<Vec<Event>, Error> {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: self.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = interval.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::Syscall {
+                    call: "poll(ring buffer)",
+                    source: e,
+                });
+            }
+        }
+        Ok(self.drain())
+    }
+
     /// The file descriptor to poll for forced wakeups.
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;

@@ -798,3 +798,54 @@ fn endpoint_outside_the_pod_cidr_is_refused_and_nothing_is_written() {
     let out = fx.send_a(&a_to_b().udp(1, 2).build());
     fx.expect_ok(&out, "B removed: to the stack, not delivered");
 }
+
+/// Waits on the ring buffer while another thread causes one drop 50 ms later;
+/// returns how long the wait took and what it drained.
+fn wait_while_dropping(
+    fx: &mut Fx,
+    wait: std::time::Duration,
+) -> (std::time::Duration, Vec<pilus_abi::Event>) {
+    use std::time::{Duration, Instant};
+    let spoofed = PacketBuilder::new(MAC_A, NODE_MAC_A)
+        .ipv4("198.18.1.99".parse().unwrap(), IP_B)
+        .udp(1, 2)
+        .build();
+    fx.events.drain();
+    let Fx {
+        events, dp, ns, a, ..
+    } = fx;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            ns.within(|| dp.test_run(Program::FromContainer, a.ifindex, &spoofed, 1))
+                .unwrap()
+                .unwrap();
+        });
+        let t = Instant::now();
+        let evs = events.wait(wait).unwrap();
+        (t.elapsed(), evs)
+    })
+}
+
+#[test]
+fn events_wake_the_reader_only_past_the_threshold() {
+    use std::time::Duration;
+    // Default threshold (64 KiB): a drop does not wake a waiting reader; its
+    // timer drains the event.
+    let mut fx = Fx::new();
+    let (took, evs) = wait_while_dropping(&mut fx, Duration::from_millis(400));
+    assert!(
+        took >= Duration::from_millis(350),
+        "woken by one event: {took:?}"
+    );
+    assert_eq!(evs.len(), 1, "the timer drain delivers the event");
+    // Threshold of 1 byte: the event forces a wakeup at once.
+    let mut fx = Fx::with_config(|c| c.events_wakeup_bytes = 1);
+    let (took, evs) = wait_while_dropping(&mut fx, Duration::from_secs(5));
+    assert!(
+        took < Duration::from_secs(1),
+        "no wakeup past the threshold: {took:?}"
+    );
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].subtype, DROP_INVALID_SIP);
+}

@@ -53,6 +53,11 @@ pub struct Fx {
 
 impl Fx {
     pub fn new() -> Fx {
+        Self::with_config(|_| {})
+    }
+
+    /// A fixture whose node configuration `f` adjusts first.
+    pub fn with_config(f: impl FnOnce(&mut NodeConfig)) -> Fx {
         assert!(
             unsafe { libc::geteuid() } == 0,
             "the BPF_PROG_TEST_RUN tests need root (CAP_BPF, CAP_NET_ADMIN): run them as root"
@@ -63,12 +68,14 @@ impl Fx {
                 .expect("veth");
         }
         let ifindex = |n| ns.ifindex(n).expect("ifindex");
+        let mut node = NodeConfig {
+            router_ip4: ROUTER,
+            pod_cidr: PodCidr::new(Ipv4Addr::new(198, 18, 0, 0), 16).expect("pod CIDR"),
+            ..Default::default()
+        };
+        f(&mut node);
         let mut dp = Datapath::load(&LoadOptions {
-            node: NodeConfig {
-                router_ip4: ROUTER,
-                pod_cidr: PodCidr::new(Ipv4Addr::new(198, 18, 0, 0), 16).expect("pod CIDR"),
-                ..Default::default()
-            },
+            node,
             pin_dir: None,
             ..Default::default()
         })
