@@ -151,19 +151,6 @@ impl Fx {
             .unwrap();
     }
 
-    pub fn deny(
-        &mut self,
-        ep_id: u16,
-        dir: u8,
-        identity: u32,
-        proto: Option<u8>,
-        ports: Option<(u16, u16)>,
-    ) {
-        self.dp
-            .insert_policy(&entry(ep_id, dir, identity, proto, ports, true))
-            .unwrap();
-    }
-
     pub fn run(&self, p: Program, ifindex: u32, pkt: &[u8]) -> Outcome {
         self.ns
             .within(|| self.dp.test_run(p, ifindex, pkt, 1))
