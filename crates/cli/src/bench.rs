@@ -91,6 +91,8 @@ impl Bench {
             unsafe { libc::geteuid() } == 0,
             "pilus bench datapath needs root (BPF_PROG_TEST_RUN)"
         );
+        // A benchmark killed by a signal never ran its guards: sweep its namespace.
+        pilus_netns::remove_stale("pbench")?;
         let ns = NetNs::new("pbench").context("creating the benchmark namespace")?;
         for (host, peer) in [("lxca", "pa"), ("lxcb", "pb")] {
             ns.ip(&["link", "add", host, "type", "veth", "peer", "name", peer])?;

@@ -116,6 +116,9 @@ impl Node {
             unsafe { libc::geteuid() } == 0,
             "the real-traffic tests need root"
         );
+        for prefix in ["t3node", "t3pod"] {
+            pilus_netns::remove_stale(prefix).expect("remove stale namespaces");
+        }
         let node = NetNs::new("t3node").expect("node namespace");
         node.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
         // The short-cut must not depend on the node forwarding.

@@ -62,6 +62,8 @@ impl Fx {
             unsafe { libc::geteuid() } == 0,
             "the BPF_PROG_TEST_RUN tests need root (CAP_BPF, CAP_NET_ADMIN): run them as root"
         );
+        // A run killed by a signal never ran its guards: sweep what it left.
+        pilus_netns::remove_stale("pt2").expect("remove stale namespaces");
         let ns = NetNs::new("pt2").expect("create test namespace");
         for (host, peer) in [("lxca", "pa"), ("lxcb", "pb"), ("lxcx", "px")] {
             ns.ip(&["link", "add", host, "type", "veth", "peer", "name", peer])
