@@ -229,13 +229,14 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Packets counted for one (reason, direction).
+    /// Packets counted for one (reason, direction), summed over CPUs: one
+    /// slot read, not the whole table.
     pub fn metric(&self, reason: u8, direction: u8) -> Result<u64, Error> {
-        Ok(self
-            .metrics()?
-            .iter()
-            .find(|c| c.reason == reason && c.direction == direction)
-            .map_or(0, |c| c.packets))
+        let m: PerCpuArray<&MapData, MetricsValue> =
+            typed_map!(ro self, PerCpuArray, "pilus_metrics");
+        let idx = pilus_abi::consts::metrics_index(reason, direction);
+        let per_cpu = m.get(&idx, 0).map_err(|e| Error::map("pilus_metrics", e))?;
+        Ok(per_cpu.iter().map(|v| v.packets).sum())
     }
 }
 
