@@ -25,5 +25,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build (the real-traffic tests run pilusd and the pilus CLI)"
+cargo build --workspace --bins
 echo "== cargo test (tier 1: pure logic, tier 2: BPF_PROG_TEST_RUN, tier 3: real traffic)"
 cargo test --workspace

@@ -10,8 +10,10 @@ mod bytes;
 pub mod consts;
 mod drop;
 pub mod layout;
+pub mod policy_key;
 mod types;
 
 pub use bytes::{Be16, Be32};
 pub use drop::{DropReason, DROP_REASONS};
+pub use policy_key::{range_to_prefixes, PolicyEntry, PortRangeError};
 pub use types::*;

@@ -18,6 +18,9 @@ use std::net::Ipv4Addr;
 pub enum BenchCommand {
     /// ns/packet of the pod programs (BPF_PROG_TEST_RUN) vs. an empty classifier.
     Datapath(DatapathArgs),
+    /// Policy change → enforced latency and agent memory at 1,000 endpoints
+    /// and 1,000 rules (starts a private pilusd).
+    Policy(crate::bench_policy::PolicyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +77,7 @@ const CT_FLUSH_EVERY: u32 = 100_000;
 pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
     match cmd {
         BenchCommand::Datapath(args) => datapath(args, output),
+        BenchCommand::Policy(args) => crate::bench_policy::run(args, output),
     }
 }
 

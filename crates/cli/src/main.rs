@@ -1,18 +1,45 @@
 //! `pilus`: the Pilus command line. Thin: parsing and printing here, the work
-//! in the library crates.
+//! in the agent (over its API socket) and the library crates.
 
 mod bench;
+mod bench_policy;
+mod bpf;
+mod client;
+mod endpoint;
+mod identity;
+mod namespace;
+mod policy;
+mod status;
+mod table;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 
-/// Pilus: eBPF container networking. Inspect and drive the datapath.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (the agent or the kernel refused, or an I/O error)
+  2  invalid input (bad flags, a rejected policy or request)
+  3  not found (no such endpoint, identity or policy)
+  4  the agent is not reachable (is pilusd running? see --socket)";
+
+/// Pilus: eBPF container networking. Inspect and drive the agent (pilusd)
+/// and its datapath, as `cilium` does for Cilium.
 #[derive(Parser, Debug)]
-#[command(name = "pilus", version, about, propagate_version = true)]
+#[command(name = "pilus", version, about, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     /// Output format: human-readable tables, or JSON for scripts.
     #[arg(short = 'o', long = "output", value_enum, global = true, default_value_t = Output::Human)]
     output: Output,
+    /// The agent's API socket.
+    #[arg(
+        long,
+        global = true,
+        env = "PILUS_SOCKET",
+        default_value = "/run/pilus/pilus.sock"
+    )]
+    socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,6 +52,23 @@ pub enum Output {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The agent's health: node, endpoints, identities, policy revision.
+    Status,
+    /// Endpoints: the pods on this node.
+    #[command(subcommand)]
+    Endpoint(endpoint::EndpointCommand),
+    /// Security identities (numbers standing for sets of labels).
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
+    /// Network policies: import, show, delete, trace.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Namespace labels, as Kubernetes namespaceSelectors see them.
+    #[command(subcommand)]
+    Namespace(namespace::NamespaceCommand),
+    /// The datapath's BPF maps.
+    #[command(subcommand)]
+    Bpf(bpf::BpfCommand),
     /// Benchmarks (measurements, not tests). Needs root.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -40,12 +84,20 @@ fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("pilus: {e:#}");
-        std::process::exit(1);
+        std::process::exit(client::exit_code(&e));
     }
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let c = client::client(&cli.socket);
+    let out = cli.output;
     match cli.command {
-        Command::Bench(cmd) => bench::run(cmd, cli.output),
+        Command::Status => status::run(&c, out),
+        Command::Endpoint(cmd) => endpoint::run(&c, cmd, out),
+        Command::Identity(cmd) => identity::run(&c, cmd, out),
+        Command::Policy(cmd) => policy::run(&c, cmd, out),
+        Command::Namespace(cmd) => namespace::run(&c, cmd, out),
+        Command::Bpf(cmd) => bpf::run(&c, cmd, out),
+        Command::Bench(cmd) => bench::run(cmd, out),
     }
 }

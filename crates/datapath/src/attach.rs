@@ -4,9 +4,11 @@
 
 use crate::{loader::Program, Datapath, Error};
 use aya::programs::{
+    links::{FdLink, PinnedLink},
     tc::{self, SchedClassifierLink, TcAttachOptions},
     LinkOrder, ProgramError, TcAttachType,
 };
+use std::path::PathBuf;
 
 /// The two links of one endpoint; dropping this detaches both.
 pub struct EndpointLinks {
@@ -31,6 +33,75 @@ impl Datapath {
             _from_container: ingress,
             _to_container: egress,
         })
+    }
+
+    /// Where the pinned links of host-side veth `ifname` live.
+    fn link_pins(&self, ifname: &str) -> Result<[(Program, TcAttachType, PathBuf); 2], Error> {
+        let dir = self.pin_dir().ok_or(Error::NotPinned)?.join("links");
+        Ok([
+            (
+                Program::FromContainer,
+                TcAttachType::Ingress,
+                dir.join(format!("{ifname}_ingress")),
+            ),
+            (
+                Program::ToContainer,
+                TcAttachType::Egress,
+                dir.join(format!("{ifname}_egress")),
+            ),
+        ])
+    }
+
+    /// Attaches with TCX and pins both links under `<pin dir>/links/`, so
+    /// they outlive this process: an agent that exits or restarts leaves
+    /// the pod's traffic running. A stale pin of the same name (a deleted
+    /// veth that had this name) is replaced.
+    pub fn attach_endpoint_pinned(&mut self, ifname: &str) -> Result<(), Error> {
+        let pins = self.link_pins(ifname)?;
+        if let Some(dir) = pins[0].2.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Bpffs {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        for (p, at, path) in pins {
+            let _ = std::fs::remove_file(&path);
+            let (link, _) = self.attach_one(p, ifname, at)?;
+            let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| Error::PinLink {
+                program: p.name(),
+                ifname: ifname.to_string(),
+                path: path.clone(),
+                source,
+            };
+            // Only a TCX link is a BPF link that can be pinned.
+            let fd = FdLink::try_from(link).map_err(|e| pin_err(Box::new(e)))?;
+            fd.pin(&path).map_err(|e| pin_err(Box::new(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Whether both links of `ifname` are pinned (an endpoint attached by an
+    /// agent before a restart).
+    pub fn endpoint_links_pinned(&self, ifname: &str) -> bool {
+        self.link_pins(ifname)
+            .map(|pins| {
+                pins.iter()
+                    .all(|(_, _, path)| PinnedLink::from_pin(path).is_ok())
+            })
+            .unwrap_or(false)
+    }
+
+    /// Detaches `ifname`'s pinned links by removing their pins (missing
+    /// ones are fine: deleting is idempotent).
+    pub fn detach_endpoint_pinned(&self, ifname: &str) -> Result<(), Error> {
+        for (_, _, path) in self.link_pins(ifname)? {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::Bpffs { path, source }),
+            }
+        }
+        Ok(())
     }
 
     fn attach_one(

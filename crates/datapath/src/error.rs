@@ -46,6 +46,16 @@ pub enum Error {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("pinning the link of {program} on {ifname} at {path}")]
+    PinLink {
+        program: &'static str,
+        ifname: String,
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("pinned links need a datapath loaded with a pin directory")]
+    NotPinned,
     #[error("invalid BTF in {what}: {reason}")]
     Btf { what: &'static str, reason: String },
     #[error("invalid pod CIDR {network}/{prefix_len}: {reason}")]
@@ -59,8 +69,8 @@ pub enum Error {
         ip: std::net::Ipv4Addr,
         cidr: String,
     },
-    #[error("invalid port range {lo}-{hi}: the first port must not exceed the last")]
-    PortRange { lo: u16, hi: u16 },
+    #[error("invalid policy entry")]
+    PortRange(#[from] pilus_abi::PortRangeError),
 }
 
 impl Error {

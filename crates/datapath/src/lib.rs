@@ -13,7 +13,6 @@ pub mod events;
 mod loader;
 mod maps;
 pub mod objects;
-pub mod policy_ports;
 pub mod testrun;
 
 pub use attach::EndpointLinks;

@@ -1,7 +1,7 @@
 //! Typed access to the datapath's maps: endpoints, ipcache, policy, conntrack
 //! and metrics. Every write the control plane makes goes through here.
 
-use crate::{loader::Datapath, policy_ports::PolicyEntry as RawPolicyEntry, Error};
+use crate::{loader::Datapath, Error};
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
     Array, HashMap, MapData, PerCpuArray,
@@ -12,7 +12,7 @@ use pilus_abi::{
 };
 use std::net::Ipv4Addr;
 
-pub use crate::policy_ports::PolicyEntry;
+pub use pilus_abi::PolicyEntry;
 
 /// Packets and bytes counted for one (reason, direction); reason 0 = forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +139,7 @@ impl Datapath {
 
     /// Writes every LPM entry of `entry`. All are validated before the first
     /// write, so a bad entry changes nothing.
-    pub fn insert_policy(&mut self, entry: &RawPolicyEntry) -> Result<(), Error> {
+    pub fn insert_policy(&mut self, entry: &PolicyEntry) -> Result<(), Error> {
         let kv = entry.to_map_entries()?;
         let mut m: LpmTrie<&mut MapData, PolicyData, PolicyValue> =
             typed_map!(self, LpmTrie, "pilus_policy");
@@ -150,11 +150,32 @@ impl Datapath {
         Ok(())
     }
 
-    pub fn remove_policy(&mut self, entry: &RawPolicyEntry) -> Result<(), Error> {
+    pub fn remove_policy(&mut self, entry: &PolicyEntry) -> Result<(), Error> {
         let kv = entry.to_map_entries()?;
         let mut m: LpmTrie<&mut MapData, PolicyData, PolicyValue> =
             typed_map!(self, LpmTrie, "pilus_policy");
         for (k, _) in &kv {
+            ignore_missing(m.remove(&policy_lpm_key(k)), "pilus_policy")?;
+        }
+        Ok(())
+    }
+
+    /// Writes raw LPM entries (as a resolver computed them).
+    pub fn put_policy_raw(&mut self, entries: &[(PolicyKey, PolicyValue)]) -> Result<(), Error> {
+        let mut m: LpmTrie<&mut MapData, PolicyData, PolicyValue> =
+            typed_map!(self, LpmTrie, "pilus_policy");
+        for (k, v) in entries {
+            m.insert(&policy_lpm_key(k), v, 0)
+                .map_err(|e| Error::map("pilus_policy", e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes raw LPM entries; missing ones are fine.
+    pub fn remove_policy_raw(&mut self, keys: &[PolicyKey]) -> Result<(), Error> {
+        let mut m: LpmTrie<&mut MapData, PolicyData, PolicyValue> =
+            typed_map!(self, LpmTrie, "pilus_policy");
+        for k in keys {
             ignore_missing(m.remove(&policy_lpm_key(k)), "pilus_policy")?;
         }
         Ok(())

@@ -29,5 +29,5 @@ pub mod probe;
 mod process;
 
 pub use error::Error;
-pub use ns::{remove_stale, veth_pair, EnterGuard, NetNs};
+pub use ns::{enter_path, link_here, remove_stale, veth_pair, EnterGuard, NetNs};
 pub use process::ChildGuard;

@@ -226,46 +226,87 @@ impl NetNs {
         request: libc::c_ulong,
         call: &'static str,
     ) -> Result<libc::ifreq, Error> {
-        validate_ifname(ifname)?;
-        let sock = self.within(|| {
-            // SAFETY: plain socket(2) call; the fd is owned right below.
-            let fd =
-                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            if fd < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                // SAFETY: fd is a fresh descriptor nobody else owns.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-            }
-        })?;
-        let sock = sock.map_err(|source| Error::Syscall {
-            call: "socket",
-            source,
-        })?;
-        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        // validate_ifname guarantees < IFNAMSIZ bytes, so the name stays
-        // NUL-terminated.
-        for (dst, src) in req.ifr_name.iter_mut().zip(ifname.as_bytes()) {
-            *dst = *src as c_char;
-        }
-        // SAFETY: req is a valid ifreq that outlives the call; the kernel
-        // writes at most size_of::<ifreq>() bytes into it.
-        // `as _`: the request parameter's type differs between libcs.
-        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request as _, &mut req) };
-        if rc < 0 {
-            let source = io::Error::last_os_error();
-            return Err(if source.raw_os_error() == Some(libc::ENODEV) {
-                Error::NoSuchLink {
-                    ns: self.name.clone(),
-                    ifname: ifname.to_owned(),
-                }
-            } else {
-                Error::Syscall { call, source }
-            });
-        }
-        Ok(req)
+        self.within(|| link_ioctl_here(&self.name, ifname, request, call))?
     }
+}
+
+/// One `SIOCGIF*` ioctl for `ifname` in the calling thread's namespace;
+/// `ns` names that namespace in errors.
+fn link_ioctl_here(
+    ns: &str,
+    ifname: &str,
+    request: libc::c_ulong,
+    call: &'static str,
+) -> Result<libc::ifreq, Error> {
+    validate_ifname(ifname)?;
+    // SAFETY: plain socket(2) call; the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::Syscall {
+            call: "socket",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // validate_ifname guarantees < IFNAMSIZ bytes, so the name stays
+    // NUL-terminated.
+    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.as_bytes()) {
+        *dst = *src as c_char;
+    }
+    // SAFETY: req is a valid ifreq that outlives the call; the kernel
+    // writes at most size_of::<ifreq>() bytes into it.
+    // `as _`: the request parameter's type differs between libcs.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request as _, &mut req) };
+    if rc < 0 {
+        let source = io::Error::last_os_error();
+        return Err(if source.raw_os_error() == Some(libc::ENODEV) {
+            Error::NoSuchLink {
+                ns: ns.to_owned(),
+                ifname: ifname.to_owned(),
+            }
+        } else {
+            Error::Syscall { call, source }
+        });
+    }
+    Ok(req)
+}
+
+/// The ifindex and MAC address of `ifname` in the calling thread's current
+/// namespace (for a daemon that runs inside a namespace it did not create).
+pub fn link_here(ifname: &str) -> Result<(u32, [u8; 6]), Error> {
+    let req = link_ioctl_here("current", ifname, libc::SIOCGIFINDEX, "ioctl(SIOCGIFINDEX)")?;
+    // SAFETY: SIOCGIFINDEX filled in the ifindex member of the union.
+    let index = unsafe { req.ifr_ifru.ifru_ifindex };
+    let req = link_ioctl_here(
+        "current",
+        ifname,
+        libc::SIOCGIFHWADDR,
+        "ioctl(SIOCGIFHWADDR)",
+    )?;
+    // SAFETY: SIOCGIFHWADDR filled in the hwaddr member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (dst, src) in mac.iter_mut().zip(data) {
+        *dst = src as u8;
+    }
+    Ok((index as u32, mac))
+}
+
+/// Moves the calling thread into the network namespace at `path` (any
+/// nsfs file: `/run/netns/<name>`, `/proc/<pid>/ns/net`), e.g. a pod's
+/// namespace that a container runtime made; back when the guard drops.
+pub fn enter_path(path: &Path) -> Result<EnterGuard<'static>, Error> {
+    let original = open_ns(Path::new("/proc/thread-self/ns/net"))?;
+    let target = open_ns(path)?;
+    setns(&target)?;
+    Ok(EnterGuard {
+        original,
+        _ns: PhantomData,
+        _thread_bound: PhantomData,
+    })
 }
 
 impl Drop for NetNs {

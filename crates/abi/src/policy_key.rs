@@ -1,18 +1,33 @@
-//! Policy entries as the datapath stores them: a port range becomes the few
-//! (port, prefix) pairs of the LPM trie that cover it exactly, so 1-65535
-//! costs 16 entries, not 65535.
+//! How a policy entry is encoded in the LPM trie's keys: a port range becomes
+//! the few (port, prefix) pairs that cover it exactly, so 1-65535 costs 16
+//! entries, not 65535. Shared by the loader's typed maps and the (pure)
+//! policy resolver, so both sides encode keys one way.
 
-use crate::Error;
-use pilus_abi::{
+use crate::{
     consts::{POLICY_F_DENY, POLICY_PREFIX_FULL, POLICY_PREFIX_L3, POLICY_PREFIX_PROTO},
     Be16, PolicyKey, PolicyValue,
 };
 
+/// A port range whose first port is above its last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRangeError {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl std::fmt::Display for PortRangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "port range {}-{} is inverted", self.lo, self.hi)
+    }
+}
+
+impl std::error::Error for PortRangeError {}
+
 /// Splits `lo..=hi` into maximal aligned blocks: (first port, prefix bits of
 /// the 16-bit port that are fixed). Errors when `lo > hi`.
-pub fn range_to_prefixes(lo: u16, hi: u16) -> Result<Vec<(u16, u8)>, Error> {
+pub fn range_to_prefixes(lo: u16, hi: u16) -> Result<Vec<(u16, u8)>, PortRangeError> {
     if lo > hi {
-        return Err(Error::PortRange { lo, hi });
+        return Err(PortRangeError { lo, hi });
     }
     let mut out = Vec::new();
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
@@ -51,7 +66,7 @@ pub struct PolicyEntry {
 
 impl PolicyEntry {
     /// The LPM keys and value that implement this entry.
-    pub fn to_map_entries(&self) -> Result<Vec<(PolicyKey, PolicyValue)>, Error> {
+    pub fn to_map_entries(&self) -> Result<Vec<(PolicyKey, PolicyValue)>, PortRangeError> {
         let base = PolicyKey {
             prefix_len: POLICY_PREFIX_L3,
             sec_identity: self.identity,
@@ -140,7 +155,7 @@ mod tests {
     fn inverted_range_is_an_error() {
         assert!(matches!(
             range_to_prefixes(90, 80),
-            Err(Error::PortRange { lo: 90, hi: 80 })
+            Err(PortRangeError { lo: 90, hi: 80 })
         ));
     }
 

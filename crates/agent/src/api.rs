@@ -1,0 +1,191 @@
+//! The REST routes: each request is parsed, handed to the [`Agent`] under
+//! its lock, and answered with JSON (errors as `{"error": ...}` with a
+//! status that says whose fault it was).
+
+use crate::{agent::Agent, error::AgentError};
+use pilus_api::{
+    types::{self as api, paths},
+    Request, Response,
+};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+fn respond<T: serde::Serialize>(status: u16, r: Result<T, AgentError>) -> Response {
+    match r {
+        Ok(v) => Response::json(status, &v),
+        Err(e) => {
+            if e.status() >= 500 {
+                tracing::error!(error = %e.message(), "request failed");
+            }
+            Response::error(e.status(), &e.message())
+        }
+    }
+}
+
+fn bad(what: &'static str, reason: impl Into<String>) -> AgentError {
+    AgentError::Invalid {
+        what,
+        reason: reason.into(),
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, AgentError> {
+    req.json().map_err(|e| bad("request body", e.to_string()))
+}
+
+fn not_found(path: &str) -> Response {
+    Response::error(404, &format!("no such API path {path:?}"))
+}
+
+/// Routes one request.
+pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
+    let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let lock = || agent.lock().unwrap_or_else(|p| p.into_inner());
+    let m = req.method.as_str();
+    match (m, segs.as_slice()) {
+        ("GET", ["v1", "status"]) => Response::json(200, &lock().status()),
+        ("GET", ["v1", "endpoints"]) => Response::json(200, &lock().endpoints_view()),
+        ("PUT" | "POST", ["v1", "endpoints"]) => {
+            let r = body::<api::EndpointCreate>(&req).and_then(|b| lock().create_endpoint(&b));
+            let status = match &r {
+                Ok(c) if !c.created => 200,
+                _ => 201,
+            };
+            respond(status, r)
+        }
+        ("GET", ["v1", "endpoints", key]) => {
+            let a = lock();
+            respond(
+                200,
+                a.find_endpoint(key)
+                    .map(|e| a.view(e))
+                    .ok_or(AgentError::NotFound {
+                        what: "endpoint",
+                        name: key.to_string(),
+                    }),
+            )
+        }
+        ("DELETE", ["v1", "endpoints", key]) => {
+            let mut a = lock();
+            let id = a.find_endpoint(key).map(|e| e.id);
+            respond(
+                200,
+                match id {
+                    Some(id) => a.delete_endpoint(id),
+                    // Deleting what is not there succeeds (CNI DEL).
+                    None => Ok(api::Deleted {
+                        deleted: 0,
+                        revision: a.status().enforced_revision,
+                    }),
+                },
+            )
+        }
+        ("GET", ["v1", "identities"]) => Response::json(200, &lock().identities_view()),
+        ("GET", ["v1", "identities", id]) => respond(
+            200,
+            id.parse::<u32>()
+                .map_err(|_| bad("identity", format!("{id:?} is not a number")))
+                .and_then(|id| lock().identity_view(id)),
+        ),
+        ("GET", ["v1", "policies"]) => respond(200, lock().policies_view(None)),
+        ("GET", ["v1", "policies", name @ ..]) => {
+            respond(200, lock().policies_view(Some(&name.join("/"))))
+        }
+        ("POST" | "PUT", ["v1", "policies"]) => respond(
+            200,
+            body::<api::PolicyImport>(&req).and_then(|b| lock().import(&b.files)),
+        ),
+        ("DELETE", ["v1", "policies"]) => {
+            if req.query_get("all") != Some("true") {
+                return Response::error(
+                    400,
+                    "DELETE /v1/policies needs ?all=true (or a policy name in the path)",
+                );
+            }
+            respond(200, lock().delete_policies(None))
+        }
+        ("DELETE", ["v1", "policies", name @ ..]) => {
+            respond(200, lock().delete_policies(Some(&name.join("/"))))
+        }
+        ("GET", ["v1", "policy", "revision"]) => {
+            let wait: u64 = req
+                .query_get("wait")
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(0);
+            let timeout = Duration::from_millis(
+                req.query_get("timeout_ms")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(10_000),
+            );
+            let deadline = Instant::now() + timeout;
+            loop {
+                let s = lock().status();
+                if s.enforced_revision >= wait || Instant::now() >= deadline {
+                    let code = if s.enforced_revision >= wait {
+                        200
+                    } else {
+                        408
+                    };
+                    return Response::json(
+                        code,
+                        &api::Revision {
+                            revision: s.revision,
+                            enforced: s.enforced_revision,
+                        },
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        ("POST", ["v1", "policy", "trace"]) => respond(
+            200,
+            body::<api::TraceRequest>(&req).and_then(|b| lock().trace(&b)),
+        ),
+        ("GET", ["v1", "namespaces"]) => {
+            let a = lock();
+            let v: Vec<api::NamespaceLabels> = a
+                .engine
+                .namespaces()
+                .map(|(ns, l)| api::NamespaceLabels {
+                    namespace: ns.clone(),
+                    labels: l.iter().map(|x| format!("{}={}", x.key, x.value)).collect(),
+                    revision: 0,
+                })
+                .collect();
+            Response::json(200, &v)
+        }
+        ("PUT" | "POST", ["v1", "namespaces", ns, "labels"]) => respond(
+            200,
+            body::<api::NamespaceLabels>(&req)
+                .and_then(|b| lock().set_namespace_labels(ns, &b.labels)),
+        ),
+        ("GET", ["v1", "bpf", "policy"]) => respond(200, lock().bpf_policy(None)),
+        ("GET", ["v1", "bpf", "policy", key]) => {
+            let a = lock();
+            let id = a.find_endpoint(key).map(|e| e.id);
+            respond(
+                200,
+                id.ok_or(AgentError::NotFound {
+                    what: "endpoint",
+                    name: key.to_string(),
+                })
+                .and_then(|id| a.bpf_policy(Some(id))),
+            )
+        }
+        ("GET", ["v1", "bpf", "ipcache"]) => respond(200, lock().bpf_ipcache()),
+        ("GET", ["v1", "bpf", "ct"]) => respond(200, lock().bpf_ct()),
+        ("DELETE", ["v1", "bpf", "ct"]) => respond(
+            200,
+            lock().bpf_ct_flush().map(|n| api::Deleted {
+                deleted: n,
+                revision: 0,
+            }),
+        ),
+        _ => {
+            let _ = paths::STATUS;
+            not_found(&req.path)
+        }
+    }
+}

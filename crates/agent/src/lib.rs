@@ -1,0 +1,15 @@
+//! pilusd, the Pilus agent, as a library: the agent core ([`Agent`]), its
+//! persisted state, IPAM, pod plumbing, the datapath behind a trait (so the
+//! logic is tested with fakes, without root) and the REST API routes.
+
+pub mod agent;
+pub mod api;
+pub mod dp;
+mod error;
+pub mod ipam;
+pub mod plumbing;
+pub mod state;
+mod views;
+
+pub use agent::{Agent, NodeSettings};
+pub use error::AgentError;

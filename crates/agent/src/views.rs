@@ -1,0 +1,282 @@
+//! Read-only answers: identities, policies, traces and decoded map dumps.
+
+use crate::{agent::Agent, error::AgentError};
+use pilus_abi::consts::{DIR_INGRESS, POLICY_F_DENY, POLICY_PREFIX_PROTO};
+use pilus_api::types as api;
+use pilus_policy::{
+    identity::{Identity, Kind},
+    trace::{Party, Trace},
+    Labels, Protocol,
+};
+use std::net::Ipv4Addr;
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Reserved => "reserved",
+        Kind::Cluster => "cluster",
+        Kind::Cidr => "cidr",
+    }
+}
+
+fn identity_view(i: &Identity) -> api::Identity {
+    api::Identity {
+        id: i.id,
+        kind: kind_name(i.kind).into(),
+        labels: i.labels.to_strings(),
+        refs: i.refs,
+    }
+}
+
+pub fn parse_protocol(s: &str) -> Result<u8, AgentError> {
+    let p = match s.to_ascii_uppercase().as_str() {
+        "TCP" => Protocol::Tcp,
+        "UDP" => Protocol::Udp,
+        "SCTP" => Protocol::Sctp,
+        "ICMP" => Protocol::Icmp,
+        _ => {
+            return Err(AgentError::Invalid {
+                what: "protocol",
+                reason: format!("{s:?} is not one of TCP, UDP, SCTP, ICMP"),
+            })
+        }
+    };
+    Ok(p.number().expect("concrete protocol"))
+}
+
+impl Agent {
+    pub fn identities_view(&self) -> Vec<api::Identity> {
+        self.engine.identities().iter().map(identity_view).collect()
+    }
+
+    pub fn identity_view(&self, id: u32) -> Result<api::Identity, AgentError> {
+        self.engine
+            .identities()
+            .get(id)
+            .map(identity_view)
+            .ok_or(AgentError::NotFound {
+                what: "identity",
+                name: id.to_string(),
+            })
+    }
+
+    pub fn endpoints_view(&self) -> Vec<api::Endpoint> {
+        self.endpoints.values().map(|e| self.view(e)).collect()
+    }
+
+    pub fn policies_view(&self, name: Option<&str>) -> Result<Vec<api::PolicySummary>, AgentError> {
+        let ids = name.map(|n| self.engine.find_policies(n));
+        if let (Some(ids), Some(n)) = (&ids, name) {
+            if ids.is_empty() {
+                return Err(AgentError::NotFound {
+                    what: "policy",
+                    name: n.to_string(),
+                });
+            }
+        }
+        Ok(self
+            .engine
+            .policies()
+            .filter(|(p, _)| ids.as_ref().is_none_or(|ids| ids.contains(&p.id)))
+            .map(|(p, _)| api::PolicySummary {
+                kind: p.id.kind.to_string(),
+                namespace: p.id.namespace.clone(),
+                name: p.id.name.clone(),
+                rules: p.rules.len(),
+                endpoints: self
+                    .endpoints
+                    .keys()
+                    .filter(|ep| {
+                        let id = self.engine.endpoint(**ep).map(|r| r.identity);
+                        let labels = id
+                            .and_then(|i| self.engine.identities().get(i))
+                            .map(|i| &i.labels);
+                        labels.is_some_and(|l| p.rules.iter().any(|r| r.subject.matches(l)))
+                    })
+                    .count(),
+                source: p.source.clone(),
+            })
+            .collect())
+    }
+
+    /// A trace party from what a user typed: endpoint id, pod address,
+    /// `namespace/pod`, container id, another address (world or a CIDR
+    /// identity), or labels.
+    fn party(&self, s: &str) -> Result<Party, AgentError> {
+        if let Some(ep) = self.find_endpoint(s) {
+            let id = self.engine.endpoint(ep.id).map_or(0, |r| r.identity);
+            let identity =
+                self.engine
+                    .identities()
+                    .get(id)
+                    .cloned()
+                    .ok_or(AgentError::NotFound {
+                        what: "identity",
+                        name: id.to_string(),
+                    })?;
+            return Ok(Party {
+                identity,
+                ep_id: Some(ep.id),
+                name: format!("endpoint {} ({} {})", ep.id, ep.namespace, ep.ipv4),
+            });
+        }
+        if let Ok(ip) = s.parse::<Ipv4Addr>() {
+            // The longest CIDR identity containing it, else the world.
+            let best = self
+                .engine
+                .identities()
+                .iter()
+                .filter(|i| i.cidr.is_some_and(|c| c.contains_ip(ip)))
+                .max_by_key(|i| i.cidr.map(|c| c.len));
+            let identity = match best {
+                Some(i) => i.clone(),
+                None => self
+                    .engine
+                    .identities()
+                    .get(pilus_abi::consts::IDENTITY_WORLD)
+                    .cloned()
+                    .expect("reserved"),
+            };
+            return Ok(Party {
+                name: format!("{ip} (identity {})", identity.id),
+                identity,
+                ep_id: None,
+            });
+        }
+        if !s.contains('=') && !s.contains(':') {
+            return Err(AgentError::NotFound {
+                what: "endpoint",
+                name: s.to_string(),
+            });
+        }
+        let items: Vec<&str> = s.split([',', ' ']).filter(|x| !x.is_empty()).collect();
+        let labels = Labels::parse_all(&items, pilus_policy::labels::SOURCE_K8S)?;
+        let id = self.engine.identities().lookup(&labels);
+        let identity = match id.and_then(|i| self.engine.identities().get(i)) {
+            Some(i) => i.clone(),
+            None => Identity {
+                id: 0,
+                kind: Kind::Cluster,
+                labels: labels.clone(),
+                refs: 0,
+                cidr: None,
+            },
+        };
+        // Labels stand for a pod that would have them: trace both sides.
+        Ok(Party {
+            name: format!("labels {labels}"),
+            identity,
+            ep_id: Some(0),
+        })
+    }
+
+    pub fn trace(&self, req: &api::TraceRequest) -> Result<Trace, AgentError> {
+        let proto = parse_protocol(&req.protocol)?;
+        let src = self.party(&req.src)?;
+        let dst = self.party(&req.dst)?;
+        Ok(self.engine.trace(&src, &dst, proto, req.port))
+    }
+
+    pub fn bpf_policy(&self, ep: Option<u16>) -> Result<Vec<api::BpfPolicyEntry>, AgentError> {
+        let mut v: Vec<api::BpfPolicyEntry> = self
+            .dp
+            .policy_entries()?
+            .into_iter()
+            .filter(|(k, _)| ep.is_none_or(|e| k.ep_id == e))
+            .map(|(k, v)| {
+                let bits = k.prefix_len.saturating_sub(POLICY_PREFIX_PROTO);
+                let port = k.dport.get();
+                let span = if bits == 0 {
+                    65535
+                } else {
+                    (1u32 << (16 - bits)) - 1
+                } as u16;
+                api::BpfPolicyEntry {
+                    endpoint: k.ep_id,
+                    direction: if k.direction == DIR_INGRESS {
+                        "ingress"
+                    } else {
+                        "egress"
+                    }
+                    .into(),
+                    identity: k.sec_identity,
+                    protocol: k.protocol,
+                    port,
+                    port_end: port.saturating_add(span),
+                    deny: v.flags & POLICY_F_DENY != 0,
+                    cookie: v.cookie,
+                    prefix_len: k.prefix_len,
+                }
+            })
+            .collect();
+        v.sort_by_key(|e| {
+            (
+                e.endpoint,
+                e.direction.clone(),
+                e.identity,
+                e.protocol,
+                e.port,
+                e.prefix_len,
+            )
+        });
+        Ok(v)
+    }
+
+    pub fn bpf_ipcache(&self) -> Result<Vec<api::BpfIpcacheEntry>, AgentError> {
+        let mut v: Vec<(Ipv4Addr, u32, u32)> = self
+            .dp
+            .ipcache()?
+            .into_iter()
+            .map(|(ip, len, val)| (ip, len, val.sec_identity))
+            .collect();
+        v.sort();
+        Ok(v.into_iter()
+            .map(|(ip, len, id)| api::BpfIpcacheEntry {
+                prefix: format!("{ip}/{len}"),
+                identity: id,
+            })
+            .collect())
+    }
+
+    pub fn bpf_ct(&self) -> Result<Vec<api::BpfCtEntry>, AgentError> {
+        let now = i64::from(self.dp.ct_now()?);
+        Ok(self
+            .dp
+            .conntrack()?
+            .into_iter()
+            .map(|(k, e)| {
+                let (saddr, daddr): (Ipv4Addr, Ipv4Addr) = (k.saddr.into(), k.daddr.into());
+                api::BpfCtEntry {
+                    protocol: k.protocol,
+                    src: format!("{saddr}:{}", k.sport.get()),
+                    dst: format!("{daddr}:{}", k.dport.get()),
+                    state: ct_state(e.flags),
+                    expires_in: i64::from(e.expires) - now,
+                    flags: e.flags,
+                }
+            })
+            .collect())
+    }
+
+    pub fn bpf_ct_flush(&mut self) -> Result<usize, AgentError> {
+        Ok(self.dp.flush_conntrack()?)
+    }
+}
+
+fn ct_state(flags: u16) -> String {
+    use pilus_abi::consts::*;
+    let mut v = Vec::new();
+    for (bit, name) in [
+        (CT_F_SEEN_REPLY, "seen-reply"),
+        (CT_F_TX_CLOSING, "tx-closing"),
+        (CT_F_RX_CLOSING, "rx-closing"),
+    ] {
+        if flags & bit != 0 {
+            v.push(name);
+        }
+    }
+    if v.is_empty() {
+        "new".into()
+    } else {
+        v.join(",")
+    }
+}

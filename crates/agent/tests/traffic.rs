@@ -1,0 +1,673 @@
+//! Tier 3: the real agent (pilusd, a child process) running inside a node
+//! namespace, pods created through its API, real TCP and UDP between them.
+//!
+//! - a dozen policies (both formats), each probed pod-to-pod on 80/81 TCP
+//!   and UDP and compared with its expected reachability table;
+//! - an agent restart during a TCP connection: the connection survives, the
+//!   maps and state are the same afterwards;
+//! - invalid documents rejected with a precise message, the policy map
+//!   unchanged as `pilus bpf policy get` shows it.
+//!
+//! Needs root; fails (never skips) without it. The guard removes the agent,
+//! its pins, its state, every namespace and link, also when a test fails.
+
+use pilus_api::{
+    types::{
+        BpfIpcacheEntry, BpfPolicyEntry, Deleted, Endpoint, EndpointCreate, EndpointCreated,
+        Identity, NamespaceLabels, PolicyFile, PolicyImport, PolicyImported, Revision, Status,
+    },
+    Client,
+};
+use pilus_netns::{probe, ChildGuard, NetNs};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddrV4, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const YES: Duration = Duration::from_secs(3);
+const NO: Duration = Duration::from_millis(500);
+
+struct Pod {
+    ns: NetNs,
+    namespace: &'static str,
+    app: &'static str,
+    ep: Endpoint,
+}
+
+/// Field order is drop order: servers, agent, pins and state, namespaces.
+struct Cluster {
+    servers: Vec<probe::EchoServer>,
+    agent: Option<ChildGuard>,
+    pins: PathBuf,
+    dir: PathBuf,
+    pods: Vec<Pod>,
+    node: NetNs,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.servers.clear();
+        self.agent = None;
+        // Removing the pins detaches the pinned links and frees the maps.
+        if let Err(e) = std::fs::remove_dir_all(&self.pins) {
+            eprintln!("could not remove {}: {e}", self.pins.display());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pilusd() -> &'static str {
+    env!("CARGO_BIN_EXE_pilusd")
+}
+
+/// The `pilus` CLI, built next to pilusd by `cargo build --workspace`
+/// (scripts/test.sh does that first).
+fn pilus_cli() -> PathBuf {
+    let p = Path::new(pilusd()).with_file_name("pilus");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        p.display()
+    );
+    p
+}
+
+impl Cluster {
+    fn new(tag: &str) -> Cluster {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "the real-traffic tests need root"
+        );
+        for prefix in ["t4node", "t4pod"] {
+            pilus_netns::remove_stale(prefix).expect("remove stale namespaces");
+        }
+        let node = NetNs::new("t4node").expect("node namespace");
+        node.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+        let dir = std::env::temp_dir().join(format!("pilus-t4-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pins = PathBuf::from(format!("/sys/fs/bpf/pilus-t4-{tag}-{}", std::process::id()));
+        let mut c = Cluster {
+            servers: Vec::new(),
+            agent: None,
+            pins,
+            dir,
+            pods: Vec::new(),
+            node,
+        };
+        c.start_agent();
+        c
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("pilus.sock")
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.socket())
+    }
+
+    fn start_agent(&mut self) {
+        let mut cmd = Command::new(pilusd());
+        cmd.args([
+            "--netns",
+            self.node.name(),
+            "--log",
+            "warn",
+            "--node-name",
+            "t4",
+            "--pod-cidr",
+            "198.18.0.0/24",
+        ])
+        .arg("--state-dir")
+        .arg(self.dir.join("state"))
+        .arg("--pin-dir")
+        .arg(&self.pins)
+        .arg("--socket")
+        .arg(self.socket())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+        self.agent = Some(ChildGuard::spawn(cmd).expect("start pilusd"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(s) = self.client().get_json::<Status>("/v1/status") {
+                assert_eq!(s.node_name, "t4");
+                return;
+            }
+            if let Some(st) = self.agent.as_mut().unwrap().try_wait().unwrap() {
+                panic!("pilusd exited during start-up: {st}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pilusd did not answer within 20s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, as a service manager stops it; waits for the exit.
+    fn stop_agent(&mut self) {
+        let mut g = self.agent.take().expect("agent running");
+        unsafe { libc::kill(g.pid() as i32, libc::SIGTERM) };
+        let st = g
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("pilusd exits on SIGTERM");
+        assert!(st.success(), "pilusd exit status {st}");
+    }
+
+    fn add_pod(&mut self, namespace: &'static str, app: &'static str) {
+        let ns = NetNs::new("t4pod").expect("pod namespace");
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+        let r: EndpointCreated = self
+            .client()
+            .post_json(
+                "/v1/endpoints",
+                &EndpointCreate {
+                    container_id: format!("{}-{namespace}-{app}", ns.name()),
+                    netns: ns.path().display().to_string(),
+                    ifname: "eth0".into(),
+                    namespace: namespace.into(),
+                    pod_name: Some(app.into()),
+                    labels: vec![format!("app={app}")],
+                },
+            )
+            .expect("create endpoint");
+        assert!(r.created);
+        self.servers
+            .push(probe::EchoServer::start(&ns, &[80, 81]).unwrap());
+        self.pods.push(Pod {
+            ns,
+            namespace,
+            app,
+            ep: r.endpoint,
+        });
+    }
+
+    fn import(&self, text: &str) -> Result<PolicyImported, pilus_api::Error> {
+        self.client().post_json(
+            "/v1/policies",
+            &PolicyImport {
+                files: vec![PolicyFile {
+                    name: "policy.yaml".into(),
+                    text: text.into(),
+                }],
+            },
+        )
+    }
+
+    fn delete_all(&self) {
+        let _: Deleted = self.client().delete_json("/v1/policies?all=true").unwrap();
+    }
+
+    /// Every (src, dst, port, proto) probed at once; returns the mismatches.
+    fn matrix(&self, expect: &(dyn Fn(&Pod, &Pod, u16, &str) -> bool + Sync)) -> Vec<String> {
+        let mut cases = Vec::new();
+        for s in &self.pods {
+            for d in &self.pods {
+                if std::ptr::eq(s, d) {
+                    continue;
+                }
+                for port in [80u16, 81] {
+                    for proto in ["TCP", "UDP"] {
+                        cases.push((s, d, port, proto));
+                    }
+                }
+            }
+        }
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = cases
+                .iter()
+                .map(|&(s, d, port, proto)| {
+                    sc.spawn(move || {
+                        let want = expect(s, d, port, proto);
+                        let dst = SocketAddrV4::new(d.ep.ipv4, port);
+                        let t = if want { YES } else { NO };
+                        let got = if proto == "TCP" {
+                            probe::tcp(&s.ns, dst, t)
+                        } else {
+                            probe::udp(&s.ns, dst, t)
+                        }
+                        .expect("probe");
+                        (got != want).then(|| {
+                            format!(
+                                "{}/{} -> {}/{} {port}/{proto}: expected {}, got {}",
+                                s.namespace,
+                                s.app,
+                                d.namespace,
+                                d.app,
+                                if want { "allowed" } else { "denied" },
+                                if got { "allowed" } else { "denied" }
+                            )
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect()
+        })
+    }
+
+    fn pod(&self, namespace: &str, app: &str) -> &Pod {
+        self.pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.app == app)
+            .expect("pod")
+    }
+
+    fn bpf_policy_all(&self) -> Vec<BpfPolicyEntry> {
+        let mut v = Vec::new();
+        for p in &self.pods {
+            let e: Vec<BpfPolicyEntry> = self
+                .client()
+                .get_json(&format!("/v1/bpf/policy/{}", p.ep.id))
+                .unwrap();
+            v.extend(e);
+        }
+        v
+    }
+}
+
+fn is(p: &Pod, namespace: &str, app: &str) -> bool {
+    p.namespace == namespace && p.app == app
+}
+
+/// The four pods: web and client in `shop`, web and monitor in `ops`.
+fn four_pods(tag: &str) -> Cluster {
+    let mut c = Cluster::new(tag);
+    for (ns, app) in [
+        ("shop", "web"),
+        ("shop", "client"),
+        ("ops", "web"),
+        ("ops", "monitor"),
+    ] {
+        c.add_pod(ns, app);
+    }
+    for (ns, team) in [("shop", "team=shop"), ("ops", "team=ops")] {
+        let _: NamespaceLabels = c
+            .client()
+            .post_json(
+                &format!("/v1/namespaces/{ns}/labels"),
+                &NamespaceLabels {
+                    namespace: ns.into(),
+                    labels: vec![team.into()],
+                    revision: 0,
+                },
+            )
+            .unwrap();
+    }
+    c
+}
+
+type Expect = fn(&Pod, &Pod, u16, &str) -> bool;
+
+/// (name, documents, expected reachability).
+fn policies() -> Vec<(&'static str, &'static str, Expect)> {
+    vec![
+        (
+            "CNP: shop/web accepts only shop/client on 80/TCP",
+            r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web-from-client, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+"#,
+            |s, d, port, proto| !is(d, "shop", "web") || (is(s, "shop", "client") && port == 80 && proto == "TCP"),
+        ),
+        (
+            "NetworkPolicy: default deny ingress in shop",
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+"#,
+            |_, d, _, _| d.namespace != "shop",
+        ),
+        (
+            "NetworkPolicy: shop accepts namespaces labelled team=ops on 80 (TCP by default)",
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-ops, namespace: shop}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: ops}}}]
+    ports: [{port: 80}]
+"#,
+            |s, d, port, proto| d.namespace != "shop" || (s.namespace == "ops" && port == 80 && proto == "TCP"),
+        ),
+        (
+            "CNP egress: shop/client may only reach shop/web, ports 80-81 any protocol",
+            r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client-out, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: web}}]
+    toPorts: [{ports: [{port: "80", endPort: 81}]}]
+"#,
+            |s, d, _, _| !is(s, "shop", "client") || is(d, "shop", "web"),
+        ),
+        (
+            "CCNP: deny web (every namespace) from monitor, allow everything else",
+            r#"
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: no-monitor-to-web}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEntities: [all]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {app: monitor}}]
+"#,
+            |s, d, _, _| !(d.app == "web" && s.app == "monitor"),
+        ),
+        (
+            "NetworkPolicy egress: ops/monitor may send only UDP 81, to pods of any namespace",
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: monitor-out, namespace: ops}
+spec:
+  podSelector: {matchLabels: {app: monitor}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{namespaceSelector: {}}]
+    ports: [{protocol: UDP, port: 81}]
+"#,
+            |s, _, port, proto| !is(s, "ops", "monitor") || (port == 81 && proto == "UDP"),
+        ),
+        (
+            "CNP: ops/web accepts the cluster on UDP 80 only",
+            r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: ops-web-udp, namespace: ops}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEntities: [cluster]
+    toPorts: [{ports: [{port: "80", endPort: 80, protocol: UDP}]}]
+"#,
+            |_, d, port, proto| !is(d, "ops", "web") || (port == 80 && proto == "UDP"),
+        ),
+        (
+            "CNP fromCIDR: a CIDR peer never matches pods (they have identities), so shop/web accepts nobody",
+            r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web-cidr, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromCIDRSet: [{cidr: 198.18.0.0/16, except: [198.18.0.128/25]}]
+"#,
+            |_, d, _, _| !is(d, "shop", "web"),
+        ),
+        (
+            "Rules array (cilium policy import): every web accepts client on 80/TCP",
+            r#"[{
+  "labels": [{"key": "name", "value": "l3-rule"}],
+  "endpointSelector": {"matchLabels": {"app": "web"}},
+  "ingress": [{
+    "fromEndpoints": [{"matchLabels": {"app": "client"}}],
+    "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]
+  }]
+}]"#,
+            |s, d, port, proto| d.app != "web" || (s.app == "client" && port == 80 && proto == "TCP"),
+        ),
+        (
+            "Two policies select shop/web: the union of what they allow",
+            r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ops}}, podSelector: {matchLabels: {app: monitor}}}]
+    ports: [{protocol: UDP, port: 81}]
+"#,
+            |s, d, port, proto| {
+                !is(d, "shop", "web")
+                    || (is(s, "shop", "client") && port == 80 && proto == "TCP")
+                    || (is(s, "ops", "monitor") && port == 81 && proto == "UDP")
+            },
+        ),
+        (
+            "NetworkPolicy: podSelector AND namespaceSelector (client pods of team=shop) into ops/web",
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: and, namespace: ops}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {team: shop}}
+      podSelector: {matchLabels: {app: client}}
+"#,
+            |s, d, _, _| !is(d, "ops", "web") || is(s, "shop", "client"),
+        ),
+        (
+            "CNP deny precedence: shop/client allowed everything except 81 (any protocol)",
+            r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client-no-81, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toEntities: [all]
+  egressDeny:
+  - toEndpoints: [{matchExpressions: [{key: k8s:io.kubernetes.pod.namespace, operator: Exists}]}]
+    toPorts: [{ports: [{port: "81", protocol: ANY}]}]
+"#,
+            |s, _, port, _| !is(s, "shop", "client") || port != 81,
+        ),
+    ]
+}
+
+#[test]
+fn policy_matrix_over_real_traffic() {
+    let c = four_pods("matrix");
+    let all = c.matrix(&|_, _, _, _| true);
+    assert!(
+        all.is_empty(),
+        "without policy everything is reachable:\n{}",
+        all.join("\n")
+    );
+    for (name, text, expect) in policies() {
+        let r = c
+            .import(text)
+            .unwrap_or_else(|e| panic!("{name}: import failed: {e}"));
+        // The import answers once its revision is enforced.
+        let rev: Revision = c
+            .client()
+            .get_json(&format!("/v1/policy/revision?wait={}", r.revision))
+            .unwrap();
+        assert!(rev.enforced >= r.revision);
+        let bad = c.matrix(&expect);
+        assert!(bad.is_empty(), "{name}:\n{}", bad.join("\n"));
+        c.delete_all();
+        // Deleting restores full reachability; check a sample of what the
+        // policy denied.
+        let back = c.matrix(&|_, _, _, _| true);
+        assert!(
+            back.is_empty(),
+            "{name}, after delete:\n{}",
+            back.join("\n")
+        );
+        // Nothing is left in the policy map.
+        assert!(
+            c.bpf_policy_all().is_empty(),
+            "{name}: entries left after delete"
+        );
+    }
+}
+
+#[test]
+fn agent_restart_keeps_connections_state_and_maps() {
+    let mut c = four_pods("restart");
+    c.import(policies()[0].1).unwrap();
+    let client = c.pod("shop", "client");
+    let web = c.pod("shop", "web").ep.ipv4;
+    // A long-lived connection, opened inside the client's namespace.
+    let mut stream = client
+        .ns
+        .within(|| TcpStream::connect_timeout(&SocketAddrV4::new(web, 80).into(), YES))
+        .unwrap()
+        .expect("connect");
+    stream.set_read_timeout(Some(YES)).unwrap();
+    let echo = |s: &mut TcpStream, msg: &[u8]| {
+        s.write_all(msg).unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf)
+            .expect("echo over the kept connection");
+        assert_eq!(buf, msg);
+    };
+    echo(&mut stream, b"before restart\n");
+
+    let dump = |c: &Cluster| {
+        let eps: Vec<Endpoint> = c.client().get_json("/v1/endpoints").unwrap();
+        let ids: Vec<Identity> = c.client().get_json("/v1/identities").unwrap();
+        let ipc: Vec<BpfIpcacheEntry> = c.client().get_json("/v1/bpf/ipcache").unwrap();
+        let rev: Revision = c.client().get_json("/v1/policy/revision").unwrap();
+        (
+            serde_json::to_string(&eps).unwrap(),
+            ids.iter()
+                .map(|i| (i.id, i.labels.clone(), i.refs))
+                .collect::<Vec<_>>(),
+            ipc,
+            c.bpf_policy_all(),
+            rev.revision,
+        )
+    };
+    let before = dump(&c);
+    c.stop_agent();
+    // The datapath runs without the agent: the connection, and new allowed
+    // connections, still work; denied ones are still denied.
+    echo(&mut stream, b"agent down\n");
+    let client = c.pod("shop", "client");
+    assert!(probe::tcp(&client.ns, SocketAddrV4::new(web, 80), YES).unwrap());
+    assert!(!probe::tcp(&client.ns, SocketAddrV4::new(web, 81), NO).unwrap());
+    c.start_agent();
+    echo(&mut stream, b"after restart\n");
+    let after = dump(&c);
+    assert_eq!(before, after, "state and maps after restart");
+    let s: Status = c.client().get_json("/v1/status").unwrap();
+    assert_eq!(
+        (s.resync_written, s.resync_removed),
+        (0, 0),
+        "a restart rewrites nothing"
+    );
+    // And the restarted agent still manages the datapath.
+    c.delete_all();
+    assert!(probe::tcp(&c.pod("shop", "client").ns, SocketAddrV4::new(web, 81), YES).unwrap());
+}
+
+#[test]
+fn invalid_documents_are_rejected_and_change_nothing() {
+    let c = four_pods("invalid");
+    c.import(policies()[0].1).unwrap();
+    let cli = pilus_cli();
+    let bpf_get = |ep: u16| {
+        let out = Command::new(&cli)
+            .args(["--socket"])
+            .arg(c.socket())
+            .args(["bpf", "policy", "get", &ep.to_string(), "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pilus bpf policy get: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let eps: Vec<u16> = c.pods.iter().map(|p| p.ep.id).collect();
+    let before: Vec<String> = eps.iter().map(|&e| bpf_get(e)).collect();
+    assert!(
+        before.iter().any(|s| s.contains("\"identity\"")),
+        "the valid policy wrote entries"
+    );
+    let ok_doc = policies()[1].1;
+    let cases: &[(&str, &str)] = &[
+        ("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: n}\nspec:\n  endpointSelector: {matchLabels: {app: web}}\n  ingress: [{fromEndpoint: []}]", "fromEndpoint"),
+        ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: n}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: http}]}]", "named port"),
+        ("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: n}\nspec:\n  endpointSelector: {}\n  ingress: [{fromCIDR: [198.18.0.1/8]}]", "host bits"),
+        ("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: n}\nspec:\n  endpointSelector: {}\n  ingress: [{toPorts: [{ports: [{port: \"90\", endPort: 80}]}]}]", "endPort"),
+        ("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: n}\nspec:\n  endpointSelector: {}\n  ingress: [{toPorts: [{ports: [{port: \"80\", protocol: QUIC}]}]}]", "QUIC"),
+        ("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: n}\nspec:\n  endpointSelector: {matchExpressions: [{key: app, operator: Maybe}]}", "Maybe"),
+        ("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: n}\nspec:\n  endpointSelector: {}\n  ingress: [{toPorts: [{ports: [{port: \"80\"}], rules: {http: [{method: GET}]}}]}]", "not supported"),
+        ("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: n}\nspec: {endpointSelector: {}, ingress: [{fromEntities: [moon]}]}", "moon"),
+        ("kind: [unclosed", "YAML"),
+    ];
+    for (doc, needle) in cases {
+        // A valid document first: the whole import must still be refused.
+        let text = format!("{ok_doc}\n---\n{doc}\n");
+        let path = c.dir.join("bad.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new(&cli)
+            .args(["--socket"])
+            .arg(c.socket())
+            .args(["policy", "import"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "exit code for an invalid document ({needle}): {err}"
+        );
+        assert!(
+            err.contains("document 2"),
+            "the message names the document: {err}"
+        );
+        assert!(
+            err.to_lowercase().contains(&needle.to_lowercase()),
+            "the message says why ({needle}): {err}"
+        );
+        let now: Vec<String> = eps.iter().map(|&e| bpf_get(e)).collect();
+        assert_eq!(
+            now, before,
+            "maps changed after a rejected import ({needle})"
+        );
+    }
+    let policies: Vec<serde_json::Value> = c.client().get_json("/v1/policies").unwrap();
+    assert_eq!(policies.len(), 1);
+    // A missing endpoint is exit code 3.
+    let out = Command::new(&cli)
+        .args(["--socket"])
+        .arg(c.socket())
+        .args(["endpoint", "get", "9999"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}

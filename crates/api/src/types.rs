@@ -1,0 +1,236 @@
+//! The agent's REST API in types: request and response bodies shared by
+//! pilusd, the `pilus` CLI and the CNI plugin. Paths are listed in
+//! [`paths`]; every error body is `{"error": "..."}`.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+pub use pilus_policy::trace::{DirectionTrace, RuleMatch, Trace};
+
+/// The API's paths, relative to the socket.
+pub mod paths {
+    pub const STATUS: &str = "/v1/status";
+    /// GET list, PUT create; `/v1/endpoints/{id}` GET, DELETE.
+    pub const ENDPOINTS: &str = "/v1/endpoints";
+    /// GET list; `/v1/identities/{id}` GET.
+    pub const IDENTITIES: &str = "/v1/identities";
+    /// GET list, POST import, DELETE `?all=true`; `/v1/policies/{name}`
+    /// GET, DELETE.
+    pub const POLICIES: &str = "/v1/policies";
+    /// GET `?wait=N&timeout_ms=T`: the enforced revision.
+    pub const REVISION: &str = "/v1/policy/revision";
+    /// POST a [`super::TraceRequest`].
+    pub const TRACE: &str = "/v1/policy/trace";
+    /// GET list; `/v1/namespaces/{ns}/labels` PUT.
+    pub const NAMESPACES: &str = "/v1/namespaces";
+    /// `/v1/bpf/policy/{endpoint}` GET.
+    pub const BPF_POLICY: &str = "/v1/bpf/policy";
+    pub const BPF_IPCACHE: &str = "/v1/bpf/ipcache";
+    /// GET list, DELETE flush.
+    pub const BPF_CT: &str = "/v1/bpf/ct";
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EndpointCreate {
+    /// The container (sandbox) id the runtime knows the pod by.
+    pub container_id: String,
+    /// Path of the pod's network namespace (`/proc/<pid>/ns/net`,
+    /// `/run/netns/<name>`).
+    pub netns: String,
+    /// The interface name inside the pod.
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    /// The pod's Kubernetes namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub pod_name: Option<String>,
+    /// `key=value` or `source:key=value` (source defaults to `k8s`).
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+pub fn default_ifname() -> String {
+    "eth0".into()
+}
+
+pub fn default_namespace() -> String {
+    "default".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointPolicyStatus {
+    pub ingress_enforced: bool,
+    pub egress_enforced: bool,
+    /// Resolved entries (before port ranges become LPM prefixes).
+    pub entries: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: u16,
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub namespace: String,
+    pub pod_name: Option<String>,
+    /// The labels as given.
+    pub labels: Vec<String>,
+    pub identity: u32,
+    pub ipv4: Ipv4Addr,
+    /// The pod's gateway (the node's router address).
+    pub gateway: Ipv4Addr,
+    /// Prefix length of the pod's address (always 32: routed, not bridged).
+    pub prefix_len: u8,
+    pub mac: String,
+    pub host_mac: String,
+    pub host_ifindex: u32,
+    pub policy: EndpointPolicyStatus,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EndpointCreated {
+    /// False when the endpoint existed already (a retried ADD).
+    pub created: bool,
+    pub endpoint: Endpoint,
+    /// The policy revision enforced once the endpoint exists.
+    pub revision: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deleted {
+    /// How many objects were removed (0: there was nothing to delete).
+    pub deleted: usize,
+    pub revision: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Identity {
+    pub id: u32,
+    /// reserved, cluster or cidr.
+    pub kind: String,
+    pub labels: Vec<String>,
+    /// Endpoints (cluster) or policies (cidr) using it.
+    pub refs: usize,
+}
+
+/// One file (or stdin) of policy documents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyFile {
+    /// Named in error messages.
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyImport {
+    pub files: Vec<PolicyFile>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyImported {
+    /// The revision that is enforced now (maps written).
+    pub revision: u64,
+    pub policies: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicySummary {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub rules: usize,
+    /// The endpoints its rules select now.
+    pub endpoints: usize,
+    /// The document as imported.
+    pub source: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Revision {
+    pub revision: u64,
+    /// The newest revision whose map writes are done.
+    pub enforced: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TraceRequest {
+    /// An endpoint id, a pod address, `namespace/pod`, or labels
+    /// (`k8s:app=web,...`).
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    /// TCP, UDP, SCTP or ICMP.
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NamespaceLabels {
+    pub namespace: String,
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// One entry of `pilus_policy`, decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfPolicyEntry {
+    pub endpoint: u16,
+    pub direction: String,
+    /// 0 = any identity.
+    pub identity: u32,
+    /// 0 = any protocol.
+    pub protocol: u8,
+    /// First port of the prefix block, and the block's last port.
+    pub port: u16,
+    pub port_end: u16,
+    pub deny: bool,
+    pub cookie: u32,
+    pub prefix_len: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfIpcacheEntry {
+    pub prefix: String,
+    pub identity: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BpfCtEntry {
+    pub protocol: u8,
+    pub src: String,
+    pub dst: String,
+    pub state: String,
+    /// Seconds left before the entry expires.
+    pub expires_in: i64,
+    pub flags: u16,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub node_name: String,
+    pub pod_cidr: String,
+    pub router_ip: Ipv4Addr,
+    pub pin_dir: String,
+    pub socket: String,
+    pub state_dir: String,
+    pub endpoints: usize,
+    pub identities: usize,
+    pub policies: usize,
+    pub revision: u64,
+    pub enforced_revision: u64,
+    pub ipam_used: usize,
+    pub ipam_capacity: usize,
+    /// What the last resync against the pinned maps had to change
+    /// (0/0 after a clean restart).
+    pub resync_written: usize,
+    pub resync_removed: usize,
+    pub uptime_seconds: u64,
+}

@@ -1,0 +1,29 @@
+//! The connection to pilusd, and the exit codes scripts can rely on.
+
+use pilus_api::Client;
+use std::path::Path;
+
+/// Exit codes, documented in `pilus --help`.
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_INVALID: i32 = 2;
+pub const EXIT_NOT_FOUND: i32 = 3;
+pub const EXIT_UNREACHABLE: i32 = 4;
+
+pub fn client(socket: &Path) -> Client {
+    Client::new(socket)
+}
+
+/// The exit code for an error chain: the API's status decides.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(api) = cause.downcast_ref::<pilus_api::Error>() {
+            return match api {
+                pilus_api::Error::Connect { .. } => EXIT_UNREACHABLE,
+                pilus_api::Error::Status { status: 400, .. } => EXIT_INVALID,
+                pilus_api::Error::Status { status: 404, .. } => EXIT_NOT_FOUND,
+                _ => EXIT_FAILURE,
+            };
+        }
+    }
+    EXIT_FAILURE
+}

@@ -1,0 +1,39 @@
+//! `pilus status`: the agent's health and counts.
+
+use crate::{table::print_json, Output};
+use anyhow::Result;
+use pilus_api::{
+    types::{paths, Status},
+    Client,
+};
+
+pub fn run(c: &Client, out: Output) -> Result<()> {
+    let s: Status = c.get_json(paths::STATUS)?;
+    if out == Output::Json {
+        return print_json(&s);
+    }
+    println!(
+        "Agent:           ok (pilusd {}, up {}s)",
+        s.version, s.uptime_seconds
+    );
+    println!("Node:            {}", s.node_name);
+    println!("Pod CIDR:        {} (router {})", s.pod_cidr, s.router_ip);
+    println!(
+        "IPAM:            {}/{} allocated",
+        s.ipam_used, s.ipam_capacity
+    );
+    println!("Endpoints:       {}", s.endpoints);
+    println!("Identities:      {}", s.identities);
+    println!("Policies:        {}", s.policies);
+    println!(
+        "Policy revision: {} (enforced {})",
+        s.revision, s.enforced_revision
+    );
+    println!("Datapath pins:   {}", s.pin_dir);
+    println!("State:           {}", s.state_dir);
+    println!(
+        "Last resync:     {} written, {} removed",
+        s.resync_written, s.resync_removed
+    );
+    Ok(())
+}

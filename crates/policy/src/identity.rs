@@ -1,0 +1,295 @@
+//! Security identities: the numbers the datapath sees instead of labels.
+//! Endpoints with equal security-relevant labels share one identity; the
+//! reserved identities are fixed; CIDR identities are local to the node.
+//! An identity is released when its last user goes.
+
+use crate::{
+    cidr::Cidr,
+    labels::{Label, Labels, SOURCE_CIDR, SOURCE_RESERVED},
+};
+use pilus_abi::consts::{
+    IDENTITY_CLUSTER_MIN, IDENTITY_HEALTH, IDENTITY_HOST, IDENTITY_INIT, IDENTITY_KUBE_APISERVER,
+    IDENTITY_LOCAL_MIN, IDENTITY_REMOTE_NODE, IDENTITY_UNMANAGED, IDENTITY_WORLD,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// The reserved identities, as in Cilium.
+pub const RESERVED: &[(u32, &str)] = &[
+    (IDENTITY_HOST, "host"),
+    (IDENTITY_WORLD, "world"),
+    (IDENTITY_UNMANAGED, "unmanaged"),
+    (IDENTITY_HEALTH, "health"),
+    (IDENTITY_INIT, "init"),
+    (IDENTITY_REMOTE_NODE, "remote-node"),
+    (IDENTITY_KUBE_APISERVER, "kube-apiserver"),
+];
+
+/// Cluster identities are 16-bit in Cilium's encoding; stay within it.
+const CLUSTER_MAX: u32 = 65535;
+const LOCAL_MAX: u32 = (1 << 24) + (1 << 24) - 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Reserved,
+    /// Labels of pods: allocated from 256.
+    Cluster,
+    /// A prefix named by a policy: allocated from 1<<24.
+    Cidr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub id: u32,
+    pub kind: Kind,
+    pub labels: Labels,
+    /// Users: endpoints for cluster identities, policies for CIDR ones.
+    pub refs: usize,
+    /// The prefix of a CIDR identity.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cidr: Option<Cidr>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("no free {kind:?} identity left")]
+    Exhausted { kind: Kind },
+    #[error("identity {id} is already held by other labels ({held_by})")]
+    Conflict { id: u32, held_by: String },
+    #[error("identity {id} is outside the range of {kind:?} identities")]
+    OutOfRange { id: u32, kind: Kind },
+}
+
+#[derive(Clone, Debug)]
+pub struct Allocator {
+    by_id: BTreeMap<u32, Identity>,
+    by_labels: HashMap<Labels, u32>,
+}
+
+impl Default for Allocator {
+    fn default() -> Self {
+        Allocator::new()
+    }
+}
+
+/// The labels of a CIDR identity: the prefix, and `reserved:world` because
+/// the prefix is outside the cluster (so `world` selectors match it too).
+pub fn cidr_labels(c: &Cidr) -> Labels {
+    Labels::from_labels([
+        Label::new(SOURCE_CIDR, &c.to_string(), ""),
+        Label::new(SOURCE_RESERVED, "world", ""),
+    ])
+}
+
+impl Allocator {
+    pub fn new() -> Allocator {
+        let mut a = Allocator {
+            by_id: BTreeMap::new(),
+            by_labels: HashMap::new(),
+        };
+        for &(id, name) in RESERVED {
+            let labels = Labels::new().with(SOURCE_RESERVED, name, "");
+            a.by_labels.insert(labels.clone(), id);
+            a.by_id.insert(
+                id,
+                Identity {
+                    id,
+                    kind: Kind::Reserved,
+                    labels,
+                    refs: 0,
+                    cidr: None,
+                },
+            );
+        }
+        a
+    }
+
+    pub fn get(&self, id: u32) -> Option<&Identity> {
+        self.by_id.get(&id)
+    }
+
+    pub fn lookup(&self, labels: &Labels) -> Option<u32> {
+        self.by_labels.get(labels).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Identity> {
+        self.by_id.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn free_id(&self, lo: u32, hi: u32, kind: Kind) -> Result<u32, IdentityError> {
+        // Lowest free number: identities stay small and reused, like Cilium's
+        // local allocator. The map is ordered, so walk the used ones.
+        let mut next = lo;
+        for &id in self.by_id.range(lo..=hi).map(|(k, _)| k) {
+            if id != next {
+                break;
+            }
+            next += 1;
+        }
+        if next > hi {
+            return Err(IdentityError::Exhausted { kind });
+        }
+        Ok(next)
+    }
+
+    /// One more user of the identity for `labels` (a pod's security labels),
+    /// allocating it if new. Returns (id, newly allocated).
+    pub fn acquire(&mut self, labels: &Labels) -> Result<(u32, bool), IdentityError> {
+        self.acquire_kind(labels, Kind::Cluster, None, None)
+    }
+
+    /// As [`acquire`](Self::acquire), for the identity of a policy's CIDR.
+    pub fn acquire_cidr(&mut self, c: &Cidr) -> Result<(u32, bool), IdentityError> {
+        self.acquire_kind(&cidr_labels(c), Kind::Cidr, None, Some(*c))
+    }
+
+    /// Re-creates an identity with the number it had before a restart, so
+    /// the maps written then stay valid.
+    pub fn restore(&mut self, labels: &Labels, id: u32) -> Result<(u32, bool), IdentityError> {
+        self.acquire_kind(labels, Kind::Cluster, Some(id), None)
+    }
+
+    /// As [`restore`](Self::restore), for a CIDR identity.
+    pub fn restore_cidr(&mut self, c: &Cidr, id: u32) -> Result<(u32, bool), IdentityError> {
+        self.acquire_kind(&cidr_labels(c), Kind::Cidr, Some(id), Some(*c))
+    }
+
+    /// Whether `id` is free (not reserved, not held).
+    pub fn is_free(&self, id: u32) -> bool {
+        !self.by_id.contains_key(&id)
+    }
+
+    fn acquire_kind(
+        &mut self,
+        labels: &Labels,
+        kind: Kind,
+        want: Option<u32>,
+        cidr: Option<Cidr>,
+    ) -> Result<(u32, bool), IdentityError> {
+        if let Some(&id) = self.by_labels.get(labels) {
+            if let Some(w) = want.filter(|&w| w != id) {
+                return Err(IdentityError::Conflict {
+                    id: w,
+                    held_by: self.by_id[&id].labels.to_string(),
+                });
+            }
+            let e = self.by_id.get_mut(&id).expect("indexes agree");
+            e.refs += 1;
+            return Ok((id, false));
+        }
+        let (lo, hi) = match kind {
+            Kind::Cidr => (IDENTITY_LOCAL_MIN, LOCAL_MAX),
+            _ => (IDENTITY_CLUSTER_MIN, CLUSTER_MAX),
+        };
+        let id = match want {
+            Some(w) if !(lo..=hi).contains(&w) => {
+                return Err(IdentityError::OutOfRange { id: w, kind })
+            }
+            Some(w) => {
+                if let Some(other) = self.by_id.get(&w) {
+                    return Err(IdentityError::Conflict {
+                        id: w,
+                        held_by: other.labels.to_string(),
+                    });
+                }
+                w
+            }
+            None => self.free_id(lo, hi, kind)?,
+        };
+        self.by_labels.insert(labels.clone(), id);
+        self.by_id.insert(
+            id,
+            Identity {
+                id,
+                kind,
+                labels: labels.clone(),
+                refs: 1,
+                cidr,
+            },
+        );
+        Ok((id, true))
+    }
+
+    /// One user fewer; returns true when the identity was freed. Reserved
+    /// identities are never freed.
+    pub fn release(&mut self, id: u32) -> bool {
+        let Some(e) = self.by_id.get_mut(&id) else {
+            return false;
+        };
+        if e.kind == Kind::Reserved {
+            return false;
+        }
+        e.refs = e.refs.saturating_sub(1);
+        if e.refs > 0 {
+            return false;
+        }
+        let e = self.by_id.remove(&id).expect("present");
+        self.by_labels.remove(&e.labels);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(s: &[&str]) -> Labels {
+        Labels::parse_all(s, "k8s").unwrap()
+    }
+
+    #[test]
+    fn equal_labels_share_and_release_frees() {
+        let mut a = Allocator::new();
+        assert_eq!(a.acquire(&l(&["app=web"])).unwrap(), (256, true));
+        assert_eq!(a.acquire(&l(&["app=db"])).unwrap(), (257, true));
+        assert_eq!(a.acquire(&l(&["app=web"])).unwrap(), (256, false));
+        assert!(!a.release(256));
+        assert!(a.release(256));
+        assert!(a.get(256).is_none());
+        // The lowest free number is reused.
+        assert_eq!(a.acquire(&l(&["app=api"])).unwrap(), (256, true));
+        assert!(!a.release(IDENTITY_WORLD));
+        assert_eq!(
+            a.lookup(&Labels::new().with("reserved", "host", "")),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn cidr_identities_are_local() {
+        let mut a = Allocator::new();
+        let c: Cidr = "198.18.0.0/24".parse().unwrap();
+        assert_eq!(a.acquire_cidr(&c).unwrap(), (1 << 24, true));
+        let id = a.get(1 << 24).unwrap();
+        assert_eq!(id.kind, Kind::Cidr);
+        assert_eq!(id.cidr, Some(c));
+        assert_eq!(
+            id.labels.to_strings(),
+            vec!["cidr:198.18.0.0/24", "reserved:world"]
+        );
+    }
+
+    #[test]
+    fn restore_keeps_numbers_and_detects_conflicts() {
+        let mut a = Allocator::new();
+        assert_eq!(a.restore(&l(&["app=web"]), 300).unwrap(), (300, true));
+        assert_eq!(a.acquire(&l(&["app=db"])).unwrap(), (256, true));
+        assert!(matches!(
+            a.restore(&l(&["app=x"]), 300),
+            Err(IdentityError::Conflict { id: 300, .. })
+        ));
+        assert!(matches!(
+            a.restore(&l(&["app=y"]), 7),
+            Err(IdentityError::OutOfRange { .. })
+        ));
+    }
+}

@@ -1,0 +1,241 @@
+//! Labels and label sets, in Cilium's `source:key=value` form, and the filter
+//! that keeps only the security-relevant ones.
+
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, fmt};
+
+/// The namespace a pod lives in, as Cilium labels it.
+pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+/// Prefix of a namespace's own labels when copied onto its pods (Cilium's
+/// convention); Kubernetes `namespaceSelector`s select on these.
+pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
+/// Source of labels that come from Kubernetes (the default).
+pub const SOURCE_K8S: &str = "k8s";
+/// Source of the reserved identities' labels (`reserved:host`).
+pub const SOURCE_RESERVED: &str = "reserved";
+/// Source of CIDR identities' labels (`cidr:198.18.0.0/24`).
+pub const SOURCE_CIDR: &str = "cidr";
+/// In a selector: a key from any source.
+pub const SOURCE_ANY: &str = "any";
+
+/// Labels that change with every rollout and would split one workload into
+/// many identities; Cilium's default label filter drops them too.
+const NOISE_KEYS: &[&str] = &[
+    "pod-template-hash",
+    "pod-template-generation",
+    "controller-revision-hash",
+    "controller-uid",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-completion-index",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Label {
+    pub source: String,
+    pub key: String,
+    pub value: String,
+}
+
+impl Label {
+    pub fn new(source: &str, key: &str, value: &str) -> Label {
+        Label {
+            source: source.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+        }
+    }
+
+    /// Parses `source:key=value`, `key=value` (source `default_source`) or a
+    /// bare `key` (empty value). The source is what precedes the first `:`
+    /// when that comes before any `=` (keys like `app.kubernetes.io/name`
+    /// contain no `:`).
+    pub fn parse(s: &str, default_source: &str) -> Result<Label, crate::Error> {
+        let s = s.trim();
+        let (kv, source) = match (s.find(':'), s.find('=')) {
+            (Some(c), eq) if eq.is_none_or(|e| c < e) => (&s[c + 1..], &s[..c]),
+            _ => (s, default_source),
+        };
+        let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+        if key.is_empty() {
+            return Err(crate::Error::Label {
+                label: s.to_string(),
+                reason: "the key is empty".into(),
+            });
+        }
+        if source.is_empty() {
+            return Err(crate::Error::Label {
+                label: s.to_string(),
+                reason: "the source before ':' is empty".into(),
+            });
+        }
+        Ok(Label::new(source, key, value))
+    }
+
+    pub fn is_noise(&self) -> bool {
+        NOISE_KEYS.contains(&self.key.as_str()) || self.key.starts_with("annotation.")
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}:{}", self.source, self.key)
+        } else {
+            write!(f, "{}:{}={}", self.source, self.key, self.value)
+        }
+    }
+}
+
+/// A set of labels, at most one per (source, key), in a stable order: equal
+/// sets compare equal and hash alike, which is what identities are keyed by.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels(BTreeMap<(String, String), String>);
+
+impl Labels {
+    pub fn new() -> Labels {
+        Labels::default()
+    }
+
+    pub fn from_labels(it: impl IntoIterator<Item = Label>) -> Labels {
+        let mut l = Labels::new();
+        for x in it {
+            l.insert(x);
+        }
+        l
+    }
+
+    /// Parses each string with [`Label::parse`].
+    pub fn parse_all<S: AsRef<str>>(
+        items: &[S],
+        default_source: &str,
+    ) -> Result<Labels, crate::Error> {
+        items
+            .iter()
+            .map(|s| Label::parse(s.as_ref(), default_source))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Labels::from_labels)
+    }
+
+    pub fn insert(&mut self, l: Label) {
+        self.0.insert((l.source, l.key), l.value);
+    }
+
+    pub fn with(mut self, source: &str, key: &str, value: &str) -> Labels {
+        self.insert(Label::new(source, key, value));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Label> + '_ {
+        self.0.iter().map(|((s, k), v)| Label::new(s, k, v))
+    }
+
+    /// The value of `key` from `source` (or from any source for
+    /// [`SOURCE_ANY`]).
+    pub fn get(&self, source: &str, key: &str) -> Option<&str> {
+        if source == SOURCE_ANY {
+            return self
+                .0
+                .iter()
+                .find(|((_, k), _)| k == key)
+                .map(|(_, v)| v.as_str());
+        }
+        self.0
+            .get(&(source.to_string(), key.to_string()))
+            .map(String::as_str)
+    }
+
+    /// The pod's namespace, if it has one.
+    pub fn namespace(&self) -> Option<&str> {
+        self.get(SOURCE_K8S, NAMESPACE_LABEL)
+    }
+
+    /// Only the labels that identify a workload for policy.
+    pub fn security_relevant(&self) -> Labels {
+        Labels::from_labels(self.iter().filter(|l| !l.is_noise()))
+    }
+
+    /// The strings `source:key=value`, sorted.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.iter().map(|l| l.to_string()).collect()
+    }
+}
+
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_strings().join(","))
+    }
+}
+
+impl Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_strings().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Labels, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        Labels::parse_all(&v, SOURCE_K8S).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_source_key_value() {
+        assert_eq!(
+            Label::parse("k8s:app=web", "x").unwrap(),
+            Label::new("k8s", "app", "web")
+        );
+        assert_eq!(
+            Label::parse("app=web", "k8s").unwrap(),
+            Label::new("k8s", "app", "web")
+        );
+        assert_eq!(
+            Label::parse("reserved:host", "k8s").unwrap(),
+            Label::new("reserved", "host", "")
+        );
+        // A ':' in the value is not a source.
+        assert_eq!(
+            Label::parse("url=http://x", "k8s").unwrap(),
+            Label::new("k8s", "url", "http://x")
+        );
+        assert!(Label::parse("=web", "k8s").is_err());
+        assert!(Label::parse(":app=web", "k8s").is_err());
+    }
+
+    #[test]
+    fn noise_is_filtered() {
+        let l = Labels::parse_all(
+            &[
+                "app=web",
+                "pod-template-hash=abc",
+                "controller-revision-hash=1",
+            ],
+            "k8s",
+        )
+        .unwrap();
+        assert_eq!(l.security_relevant().to_strings(), vec!["k8s:app=web"]);
+    }
+
+    #[test]
+    fn equal_sets_compare_equal_in_any_order() {
+        let a = Labels::parse_all(&["a=1", "b=2"], "k8s").unwrap();
+        let b = Labels::parse_all(&["b=2", "a=1"], "k8s").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.get(SOURCE_ANY, "b"), Some("2"));
+        assert_eq!(a.get("reserved", "b"), None);
+    }
+}
