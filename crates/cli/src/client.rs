@@ -13,9 +13,17 @@ pub fn client(socket: &Path) -> Client {
     Client::new(socket)
 }
 
+/// Input the CLI itself refuses (before asking the agent).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
 /// The exit code for an error chain: the API's status decides.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
+        if cause.downcast_ref::<InvalidInput>().is_some() {
+            return EXIT_INVALID;
+        }
         if let Some(api) = cause.downcast_ref::<pilus_api::Error>() {
             return match api {
                 pilus_api::Error::Connect { .. } => EXIT_UNREACHABLE,

@@ -76,9 +76,11 @@ fn read_file(f: &str) -> Result<PolicyFile> {
 
 pub fn parse_dport(s: &str) -> Result<(u16, String)> {
     let (port, proto) = s.split_once('/').unwrap_or((s, "TCP"));
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("--dport {s:?}: expected PORT[/PROTOCOL], e.g. 80/TCP"))?;
+    let port: u16 = port.parse().map_err(|_| {
+        crate::client::InvalidInput(format!(
+            "--dport {s:?}: expected PORT[/PROTOCOL], e.g. 80/TCP"
+        ))
+    })?;
     Ok((port, proto.to_ascii_uppercase()))
 }
 

@@ -160,6 +160,12 @@ impl Engine {
     pub fn identity_labels(&self, namespace: &str, pod_labels: &Labels) -> Labels {
         let mut l = pod_labels.security_relevant();
         l.insert(Label::new(SOURCE_K8S, NAMESPACE_LABEL, namespace));
+        // Kubernetes labels every namespace with its own name.
+        l.insert(Label::new(
+            SOURCE_K8S,
+            &format!("{NAMESPACE_LABELS_PREFIX}kubernetes.io/metadata.name"),
+            namespace,
+        ));
         if let Some(ns) = self.namespaces.get(namespace) {
             for x in ns.iter() {
                 l.insert(Label::new(
