@@ -48,7 +48,6 @@ pub struct Agent {
     pub(crate) dp: Box<dyn Maps>,
     plumbing: Box<dyn Plumbing>,
     store: Option<Store<State, Op>>,
-    state: State,
     pub(crate) enforced: u64,
     pub(crate) resync: (usize, usize),
     started: Instant,
@@ -127,7 +126,6 @@ impl Agent {
             dp,
             plumbing,
             store,
-            state: State::default(),
             enforced: 0,
             resync: (0, 0),
             started: Instant::now(),
@@ -158,7 +156,7 @@ impl Agent {
             agent.engine.import(policies)?;
         }
         agent.engine.set_revision(state.revision);
-        agent.state = state;
+        drop(state);
         agent.resync = agent.resync_maps()?;
         for ep in agent.endpoints.values() {
             if !agent.dp.attached(&ep.host_ifname) {
@@ -168,13 +166,10 @@ impl Agent {
         agent.enforced = agent.engine.revision();
         // Persist what the restore settled on (dropped endpoints, identity
         // numbers) as a fresh snapshot.
-        agent.snapshot_state();
-        if let Some(s) = agent.store.as_mut() {
-            s.compact(&agent.state)?;
-        }
+        agent.compact()?;
         tracing::info!(
             endpoints = agent.endpoints.len(),
-            policies = agent.state.policies.len(),
+            policies = agent.engine.policies().count(),
             revision = agent.enforced,
             resync_written = agent.resync.0,
             resync_removed = agent.resync.1,
@@ -183,26 +178,38 @@ impl Agent {
         Ok(agent)
     }
 
-    fn snapshot_state(&mut self) {
-        self.state.endpoints = self.endpoints.clone();
-        self.state.policies = self
-            .engine
-            .policies()
-            .map(|(p, _)| (p.id.to_string(), p.clone()))
-            .collect();
-        self.state.namespaces = self
-            .engine
-            .namespaces()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.state.identities = self
-            .engine
-            .identities()
-            .iter()
-            .filter(|i| i.kind != Kind::Reserved)
-            .map(|i| (i.id, i.labels.clone()))
-            .collect();
-        self.state.revision = self.engine.revision();
+    /// The persisted state, built from the live one (not kept as a second
+    /// copy: the agent's memory per endpoint matters).
+    fn snapshot(&self) -> State {
+        State {
+            endpoints: self.endpoints.clone(),
+            policies: self
+                .engine
+                .policies()
+                .map(|(p, _)| (p.id.to_string(), p.clone()))
+                .collect(),
+            namespaces: self
+                .engine
+                .namespaces()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            identities: self
+                .engine
+                .identities()
+                .iter()
+                .filter(|i| i.kind != Kind::Reserved)
+                .map(|i| (i.id, i.labels.clone()))
+                .collect(),
+            revision: self.engine.revision(),
+        }
+    }
+
+    fn compact(&mut self) -> Result<(), AgentError> {
+        if self.store.is_some() {
+            let snap = self.snapshot();
+            self.store.as_mut().expect("checked").compact(&snap)?;
+        }
+        Ok(())
     }
 
     fn endpoint_info(&self, ep: &StoredEndpoint) -> EndpointInfo {
@@ -374,17 +381,13 @@ impl Agent {
         }
         ops.push(Op::Revision(change.revision));
         let Some(store) = self.store.as_mut() else {
-            for op in &ops {
-                pilus_api::store::Apply::apply(&mut self.state, op);
-            }
             return Ok(());
         };
         for op in &ops {
             store.append(op)?;
-            pilus_api::store::Apply::apply(&mut self.state, op);
         }
         if store.journal_len() >= COMPACT_EVERY {
-            store.compact(&self.state)?;
+            self.compact()?;
         }
         Ok(())
     }
