@@ -205,9 +205,9 @@ impl Agent {
     }
 
     fn compact(&mut self) -> Result<(), AgentError> {
-        if self.store.is_some() {
-            let snap = self.snapshot();
-            self.store.as_mut().expect("checked").compact(&snap)?;
+        let snap = self.store.as_ref().map(|_| self.snapshot());
+        if let (Some(store), Some(snap)) = (self.store.as_mut(), snap) {
+            store.compact(&snap)?;
         }
         Ok(())
     }
