@@ -3,10 +3,7 @@
 //! status that says whose fault it was).
 
 use crate::{agent::Agent, error::AgentError};
-use pilus_api::{
-    types::{self as api, paths},
-    Request, Response,
-};
+use pilus_api::{types as api, Request, Response};
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -183,9 +180,6 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
                 revision: 0,
             }),
         ),
-        _ => {
-            let _ = paths::STATUS;
-            not_found(&req.path)
-        }
+        _ => not_found(&req.path),
     }
 }

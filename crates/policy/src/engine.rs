@@ -263,7 +263,7 @@ impl Engine {
         let mut new_ids = Vec::new();
         for ep in &members {
             let e = &self.endpoints[ep];
-            let l = self.identity_labels(&e.namespace, &e.pod_labels.clone());
+            let l = self.identity_labels(&e.namespace, &e.pod_labels);
             match self.acquire(&l, &mut p) {
                 Ok(id) => new_ids.push(id),
                 Err(err) => {
