@@ -6,7 +6,7 @@ use crate::{
     dp::Maps,
     error::AgentError,
     ipam::Ipam,
-    plumbing::{PlumbRequest, Plumbing},
+    plumbing::{PlumbRequest, Plumbed, Plumbing},
     state::{Op, State, StoredEndpoint},
 };
 use pilus_abi::{Be32, EndpointInfo, PolicyKey, PolicyValue};
@@ -58,18 +58,6 @@ fn mac_str(m: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// `lxc` + 11 hex digits of a hash of (container, ifname): stable across
-/// retries and restarts, unique enough per node, within IFNAMSIZ.
-pub fn host_ifname(container_id: &str, ifname: &str) -> String {
-    // FNV-1a, 64 bit.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("lxc{:011x}", h & 0xfff_ffff_ffff)
 }
 
 fn validate_ifname(s: &str) -> Result<(), AgentError> {
@@ -427,21 +415,35 @@ impl Agent {
         let id = (1..=u16::MAX)
             .find(|i| !self.endpoints.contains_key(i))
             .ok_or(AgentError::EndpointIds)?;
+        // With the CNI plugin the pair exists already; check it before
+        // anything is allocated.
+        let existing = match &req.host_ifname {
+            Some(host) => Some(self.existing_link(host, req.mac.as_deref())?),
+            None => None,
+        };
         let ip = self.ipam.allocate()?;
-        let host = host_ifname(&req.container_id, &req.ifname);
-        let plumbed = self.plumbing.create(&PlumbRequest {
-            netns: PathBuf::from(&req.netns),
-            ifname: req.ifname.clone(),
-            host_ifname: host.clone(),
-            ip,
-            router: self.node.router,
-        });
-        let plumbed = match plumbed {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = self.plumbing.delete(&host);
-                self.ipam.release(ip);
-                return Err(e.into());
+        let host = req
+            .host_ifname
+            .clone()
+            .unwrap_or_else(|| api::host_ifname(&req.container_id, &req.ifname));
+        let plumbed = match existing {
+            Some(p) => p,
+            None => {
+                let plumbed = self.plumbing.create(&PlumbRequest {
+                    netns: PathBuf::from(&req.netns),
+                    ifname: req.ifname.clone(),
+                    host_ifname: host.clone(),
+                    ip,
+                    router: self.node.router,
+                });
+                match plumbed {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = self.plumbing.delete(&host);
+                        self.ipam.release(ip);
+                        return Err(e.into());
+                    }
+                }
             }
         };
         let ep = StoredEndpoint {
@@ -457,6 +459,7 @@ impl Agent {
             ifindex: plumbed.host_ifindex,
             mac: plumbed.mac,
             host_mac: plumbed.host_mac,
+            cni_network: req.cni_network.clone(),
         };
         let change = match self.engine.upsert_endpoint(id, &req.namespace, &labels) {
             Ok(c) => c,
@@ -488,6 +491,44 @@ impl Agent {
             endpoint: self.view(&ep),
             revision: self.enforced,
         })
+    }
+
+    /// The host side of a pair the CNI plugin made: it must exist here,
+    /// and the pod side's MAC must be given.
+    fn existing_link(&self, host: &str, mac: Option<&str>) -> Result<Plumbed, AgentError> {
+        validate_ifname(host)?;
+        let mac = mac
+            .ok_or_else(|| AgentError::Invalid {
+                what: "mac",
+                reason: "the pod side's MAC is required with host_ifname".into(),
+            })
+            .and_then(|m| {
+                pilus_netlink::pod::parse_mac(m).ok_or_else(|| AgentError::Invalid {
+                    what: "mac",
+                    reason: format!("{m:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+                })
+            })?;
+        let (host_ifindex, host_mac) =
+            self.plumbing
+                .lookup(host)
+                .ok_or_else(|| AgentError::Invalid {
+                    what: "host_ifname",
+                    reason: format!(
+                        "no interface {host:?} in the agent's network namespace (the CNI plugin must create it in the namespace pilusd runs in)"
+                    ),
+                })?;
+        Ok(Plumbed {
+            host_ifindex,
+            host_mac,
+            mac,
+        })
+    }
+
+    /// The endpoint a CNI attachment (container id, ifname) made.
+    pub fn find_attachment(&self, container_id: &str, ifname: &str) -> Option<&StoredEndpoint> {
+        self.endpoints
+            .values()
+            .find(|e| e.container_id == container_id && e.ifname == ifname)
     }
 
     /// Finds an endpoint by id, container id or `namespace/pod`.
@@ -551,6 +592,7 @@ impl Agent {
             mac: mac_str(&ep.mac),
             host_mac: mac_str(&ep.host_mac),
             host_ifindex: ep.ifindex,
+            cni_network: ep.cni_network.clone(),
             policy: api::EndpointPolicyStatus {
                 ingress_enforced: pol.as_ref().is_some_and(|p| p.ingress_enforced),
                 egress_enforced: pol.as_ref().is_some_and(|p| p.egress_enforced),

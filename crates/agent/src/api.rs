@@ -66,7 +66,12 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
         }
         ("DELETE", ["v1", "endpoints", key]) => {
             let mut a = lock();
-            let id = a.find_endpoint(key).map(|e| e.id);
+            // `?ifname=` makes the key a container id and picks one of its
+            // attachments (CNI DEL is per container and interface).
+            let id = match req.query_get("ifname") {
+                Some(ifname) => a.find_attachment(key, ifname).map(|e| e.id),
+                None => a.find_endpoint(key).map(|e| e.id),
+            };
             respond(
                 200,
                 match id {

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use pilus_agent::{api, dp::Maps, plumbing::IpPlumbing, Agent, NodeSettings};
+use pilus_agent::{api, dp::Maps, plumbing::NetlinkPlumbing, Agent, NodeSettings};
 use pilus_datapath::{Datapath, LoadOptions, NodeConfig, PodCidr};
 use std::{
     net::Ipv4Addr,
@@ -147,8 +147,8 @@ fn run() -> Result<()> {
         state_dir: args.state_dir.clone(),
     };
     let dp: Box<dyn Maps> = Box::new(dp);
-    let agent =
-        Agent::start(node, dp, Box::new(IpPlumbing), Some(store)).context("restoring state")?;
+    let agent = Agent::start(node, dp, Box::new(NetlinkPlumbing), Some(store))
+        .context("restoring state")?;
     let agent = Arc::new(Mutex::new(agent));
     let listener = pilus_api::bind(&args.socket)
         .with_context(|| format!("binding the API socket {}", args.socket.display()))?;

@@ -1,33 +1,30 @@
 //! A pod's network plumbing: the veth pair (host side `lxc…` in the agent's
 //! namespace, pod side in the pod's namespace), the pod's address and its
-//! routes to the gateway. [`IpPlumbing`] does it with iproute2 (`ip -batch`,
-//! one process per namespace); [`FakePlumbing`] records calls for tests.
+//! routes to the gateway, when the agent is asked through its API (the CNI
+//! plugin does the same itself, with the same `pilus_netlink::pod` code).
+//! [`NetlinkPlumbing`] does it over rtnetlink; [`FakePlumbing`] records
+//! calls for tests.
 
+use pilus_netlink::{pod, Netlink};
 use std::{
-    io::Write,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    os::fd::AsFd,
+    path::PathBuf,
     sync::{Arc, Mutex},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlumbError {
-    #[error("network namespace {path}")]
+    #[error("network namespace {path}: {source}")]
     Netns {
         path: PathBuf,
         #[source]
-        source: pilus_netns::Error,
+        source: std::io::Error,
     },
-    #[error("running `ip -batch` in {ns}: {stderr}")]
-    Ip { ns: String, stderr: String },
-    #[error("running ip")]
-    Spawn(#[source] std::io::Error),
-    #[error("link {ifname}")]
-    Link {
-        ifname: String,
-        #[source]
-        source: pilus_netns::Error,
+    #[error(transparent)]
+    Netlink {
+        #[from]
+        source: pilus_netlink::Error,
     },
 }
 
@@ -56,101 +53,37 @@ pub trait Plumbing: Send + Sync {
     fn lookup(&self, host_ifname: &str) -> Option<(u32, [u8; 6])>;
 }
 
-pub struct IpPlumbing;
+/// The real thing, over rtnetlink (no process per request).
+pub struct NetlinkPlumbing;
 
-fn ip_batch(ns: &str, commands: &str) -> Result<(), PlumbError> {
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(PlumbError::Spawn)?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(commands.as_bytes())
-        .map_err(PlumbError::Spawn)?;
-    let out = child.wait_with_output().map_err(PlumbError::Spawn)?;
-    if !out.status.success() {
-        return Err(PlumbError::Ip {
-            ns: ns.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
-}
-
-fn write_sysctl(path: &str, value: &str) {
-    // Best effort: IPv6 off on pod links keeps router solicitations (which
-    // the datapath would only count as drops) off the wire.
-    let _ = std::fs::write(path, value);
-}
-
-impl Plumbing for IpPlumbing {
+impl Plumbing for NetlinkPlumbing {
     fn create(&self, req: &PlumbRequest) -> Result<Plumbed, PlumbError> {
-        let netns_err = |source| PlumbError::Netns {
+        let nl_err = |source| PlumbError::Netlink { source };
+        let ns = std::fs::File::open(&req.netns).map_err(|source| PlumbError::Netns {
             path: req.netns.clone(),
             source,
-        };
-        // The pair is made inside the pod's namespace with the host side
-        // sent to ours (by pid), so the pod side never has to be moved.
-        let me = std::process::id();
-        let mac = {
-            let _in_pod = pilus_netns::enter_path(Path::new(&req.netns)).map_err(netns_err)?;
-            let (ifn, host, ip, gw) = (&req.ifname, &req.host_ifname, req.ip, req.router);
-            ip_batch(
-                &req.netns.display().to_string(),
-                &format!(
-                    "link add {ifn} type veth peer name {host} netns {me}\n\
-                     addr add {ip}/32 dev {ifn}\n\
-                     link set lo up\n\
-                     link set {ifn} up\n\
-                     route replace {gw} dev {ifn} scope link\n\
-                     route replace default via {gw} dev {ifn}\n"
-                ),
-            )?;
-            write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifn}/disable_ipv6"), "1");
-            pilus_netns::link_here(ifn)
-                .map_err(|source| PlumbError::Link {
-                    ifname: ifn.clone(),
-                    source,
-                })?
-                .1
-        };
-        write_sysctl(
-            &format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", req.host_ifname),
-            "1",
-        );
-        ip_batch(
-            "the agent's namespace",
-            &format!("link set {} up\n", req.host_ifname),
-        )?;
-        let (host_ifindex, host_mac) =
-            pilus_netns::link_here(&req.host_ifname).map_err(|source| PlumbError::Link {
-                ifname: req.host_ifname.clone(),
-                source,
-            })?;
+        })?;
+        let mut nl = Netlink::open().map_err(nl_err)?;
+        let pair =
+            pod::create(&mut nl, &req.host_ifname, ns.as_fd(), &req.ifname).map_err(nl_err)?;
+        pod::configure(ns.as_fd(), &req.ifname, req.ip, req.router).map_err(nl_err)?;
         Ok(Plumbed {
-            host_ifindex,
-            host_mac,
-            mac,
+            host_ifindex: pair.host.index,
+            host_mac: pair.host.mac,
+            mac: pair.pod.mac,
         })
     }
 
     fn delete(&self, host_ifname: &str) -> Result<(), PlumbError> {
-        if self.lookup(host_ifname).is_none() {
-            return Ok(());
-        }
-        ip_batch(
-            "the agent's namespace",
-            &format!("link del {host_ifname}\n"),
-        )
+        let mut nl = Netlink::open().map_err(|source| PlumbError::Netlink { source })?;
+        nl.delete_link(host_ifname)
+            .map(|_| ())
+            .map_err(|source| PlumbError::Netlink { source })
     }
 
     fn lookup(&self, host_ifname: &str) -> Option<(u32, [u8; 6])> {
-        pilus_netns::link_here(host_ifname).ok()
+        let l = Netlink::open().ok()?.link(host_ifname).ok()??;
+        Some((l.index, l.mac))
     }
 }
 

@@ -24,6 +24,10 @@ pub struct StoredEndpoint {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub host_mac: [u8; 6],
+    /// The CNI network that attached it; `None`: made through the API,
+    /// with the agent doing the plumbing.
+    #[serde(default)]
+    pub cni_network: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

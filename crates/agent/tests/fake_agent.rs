@@ -44,6 +44,7 @@ fn ep(a: &mut Agent, cid: &str, ns: &str, labels: &[&str]) -> (u16, u32, Ipv4Add
             namespace: ns.into(),
             pod_name: Some(cid.into()),
             labels: labels.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         })
         .expect("create endpoint");
     assert!(r.created);
@@ -107,6 +108,7 @@ fn endpoints_get_addresses_identities_and_maps() {
             namespace: "shop".into(),
             pod_name: None,
             labels: vec!["app=web".into()],
+            ..Default::default()
         })
         .unwrap();
     assert!(!again.created);
@@ -138,6 +140,7 @@ fn bad_endpoint_requests_change_nothing() {
                 namespace: ns.into(),
                 pod_name: None,
                 labels: vec![label.into()],
+                ..Default::default()
             })
             .unwrap_err();
         assert_eq!(err.status(), 400, "{}", err.message());

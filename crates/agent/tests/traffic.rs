@@ -173,6 +173,7 @@ impl Cluster {
                     namespace: namespace.into(),
                     pod_name: Some(app.into()),
                     labels: vec![format!("app={app}")],
+                    ..Default::default()
                 },
             )
             .expect("create endpoint");

@@ -53,6 +53,48 @@ pub struct EndpointCreate {
     /// `key=value` or `source:key=value` (source defaults to `k8s`).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Set by the CNI plugin, which made the veth pair itself: the host
+    /// side's name (in the agent's namespace). The agent then only
+    /// allocates, attaches and writes maps; the plugin configures the pod.
+    /// Unset: the agent makes and configures the pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
+    /// The pod side's MAC (required with `host_ifname`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// The CNI network that attached this endpoint (for CNI GC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_network: Option<String>,
+}
+
+impl Default for EndpointCreate {
+    fn default() -> EndpointCreate {
+        EndpointCreate {
+            container_id: String::new(),
+            netns: String::new(),
+            ifname: default_ifname(),
+            namespace: default_namespace(),
+            pod_name: None,
+            labels: Vec::new(),
+            host_ifname: None,
+            mac: None,
+            cni_network: None,
+        }
+    }
+}
+
+/// The host side's name for a pod interface: `lxc` + 11 hex digits of a
+/// hash of (container id, ifname) — stable across retries and restarts,
+/// unique enough per node, within IFNAMSIZ. The agent and the CNI plugin
+/// both derive it, so either can find the link of a half-made ADD.
+pub fn host_ifname(container_id: &str, ifname: &str) -> String {
+    // FNV-1a, 64 bit.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("lxc{:011x}", h & 0xfff_ffff_ffff)
 }
 
 pub fn default_ifname() -> String {
@@ -92,6 +134,9 @@ pub struct Endpoint {
     pub host_mac: String,
     pub host_ifindex: u32,
     pub policy: EndpointPolicyStatus,
+    /// The CNI network that attached it (none: made through the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_network: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

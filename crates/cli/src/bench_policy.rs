@@ -244,6 +244,7 @@ pub fn run(a: PolicyArgs, out: Output) -> Result<()> {
                 namespace: format!("ns{}", i % a.apps % 10),
                 pod_name: Some(format!("p{i}")),
                 labels: vec![format!("app=a{}", i % a.apps)],
+                ..Default::default()
             },
         )?;
         create.push(t.elapsed());
