@@ -54,13 +54,28 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
         }
         ("GET", ["v1", "endpoints", key]) => {
             let a = lock();
+            let found = match req.query_get("ifname") {
+                Some(ifname) => a.find_attachment(key, ifname),
+                None => a.find_endpoint(key),
+            };
             respond(
                 200,
-                a.find_endpoint(key)
+                found.map(|e| a.view(e)).ok_or(AgentError::NotFound {
+                    what: "endpoint",
+                    name: key.to_string(),
+                }),
+            )
+        }
+        ("GET", ["v1", "endpoints", ns, pod]) => {
+            let a = lock();
+            let key = format!("{ns}/{pod}");
+            respond(
+                200,
+                a.find_endpoint(&key)
                     .map(|e| a.view(e))
                     .ok_or(AgentError::NotFound {
                         what: "endpoint",
-                        name: key.to_string(),
+                        name: key.clone(),
                     }),
             )
         }
@@ -177,6 +192,7 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
             )
         }
         ("GET", ["v1", "bpf", "ipcache"]) => respond(200, lock().bpf_ipcache()),
+        ("GET", ["v1", "bpf", "endpoints"]) => respond(200, lock().bpf_endpoints()),
         ("GET", ["v1", "bpf", "ct"]) => respond(200, lock().bpf_ct()),
         ("DELETE", ["v1", "bpf", "ct"]) => respond(
             200,

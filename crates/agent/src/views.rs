@@ -221,6 +221,23 @@ impl Agent {
         Ok(v)
     }
 
+    pub fn bpf_endpoints(&self) -> Result<Vec<api::BpfEndpointEntry>, AgentError> {
+        let mut v: Vec<api::BpfEndpointEntry> = self
+            .dp
+            .endpoints()?
+            .into_iter()
+            .map(|e| api::BpfEndpointEntry {
+                ifindex: e.ifindex,
+                endpoint: e.ep_id,
+                ipv4: e.ip4.into(),
+                identity: e.sec_identity,
+                mac: pilus_netlink::pod::mac_string(&e.mac),
+            })
+            .collect();
+        v.sort_by_key(|e| e.endpoint);
+        Ok(v)
+    }
+
     pub fn bpf_ipcache(&self) -> Result<Vec<api::BpfIpcacheEntry>, AgentError> {
         let mut v: Vec<(Ipv4Addr, u32, u32)> = self
             .dp

@@ -10,7 +10,9 @@ pub use pilus_policy::trace::{DirectionTrace, RuleMatch, Trace};
 /// The API's paths, relative to the socket.
 pub mod paths {
     pub const STATUS: &str = "/v1/status";
-    /// GET list, PUT create; `/v1/endpoints/{id}` GET, DELETE.
+    /// GET list, PUT create; `/v1/endpoints/{key}` GET, DELETE, where key
+    /// is an id, an IP, a container id or `namespace/pod`; with
+    /// `?ifname=X` the key is a container id and X picks its attachment.
     pub const ENDPOINTS: &str = "/v1/endpoints";
     /// GET list; `/v1/identities/{id}` GET.
     pub const IDENTITIES: &str = "/v1/identities";
@@ -26,6 +28,8 @@ pub mod paths {
     /// `/v1/bpf/policy/{endpoint}` GET.
     pub const BPF_POLICY: &str = "/v1/bpf/policy";
     pub const BPF_IPCACHE: &str = "/v1/bpf/ipcache";
+    /// GET list of the endpoint map.
+    pub const BPF_ENDPOINTS: &str = "/v1/bpf/endpoints";
     /// GET list, DELETE flush.
     pub const BPF_CT: &str = "/v1/bpf/ct";
 }
@@ -238,6 +242,16 @@ pub struct BpfPolicyEntry {
     pub deny: bool,
     pub cookie: u32,
     pub prefix_len: u32,
+}
+
+/// One entry of the datapath's endpoint map (ifindex → endpoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfEndpointEntry {
+    pub ifindex: u32,
+    pub endpoint: u16,
+    pub ipv4: Ipv4Addr,
+    pub identity: u32,
+    pub mac: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

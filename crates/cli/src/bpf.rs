@@ -8,7 +8,7 @@ use crate::{
 use anyhow::Result;
 use clap::Subcommand;
 use pilus_api::{
-    types::{paths, BpfCtEntry, BpfIpcacheEntry, BpfPolicyEntry, Deleted},
+    types::{paths, BpfCtEntry, BpfEndpointEntry, BpfIpcacheEntry, BpfPolicyEntry, Deleted},
     Client,
 };
 use pilus_policy::Protocol;
@@ -21,6 +21,9 @@ pub enum BpfCommand {
     /// The ipcache: address prefixes → security identities.
     #[command(subcommand)]
     Ipcache(BpfListCommand),
+    /// The endpoint map: interfaces → endpoints.
+    #[command(subcommand)]
+    Endpoint(BpfListCommand),
     /// The connection tracking table.
     #[command(subcommand)]
     Ct(BpfCtCommand),
@@ -98,6 +101,23 @@ pub fn run(c: &Client, cmd: BpfCommand, out: Output) -> Result<()> {
             let mut t = Table::new(&["PREFIX", "IDENTITY"]);
             for e in &v {
                 t.row(vec![e.prefix.clone(), e.identity.to_string()]);
+            }
+            t.print();
+        }
+        BpfCommand::Endpoint(BpfListCommand::List) => {
+            let v: Vec<BpfEndpointEntry> = c.get_json(paths::BPF_ENDPOINTS)?;
+            if out == Output::Json {
+                return print_json(&v);
+            }
+            let mut t = Table::new(&["IFINDEX", "ENDPOINT", "IPV4", "IDENTITY", "MAC"]);
+            for e in &v {
+                t.row(vec![
+                    e.ifindex.to_string(),
+                    e.endpoint.to_string(),
+                    e.ipv4.to_string(),
+                    e.identity.to_string(),
+                    e.mac.clone(),
+                ]);
             }
             t.print();
         }

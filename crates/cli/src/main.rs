@@ -5,8 +5,11 @@ mod bench;
 mod bench_policy;
 mod bpf;
 mod client;
+mod cni;
+mod demo;
 mod endpoint;
 mod identity;
+mod lab;
 mod namespace;
 mod policy;
 mod status;
@@ -72,6 +75,12 @@ enum Command {
     /// Benchmarks (measurements, not tests). Needs root.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The CNI plugin: install it for a container runtime.
+    #[command(subcommand)]
+    Cni(cni::CniCommand),
+    /// A cluster on this machine, from network namespaces: up, down,
+    /// status, exec, connect, and the demo. Needs root.
+    Lab(lab::LabArgs),
 }
 
 fn main() {
@@ -99,5 +108,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Namespace(cmd) => namespace::run(&c, cmd, out),
         Command::Bpf(cmd) => bpf::run(&c, cmd, out),
         Command::Bench(cmd) => bench::run(cmd, out),
+        Command::Cni(cmd) => cni::run(cmd, &cli.socket),
+        Command::Lab(a) => lab::run(a, out),
     }
 }

@@ -1,0 +1,261 @@
+//! `pilus lab`: up, down, status, exec, connect, demo (and the pods'
+//! `serve`), over the pilus-lab library.
+
+use crate::{client::InvalidInput, table::Table, Output};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use pilus_api::types::{self as api, paths};
+use pilus_lab::{
+    serve::{self, Probe, Proto},
+    Lab, Paths, Plan,
+};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+#[derive(Args, Debug)]
+pub struct LabArgs {
+    /// Where the lab keeps its state, sockets and logs.
+    #[arg(
+        long,
+        env = "PILUS_LAB_DIR",
+        default_value = "/run/pilus-lab",
+        global = true
+    )]
+    lab_dir: PathBuf,
+    /// Prefix of the lab's namespace names (and its bpffs pin directory).
+    #[arg(long, env = "PILUS_LAB_PREFIX", default_value = "plab", global = true)]
+    prefix: String,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// Build the lab: node namespaces on an underlay, one pilusd per node,
+    /// pods attached through pilus-cni, a server (TCP/UDP 80) in each pod.
+    Up {
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        #[arg(long, default_value_t = 3)]
+        pods_per_node: u32,
+        /// Don't emit per-packet trace events (drops are always reported).
+        #[arg(long)]
+        no_trace: bool,
+    },
+    /// Remove everything the lab made: pods (CNI DEL), agents, pins,
+    /// namespaces, state.
+    Down,
+    /// Nodes, agents and pods of the lab that is up.
+    Status,
+    /// Run a command inside a pod's network namespace.
+    Exec {
+        pod: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Connect from a pod to another pod (or address) and show the reply.
+    Connect {
+        from: String,
+        /// A pod name or an IPv4 address.
+        to: String,
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        #[arg(long)]
+        udp: bool,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// The tour: a lab, pod-to-pod traffic and its path, a policy that
+    /// denies (and why), its removal, and teardown.
+    Demo,
+    /// A pod's server (started by `up`; not for direct use).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+    },
+}
+
+pub fn paths(a: &LabArgs) -> Result<Paths> {
+    let exe = std::env::current_exe().context("locating the pilus binary")?;
+    Ok(Paths {
+        dir: a.lab_dir.clone(),
+        pins: PathBuf::from(format!("/sys/fs/bpf/pilus-{}", a.prefix)),
+        bin_dir: exe
+            .parent()
+            .map(PathBuf::from)
+            .context("the pilus binary has no directory")?,
+        prefix: a.prefix.clone(),
+    })
+}
+
+pub fn run(a: LabArgs, out: Output) -> Result<()> {
+    if let LabCommand::Serve { name, port, .. } = &a.command {
+        return serve::serve(name, *port).with_context(|| format!("serving on port {port}"));
+    }
+    let p = paths(&a)?;
+    match a.command {
+        LabCommand::Up {
+            nodes,
+            pods_per_node,
+            no_trace,
+        } => {
+            let plan = Plan::new(&p.prefix, nodes, pods_per_node)
+                .map_err(|e| InvalidInput(e.to_string()))?;
+            let start = Instant::now();
+            let lab = Lab::up(p, plan, !no_trace)?;
+            if out == Output::Json {
+                return crate::table::print_json(&lab.state);
+            }
+            println!(
+                "lab up in {:.1} s: {} node(s), {} pod(s)\n",
+                start.elapsed().as_secs_f64(),
+                lab.state.nodes.len(),
+                lab.state.pods.len()
+            );
+            print_status(&lab);
+        }
+        LabCommand::Down => {
+            let removed = Lab::down(&p)?;
+            if removed.is_empty() {
+                println!("no lab to remove");
+            } else {
+                println!("lab removed ({} objects)", removed.len());
+            }
+        }
+        LabCommand::Status => {
+            let lab = Lab::load(&p)?;
+            if out == Output::Json {
+                return crate::table::print_json(&lab.state);
+            }
+            print_status(&lab);
+        }
+        LabCommand::Exec { pod, cmd } => {
+            let lab = Lab::load(&p)?;
+            let pod = lab.pod(&pod)?;
+            let ns = std::fs::File::open(format!("/run/netns/{}", pod.netns))
+                .with_context(|| format!("opening the namespace of {}", pod.name))?;
+            let fd = ns.as_raw_fd();
+            let mut c = std::process::Command::new(&cmd[0]);
+            c.args(&cmd[1..]);
+            // SAFETY: only setns (async-signal-safe) runs before exec.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let status = c
+                .status()
+                .with_context(|| format!("running {:?} in {}", cmd[0], pod.name))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        LabCommand::Connect {
+            from,
+            to,
+            port,
+            udp,
+            timeout_ms,
+        } => {
+            let lab = Lab::load(&p)?;
+            let proto = if udp { Proto::Udp } else { Proto::Tcp };
+            let r = connect(
+                &lab,
+                &from,
+                &to,
+                port,
+                proto,
+                Duration::from_millis(timeout_ms),
+            )?;
+            println!("{}", describe(&from, &to, port, proto, &r));
+            if !matches!(r, Probe::Reply { .. }) {
+                std::process::exit(1);
+            }
+        }
+        LabCommand::Demo => crate::demo::run(p)?,
+        LabCommand::Serve { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// Resolves `to` (pod name or address) and probes it from `from`.
+pub fn connect(
+    lab: &Lab,
+    from: &str,
+    to: &str,
+    port: u16,
+    proto: Proto,
+    timeout: Duration,
+) -> Result<Probe> {
+    let src = lab.pod(from)?;
+    let dst: Ipv4Addr = match to.parse() {
+        Ok(ip) => ip,
+        Err(_) => lab.pod(to)?.ip,
+    };
+    if port == 0 {
+        bail!(InvalidInput("--port must be 1-65535".into()));
+    }
+    Ok(serve::probe(
+        &PathBuf::from(format!("/run/netns/{}", src.netns)),
+        SocketAddrV4::new(dst, port),
+        proto,
+        timeout,
+    ))
+}
+
+pub fn describe(from: &str, to: &str, port: u16, proto: Proto, r: &Probe) -> String {
+    let what = format!("{from} -> {to}:{port}/{proto}");
+    match r {
+        Probe::Reply { reply, elapsed } => format!(
+            "{what}: connected, reply {reply:?} ({:.2} ms)",
+            elapsed.as_secs_f64() * 1e3
+        ),
+        Probe::Timeout => format!("{what}: no answer (dropped)"),
+        Probe::Failed(e) => format!("{what}: failed: {e}"),
+    }
+}
+
+pub fn print_status(lab: &Lab) {
+    let mut t = Table::new(&["NODE", "NETNS", "POD CIDR", "AGENT", "ENDPOINTS", "SOCKET"]);
+    for n in &lab.state.nodes {
+        let st = lab.client(&n.name).get_json::<api::Status>(paths::STATUS);
+        let (agent, eps) = match &st {
+            Ok(s) => (format!("up (pid {})", n.pid), s.endpoints.to_string()),
+            Err(_) => ("DOWN".to_string(), "-".to_string()),
+        };
+        t.row(vec![
+            n.name.clone(),
+            n.netns.clone(),
+            n.pod_cidr.clone(),
+            agent,
+            eps,
+            n.socket.display().to_string(),
+        ]);
+    }
+    t.print();
+    println!();
+    let mut t = Table::new(&[
+        "POD", "NODE", "IPV4", "ENDPOINT", "IDENTITY", "LABELS", "CNI ADD",
+    ]);
+    for p in &lab.state.pods {
+        t.row(vec![
+            p.name.clone(),
+            p.node.clone(),
+            p.ip.to_string(),
+            p.endpoint.to_string(),
+            p.identity.to_string(),
+            format!("app={}", p.app),
+            format!("{:.1} ms", p.add_ms),
+        ]);
+    }
+    t.print();
+}

@@ -1,0 +1,13 @@
+//! The Pilus CNI plugin, as a library so that its protocol logic is tested
+//! without root:
+//!
+//! - [`spec`]: the CNI protocol — environment, network configuration,
+//!   version negotiation, results and error objects (pure);
+//! - [`plugin`]: the commands, which create the pod's interface with
+//!   `pilus_netlink::pod` and ask the agent for the endpoint.
+//!
+//! The binary (`pilus-cni`) only reads the environment and stdin, calls
+//! [`plugin::run`] and prints what it returns.
+
+pub mod plugin;
+pub mod spec;

@@ -1,0 +1,288 @@
+//! The CNI commands. ADD makes the pod's veth pair (host side `lxc…` in the
+//! namespace the plugin runs in, which must be pilusd's; pod side created
+//! directly in `CNI_NETNS` as `CNI_IFNAME`), asks the agent for the
+//! endpoint (address, identity, programs, maps), then configures the pod's
+//! address and routes. Every failure undoes what was done before it, so a
+//! failed ADD leaves no link and no address allocated.
+
+use crate::spec::{self, code, Attached, CniError, Command, Env, NetConf};
+use pilus_api::{
+    encode_query,
+    types::{self as api, paths},
+    Client,
+};
+use pilus_netlink::{pod, Netlink};
+use serde_json::Value;
+use std::{fs::File, os::fd::AsFd, time::Duration};
+
+/// How long the plugin waits for the agent (an ADD takes milliseconds; a
+/// busy agent gets a generous margin before the runtime is told to retry).
+const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs one command: `Ok(Some(json))` is printed on stdout, `Ok(None)`
+/// prints nothing (DEL, STATUS, GC), `Err` is printed as a CNI error.
+pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+    if env.command == Command::Version {
+        // VERSION may come with an empty stdin, or just {"cniVersion": ...}.
+        let requested = serde_json::from_slice::<Value>(stdin).ok().and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        return Ok(Some(spec::version_json(requested.as_deref())));
+    }
+    let conf = NetConf::parse(stdin)?;
+    let agent = Client::new(&conf.socket).with_timeout(AGENT_TIMEOUT);
+    match env.command {
+        Command::Add => add(env, &conf, &agent).map(Some),
+        Command::Del => del(env, &agent).map(|()| None),
+        Command::Check => check(env, &conf, &agent).map(|()| None),
+        Command::Status => status(&agent).map(|()| None),
+        Command::Gc => gc(&conf, &agent).map(|()| None),
+        Command::Version => unreachable!("answered above"),
+    }
+}
+
+/// The version errors are reported in: the configuration's if it parsed.
+pub fn error_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .filter(|v| spec::SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| spec::LATEST.to_string())
+}
+
+/// Maps an agent error to a CNI error a person can act on.
+fn agent_error(doing: &str, e: pilus_api::Error) -> CniError {
+    match e {
+        pilus_api::Error::Connect { .. } | pilus_api::Error::Timeout { .. } => CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("{doing}: the Pilus agent is not reachable; start pilusd (or fix \"socket\" in the network configuration) and retry"),
+        )
+        .details(e.to_string()),
+        pilus_api::Error::Status { message, .. } => {
+            CniError::new(code::AGENT_REFUSED, format!("{doing}: the Pilus agent refused: {message}"))
+        }
+        other => CniError::new(code::IO, format!("{doing}: {other}")),
+    }
+}
+
+fn netlink_error(doing: &str, e: pilus_netlink::Error) -> CniError {
+    CniError::new(code::IO, format!("{doing}: {e}"))
+}
+
+fn open_netns(path: &str) -> Result<File, CniError> {
+    File::open(path).map_err(|e| {
+        CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("cannot open the container's network namespace CNI_NETNS={path:?}: {e}"),
+        )
+    })
+}
+
+fn attachment_path(env: &Env) -> String {
+    format!(
+        "{}/{}?{}",
+        paths::ENDPOINTS,
+        env.container_id,
+        encode_query(&[("ifname", &env.ifname)])
+    )
+}
+
+fn add(env: &Env, conf: &NetConf, agent: &Client) -> Result<Value, CniError> {
+    let netns = open_netns(&env.netns)?;
+    // Ask before making anything: an agent that is down costs no veth.
+    agent
+        .get_json::<api::Status>(paths::STATUS)
+        .map_err(|e| agent_error("ADD", e))?;
+    let host_ifname = api::host_ifname(&env.container_id, &env.ifname);
+    let mut nl = Netlink::open().map_err(|e| netlink_error("ADD: opening rtnetlink", e))?;
+    let pair = match pod::create(&mut nl, &host_ifname, netns.as_fd(), &env.ifname) {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {
+            // Either this attachment exists (ADD twice without DEL) or a
+            // crashed ADD left its host link behind.
+            if let Ok(ep) = agent.get_json::<api::Endpoint>(&attachment_path(env)) {
+                return Err(CniError::new(
+                    code::AGENT_REFUSED,
+                    format!(
+                        "container {} already has interface {} (endpoint {}, {}); DEL it before adding it again",
+                        env.container_id, env.ifname, ep.id, ep.ipv4
+                    ),
+                ));
+            }
+            if nl.link(&host_ifname).ok().flatten().is_none() {
+                return Err(CniError::new(
+                    code::IO,
+                    format!(
+                        "ADD: interface {} already exists in the container's network namespace",
+                        env.ifname
+                    ),
+                ));
+            }
+            let _ = nl.delete_link(&host_ifname);
+            pod::create(&mut nl, &host_ifname, netns.as_fd(), &env.ifname)
+        }
+        other => other,
+    }
+    .map_err(|e| netlink_error("ADD: creating the veth pair", e))?;
+    let undo_link = |nl: &mut Netlink| {
+        let _ = nl.delete_link(&host_ifname);
+    };
+
+    let req = api::EndpointCreate {
+        container_id: env.container_id.clone(),
+        netns: env.netns.clone(),
+        ifname: env.ifname.clone(),
+        namespace: env
+            .args
+            .get("K8S_POD_NAMESPACE")
+            .cloned()
+            .unwrap_or_else(api::default_namespace),
+        pod_name: env.args.get("K8S_POD_NAME").cloned(),
+        labels: conf
+            .labels
+            .iter()
+            .map(|l| format!("{}={}", l.key, l.value))
+            .collect(),
+        host_ifname: Some(host_ifname.clone()),
+        mac: Some(pod::mac_string(&pair.pod.mac)),
+        cni_network: Some(conf.name.clone()),
+    };
+    let created: api::EndpointCreated = match agent.post_json(paths::ENDPOINTS, &req) {
+        Ok(c) => c,
+        Err(e) => {
+            undo_link(&mut nl);
+            return Err(agent_error("ADD", e));
+        }
+    };
+    let ep = created.endpoint;
+    if let Err(e) = pod::configure(netns.as_fd(), &env.ifname, ep.ipv4, ep.gateway) {
+        let _ = agent.delete_json::<api::Deleted>(&attachment_path(env));
+        undo_link(&mut nl);
+        return Err(netlink_error("ADD: configuring the pod's interface", e));
+    }
+    Ok(spec::result_json(
+        &conf.cni_version,
+        &Attached {
+            host_ifname,
+            host_mac: pod::mac_string(&pair.host.mac),
+            ifname: env.ifname.clone(),
+            mac: pod::mac_string(&pair.pod.mac),
+            sandbox: env.netns.clone(),
+            ip: ep.ipv4,
+            gateway: ep.gateway,
+        },
+    ))
+}
+
+/// Idempotent, and needs neither prevResult nor the namespace: the agent
+/// forgets the endpoint, and the host link goes (taking the pod side).
+fn del(env: &Env, agent: &Client) -> Result<(), CniError> {
+    let forgotten = agent.delete_json::<api::Deleted>(&attachment_path(env));
+    let host_ifname = api::host_ifname(&env.container_id, &env.ifname);
+    let mut nl = Netlink::open().map_err(|e| netlink_error("DEL: opening rtnetlink", e))?;
+    nl.delete_link(&host_ifname)
+        .map_err(|e| netlink_error("DEL: deleting the host interface", e))?;
+    forgotten.map_err(|e| agent_error("DEL", e))?;
+    Ok(())
+}
+
+fn check(env: &Env, conf: &NetConf, agent: &Client) -> Result<(), CniError> {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            "CHECK needs prevResult (the result of ADD) in the network configuration",
+        )
+    })?;
+    let ep: api::Endpoint = agent.get_json(&attachment_path(env)).map_err(|e| match e {
+        pilus_api::Error::Status { status: 404, .. } => CniError::new(
+            code::CHECK_FAILED,
+            format!(
+                "the Pilus agent has no endpoint for container {} interface {}",
+                env.container_id, env.ifname
+            ),
+        ),
+        other => agent_error("CHECK", other),
+    })?;
+    let mut problems = Vec::new();
+    let want = format!("{}/32", ep.ipv4);
+    if !spec::prev_result_ips(prev).contains(&want) {
+        problems.push(format!(
+            "prevResult does not list the endpoint's address {want}"
+        ));
+    }
+    let netns = open_netns(&env.netns)?;
+    let mut nl = Netlink::open().map_err(|e| netlink_error("CHECK: opening rtnetlink", e))?;
+    let mac = pod::parse_mac(&ep.mac);
+    problems.extend(
+        pod::check(
+            &mut nl,
+            netns.as_fd(),
+            &pod::Expected {
+                host_ifname: &ep.host_ifname,
+                ifname: &env.ifname,
+                ip: ep.ipv4,
+                gateway: ep.gateway,
+                mac,
+            },
+        )
+        .map_err(|e| netlink_error("CHECK", e))?,
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::CHECK_FAILED,
+            format!(
+                "container {} interface {}: {}",
+                env.container_id,
+                env.ifname,
+                problems.join("; ")
+            ),
+        ))
+    }
+}
+
+fn status(agent: &Client) -> Result<(), CniError> {
+    agent
+        .get_json::<api::Status>(paths::STATUS)
+        .map(|_| ())
+        .map_err(|e| {
+            CniError::new(
+                code::NOT_AVAILABLE,
+                "the Pilus agent is not reachable, so pods cannot be added; start pilusd",
+            )
+            .details(e.to_string())
+        })
+}
+
+/// Deletes this network's endpoints whose attachment the runtime no
+/// longer has (and their host links).
+fn gc(conf: &NetConf, agent: &Client) -> Result<(), CniError> {
+    let eps: Vec<api::Endpoint> = agent
+        .get_json(paths::ENDPOINTS)
+        .map_err(|e| agent_error("GC", e))?;
+    let mut nl = Netlink::open().map_err(|e| netlink_error("GC: opening rtnetlink", e))?;
+    for ep in eps {
+        if ep.cni_network.as_deref() != Some(conf.name.as_str()) {
+            continue;
+        }
+        let valid = conf
+            .valid_attachments
+            .iter()
+            .any(|a| a.container_id == ep.container_id && a.ifname == ep.ifname);
+        if valid {
+            continue;
+        }
+        agent
+            .delete_json::<api::Deleted>(&format!("{}/{}", paths::ENDPOINTS, ep.id))
+            .map_err(|e| agent_error("GC", e))?;
+        nl.delete_link(&ep.host_ifname)
+            .map_err(|e| netlink_error("GC: deleting a host interface", e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,559 @@
+//! Bringing a lab up and down. `up` records every step in `<dir>/lab.json`
+//! as it goes, so `down` (in this process after a failure, or in another
+//! one later) knows what to remove; `down` also finds what a crashed run
+//! left without a record: namespaces by prefix, processes by the lab
+//! directory on their command line, pins by directory.
+
+use crate::{
+    cni,
+    plan::{Plan, PodPlan, POD_NAMESPACE},
+};
+use pilus_api::{
+    types::{self as api, paths},
+    Client,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::{
+    net::Ipv4Addr,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The CNI network name lab pods are attached to.
+pub const NETWORK: &str = "pilus";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("a lab is already up (state in {0}); run `pilus lab down` first")]
+    AlreadyUp(PathBuf),
+    #[error("no lab is up (no {0}); run `pilus lab up`")]
+    NotUp(PathBuf),
+    #[error("no pod {0:?} in the lab (see `pilus lab status`)")]
+    NoPod(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+/// Where a lab keeps things.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// State file, sockets, agent state and logs.
+    pub dir: PathBuf,
+    /// The agents' pin directories live under this (on bpffs).
+    pub pins: PathBuf,
+    /// Where `pilusd`, `pilus-cni` and `pilus` are.
+    pub bin_dir: PathBuf,
+    /// Namespace name prefix.
+    pub prefix: String,
+}
+
+impl Paths {
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("lab.json")
+    }
+
+    pub fn binary(&self, name: &str) -> Result<PathBuf, LabError> {
+        let p = self.bin_dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(LabError::Setup(format!(
+                "{} is missing: build it with `cargo build --release --bins` (the lab runs the binaries next to `pilus`)",
+                p.display()
+            )))
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeRun {
+    pub name: String,
+    pub netns: String,
+    pub pid: u32,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub pod_cidr: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PodRun {
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub container_id: String,
+    pub app: String,
+    pub ip: Ipv4Addr,
+    pub endpoint: u16,
+    pub identity: u32,
+    pub server_pid: u32,
+    /// How long CNI ADD took.
+    pub add_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    pub plan: Plan,
+    pub trace: bool,
+    pub nodes: Vec<NodeRun>,
+    pub pods: Vec<PodRun>,
+}
+
+/// A lab that is up.
+pub struct Lab {
+    pub paths: Paths,
+    pub state: State,
+}
+
+fn ip(args: &[&str]) -> Result<(), LabError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(io("running ip (is iproute2 installed?)"))?;
+    if !out.status.success() {
+        return Err(LabError::Setup(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+fn new_netns(name: &str) -> Result<(), LabError> {
+    let ns = pilus_netns::NetNs::named(name)
+        .map_err(|e| LabError::Setup(format!("network namespace {name}: {e}")))?;
+    ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
+        .map_err(|e| LabError::Setup(format!("network namespace {name}: {e}")))?;
+    ns.persist();
+    Ok(())
+}
+
+/// Starts `cmd` detached (own session, so it outlives `pilus lab up`)
+/// inside the namespace at `netns`.
+fn spawn_in(mut cmd: Command, netns: &Path, log: &Path) -> Result<u32, LabError> {
+    let ns = std::fs::File::open(netns).map_err(io(format!("open {}", netns.display())))?;
+    let log = std::fs::File::create(log).map_err(io(format!("create {}", log.display())))?;
+    let fd = ns.as_raw_fd();
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io("dup log"))?)
+        .stderr(log);
+    // SAFETY: only setns and setsid (async-signal-safe) run between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(io(format!("start {:?}", cmd.get_program())))?;
+    Ok(child.id())
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped by us) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn reap(pid: u32) {
+    // Our own children must be reaped or they stay zombies; others are
+    // not ours to wait for (ECHILD, harmless).
+    // SAFETY: waitpid with WNOHANG on a pid; no memory involved.
+    unsafe {
+        libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Lab {
+    /// Builds the lab; on any failure everything made so far is removed
+    /// and the error returned.
+    pub fn up(paths: Paths, plan: Plan, trace: bool) -> Result<Lab, LabError> {
+        if paths.state_file().exists() {
+            return Err(LabError::AlreadyUp(paths.state_file()));
+        }
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(LabError::Setup(
+                "pilus lab needs root (namespaces, eBPF)".into(),
+            ));
+        }
+        for b in ["pilusd", "pilus-cni", "pilus"] {
+            paths.binary(b)?;
+        }
+        // Leftovers of a crashed run with the same prefix are not adopted.
+        Lab::down(&paths)?;
+        std::fs::create_dir_all(&paths.dir)
+            .map_err(io(format!("create {}", paths.dir.display())))?;
+        let mut lab = Lab {
+            paths,
+            state: State {
+                plan,
+                trace,
+                nodes: Vec::new(),
+                pods: Vec::new(),
+            },
+        };
+        match lab.build() {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                let _ = Lab::down(&lab.paths);
+                Err(e)
+            }
+        }
+    }
+
+    fn save(&self) -> Result<(), LabError> {
+        let text = serde_json::to_vec_pretty(&self.state).expect("state serializes");
+        let tmp = self.paths.dir.join("lab.json.tmp");
+        std::fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
+        std::fs::rename(&tmp, self.paths.state_file())
+            .map_err(io(format!("write {}", self.paths.state_file().display())))
+    }
+
+    fn build(&mut self) -> Result<(), LabError> {
+        self.save()?;
+        let plan = self.state.plan.clone();
+        new_netns(&plan.underlay_netns)?;
+        ip(&[
+            "-n",
+            &plan.underlay_netns,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+        ])?;
+        ip(&["-n", &plan.underlay_netns, "link", "set", "br0", "up"])?;
+        for (i, node) in plan.nodes.iter().enumerate() {
+            new_netns(&node.netns)?;
+            let port = format!("n{}", i + 1);
+            ip(&[
+                "-n",
+                &plan.underlay_netns,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &node.netns,
+            ])?;
+            ip(&[
+                "-n",
+                &plan.underlay_netns,
+                "link",
+                "set",
+                &port,
+                "master",
+                "br0",
+                "up",
+            ])?;
+            ip(&[
+                "-n",
+                &node.netns,
+                "addr",
+                "add",
+                &format!("{}/24", node.underlay_ip),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &node.netns, "link", "set", "eth0", "up"])?;
+            let run = self.start_agent(&node.name, &node.netns, &node.pod_cidr)?;
+            self.state.nodes.push(run);
+            self.save()?;
+        }
+        for pod in &plan.pods {
+            let run = self.add_pod(pod)?;
+            self.state.pods.push(run);
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn start_agent(&self, name: &str, netns: &str, pod_cidr: &str) -> Result<NodeRun, LabError> {
+        let dir = self.paths.dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        let socket = dir.join("pilus.sock");
+        let log = dir.join("pilusd.log");
+        let mut cmd = Command::new(self.paths.binary("pilusd")?);
+        cmd.arg("--node-name")
+            .arg(name)
+            .arg("--pod-cidr")
+            .arg(pod_cidr)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--pin-dir")
+            .arg(self.paths.pins.join(name))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--log", "info"]);
+        if self.state.trace {
+            cmd.arg("--trace");
+        }
+        let pid = spawn_in(cmd, &netns_path(netns), &log)?;
+        let run = NodeRun {
+            name: name.to_string(),
+            netns: netns.to_string(),
+            pid,
+            socket,
+            log,
+            pod_cidr: pod_cidr.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = Client::new(&run.socket).with_timeout(Duration::from_secs(5));
+        loop {
+            if client.get_json::<api::Status>(paths::STATUS).is_ok() {
+                return Ok(run);
+            }
+            reap(pid);
+            if !alive(pid) {
+                return Err(LabError::Setup(format!(
+                    "pilusd for {name} exited during start-up; its log ({}):\n{}",
+                    run.log.display(),
+                    tail(&run.log, 15)
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Setup(format!(
+                    "pilusd for {name} did not answer on {} within 30 s",
+                    run.socket.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeRun> {
+        self.state.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn pod(&self, name: &str) -> Result<&PodRun, LabError> {
+        self.state
+            .pods
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| LabError::NoPod(name.to_string()))
+    }
+
+    /// The agent of a node.
+    pub fn client(&self, node: &str) -> Client {
+        let n = self.node(node).expect("node of the lab");
+        Client::new(&n.socket).with_timeout(Duration::from_secs(30))
+    }
+
+    /// The network configuration a runtime would pass for this pod.
+    pub fn netconf(&self, node: &NodeRun, app: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "cniVersion": "1.0.0",
+            "name": NETWORK,
+            "type": "pilus-cni",
+            "socket": node.socket,
+            "args": { "cni": { "labels": [ { "key": "app", "value": app } ] } },
+        }))
+        .expect("netconf serializes")
+    }
+
+    /// Calls pilus-cni for a pod, in its node's namespace.
+    pub fn cni(&self, command: &str, pod: &PodPlan) -> Result<cni::Outcome, LabError> {
+        let node = self
+            .node(&pod.node)
+            .ok_or_else(|| LabError::Setup(format!("no node {}", pod.node)))?;
+        let plugin = self.paths.binary("pilus-cni")?;
+        let node_ns = netns_path(&node.netns);
+        let call = cni::Call {
+            plugin: &plugin,
+            run_in: Some(&node_ns),
+            env: cni::env(
+                command,
+                &pod.container_id,
+                &netns_path(&pod.netns).display().to_string(),
+                "eth0",
+                &format!(
+                    "K8S_POD_NAMESPACE={POD_NAMESPACE};K8S_POD_NAME={}",
+                    pod.name
+                ),
+                &plugin,
+            ),
+            stdin: self.netconf(node, &pod.app),
+        };
+        cni::invoke(&call).map_err(io(format!("running {}", plugin.display())))
+    }
+
+    /// Makes the pod's namespace, attaches it with CNI ADD and starts its
+    /// server.
+    pub fn add_pod(&self, pod: &PodPlan) -> Result<PodRun, LabError> {
+        new_netns(&pod.netns)?;
+        let out = self.cni("ADD", pod)?;
+        if !out.success {
+            return Err(LabError::Setup(format!(
+                "CNI ADD for {} failed: {}",
+                pod.name,
+                out.error_msg()
+            )));
+        }
+        let ip: Ipv4Addr = out
+            .json
+            .as_ref()
+            .and_then(|j| j["ips"][0]["address"].as_str())
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                LabError::Setup(format!(
+                    "CNI ADD for {} printed no address: {}",
+                    pod.name, out.stdout
+                ))
+            })?;
+        let ep: api::Endpoint = self
+            .client(&pod.node)
+            .get_json(&format!("{}/{}", paths::ENDPOINTS, pod.container_id))
+            .map_err(|e| LabError::Setup(format!("endpoint of {}: {e}", pod.name)))?;
+        let mut cmd = Command::new(self.paths.binary("pilus")?);
+        cmd.args(["lab", "serve", "--name", &pod.name, "--lab-dir"])
+            .arg(&self.paths.dir);
+        let server_pid = spawn_in(
+            cmd,
+            &netns_path(&pod.netns),
+            &self.paths.dir.join(format!("{}.log", pod.name)),
+        )?;
+        Ok(PodRun {
+            name: pod.name.clone(),
+            node: pod.node.clone(),
+            netns: pod.netns.clone(),
+            container_id: pod.container_id.clone(),
+            app: pod.app.clone(),
+            ip,
+            endpoint: ep.id,
+            identity: ep.identity,
+            server_pid,
+            add_ms: out.elapsed.as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The lab recorded in `paths`, if one is up.
+    pub fn load(paths: &Paths) -> Result<Lab, LabError> {
+        let file = paths.state_file();
+        let text = match std::fs::read(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LabError::NotUp(file))
+            }
+            Err(e) => return Err(io(format!("read {}", file.display()))(e)),
+        };
+        let state = serde_json::from_slice(&text)
+            .map_err(|e| LabError::Setup(format!("{} is not a lab state: {e}", file.display())))?;
+        Ok(Lab {
+            paths: paths.clone(),
+            state,
+        })
+    }
+
+    /// Removes everything a lab with these paths made (recorded or not):
+    /// pods are detached with CNI DEL while their agent still runs, then
+    /// processes stop, pins and namespaces go. Returns what was removed.
+    pub fn down(paths: &Paths) -> Result<Vec<String>, LabError> {
+        let mut removed = Vec::new();
+        if let Ok(lab) = Lab::load(paths) {
+            for pod in &lab.state.pods {
+                if let Some(p) = lab.state.plan.pod(&pod.name) {
+                    if lab.node(&pod.node).is_some_and(|n| alive(n.pid)) {
+                        let _ = lab.cni("DEL", p);
+                    }
+                }
+            }
+        }
+        let dir = paths.dir.display().to_string();
+        // Agents first, gently (they leave pinned state consistent).
+        let procs = processes_mentioning(&dir);
+        for &(pid, ref cmd) in &procs {
+            let sig = if cmd.contains("pilusd") {
+                libc::SIGTERM
+            } else {
+                libc::SIGKILL
+            };
+            // SAFETY: kill(2) on a pid read from /proc.
+            unsafe { libc::kill(pid as i32, sig) };
+            removed.push(format!("process {pid}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for &(pid, _) in &procs {
+            while alive(pid) && Instant::now() < deadline {
+                reap(pid);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if alive(pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            reap(pid);
+        }
+        // Removing the pins detaches the pinned TCX links and frees maps.
+        if paths.pins.exists() {
+            std::fs::remove_dir_all(&paths.pins)
+                .map_err(io(format!("remove {}", paths.pins.display())))?;
+            removed.push(paths.pins.display().to_string());
+        }
+        let gone = pilus_netns::remove_stale(&paths.prefix)
+            .map_err(|e| LabError::Setup(format!("removing namespaces {}-*: {e}", paths.prefix)))?;
+        removed.extend(gone.into_iter().map(|n| format!("netns {n}")));
+        if paths.dir.exists() {
+            std::fs::remove_dir_all(&paths.dir)
+                .map_err(io(format!("remove {}", paths.dir.display())))?;
+            removed.push(dir);
+        }
+        Ok(removed)
+    }
+}
+
+/// Processes whose command line contains `needle` (never this one).
+fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(needle).then_some((pid, cmd))
+        })
+        .collect()
+}

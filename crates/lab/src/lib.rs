@@ -1,0 +1,24 @@
+//! `pilus lab`: a small cluster on one machine, built from network
+//! namespaces and torn down again.
+//!
+//! - [`plan`]: names and addresses of nodes and pods (pure, all inside
+//!   198.18.0.0/15);
+//! - [`cni`]: calling a CNI plugin exactly as a runtime does (environment,
+//!   stdin, stdout), from inside a chosen namespace;
+//! - [`lab`]: `up`, `down`, `status`: node namespaces on an underlay
+//!   bridge, one pilusd per node inside its node namespace, pods attached
+//!   through `pilus-cni`, a small server in each pod; the state of a lab
+//!   is a JSON file, so `down` works from another process (and after a
+//!   failed `up`);
+//! - [`serve`]: the pods' server and the probe that talks to it.
+//!
+//! Nothing is added to the root namespace: every link and address lives
+//! in a namespace the lab created.
+
+pub mod cni;
+pub mod lab;
+pub mod plan;
+pub mod serve;
+
+pub use lab::{Lab, LabError, Paths};
+pub use plan::{NodePlan, Plan, PodPlan};

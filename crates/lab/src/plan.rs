@@ -1,0 +1,159 @@
+//! What a lab consists of, computed from its size: node and pod names,
+//! namespace names, pod CIDRs and underlay addresses. Pure, so the layout
+//! rules (addresses only in 198.18.0.0/15, names within limits) are tested
+//! without root.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// Pod roles, cycled through on every node; a pod's `app` label.
+pub const ROLES: &[&str] = &["frontend", "backend", "db", "cache", "worker", "batch"];
+/// The Kubernetes namespace lab pods are in.
+pub const POD_NAMESPACE: &str = "demo";
+pub const MAX_NODES: u8 = 32;
+pub const MAX_PODS_PER_NODE: u16 = 200;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    /// `node-1`, ...
+    pub name: String,
+    pub netns: String,
+    /// 198.18.<i>.0/24.
+    pub pod_cidr: String,
+    /// The node's address on the underlay, 198.19.0.<i>/24.
+    pub underlay_ip: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPlan {
+    /// `frontend-1`: role, then node number.
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub container_id: String,
+    pub app: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Prefix of every namespace name (and the container ids).
+    pub prefix: String,
+    pub underlay_netns: String,
+    pub nodes: Vec<NodePlan>,
+    pub pods: Vec<PodPlan>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("--nodes must be 1 to {MAX_NODES}, not {0}")]
+    Nodes(u32),
+    #[error("--pods-per-node must be 0 to {MAX_PODS_PER_NODE}, not {0}")]
+    Pods(u32),
+    #[error("lab prefix {0:?} must be 1-12 lowercase letters or digits, starting with a letter")]
+    Prefix(String),
+}
+
+impl Plan {
+    pub fn new(prefix: &str, nodes: u32, pods_per_node: u32) -> Result<Plan, PlanError> {
+        let prefix_ok = !prefix.is_empty()
+            && prefix.len() <= 12
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !prefix_ok {
+            return Err(PlanError::Prefix(prefix.to_string()));
+        }
+        if nodes == 0 || nodes > u32::from(MAX_NODES) {
+            return Err(PlanError::Nodes(nodes));
+        }
+        if pods_per_node > u32::from(MAX_PODS_PER_NODE) {
+            return Err(PlanError::Pods(pods_per_node));
+        }
+        let mut plan = Plan {
+            prefix: prefix.to_string(),
+            underlay_netns: format!("{prefix}-underlay"),
+            nodes: Vec::new(),
+            pods: Vec::new(),
+        };
+        for i in 1..=nodes {
+            let node = format!("node-{i}");
+            plan.nodes.push(NodePlan {
+                name: node.clone(),
+                netns: format!("{prefix}-node{i}"),
+                pod_cidr: format!("198.18.{i}.0/24"),
+                underlay_ip: Ipv4Addr::new(198, 19, 0, i as u8),
+            });
+            for k in 0..pods_per_node as usize {
+                let role = ROLES[k % ROLES.len()];
+                let round = k / ROLES.len();
+                let name = if round == 0 {
+                    format!("{role}-{i}")
+                } else {
+                    format!("{role}{}-{i}", round + 1)
+                };
+                plan.pods.push(PodPlan {
+                    netns: format!("{prefix}-{name}"),
+                    container_id: format!("{prefix}-{name}"),
+                    name,
+                    node: node.clone(),
+                    app: role.to_string(),
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn pod(&self, name: &str) -> Option<&PodPlan> {
+        self.pods.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_benchmark_range(ip: Ipv4Addr) -> bool {
+        let o = ip.octets();
+        o[0] == 198 && (o[1] == 18 || o[1] == 19)
+    }
+
+    #[test]
+    fn names_and_addresses() {
+        let p = Plan::new("plab", 2, 3).unwrap();
+        assert_eq!(p.nodes.len(), 2);
+        assert_eq!(p.pods.len(), 6);
+        assert_eq!(p.nodes[1].pod_cidr, "198.18.2.0/24");
+        assert_eq!(p.pods[0].name, "frontend-1");
+        assert_eq!(p.pods[4].name, "backend-2");
+        assert_eq!(p.pods[4].netns, "plab-backend-2");
+        assert_eq!(p.pods[4].app, "backend");
+        for n in &p.nodes {
+            assert!(in_benchmark_range(n.underlay_ip));
+            let base: Ipv4Addr = n.pod_cidr.split('/').next().unwrap().parse().unwrap();
+            assert!(in_benchmark_range(base));
+        }
+    }
+
+    #[test]
+    fn many_pods_get_distinct_names() {
+        let p = Plan::new("plab", 1, 14).unwrap();
+        let mut names: Vec<_> = p.pods.iter().map(|p| p.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 14);
+        assert!(p.pod("frontend3-1").is_some());
+    }
+
+    #[test]
+    fn refuses_bad_sizes() {
+        assert_eq!(Plan::new("plab", 0, 1), Err(PlanError::Nodes(0)));
+        assert_eq!(Plan::new("plab", 33, 1), Err(PlanError::Nodes(33)));
+        assert_eq!(Plan::new("plab", 1, 201), Err(PlanError::Pods(201)));
+        assert!(Plan::new("Bad-", 1, 1).is_err());
+    }
+}
