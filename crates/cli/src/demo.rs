@@ -117,7 +117,7 @@ pub fn run(p: Paths) -> Result<()> {
     );
     let plan = Plan::new(&p.prefix, 1, 3)?;
     let t = Instant::now();
-    let lab = Lab::up(p.clone(), plan, true).context("bringing up the lab")?;
+    let lab = Lab::up(p.clone(), plan, false).context("bringing up the lab")?;
     let _down = Down(p);
     let node = lab.state.nodes[0].name.clone();
     println!(

@@ -1,0 +1,254 @@
+//! Tier 3 with a real container runtime: Debian's podman (runc, CNI
+//! backend) attaches containers through pilus-cni to a pilusd running in a
+//! node namespace (podman runs under `nsenter --net` into that namespace,
+//! so the host side of every veth lives there, not in the root namespace).
+//! Containers get their address from Pilus, reach each other, and a policy
+//! imported with `pilus policy import` is enforced on them. Podman's own
+//! 10.88.0.0/16 network can never be used: its plugin directory holds only
+//! pilus-cni (see scripts/podman.sh).
+//!
+//! Needs root, podman, runc and busybox-static (scripts/test.sh installs
+//! them); fails, never skips, without them.
+
+use pilus_api::{
+    types::{self as api, paths},
+    Client,
+};
+use pilus_lab::{Lab, Paths, Plan};
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+fn plugin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pilus-cni"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Drop removes podman's containers first (their DEL needs the agent),
+/// then the node.
+struct Fixture {
+    podman: Podman,
+    lab: Lab,
+}
+
+struct Podman {
+    dir: PathBuf,
+    netns: String,
+    socket: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.podman.bash("podman_cleanup \"$PODMAN_DIR\"", false);
+        if let Err(e) = Lab::down(&self.lab.paths) {
+            eprintln!("tearing down the test lab: {e}");
+        }
+    }
+}
+
+impl Podman {
+    /// Runs a bash snippet with scripts/podman.sh sourced and this test's
+    /// isolated podman set up, inside the node namespace.
+    fn bash(&self, script: &str, check: bool) -> (bool, String) {
+        let labelled = |name: &str, app: Option<&str>| {
+            let args = app.map_or(String::new(), |a| {
+                format!(r#","args":{{"cni":{{"labels":[{{"key":"app","value":"{a}"}}]}}}}"#)
+            });
+            format!(
+                r#"podman_conflist {name} '{{"type":"pilus-cni","socket":"{}"{args}}}' >/dev/null"#,
+                self.socket.display()
+            )
+        };
+        let full = format!(
+            "set -euo pipefail\nsource {}/scripts/podman.sh\nexport PILUS_CNI_BIN_DIR={}\nexport PILUS_PODMAN_NETNS={}\npodman_env {} >/dev/null\n{}\n{}\n{}\n{script}\n",
+            repo().display(),
+            self.dir.join("bin").display(),
+            self.netns,
+            self.dir.join("podman").display(),
+            labelled("pilus", None),
+            labelled("pilus-web", Some("web")),
+            labelled("pilus-client", Some("client")),
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&full)
+            .output()
+            .expect("run bash");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if check {
+            assert!(
+                out.status.success(),
+                "podman step failed:\n{script}\n---\n{text}"
+            );
+        }
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "the podman test needs root"
+        );
+        for tool in ["podman", "runc", "nsenter"] {
+            let ok = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(
+                ok,
+                "{tool} is not installed: scripts/test.sh installs it (apt)"
+            );
+        }
+        let prefix = "t8pm";
+        let bin_dir = plugin().parent().unwrap().to_path_buf();
+        let paths = Paths {
+            dir: std::env::temp_dir().join(format!("pilus-{prefix}")),
+            pins: PathBuf::from(format!("/sys/fs/bpf/pilus-{prefix}")),
+            bin_dir,
+            prefix: prefix.into(),
+        };
+        let _ = Lab::down(&paths);
+        let lab = Lab::up(paths, Plan::new(prefix, 1, 0).unwrap(), false).expect("lab up");
+        let dir = std::env::temp_dir().join("pilus-t8-podman");
+        let podman = Podman {
+            dir: dir.clone(),
+            netns: lab.state.nodes[0].netns.clone(),
+            socket: lab.state.nodes[0].socket.clone(),
+        };
+        // Leftovers of a crashed run first, then a plugin directory that
+        // holds pilus-cni and nothing else.
+        let _ = podman.bash("podman_cleanup \"$PODMAN_DIR\"", false);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::copy(plugin(), dir.join("bin/pilus-cni")).unwrap();
+        let f = Fixture { podman, lab };
+        f.podman.bash("podman_image >/dev/null", true);
+        f
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.lab.state.nodes[0].socket)
+    }
+
+    fn endpoints(&self) -> Vec<api::Endpoint> {
+        self.client().get_json(paths::ENDPOINTS).unwrap()
+    }
+
+    /// `wget` from a fresh container on `network`; the page, or None.
+    /// (busybox-static's `wget -T` crashes; `timeout` bounds it instead.)
+    fn fetch(&self, network: &str, url: &str) -> Option<String> {
+        let (ok, out) = self.podman.bash(
+            &format!("pmn run --rm --network {network} \"$PILUS_PODMAN_IMAGE\" timeout 3 wget -q -O - {url}"),
+            false,
+        );
+        ok.then(|| out.trim().to_string())
+    }
+}
+
+#[test]
+fn podman_containers_get_pilus_addresses_traffic_and_policy() {
+    let f = Fixture::new();
+
+    // A server container on the labelled network.
+    f.podman.bash(
+        "pmn run -d --name web --network pilus-web \"$PILUS_PODMAN_IMAGE\" \
+         sh -c 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www' >/dev/null",
+        true,
+    );
+    let eps = f.endpoints();
+    let web = eps
+        .iter()
+        .find(|e| e.pod_name.as_deref() == Some("web"))
+        .unwrap_or_else(|| panic!("no endpoint for the web container: {eps:?}"));
+    assert_eq!(web.ipv4.octets()[..3], [198, 18, 1], "{web:?}");
+    assert!(
+        web.labels.iter().any(|l| l.ends_with("app=web")),
+        "{:?}",
+        web.labels
+    );
+    assert_eq!(web.cni_network.as_deref(), Some("pilus-web"));
+    assert!(web.netns.starts_with("/run/netns/"), "{}", web.netns);
+    // Inside the container: Pilus's address, never podman's 10.88.0.0/16.
+    let (_, addrs) = f.podman.bash("pmn exec web ip -4 -o addr show", true);
+    assert!(addrs.contains(&format!("{}/32", web.ipv4)), "{addrs}");
+    assert!(!addrs.contains("10.88."), "{addrs}");
+
+    // Wait for httpd, then traffic from other containers.
+    let url = format!("http://{}/", web.ipv4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        if let Some(p) = f.fetch("pilus-client", &url) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web never answered from a client container"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(page, "hello-from-web");
+    assert_eq!(f.fetch("pilus", &url).as_deref(), Some("hello-from-web"));
+
+    // A policy imported with `pilus policy import`: only app=client in.
+    let policy = f.podman.dir.join("web-from-client.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: web-from-client\n  namespace: default\nspec:\n  endpointSelector:\n    matchLabels:\n      app: web\n  ingress:\n  - fromEndpoints:\n    - matchLabels:\n        app: client\n    toPorts:\n    - ports:\n      - port: \"80\"\n        protocol: TCP\n",
+    )
+    .unwrap();
+    let pilus = f.lab.paths.bin_dir.join("pilus");
+    let out = Command::new(&pilus)
+        .arg("--socket")
+        .arg(&f.lab.state.nodes[0].socket)
+        .args(["policy", "import"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        f.fetch("pilus-client", &url).as_deref(),
+        Some("hello-from-web")
+    );
+    assert_eq!(
+        f.fetch("pilus", &url),
+        None,
+        "an unlabelled container got through the policy"
+    );
+
+    // Removing the containers removes their endpoints and links.
+    f.podman.bash("pmn rm -f -t 0 web >/dev/null", true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f.endpoints().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "endpoints left: {:?}",
+            f.endpoints()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s: api::Status = f.client().get_json(paths::STATUS).unwrap();
+    assert_eq!(s.ipam_used, 0);
+    let links = Command::new("ip")
+        .args(["-n", &f.lab.state.nodes[0].netns, "-o", "link", "show"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains("lxc"), "host links left: {links}");
+}
