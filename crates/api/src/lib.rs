@@ -12,6 +12,7 @@
 
 mod error;
 pub mod http;
+pub mod monitor;
 pub mod store;
 pub mod types;
 
