@@ -656,6 +656,10 @@ mod tests {
         assert_eq!(json["reason"]["name"], "DROP_POLICY_DENY");
         assert_eq!(json["packet"]["src_ip"], "198.18.0.5");
         assert_eq!(json["packet"]["tcp_flags"][0], "SYN");
+        assert!(
+            json["packet"].get("icmp_type").is_none(),
+            "absent fields are left out: {json}"
+        );
         let back: MonitorEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
     }

@@ -365,27 +365,40 @@ pub struct MonitorDropReason {
 }
 
 /// What the captured bytes of the packet say (as much as was captured:
-/// the datapath copies the first 128 bytes).
+/// the datapath copies the first 128 bytes). Absent fields were not in the
+/// packet, or not in what was captured of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorPacket {
     /// Absent when not even an Ethernet header was captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ethertype: Option<u16>,
     /// IPv4 source and destination; for ARP the sender and target address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_ip: Option<Ipv4Addr>,
     /// The IP protocol number (6 TCP, 17 UDP, 1 ICMP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_port: Option<u16>,
     /// The TCP flags set, by name (`SYN`, `ACK`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_type: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_code: Option<u8>,
     /// ARP operation (1 request, 2 reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arp_op: Option<u16>,
     /// An IPv4 fragment (the transport header is only in the first).
+    #[serde(default)]
     pub fragment: bool,
     /// Why decoding stopped early (a short capture or a malformed header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
