@@ -3,6 +3,8 @@
 //! pod, then a deny policy stops it. The allowed flow must show as trace
 //! events and the denied one as a policy drop, with the right addresses,
 //! port, endpoints and identities; the CLI must print and follow them.
+//! An agent restarted with --trace reads the drops the pinned ring buffer
+//! kept while it was down, and traces endpoints attached before.
 //!
 //! Needs root; fails (never skips) without it. The fixture removes the
 //! agent, its pins and state, every namespace and link, also on failure.
@@ -236,5 +238,67 @@ fn monitor_shows_traces_of_allowed_and_policy_drops_of_denied_traffic() {
     assert!(
         line.starts_with(&want) && line.trim_end().ends_with(&format!("-> {web_80} tcp SYN")),
         "want `{want}… -> {web_80} tcp SYN`, got {line}"
+    );
+}
+
+#[test]
+fn a_restarted_agent_reads_what_the_pinned_ring_kept_and_traces_existing_endpoints() {
+    let mut c = Cluster::new("t5", "restart", &[]);
+    c.add_pod("shop", "web");
+    c.add_pod("shop", "client");
+    c.import(DENY_CLIENT_TO_WEB_80)
+        .expect("import the deny policy");
+    let (web, client) = (c.pod("shop", "web"), c.pod("shop", "client"));
+    let (web_80, web_81) = (
+        SocketAddrV4::new(web.ep.ipv4, 80),
+        SocketAddrV4::new(web.ep.ipv4, 81),
+    );
+    assert!(
+        probe::tcp(&client.ns, web_81, YES).unwrap(),
+        "TCP to web:81"
+    );
+    let b: MonitorBatch = c.client().get_json("/v1/monitor?type=trace").unwrap();
+    assert!(
+        b.events.is_empty(),
+        "no traces without --trace: {:?}",
+        b.events
+    );
+
+    // Down: the datapath keeps dropping into the pinned ring buffer.
+    c.stop_agent();
+    let down_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let client = c.pod("shop", "client");
+    assert!(
+        !probe::tcp(&client.ns, web_80, NO).unwrap(),
+        "denied while the agent is down"
+    );
+    c.agent_args = vec!["--trace".into()];
+    c.start_agent();
+    let (web, client) = (c.pod("shop", "web"), c.pod("shop", "client"));
+
+    // The new agent reads the ring its predecessor's programs wrote.
+    let d = wait_for(&c, 0, "drop", |e| syn_to_80(e, client, web));
+    assert_eq!(d.reason.as_ref().unwrap().name, "DROP_POLICY_DENY");
+    assert!(
+        d.time_ns >= down_at,
+        "the drop's time is when it happened ({} >= {down_at})",
+        d.time_ns
+    );
+    // --trace reaches the endpoints attached before the restart: their
+    // pinned entry programs tail-call the newly loaded ones.
+    let since = now(&c);
+    assert!(
+        probe::tcp(&client.ns, web_81, YES).unwrap(),
+        "TCP to web:81 after the restart"
+    );
+    let t = wait_for(&c, since, "trace", |e| {
+        e.packet.src_ip == Some(client.ep.ipv4) && e.packet.dst_port == Some(81)
+    });
+    assert_eq!(
+        (t.endpoint, t.dst_endpoint),
+        (client.ep.id, Some(web.ep.id))
     );
 }
