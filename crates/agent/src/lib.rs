@@ -7,6 +7,7 @@ pub mod api;
 pub mod dp;
 mod error;
 pub mod ipam;
+pub mod monitor;
 pub mod plumbing;
 pub mod state;
 mod views;

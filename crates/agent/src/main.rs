@@ -4,8 +4,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use pilus_agent::{api, dp::Maps, plumbing::NetlinkPlumbing, Agent, NodeSettings};
-use pilus_datapath::{Datapath, LoadOptions, NodeConfig, PodCidr};
+use pilus_agent::{api, dp::Maps, monitor, plumbing::NetlinkPlumbing, Agent, NodeSettings};
+use pilus_api::types::paths;
+use pilus_datapath::{Datapath, EventReader, LoadOptions, NodeConfig, PodCidr};
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -42,6 +43,13 @@ struct Args {
     /// path), entered before any thread starts.
     #[arg(long)]
     netns: Option<String>,
+    /// Report every forwarded packet as a trace event (`pilus monitor --type
+    /// trace`), not only drops. Costs a ring-buffer record (a reserve, a
+    /// 128-byte copy, a submit) on every packet the datapath forwards: for
+    /// debugging, not for production load. Applies to every endpoint from
+    /// start-up on, also those attached by an earlier run.
+    #[arg(long)]
+    trace: bool,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
@@ -126,16 +134,19 @@ fn run() -> Result<()> {
         .pin_dir
         .clone()
         .unwrap_or_else(|| args.bpffs.join("pilus"));
-    let dp = Datapath::load(&LoadOptions {
+    let mut dp = Datapath::load(&LoadOptions {
         node: NodeConfig {
             router_ip4: router,
             pod_cidr,
+            trace: args.trace,
             ..Default::default()
         },
         bpffs_root: args.bpffs.clone(),
         pin_dir: Some(pin_dir.clone()),
     })
     .context("loading the datapath")?;
+    let event_reader =
+        EventReader::new(&mut dp).context("opening the datapath's event ring buffer")?;
     let store = pilus_api::Store::open(&args.state_dir)
         .with_context(|| format!("opening the state in {}", args.state_dir.display()))?;
     let node = NodeSettings {
@@ -153,8 +164,19 @@ fn run() -> Result<()> {
     let listener = pilus_api::bind(&args.socket)
         .with_context(|| format!("binding the API socket {}", args.socket.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
+    let events = Arc::new(monitor::Monitor::new(monitor::CAPACITY));
+    let reader = monitor::spawn_reader(event_reader, events.clone(), stop.clone(), monitor::TICK)
+        .context("starting the monitor thread")?;
     let handler_agent = agent.clone();
-    let handler: pilus_api::Handler = Arc::new(move |req| api::handle(&handler_agent, req));
+    // The monitor's long polls wait on the monitor's own lock, not the
+    // agent's: they are routed before the agent's routes.
+    let handler: pilus_api::Handler = Arc::new(move |req| {
+        if req.path.trim_end_matches('/') == paths::MONITOR {
+            monitor::handle(&events, &handler_agent, &req)
+        } else {
+            api::handle(&handler_agent, req)
+        }
+    });
     let server = {
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -162,7 +184,7 @@ fn run() -> Result<()> {
             .spawn(move || pilus_api::serve(listener, handler, stop))
             .context("starting the API thread")?
     };
-    tracing::info!(socket = %args.socket.display(), "pilusd ready");
+    tracing::info!(socket = %args.socket.display(), trace = args.trace, "pilusd ready");
 
     let mut sig: libc::c_int = 0;
     // SAFETY: waits on the set blocked above; writes the signal number.
@@ -170,6 +192,7 @@ fn run() -> Result<()> {
     tracing::info!(signal = sig, "stopping; the datapath keeps running");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = server.join();
+    let _ = reader.join();
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! Both are generic: they know nothing about endpoints, identities or
 //! policies. The request and response types of the agent's API will live in a
 //! `types` module of this crate, next to the transport that carries them.
+//! [`monitor`] decodes and prints datapath events for `GET /v1/monitor` (the
+//! agent) and `pilus monitor` (the CLI).
 //!
 //! Only std threads and blocking I/O are used (no async runtime): the API is
 //! local, low-volume and one request per connection, so a short-lived thread
@@ -12,6 +14,7 @@
 
 mod error;
 pub mod http;
+pub mod monitor;
 pub mod store;
 pub mod types;
 

@@ -32,6 +32,9 @@ pub mod paths {
     pub const BPF_ENDPOINTS: &str = "/v1/bpf/endpoints";
     /// GET list, DELETE flush.
     pub const BPF_CT: &str = "/v1/bpf/ct";
+    /// GET `?since=SEQ&wait_ms=N&type=drop|trace|all&last=N`: datapath
+    /// events, a [`super::MonitorBatch`].
+    pub const MONITOR: &str = "/v1/monitor";
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -292,4 +295,156 @@ pub struct Status {
     pub resync_written: usize,
     pub resync_removed: usize,
     pub uptime_seconds: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Monitor: datapath events (`GET /v1/monitor`, `pilus monitor`)
+// ---------------------------------------------------------------------------
+
+/// The longest `wait_ms` `GET /v1/monitor` honours; larger values are
+/// capped to it.
+pub const MONITOR_MAX_WAIT_MS: u64 = 5000;
+
+/// Which events `GET /v1/monitor?type=` returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MonitorFilter {
+    #[default]
+    All,
+    Drop,
+    Trace,
+}
+
+impl MonitorFilter {
+    /// `all`, `drop` or `trace`.
+    pub fn parse(s: &str) -> Option<MonitorFilter> {
+        match s {
+            "all" => Some(MonitorFilter::All),
+            "drop" => Some(MonitorFilter::Drop),
+            "trace" => Some(MonitorFilter::Trace),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitorFilter::All => "all",
+            MonitorFilter::Drop => "drop",
+            MonitorFilter::Trace => "trace",
+        }
+    }
+
+    pub fn matches(self, kind: MonitorKind) -> bool {
+        match self {
+            MonitorFilter::All => true,
+            MonitorFilter::Drop => kind == MonitorKind::Drop,
+            MonitorFilter::Trace => kind == MonitorKind::Trace,
+        }
+    }
+}
+
+/// What an event reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MonitorKind {
+    /// A packet the datapath dropped, with the reason.
+    Drop,
+    /// A packet the datapath forwarded (only with `pilusd --trace`).
+    Trace,
+    /// A kind this build does not know (a newer datapath).
+    Unknown,
+}
+
+/// A drop code with its name and meaning (the drop table of `pilus_abi`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorDropReason {
+    pub code: u8,
+    /// `DROP_POLICY`, ...; `DROP_<code>` for a code this build does not know.
+    pub name: String,
+    pub description: String,
+}
+
+/// What the captured bytes of the packet say (as much as was captured:
+/// the datapath copies the first 128 bytes). Absent fields were not in the
+/// packet, or not in what was captured of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorPacket {
+    /// Absent when not even an Ethernet header was captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethertype: Option<u16>,
+    /// IPv4 source and destination; for ARP the sender and target address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_ip: Option<Ipv4Addr>,
+    /// The IP protocol number (6 TCP, 17 UDP, 1 ICMP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+    /// The TCP flags set, by name (`SYN`, `ACK`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+    /// ARP operation (1 request, 2 reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arp_op: Option<u16>,
+    /// An IPv4 fragment (the transport header is only in the first).
+    #[serde(default)]
+    pub fragment: bool,
+    /// Why decoding stopped early (a short capture or a malformed header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One datapath event, decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorEvent {
+    /// The agent's sequence number: increasing, never reused while the
+    /// agent runs.
+    pub seq: u64,
+    /// When the datapath saw the packet, in nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+    pub kind: MonitorKind,
+    /// Set for drops.
+    pub reason: Option<MonitorDropReason>,
+    /// Where the datapath saw the packet: `from-endpoint`, `to-endpoint`,
+    /// `to-stack`, `from-stack`.
+    pub observation_point: String,
+    /// `ingress` or `egress`: for a drop, the direction of the policy (or
+    /// check) that dropped it.
+    pub direction: String,
+    /// The endpoint whose program reported the event (0: the interface had
+    /// no endpoint).
+    pub endpoint: u16,
+    /// The packet's source and destination endpoints, when they are pods of
+    /// this node (one is `endpoint`; the other is looked up by address).
+    pub src_endpoint: Option<u16>,
+    pub dst_endpoint: Option<u16>,
+    /// The interface the program ran on (the pod's host-side veth).
+    pub ifindex: u32,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    /// The packet's length, and how much of it was captured.
+    pub orig_len: u32,
+    pub cap_len: u16,
+    pub packet: MonitorPacket,
+}
+
+/// The answer of `GET /v1/monitor`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorBatch {
+    /// Pass as `since` to get what follows (every event up to it was
+    /// considered, whether it matched `type` or not).
+    pub next: u64,
+    /// Events after `since` that the agent's buffer no longer held
+    /// (overwritten before they were asked for), of any type.
+    pub lost: u64,
+    /// The matching events after `since`, oldest first.
+    pub events: Vec<MonitorEvent>,
 }

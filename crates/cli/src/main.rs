@@ -10,6 +10,7 @@ mod demo;
 mod endpoint;
 mod identity;
 mod lab;
+mod monitor;
 mod namespace;
 mod policy;
 mod status;
@@ -72,6 +73,25 @@ enum Command {
     /// The datapath's BPF maps.
     #[command(subcommand)]
     Bpf(bpf::BpfCommand),
+    /// Drop and trace events from the datapath, one line each (like
+    /// `cilium monitor`).
+    ///
+    /// Every packet the datapath drops is reported with its reason; with
+    /// `pilusd --trace`, so is every packet it forwards (to an endpoint or
+    /// to the stack). The agent keeps the last 4096 events: without
+    /// --follow, those are printed and the command exits; with it, new
+    /// events are printed as they happen. `-o json` prints one JSON object
+    /// per event and line (JSON Lines).
+    ///
+    /// Drops and traces read:
+    ///
+    ///   xx drop (Policy denied: no rule allows this flow) ep 12 identity 256->257: 198.18.0.5:43122 -> 198.18.0.6:80 tcp SYN
+    ///
+    ///   -> endpoint 13 (to-endpoint) identity 256->257: 198.18.0.5:43122 -> 198.18.0.6:80 tcp SYN
+    ///
+    /// `ep` is the endpoint whose program saw the packet, `identity` the
+    /// source and destination security identities.
+    Monitor(monitor::MonitorArgs),
     /// Benchmarks (measurements, not tests). Needs root.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -107,6 +127,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => policy::run(&c, cmd, out),
         Command::Namespace(cmd) => namespace::run(&c, cmd, out),
         Command::Bpf(cmd) => bpf::run(&c, cmd, out),
+        Command::Monitor(args) => monitor::run(&c, args, out),
         Command::Bench(cmd) => bench::run(cmd, out),
         Command::Cni(cmd) => cni::run(cmd, &cli.socket),
         Command::Lab(a) => lab::run(a, out),

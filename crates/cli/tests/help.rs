@@ -22,6 +22,7 @@ fn every_command_has_help() {
         "policy",
         "namespace",
         "bpf",
+        "monitor",
         "bench",
         "Exit codes",
     ] {
@@ -43,6 +44,19 @@ fn every_command_has_help() {
         (&["bpf", "--help"], &["policy", "ipcache", "ct"]),
         (&["bpf", "ct", "--help"], &["list", "flush"]),
         (&["bench", "--help"], &["datapath", "policy"]),
+        (
+            &["monitor", "--help"],
+            &[
+                "--type",
+                "drop, trace",
+                "--follow",
+                "--since",
+                "--count",
+                "xx drop (",
+                "-> endpoint",
+                "JSON Lines",
+            ],
+        ),
     ] {
         let out = pilus(args);
         assert!(out.status.success(), "{args:?}");
@@ -86,4 +100,12 @@ fn bad_flags_are_exit_code_2() {
         Some(2),
         "an unparsable --dport is refused before contacting the agent"
     );
+    let out = pilus(&[
+        "--socket",
+        "/nonexistent/pilus.sock",
+        "monitor",
+        "--type",
+        "drops",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "monitor --type drops");
 }

@@ -4,28 +4,76 @@
 //! CONFIG_EVENTS_WAKEUP_BYTES are waiting.
 
 use crate::{Datapath, Error};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{Map, MapData, RingBuf};
 use pilus_abi::Event;
+use std::os::fd::AsFd;
+
+/// A record's size in the ring: the kernel's 8-byte header, then the event,
+/// rounded up to 8 bytes.
+const RECORD_BYTES: usize = (8 + std::mem::size_of::<Event>()).next_multiple_of(8);
 
 /// Owns the ring buffer; `drain` returns what has accumulated.
 pub struct EventReader {
     ring: RingBuf<MapData>,
+    /// How many records the ring holds: the most one `drain` returns.
+    capacity: usize,
 }
 
 impl EventReader {
     /// Takes the ring buffer out of the datapath (there is one reader).
+    ///
+    /// The ring may be one an earlier load pinned, not the one this object
+    /// defines: aya sizes a `RingBuf`'s mmap and its offset mask from the
+    /// object's `max_entries` even for a map it reused from a pin (aya
+    /// 0.14, `RingBuf::new`), so a pinned ring of another size would fail
+    /// to map (smaller) or be read at wrong offsets once the producer passes
+    /// the object's size (larger). The handle is therefore rebuilt from the
+    /// kernel's description of the map actually in use.
     pub fn new(dp: &mut Datapath) -> Result<EventReader, Error> {
-        let map = dp.ebpf.take_map("pilus_events").ok_or(Error::MissingMap {
-            name: "pilus_events",
-        })?;
-        let ring = RingBuf::try_from(map).map_err(|e| Error::map("pilus_events", e))?;
-        Ok(EventReader { ring })
+        const NAME: &str = "pilus_events";
+        let map = dp
+            .ebpf
+            .take_map(NAME)
+            .ok_or(Error::MissingMap { name: NAME })?;
+        let loaded = match map {
+            Map::RingBuf(m) => m,
+            // Not a ring buffer (the verifier would have refused the
+            // programs, so this is a bug): let aya name the type.
+            other => {
+                return Err(match RingBuf::try_from(other) {
+                    Err(e) => Error::map(NAME, e),
+                    Ok(_) => Error::MissingMap { name: NAME },
+                })
+            }
+        };
+        let fd = loaded
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| Error::Syscall {
+                call: "dup(ring buffer fd)",
+                source,
+            })?;
+        let kernel = MapData::from_fd(fd).map_err(|e| Error::map(NAME, e))?;
+        let bytes = kernel
+            .info()
+            .map_err(|e| Error::map(NAME, e))?
+            .max_entries();
+        let ring = RingBuf::try_from(Map::RingBuf(kernel)).map_err(|e| Error::map(NAME, e))?;
+        tracing::debug!(bytes, "event ring buffer opened");
+        Ok(EventReader {
+            ring,
+            capacity: (bytes as usize / RECORD_BYTES).max(1),
+        })
     }
 
-    /// Every event waiting now, oldest first.
+    /// The events waiting now, oldest first: at most one ring's worth, so a
+    /// datapath that produces as fast as this reads cannot keep the call
+    /// from returning (the rest is read by the next call).
     pub fn drain(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
-        while let Some(item) = self.ring.next() {
+        while out.len() < self.capacity {
+            let Some(item) = self.ring.next() else { break };
             if let Some(ev) = Event::from_bytes(&item) {
                 out.push(ev);
             }
