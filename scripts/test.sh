@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier of Pilus on a fresh Debian machine: installs what is
-# missing (clang-19, libbpf-dev, iproute2), then format, lints and
+# missing (clang-19, libbpf-dev, iproute2; podman, runc, busybox-static for
+# the container-runtime test), then format, lints and
 # `cargo test --workspace`. Tiers 2 and 3 load BPF programs and build network
 # namespaces, so this must run as root; it fails loudly otherwise.
 set -euo pipefail
@@ -11,15 +12,11 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-need=()
-command -v clang-19 >/dev/null 2>&1 || need+=(clang-19)
-[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing: ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source scripts/deps.sh
+source scripts/podman.sh
+pilus_build_deps
+# The podman test drives pilus-cni through a real runtime (runc, CNI backend).
+podman_install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -70,6 +70,79 @@ fn expect(lab: &Lab, from: &str, to: &str, allowed: bool) -> Result<Probe> {
     Ok(r)
 }
 
+/// The newest monitor sequence number (events after it are new).
+fn monitor_now(lab: &Lab, node: &str) -> Result<u64> {
+    let b: api::MonitorBatch = lab
+        .client(node)
+        .get_json(&format!("{}?last=0", paths::MONITOR))?;
+    Ok(b.next)
+}
+
+/// Prints the datapath's events (`pilus monitor`) for the first packet of
+/// the flow from `from` to `to` port 80 seen after `since`.
+fn show_path(
+    lab: &Lab,
+    node: &str,
+    since: u64,
+    from: &str,
+    to: &str,
+    want: api::MonitorKind,
+) -> Result<()> {
+    let (src, dst) = (lab.pod(from)?.ip, lab.pod(to)?.ip);
+    // The agent drains the ring every 50 ms; give it a few ticks.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut seen = Vec::new();
+    let mut cursor = since;
+    while Instant::now() < deadline {
+        let b: api::MonitorBatch = lab
+            .client(node)
+            .get_json(&format!("{}?since={cursor}&wait_ms=200", paths::MONITOR))?;
+        cursor = b.next;
+        seen.extend(b.events.into_iter().filter(|e| {
+            e.packet.src_ip == Some(src)
+                && e.packet.dst_ip == Some(dst)
+                && e.packet.dst_port == Some(80)
+        }));
+        if seen.iter().any(|e| e.kind == want) {
+            break;
+        }
+    }
+    let Some(first) = seen.iter().find(|e| e.kind == want) else {
+        bail!("the monitor showed no {want:?} event for {from} -> {to}");
+    };
+    // The flow's first packet (the SYN): every event about it.
+    let syn: Vec<_> = seen
+        .iter()
+        .filter(|e| {
+            e.packet.src_port == first.packet.src_port
+                && e.packet.tcp_flags == first.packet.tcp_flags
+        })
+        .collect();
+    let eps: Vec<api::Endpoint> = lab.client(node).get_json(paths::ENDPOINTS)?;
+    let host = |ip| {
+        eps.iter()
+            .find(|e| e.ipv4 == ip)
+            .map_or("?".to_string(), |e| e.host_ifname.clone())
+    };
+    println!("  the SYN's path, as the datapath reported it (pilus monitor):");
+    for e in syn {
+        println!("    {}", pilus_api::monitor::format_line(e));
+    }
+    if want == api::MonitorKind::Trace {
+        println!(
+            "    i.e. {from} eth0 -> {} (tc: egress policy, conntrack) -> redirect -> {} -> {to} eth0",
+            host(src),
+            host(dst)
+        );
+    } else {
+        println!(
+            "    i.e. {from} eth0 -> {} (tc: {to}'s ingress policy, checked before delivery) -> dropped",
+            host(src)
+        );
+    }
+    Ok(())
+}
+
 fn trace_reason(lab: &Lab, node: &str, from: &str, to: &str) -> Result<()> {
     let t: api::Trace = lab.client(node).post_json(
         paths::TRACE,
@@ -117,7 +190,7 @@ pub fn run(p: Paths) -> Result<()> {
     );
     let plan = Plan::new(&p.prefix, 1, 3)?;
     let t = Instant::now();
-    let lab = Lab::up(p.clone(), plan, false).context("bringing up the lab")?;
+    let lab = Lab::up(p.clone(), plan, true).context("bringing up the lab")?;
     let _down = Down(p);
     let node = lab.state.nodes[0].name.clone();
     println!(
@@ -134,7 +207,16 @@ pub fn run(p: Paths) -> Result<()> {
     println!("  ready in {:.1} s", t.elapsed().as_secs_f64());
 
     step(2, "No policy yet: every pod reaches every other");
+    let since = monitor_now(&lab, &node)?;
     expect(&lab, "frontend-1", "backend-1", true)?;
+    show_path(
+        &lab,
+        &node,
+        since,
+        "frontend-1",
+        "backend-1",
+        api::MonitorKind::Trace,
+    )?;
     expect(&lab, "db-1", "backend-1", true)?;
 
     step(
@@ -165,7 +247,16 @@ pub fn run(p: Paths) -> Result<()> {
         "frontend is still allowed; db is now denied, and Pilus says why",
     );
     expect(&lab, "frontend-1", "backend-1", true)?;
+    let since = monitor_now(&lab, &node)?;
     expect(&lab, "db-1", "backend-1", false)?;
+    show_path(
+        &lab,
+        &node,
+        since,
+        "db-1",
+        "backend-1",
+        api::MonitorKind::Drop,
+    )?;
     trace_reason(&lab, &node, "db-1", "backend-1")?;
 
     step(5, "Delete the policy: db reaches backend again");
