@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// Policy change → enforced latency and agent memory at 1,000 endpoints
     /// and 1,000 rules (starts a private pilusd).
     Policy(crate::bench_policy::PolicyArgs),
+    /// CNI ADD/DEL latency of pilus-cni over 100 pods (one-node lab with a
+    /// private pilusd) vs. in-process veth plumbing and a bare plugin exec.
+    Cni(crate::bench_cni::CniArgs),
 }
 
 #[derive(Args, Debug)]
@@ -78,6 +81,7 @@ pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
     match cmd {
         BenchCommand::Datapath(args) => datapath(args, output),
         BenchCommand::Policy(args) => crate::bench_policy::run(args, output),
+        BenchCommand::Cni(args) => crate::bench_cni::run(args, output),
     }
 }
 

@@ -2,6 +2,7 @@
 //! in the agent (over its API socket) and the library crates.
 
 mod bench;
+mod bench_cni;
 mod bench_policy;
 mod bpf;
 mod client;

@@ -74,11 +74,18 @@ impl Podman {
             labelled("pilus-web", Some("web")),
             labelled("pilus-client", Some("client")),
         );
+        let start = Instant::now();
         let out = Command::new("bash")
             .arg("-c")
             .arg(&full)
             .output()
             .expect("run bash");
+        // Podman steps are slow enough to be worth a line each in the log.
+        eprintln!(
+            "podman step ({:.1} s): {}",
+            start.elapsed().as_secs_f64(),
+            script.lines().next().unwrap_or("")
+        );
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -148,10 +155,11 @@ impl Fixture {
     }
 
     /// `wget` from a fresh container on `network`; the page, or None.
-    /// (busybox-static's `wget -T` crashes; `timeout` bounds it instead.)
+    /// (busybox-static's `wget -T` crashes, so `timeout` bounds it; under a
+    /// shell, because as PID 1 wget would ignore timeout's SIGTERM.)
     fn fetch(&self, network: &str, url: &str) -> Option<String> {
         let (ok, out) = self.podman.bash(
-            &format!("pmn run --rm --network {network} \"$PILUS_PODMAN_IMAGE\" timeout 3 wget -q -O - {url}"),
+            &format!("pmn run --rm --network {network} \"$PILUS_PODMAN_IMAGE\" sh -c 'timeout 3 wget -q -O - {url}; exit $?'"),
             false,
         );
         ok.then(|| out.trim().to_string())
