@@ -53,13 +53,6 @@ pub struct Agent {
     started: Instant,
 }
 
-fn mac_str(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn validate_ifname(s: &str) -> Result<(), AgentError> {
     if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', ':']) || s == "." || s == ".." {
         return Err(AgentError::Invalid {
@@ -589,8 +582,8 @@ impl Agent {
             ipv4: ep.ipv4,
             gateway: self.node.router,
             prefix_len: 32,
-            mac: mac_str(&ep.mac),
-            host_mac: mac_str(&ep.host_mac),
+            mac: pilus_netlink::pod::mac_string(&ep.mac),
+            host_mac: pilus_netlink::pod::mac_string(&ep.host_mac),
             host_ifindex: ep.ifindex,
             cni_network: ep.cni_network.clone(),
             policy: api::EndpointPolicyStatus {

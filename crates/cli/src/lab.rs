@@ -11,7 +11,6 @@ use pilus_lab::{
 };
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    os::{fd::AsRawFd, unix::process::CommandExt},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -142,18 +141,9 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
             let pod = lab.pod(&pod)?;
             let ns = std::fs::File::open(format!("/run/netns/{}", pod.netns))
                 .with_context(|| format!("opening the namespace of {}", pod.name))?;
-            let fd = ns.as_raw_fd();
             let mut c = std::process::Command::new(&cmd[0]);
             c.args(&cmd[1..]);
-            // SAFETY: only setns (async-signal-safe) runs before exec.
-            unsafe {
-                c.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            pilus_lab::cni::exec_in_netns(&mut c, &ns, false);
             let status = c
                 .status()
                 .with_context(|| format!("running {:?} in {}", cmd[0], pod.name))?;

@@ -77,6 +77,23 @@ pub fn env(
     .collect()
 }
 
+/// Makes `cmd`'s child enter the network namespace open at `ns` before it
+/// execs (and, with `new_session`, leave our session so it outlives us).
+/// `ns` must stay open until the child is spawned.
+pub fn exec_in_netns(cmd: &mut Command, ns: &std::fs::File, new_session: bool) {
+    let fd = ns.as_raw_fd();
+    // SAFETY: only setns and setsid (async-signal-safe) run between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 || (new_session && libc::setsid() < 0) {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 pub fn invoke(call: &Call<'_>) -> std::io::Result<Outcome> {
     let mut cmd = Command::new(call.plugin);
     cmd.env_clear()
@@ -90,16 +107,7 @@ pub fn invoke(call: &Call<'_>) -> std::io::Result<Outcome> {
         .stderr(Stdio::piped());
     let ns = call.run_in.map(std::fs::File::open).transpose()?;
     if let Some(ns) = &ns {
-        let fd = ns.as_raw_fd();
-        // SAFETY: only setns (async-signal-safe) runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        exec_in_netns(&mut cmd, ns, false);
     }
     let start = Instant::now();
     let mut child = cmd.spawn()?;

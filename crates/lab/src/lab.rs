@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::{
     net::Ipv4Addr,
-    os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -153,20 +152,10 @@ fn new_netns(name: &str) -> Result<(), LabError> {
 fn spawn_in(mut cmd: Command, netns: &Path, log: &Path) -> Result<u32, LabError> {
     let ns = std::fs::File::open(netns).map_err(io(format!("open {}", netns.display())))?;
     let log = std::fs::File::create(log).map_err(io(format!("create {}", log.display())))?;
-    let fd = ns.as_raw_fd();
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io("dup log"))?)
         .stderr(log);
-    // SAFETY: only setns and setsid (async-signal-safe) run between fork
-    // and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 || libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    cni::exec_in_netns(&mut cmd, &ns, true);
     let child = cmd
         .spawn()
         .map_err(io(format!("start {:?}", cmd.get_program())))?;
