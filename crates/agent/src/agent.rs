@@ -65,6 +65,13 @@ fn validate_ifname(s: &str) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Now, in Unix milliseconds (endpoint creation times).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Kubernetes namespace names are DNS labels.
 pub fn validate_namespace(s: &str) -> Result<(), AgentError> {
     let ok = !s.is_empty()
@@ -453,6 +460,7 @@ impl Agent {
             mac: plumbed.mac,
             host_mac: plumbed.host_mac,
             cni_network: req.cni_network.clone(),
+            created_unix_ms: unix_ms(),
         };
         let change = match self.engine.upsert_endpoint(id, &req.namespace, &labels) {
             Ok(c) => c,
@@ -567,6 +575,55 @@ impl Agent {
         })
     }
 
+    /// CNI GC of one network, whole under the agent's lock so no ADD can
+    /// interleave: deletes the endpoints (and host links) of `req.network`
+    /// whose attachment is not listed, sparing those created since
+    /// `keep_created_since_unix_ms`. Every deletion is logged with its
+    /// container id, since it removes a pod's network.
+    pub fn cni_gc(&mut self, req: &api::CniGc) -> Result<api::CniGcDone, AgentError> {
+        if req.network.is_empty() {
+            return Err(AgentError::Invalid {
+                what: "network",
+                reason: "must name the CNI network whose endpoints are collected".into(),
+            });
+        }
+        let mut stale = Vec::new();
+        let mut kept_recent = Vec::new();
+        for ep in self.endpoints.values() {
+            if ep.cni_network.as_deref() != Some(req.network.as_str()) {
+                continue;
+            }
+            let listed = req
+                .valid
+                .iter()
+                .any(|a| a.container_id == ep.container_id && a.ifname == ep.ifname);
+            if listed {
+                continue;
+            }
+            let att = api::CniAttachment {
+                container_id: ep.container_id.clone(),
+                ifname: ep.ifname.clone(),
+            };
+            if ep.created_unix_ms >= req.keep_created_since_unix_ms {
+                tracing::info!(endpoint = ep.id, container = %ep.container_id, ifname = %ep.ifname, network = %req.network, "CNI GC: not in the runtime's list but created within the grace period; kept");
+                kept_recent.push(att);
+            } else {
+                stale.push((ep.id, att));
+            }
+        }
+        let mut deleted = Vec::new();
+        for (id, att) in stale {
+            self.delete_endpoint(id)?;
+            tracing::info!(endpoint = id, container = %att.container_id, ifname = %att.ifname, network = %req.network, "CNI GC: deleted the endpoint of an attachment the runtime no longer has");
+            deleted.push(att);
+        }
+        Ok(api::CniGcDone {
+            deleted,
+            kept_recent,
+            revision: self.enforced,
+        })
+    }
+
     pub fn view(&self, ep: &StoredEndpoint) -> api::Endpoint {
         let pol = self.engine.endpoint_policy(ep.id);
         api::Endpoint {
@@ -586,6 +643,7 @@ impl Agent {
             host_mac: pilus_netlink::pod::mac_string(&ep.host_mac),
             host_ifindex: ep.ifindex,
             cni_network: ep.cni_network.clone(),
+            created_unix_ms: ep.created_unix_ms,
             policy: api::EndpointPolicyStatus {
                 ingress_enforced: pol.as_ref().is_some_and(|p| p.ingress_enforced),
                 egress_enforced: pol.as_ref().is_some_and(|p| p.egress_enforced),

@@ -99,6 +99,10 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
                 },
             )
         }
+        ("POST", ["v1", "cni", "gc"]) => respond(
+            200,
+            body::<api::CniGc>(&req).and_then(|b| lock().cni_gc(&b)),
+        ),
         ("GET", ["v1", "identities"]) => Response::json(200, &lock().identities_view()),
         ("GET", ["v1", "identities", id]) => respond(
             200,

@@ -28,6 +28,10 @@ pub struct StoredEndpoint {
     /// with the agent doing the plumbing.
     #[serde(default)]
     pub cni_network: Option<String>,
+    /// Creation time (Unix ms): CNI GC spares endpoints younger than its
+    /// grace period. 0 in records written before it was kept.
+    #[serde(default)]
+    pub created_unix_ms: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

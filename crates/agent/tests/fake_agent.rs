@@ -274,3 +274,50 @@ spec:
     // 5 endpoints × (1 entry + 1 endpoint record) + the revision.
     assert_eq!(delta, 11, "writes for a one-rule change");
 }
+
+/// Issue 15: CNI GC deletes only its own network's unlisted endpoints, and
+/// never one younger than the grace the plugin computed.
+#[test]
+fn cni_gc_is_scoped_to_its_network_and_spares_young_endpoints() {
+    use pilus_api::types::{CniAttachment, CniGc};
+    let mut a = agent_with(FakePlumbing::default(), FakeDatapath::default(), None);
+    let mk = |a: &mut Agent, cid: &str, net: Option<&str>| {
+        a.create_endpoint(&EndpointCreate {
+            container_id: cid.into(),
+            netns: format!("/run/netns/{cid}"),
+            cni_network: net.map(str::to_string),
+            ..Default::default()
+        })
+        .unwrap()
+        .endpoint
+    };
+    let keep = mk(&mut a, "keep", Some("pilus"));
+    let stale = mk(&mut a, "stale", Some("pilus"));
+    mk(&mut a, "other-net", Some("other"));
+    mk(&mut a, "api-made", None);
+    let att = |cid: &str| CniAttachment {
+        container_id: cid.into(),
+        ifname: "eth0".into(),
+    };
+    let gc = |since: u64| CniGc {
+        network: "pilus".into(),
+        valid: vec![att("keep")],
+        keep_created_since_unix_ms: since,
+    };
+    // Everything was created after this cut-off: nothing goes.
+    let young = a.cni_gc(&gc(stale.created_unix_ms)).unwrap();
+    assert_eq!((young.deleted.len(), young.kept_recent), (0, vec![att("stale")]));
+    let done = a.cni_gc(&gc(stale.created_unix_ms + 1)).unwrap();
+    assert_eq!(done.deleted, vec![att("stale")]);
+    let left: Vec<String> = a
+        .endpoints_view()
+        .into_iter()
+        .map(|e| e.container_id)
+        .collect();
+    assert_eq!(left, ["keep", "other-net", "api-made"]);
+    assert!(keep.created_unix_ms > 0);
+    let mut bad = gc(0);
+    bad.network.clear();
+    assert!(a.cni_gc(&bad).is_err());
+    assert_eq!(a.status().endpoints, 3);
+}

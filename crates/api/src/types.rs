@@ -32,6 +32,8 @@ pub mod paths {
     pub const BPF_ENDPOINTS: &str = "/v1/bpf/endpoints";
     /// GET list, DELETE flush.
     pub const BPF_CT: &str = "/v1/bpf/ct";
+    /// POST a [`super::CniGc`]: CNI GC, done whole under the agent's lock.
+    pub const CNI_GC: &str = "/v1/cni/gc";
     /// GET `?since=SEQ&wait_ms=N&type=drop|trace|all&last=N`: datapath
     /// events, a [`super::MonitorBatch`].
     pub const MONITOR: &str = "/v1/monitor";
@@ -144,6 +146,39 @@ pub struct Endpoint {
     /// The CNI network that attached it (none: made through the API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_network: Option<String>,
+    /// When the agent created it (Unix time, milliseconds; 0: before the
+    /// agent recorded it).
+    #[serde(default)]
+    pub created_unix_ms: u64,
+}
+
+/// One attachment a runtime still uses: CNI GC keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniAttachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// CNI GC of one network: delete its endpoints whose attachment is not in
+/// `valid`, except those created at or after `keep_created_since_unix_ms`
+/// (an ADD racing the GC, or finished after the runtime made its list).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniGc {
+    pub network: String,
+    pub valid: Vec<CniAttachment>,
+    pub keep_created_since_unix_ms: u64,
+}
+
+/// What a CNI GC did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniGcDone {
+    /// Endpoints deleted (with their host links).
+    pub deleted: Vec<CniAttachment>,
+    /// Not listed, but too young to delete.
+    pub kept_recent: Vec<CniAttachment>,
+    pub revision: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -261,28 +261,28 @@ fn status(agent: &Client) -> Result<(), CniError> {
 }
 
 /// Deletes this network's endpoints whose attachment the runtime no
-/// longer has (and their host links).
+/// longer has, and their host links. The list is checked whole before the
+/// agent is asked ([`NetConf::gc_attachments`]); the agent then decides
+/// under its lock, sparing endpoints younger than the grace period (measured
+/// back from now, so one made during this call is always spared).
 fn gc(conf: &NetConf, agent: &Client) -> Result<(), CniError> {
-    let eps: Vec<api::Endpoint> = agent
-        .get_json(paths::ENDPOINTS)
+    let valid = conf.gc_attachments()?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let req = api::CniGc {
+        network: conf.name.clone(),
+        valid: valid
+            .into_iter()
+            .map(|a| api::CniAttachment {
+                container_id: a.container_id,
+                ifname: a.ifname,
+            })
+            .collect(),
+        keep_created_since_unix_ms: now_ms.saturating_sub(conf.gc_grace_seconds * 1000),
+    };
+    agent
+        .post_json::<_, api::CniGcDone>(paths::CNI_GC, &req)
         .map_err(|e| agent_error("GC", e))?;
-    let mut nl = Netlink::open().map_err(|e| netlink_error("GC: opening rtnetlink", e))?;
-    for ep in eps {
-        if ep.cni_network.as_deref() != Some(conf.name.as_str()) {
-            continue;
-        }
-        let valid = conf
-            .valid_attachments
-            .iter()
-            .any(|a| a.container_id == ep.container_id && a.ifname == ep.ifname);
-        if valid {
-            continue;
-        }
-        agent
-            .delete_json::<api::Deleted>(&format!("{}/{}", paths::ENDPOINTS, ep.id))
-            .map_err(|e| agent_error("GC", e))?;
-        nl.delete_link(&ep.host_ifname)
-            .map_err(|e| netlink_error("GC: deleting a host interface", e))?;
-    }
     Ok(())
 }

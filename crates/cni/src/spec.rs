@@ -201,6 +201,12 @@ pub struct Attachment {
     pub ifname: String,
 }
 
+/// How long after its creation an endpoint is safe from GC unless the
+/// configuration says otherwise. A runtime computes its list of valid
+/// attachments before it calls GC, so an ADD that finishes in between is
+/// missing from the list although it is very much in use.
+pub const DEFAULT_GC_GRACE_SECONDS: u64 = 60;
+
 /// The network configuration on stdin (one plugin of a conflist, with
 /// `name` and `cniVersion` filled in by the runtime).
 #[derive(Clone, Debug, PartialEq)]
@@ -211,8 +217,11 @@ pub struct NetConf {
     pub socket: String,
     pub labels: Vec<Label>,
     pub prev_result: Option<Value>,
-    /// GC only: the attachments still in use.
-    pub valid_attachments: Vec<Attachment>,
+    /// `cni.dev/valid-attachments` exactly as given (GC only): checked by
+    /// [`NetConf::gc_attachments`], never read as a default.
+    pub valid_attachments: Option<Value>,
+    /// `gcGraceSeconds`: endpoints younger than this survive GC.
+    pub gc_grace_seconds: u64,
 }
 
 fn bad_config(msg: String) -> CniError {
@@ -317,13 +326,16 @@ impl NetConf {
                 )))
             }
         };
-        let valid_attachments = match obj.get("cni.dev/valid-attachments") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(a) => serde_json::from_value(a.clone()).map_err(|e| {
-                bad_config(format!(
-                    "cni.dev/valid-attachments must be a list of {{\"containerID\", \"ifname\"}}: {e}"
-                ))
-            })?,
+        let gc_grace_seconds = match obj.get("gcGraceSeconds") {
+            None | Some(Value::Null) => DEFAULT_GC_GRACE_SECONDS,
+            Some(v) => v
+                .as_u64()
+                .filter(|s| *s <= MAX_GC_GRACE_SECONDS)
+                .ok_or_else(|| {
+                    bad_config(format!(
+                        "gcGraceSeconds must be a whole number of seconds from 0 to {MAX_GC_GRACE_SECONDS}, not {v}"
+                    ))
+                })?,
         };
         Ok(NetConf {
             cni_version,
@@ -331,10 +343,67 @@ impl NetConf {
             socket,
             labels,
             prev_result,
-            valid_attachments,
+            valid_attachments: obj.get("cni.dev/valid-attachments").cloned(),
+            gc_grace_seconds,
         })
     }
+
+    /// The attachments GC must keep. GC deletes everything of this network
+    /// that is not listed, so the list is required and checked whole: a
+    /// missing key, `null` or a malformed entry is an error, never read as
+    /// "nothing is valid" (the most destructive reading of a bad request).
+    /// GC exists from CNI 1.1.0 on; an older configuration cannot ask for it.
+    pub fn gc_attachments(&self) -> Result<Vec<Attachment>, CniError> {
+        if version_key(&self.cni_version) < Some((1, 1, 0)) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!(
+                    "GC needs cniVersion 1.1.0 or later; this configuration says {:?}, so nothing was deleted",
+                    self.cni_version
+                ),
+            ));
+        }
+        let refuse = |why: String| {
+            bad_config(format!(
+                "GC: {why}; nothing was deleted (cni.dev/valid-attachments must list every attachment still in use, as [{{\"containerID\": ..., \"ifname\": ...}}])"
+            ))
+        };
+        let list = match &self.valid_attachments {
+            None => return Err(refuse("cni.dev/valid-attachments is missing".into())),
+            Some(Value::Null) => return Err(refuse("cni.dev/valid-attachments is null".into())),
+            Some(Value::Array(list)) => list,
+            Some(other) => {
+                return Err(refuse(format!(
+                    "cni.dev/valid-attachments must be a list, not {other}"
+                )))
+            }
+        };
+        list.iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let field = |k: &str| match a.get(k) {
+                    Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+                    _ => Err(refuse(format!(
+                        "cni.dev/valid-attachments[{i}] = {a} needs a non-empty string {k:?}"
+                    ))),
+                };
+                if !a.is_object() {
+                    return Err(refuse(format!(
+                        "cni.dev/valid-attachments[{i}] must be an object, not {a}"
+                    )));
+                }
+                Ok(Attachment {
+                    container_id: field("containerID")?,
+                    ifname: field("ifname")?,
+                })
+            })
+            .collect()
+    }
 }
+
+/// The longest `gcGraceSeconds` accepted (a day): a larger value is more
+/// likely a unit mistake than a wish.
+pub const MAX_GC_GRACE_SECONDS: u64 = 86_400;
 
 /// What ADD made, rendered per the requested version by [`result_json`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -523,6 +592,84 @@ mod tests {
                 String::from_utf8_lossy(input),
                 e.msg
             );
+        }
+    }
+
+    /// Issue 15: a GC whose configuration lacked `cni.dev/valid-attachments`
+    /// deleted every pod of the network. Each malformed list is refused.
+    #[test]
+    fn gc_without_a_well_formed_list_is_refused() {
+        let conf = |extra: &str| {
+            NetConf::parse(format!(r#"{{"cniVersion":"1.1.0","name":"n"{extra}}}"#).as_bytes())
+                .unwrap()
+        };
+        let cases: &[(&str, u32, &str)] = &[
+            ("", code::INVALID_CONFIG, "is missing"),
+            (
+                r#","cni.dev/valid-attachments":null"#,
+                code::INVALID_CONFIG,
+                "is null",
+            ),
+            (
+                r#","cni.dev/valid-attachments":{}"#,
+                code::INVALID_CONFIG,
+                "must be a list",
+            ),
+            (
+                r#","cni.dev/valid-attachments":"a""#,
+                code::INVALID_CONFIG,
+                "must be a list",
+            ),
+            (
+                r#","cni.dev/valid-attachments":[1]"#,
+                code::INVALID_CONFIG,
+                "must be an object",
+            ),
+            (
+                r#","cni.dev/valid-attachments":[{"containerID":"a"}]"#,
+                code::INVALID_CONFIG,
+                "\"ifname\"",
+            ),
+            (
+                r#","cni.dev/valid-attachments":[{"containerID":"","ifname":"eth0"}]"#,
+                code::INVALID_CONFIG,
+                "\"containerID\"",
+            ),
+            (
+                r#","cni.dev/valid-attachments":[{"containerID":5,"ifname":"eth0"}]"#,
+                code::INVALID_CONFIG,
+                "\"containerID\"",
+            ),
+        ];
+        for (extra, code, needle) in cases {
+            let e = conf(extra).gc_attachments().unwrap_err();
+            assert_eq!(e.code, *code, "{extra}");
+            assert!(e.msg.contains(needle), "{extra} -> {}", e.msg);
+            assert!(e.msg.contains("nothing was deleted"), "{}", e.msg);
+        }
+        let ok =
+            conf(r#","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0","extra":1}]"#);
+        assert_eq!(ok.gc_attachments().unwrap().len(), 1);
+        let empty = conf(r#","cni.dev/valid-attachments":[]"#);
+        assert_eq!(empty.gc_attachments().unwrap(), vec![]);
+        for old in ["0.4.0", "1.0.0"] {
+            let c = NetConf::parse(
+                format!(r#"{{"cniVersion":"{old}","name":"n","cni.dev/valid-attachments":[]}}"#)
+                    .as_bytes(),
+            )
+            .unwrap();
+            let e = c.gc_attachments().unwrap_err();
+            assert_eq!(e.code, code::INCOMPATIBLE_VERSION, "{old}");
+            assert!(e.msg.contains("1.1.0"), "{}", e.msg);
+        }
+        assert_eq!(conf("").gc_grace_seconds, DEFAULT_GC_GRACE_SECONDS);
+        assert_eq!(conf(r#","gcGraceSeconds":0"#).gc_grace_seconds, 0);
+        for bad in ["-1", "1.5", "\"10s\"", "86401"] {
+            let e = NetConf::parse(
+                format!(r#"{{"cniVersion":"1.1.0","name":"n","gcGraceSeconds":{bad}}}"#).as_bytes(),
+            )
+            .unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG, "{bad}");
         }
     }
 

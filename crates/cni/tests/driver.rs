@@ -423,7 +423,8 @@ fn version_errors_status_and_gc() {
         status.stdout
     );
 
-    // GC keeps the attachments listed and removes the others.
+    // GC keeps the attachments listed and removes the others once they are
+    // older than the grace period (0 here; the default spares them).
     let other = NetNs::new("t7pod").unwrap();
     assert!(
         node.call("ADD", "keep", &np, &node.conf("1.1.0", "web"))
@@ -440,6 +441,14 @@ fn version_errors_status_and_gc() {
     );
     let mut gc = node.conf("1.1.0", "web");
     gc["cni.dev/valid-attachments"] = json!([{ "containerID": "keep", "ifname": "eth0" }]);
+    let out = node.raw(&[("CNI_COMMAND", "GC")], gc.to_string().as_bytes());
+    assert!(out.success, "GC failed: {}", out.stdout);
+    assert_eq!(
+        node.status().endpoints,
+        2,
+        "a GC within the grace period deleted"
+    );
+    gc["gcGraceSeconds"] = json!(0);
     let out = node.raw(&[("CNI_COMMAND", "GC")], gc.to_string().as_bytes());
     assert!(out.success, "GC failed: {}", out.stdout);
     let eps: Vec<api::Endpoint> = node.client().get_json(paths::ENDPOINTS).unwrap();
@@ -489,5 +498,158 @@ fn hundred_add_del_cycles_leave_nothing() {
         seen.iter().all(|ip| ip.octets()[..3] == [198, 18, 1]),
         "{seen:?}"
     );
+    node.assert_clean();
+}
+
+/// Issue 15: a GC whose configuration had no `cni.dev/valid-attachments`
+/// exited 0 and deleted every pod of the network. Now every malformed GC is
+/// refused with the spec's code, and two running pods keep their endpoints,
+/// veths and connectivity; a GC racing ADDs never removes the new ones.
+#[test]
+fn gc_never_reads_a_bad_list_as_delete_everything() {
+    let node = Node::new("g");
+    let pod_a = NetNs::new("t7pod").unwrap();
+    let pod_b = NetNs::new("t7pod").unwrap();
+    let (na, nb) = (path_str(&pod_a.path()), path_str(&pod_b.path()));
+    assert!(
+        node.call("ADD", "run-a", &na, &node.conf("1.1.0", "web"))
+            .success
+    );
+    let add_b = node.call("ADD", "run-b", &nb, &node.conf("1.1.0", "db"));
+    assert!(add_b.success, "{}", add_b.stdout);
+    let ip_b = ip_of(add_b.json.as_ref().unwrap());
+    let _srv = EchoServer::start(&pod_b, &[80]).unwrap();
+    let running = |when: &str| {
+        let eps: Vec<api::Endpoint> = node.client().get_json(paths::ENDPOINTS).unwrap();
+        let mut ids: Vec<_> = eps.iter().map(|e| e.container_id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, ["run-a", "run-b"], "{when}: endpoints");
+        assert_eq!(node.host_links().len(), 2, "{when}: host veths");
+        assert!(
+            pilus_netns::probe::tcp(&pod_a, SocketAddrV4::new(ip_b, 80), Duration::from_secs(3))
+                .unwrap(),
+            "{when}: TCP between the running pods"
+        );
+    };
+    running("before");
+
+    let with = |version: &str, list: Option<Value>| {
+        let mut c = node.conf(version, "web");
+        c["gcGraceSeconds"] = json!(0);
+        if let Some(l) = list {
+            c["cni.dev/valid-attachments"] = l;
+        }
+        c
+    };
+    let cases = [
+        (
+            "no cni.dev/valid-attachments",
+            with("1.1.0", None),
+            7,
+            "is missing",
+        ),
+        (
+            "a null list",
+            with("1.1.0", Some(Value::Null)),
+            7,
+            "is null",
+        ),
+        (
+            "an object, not a list",
+            with("1.1.0", Some(json!({}))),
+            7,
+            "must be a list",
+        ),
+        (
+            "an entry without ifname",
+            with("1.1.0", Some(json!([{ "containerID": "run-a" }]))),
+            7,
+            "\"ifname\"",
+        ),
+        (
+            "an entry that is a string",
+            with("1.1.0", Some(json!(["run-a/eth0"]))),
+            7,
+            "must be an object",
+        ),
+        (
+            "cniVersion 1.0.0",
+            with("1.0.0", Some(json!([]))),
+            1,
+            "1.1.0",
+        ),
+    ];
+    for (what, conf, code, needle) in cases {
+        let out = node.raw(&[("CNI_COMMAND", "GC")], conf.to_string().as_bytes());
+        assert!(!out.success, "{what}: GC succeeded");
+        assert_eq!(out.error_code(), Some(code), "{what}: {}", out.stdout);
+        let msg = out.error_msg();
+        assert!(
+            msg.contains(needle) && msg.contains("nothing was deleted"),
+            "{what}: {msg}"
+        );
+        running(what);
+    }
+
+    // ADDs racing GCs whose list (made before the ADD) lacks them: the
+    // grace period spares them, however the two interleave.
+    let valid = json!([
+        { "containerID": "run-a", "ifname": "eth0" },
+        { "containerID": "run-b", "ifname": "eth0" },
+    ]);
+    let mut racers = Vec::new();
+    for i in 0..5 {
+        let pod = NetNs::new("t7pod").unwrap();
+        let np = path_str(&pod.path());
+        let cid = format!("race-{i}");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let mut gcs = 0;
+        let add = std::thread::scope(|s| {
+            let adder = s.spawn(|| {
+                let out = node.call("ADD", &cid, &np, &node.conf("1.1.0", "web"));
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                out
+            });
+            let mut gc = node.conf("1.1.0", "web");
+            gc["cni.dev/valid-attachments"] = valid.clone();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = node.raw(&[("CNI_COMMAND", "GC")], gc.to_string().as_bytes());
+                assert!(out.success, "GC failed: {}", out.stdout);
+                gcs += 1;
+            }
+            adder.join().unwrap()
+        });
+        assert!(add.success, "{cid}: ADD failed: {}", add.stdout);
+        assert!(gcs > 0, "{cid}: no GC ran during the ADD");
+        let mut gc = node.conf("1.1.0", "web");
+        gc["cni.dev/valid-attachments"] = valid.clone();
+        let out = node.raw(&[("CNI_COMMAND", "GC")], gc.to_string().as_bytes());
+        assert!(out.success, "GC failed: {}", out.stdout);
+        let ep: api::Endpoint = node
+            .client()
+            .get_json(&format!("{}/{cid}?ifname=eth0", paths::ENDPOINTS))
+            .unwrap_or_else(|e| panic!("{cid}: the racing GC removed the new attachment: {e}"));
+        assert!(
+            node.host_links().contains(&ep.host_ifname),
+            "{cid}: link gone"
+        );
+        racers.push((cid, pod));
+    }
+    for (cid, pod) in &racers {
+        let del = node.call(
+            "DEL",
+            cid,
+            &path_str(&pod.path()),
+            &node.conf("1.1.0", "web"),
+        );
+        assert!(del.success, "{}", del.stdout);
+    }
+    running("after the races");
+    for cid in ["run-a", "run-b"] {
+        assert!(
+            node.call("DEL", cid, "", &node.conf("1.1.0", "web"))
+                .success
+        );
+    }
     node.assert_clean();
 }
