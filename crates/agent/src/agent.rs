@@ -53,16 +53,12 @@ pub struct Agent {
     started: Instant,
 }
 
+/// The workspace's one interface-name check (the kernel's rules).
 fn validate_ifname(s: &str) -> Result<(), AgentError> {
-    if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', ':']) || s == "." || s == ".." {
-        return Err(AgentError::Invalid {
-            what: "ifname",
-            reason: format!(
-                "{s:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
-            ),
-        });
-    }
-    Ok(())
+    pilus_netlink::valid_ifname(s).map_err(|e| AgentError::Invalid {
+        what: "ifname",
+        reason: e.to_string(),
+    })
 }
 
 /// Now, in Unix milliseconds (endpoint creation times).
@@ -70,6 +66,23 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Container ids are path segments of the API (`/v1/endpoints/{id}`) and
+/// feed the host interface's name: the CNI plugin's rule (letters, digits,
+/// '_', '.', '-'), plus a length bound.
+fn validate_container_id(s: &str) -> Result<(), AgentError> {
+    let ok = !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if !ok {
+        return Err(AgentError::Invalid {
+            what: "container_id",
+            reason: format!("{s:?} must be 1 to 256 letters, digits, '_', '.' or '-'"),
+        });
+    }
+    Ok(())
 }
 
 /// Kubernetes namespace names are DNS labels.
@@ -386,12 +399,7 @@ impl Agent {
         &mut self,
         req: &api::EndpointCreate,
     ) -> Result<api::EndpointCreated, AgentError> {
-        if req.container_id.trim().is_empty() {
-            return Err(AgentError::Invalid {
-                what: "container_id",
-                reason: "must not be empty".into(),
-            });
-        }
+        validate_container_id(&req.container_id)?;
         if req.netns.trim().is_empty() {
             return Err(AgentError::Invalid {
                 what: "netns",

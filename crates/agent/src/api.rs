@@ -32,6 +32,9 @@ fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, AgentError> 
     req.json().map_err(|e| bad("request body", e.to_string()))
 }
 
+/// The longest a revision long poll is held, whatever the client asks.
+const MAX_WAIT_MS: u64 = 60_000;
+
 fn not_found(path: &str) -> Response {
     Response::error(404, &format!("no such API path {path:?}"))
 }
@@ -131,15 +134,21 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
             respond(200, lock().delete_policies(Some(&name.join("/"))))
         }
         ("GET", ["v1", "policy", "revision"]) => {
-            let wait: u64 = req
-                .query_get("wait")
-                .and_then(|w| w.parse().ok())
-                .unwrap_or(0);
-            let timeout = Duration::from_millis(
-                req.query_get("timeout_ms")
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(10_000),
-            );
+            // A parameter that does not parse is refused, not defaulted: a
+            // caller that waits for revision "x" believes it waited.
+            let number = |name: &'static str, default: u64| -> Result<u64, AgentError> {
+                match req.query_get(name) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .parse()
+                        .map_err(|_| bad(name, format!("{v:?} is not a whole number"))),
+                }
+            };
+            let (wait, timeout_ms) = match (number("wait", 0), number("timeout_ms", 10_000)) {
+                (Ok(w), Ok(t)) => (w, t),
+                (Err(e), _) | (_, Err(e)) => return respond::<()>(400, Err(e)),
+            };
+            let timeout = Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
             let deadline = Instant::now() + timeout;
             loop {
                 let s = lock().status();
@@ -179,8 +188,17 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
         }
         ("PUT" | "POST", ["v1", "namespaces", ns, "labels"]) => respond(
             200,
-            body::<api::NamespaceLabels>(&req)
-                .and_then(|b| lock().set_namespace_labels(ns, &b.labels)),
+            body::<api::NamespaceLabels>(&req).and_then(|b| {
+                // Two names for one namespace: which one was meant is a
+                // guess, and a wrong guess relabels another namespace's pods.
+                if !b.namespace.is_empty() && b.namespace != *ns {
+                    return Err(bad(
+                        "namespace",
+                        format!("the body names {:?} but the path {ns:?}", b.namespace),
+                    ));
+                }
+                lock().set_namespace_labels(ns, &b.labels)
+            }),
         ),
         ("GET", ["v1", "bpf", "policy"]) => respond(200, lock().bpf_policy(None)),
         ("GET", ["v1", "bpf", "policy", key]) => {

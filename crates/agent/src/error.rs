@@ -33,6 +33,14 @@ impl AgentError {
                 400
             }
             AgentError::NotFound { .. } => 404,
+            // The caller named a namespace that is not there, or an
+            // interface that is: its request, not the agent, is at fault.
+            AgentError::Plumbing(crate::plumbing::PlumbError::Netns { .. }) => 400,
+            AgentError::Plumbing(crate::plumbing::PlumbError::Netlink { source })
+                if source.errno() == Some(libc::EEXIST) =>
+            {
+                409
+            }
             AgentError::Ipam(_) | AgentError::EndpointIds => 503,
             _ => 500,
         }

@@ -306,7 +306,10 @@ fn cni_gc_is_scoped_to_its_network_and_spares_young_endpoints() {
     };
     // Everything was created after this cut-off: nothing goes.
     let young = a.cni_gc(&gc(stale.created_unix_ms)).unwrap();
-    assert_eq!((young.deleted.len(), young.kept_recent), (0, vec![att("stale")]));
+    assert_eq!(
+        (young.deleted.len(), young.kept_recent),
+        (0, vec![att("stale")])
+    );
     let done = a.cni_gc(&gc(stale.created_unix_ms + 1)).unwrap();
     assert_eq!(done.deleted, vec![att("stale")]);
     let left: Vec<String> = a

@@ -36,7 +36,7 @@ pub enum Error {
     },
     #[error("malformed netlink reply to {op}: {reason}")]
     Malformed { op: String, reason: &'static str },
-    #[error("invalid interface name {0:?} (1-15 bytes, no '/', ':', whitespace or NUL)")]
+    #[error("invalid interface name {0:?} (1-15 bytes, no '/', ':', '%', whitespace or NUL)")]
     InvalidName(String),
 }
 
@@ -51,7 +51,9 @@ impl Error {
 }
 
 /// Checks an interface name the way the kernel will (`dev_valid_name`),
-/// so a bad name is refused before anything is created.
+/// so a bad name is refused before anything is created. '%' is refused
+/// too: the kernel reads a name with '%' as a pattern (`eth%d`) and either
+/// picks another name than the one asked for or fails with EINVAL.
 pub fn valid_ifname(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() < libc::IFNAMSIZ
@@ -59,7 +61,7 @@ pub fn valid_ifname(name: &str) -> Result<(), Error> {
         && name != ".."
         && !name
             .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+            .any(|b| b == b'/' || b == b':' || b == b'%' || b == 0 || b.is_ascii_whitespace());
     if ok {
         Ok(())
     } else {

@@ -252,10 +252,26 @@ impl Ctx {
         if name.is_empty() {
             return Err(self.err("metadata.name", "missing; every policy needs a name"));
         }
+        // Names are how policies are listed and deleted (`/v1/policies/
+        // {namespace}/{name}`): one the API cannot address could never be
+        // deleted alone. Kubernetes' own rules: a DNS subdomain, and a DNS
+        // label for the namespace.
+        if !dns_name(name, 253, true) {
+            return Err(self.err(
+                "metadata.name",
+                format!("{name:?} is not a Kubernetes object name (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253)"),
+            ));
+        }
         let ns = match get(meta, "namespace") {
             Some(v) => Some(self.string(v, "metadata.namespace")?).filter(|s| !s.is_empty()),
             None => None,
         };
+        if let Some(ns) = ns.filter(|ns| !dns_name(ns, 63, false)) {
+            return Err(self.err(
+                "metadata.namespace",
+                format!("{ns:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63)"),
+            ));
+        }
         Ok((name.to_string(), ns.map(str::to_string)))
     }
 
@@ -397,6 +413,25 @@ pub(crate) enum PortValue<'a> {
     Name(&'a str),
 }
 
+/// A DNS label (RFC 1123) of at most `max` bytes, or with `dots` a DNS
+/// subdomain (labels joined by '.').
+fn dns_name(s: &str, max: usize, dots: bool) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    s.len() <= max
+        && if dots {
+            s.split('.').all(label)
+        } else {
+            label(s)
+        }
+}
+
 /// `m[name]`, with null read as absent.
 pub(crate) fn get<'a>(m: &'a Object, name: &str) -> Option<&'a Value> {
     m.get(name).filter(|v| !v.is_null())
@@ -513,6 +548,41 @@ mod tests {
         parse_documents(text, "policy.yaml")
             .unwrap_err()
             .to_string()
+    }
+
+    /// Found by the API fuzz campaign (issue 15): a policy named " " was
+    /// imported and could then never be deleted by name.
+    #[test]
+    fn names_follow_kubernetes_rules() {
+        let doc = |name: &str, ns: &str| {
+            format!(
+                "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: {name:?}, namespace: {ns:?}}}\nspec: {{endpointSelector: {{}}}}\n"
+            )
+        };
+        for bad in [
+            " ",
+            "a b",
+            "Web",
+            "-a",
+            "a-",
+            "a/b",
+            "a..b",
+            &"x".repeat(254),
+        ] {
+            assert!(err(&doc(bad, "shop")).contains("metadata.name"), "{bad:?}");
+        }
+        for bad in ["Shop", "a.b", "-x", &"x".repeat(64)] {
+            assert!(
+                err(&doc("p", bad)).contains("metadata.namespace"),
+                "{bad:?}"
+            );
+        }
+        for good in ["a", "web-1", "a.b.c", &"x".repeat(63)] {
+            assert!(
+                parse_documents(&doc(good, "shop-1"), "p.yaml").is_ok(),
+                "{good:?}"
+            );
+        }
     }
 
     const CNP: &str = "
