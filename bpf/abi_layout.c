@@ -22,3 +22,4 @@ ABI(frag_key4);
 ABI(frag_ports);
 ABI(metrics_value);
 ABI(event);
+ABI(abi_stamp);

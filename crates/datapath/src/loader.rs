@@ -77,7 +77,7 @@ pub struct Datapath {
 }
 
 /// Every map bpf/lib/maps.h defines, for pinning without BTF pinning support.
-pub(crate) const MAPS: [&str; 10] = [
+pub(crate) const MAPS: [&str; 11] = [
     "pilus_lxc",
     "pilus_lxc_if",
     "pilus_ipcache",
@@ -88,6 +88,7 @@ pub(crate) const MAPS: [&str; 10] = [
     "pilus_metrics",
     "pilus_events",
     "pilus_calls",
+    "pilus_abi",
 ];
 
 impl Datapath {
