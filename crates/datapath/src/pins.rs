@@ -11,6 +11,8 @@
 //! the load with [`Error::IncompatiblePin`]. Nothing is created, pinned or
 //! written before the check passes, so a refused load leaves the directory as
 //! it was and programs already attached keep running on their own maps.
+//! (The check and aya's reuse are not one atomic step: two agents starting on
+//! one directory at once are not supported, as before.)
 
 use crate::{btf, objects, Error};
 use aya::{
@@ -284,7 +286,7 @@ struct Pinned<'a> {
 
 /// Checks `dir` against `maps` and `stamp`; on a fresh directory pins the
 /// stamp (written before it is pinned, so no reader ever sees a blank one),
-/// which aya then reuses like any pin. Reads nothing but the pins on refusal.
+/// which aya then reuses like any pin. A refusal has only read.
 pub(crate) fn prepare(dir: &Path, maps: &[ObjectMap], stamp: &AbiStamp) -> Result<Pins, Error> {
     let refuse = |mismatch| Error::IncompatiblePin {
         pin_dir: dir.to_path_buf(),
@@ -297,7 +299,7 @@ pub(crate) fn prepare(dir: &Path, maps: &[ObjectMap], stamp: &AbiStamp) -> Resul
     let pinned = find_pinned(dir, maps)?;
     let stamp_path = dir.join(STAMP_MAP);
     let Some(stamp_pin) = pinned.iter().find(|p| p.map.name == STAMP_MAP) else {
-        let found = other_pins(dir, &pinned)?;
+        let found = pilus_pins(dir, &pinned)?;
         if found.is_empty() {
             write_stamp(&stamp_path, stamp_map, stamp)?;
             tracing::info!(pin_dir = %dir.display(), stamp = %fmt_stamp(stamp), "fresh pin directory stamped");
@@ -367,7 +369,7 @@ fn find_pinned<'a>(dir: &Path, maps: &'a [ObjectMap]) -> Result<Vec<Pinned<'a>>,
 /// The Pilus pins of `dir`: the object's maps found pinned, and any other
 /// `pilus_` entry (a map an older build had). Subdirectories (the pinned
 /// links) are not maps.
-fn other_pins(dir: &Path, pinned: &[Pinned<'_>]) -> Result<Vec<String>, Error> {
+fn pilus_pins(dir: &Path, pinned: &[Pinned<'_>]) -> Result<Vec<String>, Error> {
     let mut found: Vec<String> = pinned.iter().map(|p| p.map.name.clone()).collect();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
