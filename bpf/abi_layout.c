@@ -3,7 +3,8 @@
  * Not a program: one instance of every shared struct, so that this object's
  * BTF describes each of them exactly as the C compiler lays them out.
  * crates/datapath/tests/layout.rs compares that BTF with the Rust mirrors in
- * crates/abi (Cilium's alignchecker does the same for Go).
+ * crates/abi (Cilium's alignchecker does the same for Go), and the loader
+ * hashes it into the ABI stamp of its pins (crates/datapath/src/pins.rs).
  */
 #include <linux/types.h>
 #include "lib/abi/abi.h"
@@ -22,3 +23,4 @@ ABI(frag_key4);
 ABI(frag_ports);
 ABI(metrics_value);
 ABI(event);
+ABI(abi_stamp);

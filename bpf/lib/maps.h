@@ -93,6 +93,19 @@ struct {
 	__uint(pinning, PIN_BY_NAME);
 } pilus_events SEC(".maps");
 
+/*
+ * The stamp of this pin directory (struct abi_stamp at index 0): which ABI
+ * the maps pinned beside it were made with. No program reads it; the loader
+ * writes it on a fresh load and checks it before reusing any pin.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct abi_stamp);
+	__uint(max_entries, 1);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_abi SEC(".maps");
+
 /* Tail-call targets. Pinned: an unpinned program array is emptied by the
  * kernel when its last user-space reference closes, which would turn every
  * packet into DROP_MISSED_TAIL_CALL after the agent exits. */

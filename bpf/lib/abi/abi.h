@@ -255,6 +255,28 @@ struct event {
 	__u8 data[EVENT_CAPTURE_LEN];
 };
 
+/* ---------------------------------------------------------------- ABI stamp */
+
+/*
+ * The ABI's version. Bump it when a map's key or value keeps its layout but
+ * changes its meaning (a flag's bit, an index scheme): the layout hash below
+ * cannot see that. Pins stamped with another version are never reused.
+ */
+#define PILUS_ABI_VERSION	1
+
+/*
+ * Index 0 of pilus_abi: the ABI the maps pinned beside it were made with.
+ * Written by the loader when it creates a pin directory, never by a program.
+ * layout_hash fingerprints every struct of this header as the compiler laid
+ * it out (name, size, each field's name, offset and size), so a layout change
+ * that nobody versioned still keeps an old pin from being reused.
+ */
+struct abi_stamp {
+	__u32 abi_version;	/* PILUS_ABI_VERSION */
+	__u32 _pad;
+	__u64 layout_hash;
+};
+
 /* ---------------------------------------------------------------- tail calls */
 
 /* Slots of pilus_calls, the program array of tail calls. */

@@ -76,6 +76,8 @@ consts! {
     CALL_IPV4_FROM_LXC: u32 = 0;
     CALL_IPV4_TO_LXC: u32 = 1;
     CALLS_MAX: u32 = 8;
+
+    PILUS_ABI_VERSION: u32 = 1;
 }
 
 /// `METRICS_INDEX(reason, dir)` of abi.h: the slot of `pilus_metrics`.

@@ -123,5 +123,6 @@ pub fn all() -> Vec<StructLayout> {
                 data
             ]
         ),
+        layout!(AbiStamp, "abi_stamp", [abi_version, _pad, layout_hash]),
     ]
 }

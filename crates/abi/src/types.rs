@@ -152,6 +152,17 @@ impl Event {
     }
 }
 
+/// Index 0 of `pilus_abi`: the ABI a pin directory's maps were made with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AbiStamp {
+    /// `PILUS_ABI_VERSION` of the build that made the pins.
+    pub abi_version: u32,
+    pub _pad: u32,
+    /// Fingerprint of the shared structs' layouts (`pilus_datapath::pins`).
+    pub layout_hash: u64,
+}
+
 /// Plain-data structs may be map keys and values (aya's `Pod`).
 #[cfg(feature = "aya")]
 mod pod {
@@ -179,5 +190,6 @@ mod pod {
         FragPorts,
         MetricsValue,
         Event,
+        AbiStamp,
     );
 }

@@ -1,6 +1,7 @@
 //! A small BTF reader: the struct layouts a BPF object's BTF describes, by
-//! name. The layout test compares them with crates/abi; `pilus bpf` can use it
-//! to explain a pinned map. Only what layout checks need is decoded.
+//! name. The layout test compares them with crates/abi; the pin check hashes
+//! them into the ABI stamp (`pins::layout_hash`); `pilus bpf` can use it to
+//! explain a pinned map. Only what layout checks need is decoded.
 
 use crate::Error;
 use object::{Object, ObjectSection};

@@ -10,6 +10,39 @@ pub enum Error {
         #[source]
         source: Box<aya::EbpfError>,
     },
+    #[error("reading the map definitions of the BPF object")]
+    ParseObject {
+        #[source]
+        source: Box<aya_obj::ParseError>,
+    },
+    /// The pins of `pin_dir` were made by another build or with other
+    /// options; see [`crate::pins`]. Nothing was changed.
+    #[error(
+        "refusing to reuse the maps pinned in {pin_dir}: {mismatch}. Nothing was created, \
+         written or attached. Way out: stop every pilusd using {pin_dir}; {hint}, or remove \
+         {pin_dir} (pilusd rebuilds endpoints, ipcache and policy from its state store on the \
+         next start; established connections lose their conntrack entries and pods lose \
+         connectivity until it re-attaches)",
+        pin_dir = .pin_dir.display(),
+        hint = .mismatch.restart_hint()
+    )]
+    IncompatiblePin {
+        pin_dir: PathBuf,
+        mismatch: crate::pins::PinMismatch,
+    },
+    #[error("reading the pinned map {path}")]
+    ReadPin {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("pinning map {name} at {path}")]
+    PinMap {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<aya::pin::PinError>,
+    },
     #[error("program {name}")]
     Program {
         name: &'static str,

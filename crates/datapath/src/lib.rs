@@ -13,6 +13,7 @@ pub mod events;
 mod loader;
 mod maps;
 pub mod objects;
+pub mod pins;
 pub mod testrun;
 
 pub use attach::EndpointLinks;
@@ -21,3 +22,4 @@ pub use error::Error;
 pub use events::EventReader;
 pub use loader::{Datapath, LoadOptions, Program};
 pub use maps::{DropCount, PolicyEntry};
+pub use pins::{MapDef, PinMismatch};

@@ -1,11 +1,14 @@
 //! Loading: the object is parsed, configured with the node's globals, its maps
-//! created or reused from their pins, its programs verified once, and the
-//! tail-call array filled. After this, endpoints and policy only write maps.
+//! created or reused from their pins (after [`crate::pins`] has checked that
+//! the pins are this build's), its programs verified once, and the tail-call
+//! array filled. After this, endpoints and policy only write maps.
 
 use crate::{
     bpffs, clock,
     config::{NodeConfig, PodCidr},
-    objects, Error,
+    objects,
+    pins::{self, ObjectMap},
+    Error,
 };
 use aya::{
     maps::ProgramArray,
@@ -76,56 +79,54 @@ pub struct Datapath {
     pub(crate) pod_cidr: PodCidr,
 }
 
-/// Every map bpf/lib/maps.h defines, for pinning without BTF pinning support.
-pub(crate) const MAPS: [&str; 10] = [
-    "pilus_lxc",
-    "pilus_lxc_if",
-    "pilus_ipcache",
-    "pilus_policy",
-    "pilus_polrev",
-    "pilus_ct4",
-    "pilus_frag4",
-    "pilus_metrics",
-    "pilus_events",
-    "pilus_calls",
-];
+/// Map sizes that depend on the node. The one table both aya's loader and
+/// the pin check read, so the check compares with what aya creates.
+fn max_entries(pod_cidr: &PodCidr) -> [(&'static str, u32); 1] {
+    [("pilus_lxc", pod_cidr.size())]
+}
 
 impl Datapath {
     /// Loads bpf_lxc.o. With a pin directory, maps pinned there by an earlier
-    /// load (an agent before a restart) are reused, so state survives.
+    /// load (an agent before a restart) are reused, so state survives; but
+    /// only if they are the maps this build and these options create, and
+    /// the directory's ABI stamp is this build's. Otherwise the load fails
+    /// with [`Error::IncompatiblePin`] and has changed nothing.
     pub fn load(opts: &LoadOptions) -> Result<Datapath, Error> {
         let hz = match opts.node.hz {
             0 => clock::kernel_hz()?,
             hz => hz,
         };
         let pod_cidr = PodCidr::new(opts.node.pod_cidr.network, opts.node.pod_cidr.prefix_len)?;
+        let sizes = max_entries(&pod_cidr);
+        let maps = pins::object_maps(objects::BPF_LXC, &sizes)?;
+        let stamp = pins::expected_stamp()?;
         let globals = opts.node.globals(hz);
         let mut loader = EbpfLoader::new();
         globals.apply(&mut loader);
-        loader.map_max_entries("pilus_lxc", pod_cidr.size());
+        for (name, n) in sizes {
+            loader.map_max_entries(name, n);
+        }
         // The maps ask to be pinned by name. A load without a pin directory
         // (the BPF_PROG_TEST_RUN tests) pins them in a private directory and
         // removes the pins at once: the maps then live as long as this process.
-        let private = match &opts.pin_dir {
+        let (dir, private) = match &opts.pin_dir {
             Some(dir) => {
                 bpffs::ensure(&opts.bpffs_root, dir)?;
-                loader.default_map_pin_directory(dir);
-                None
+                (dir.clone(), false)
             }
-            None => {
-                let tmp = private_pin_dir(&opts.bpffs_root)?;
-                loader.default_map_pin_directory(&tmp);
-                Some(tmp)
-            }
+            None => (private_pin_dir(&opts.bpffs_root)?, true),
         };
-        let loaded = loader.load(objects::BPF_LXC);
-        if let Some(tmp) = &private {
-            remove_pins(tmp);
+        let loaded = pins::prepare(&dir, &maps, &stamp).and_then(|_| {
+            loader.default_map_pin_directory(&dir);
+            loader.load(objects::BPF_LXC).map_err(|e| Error::Load {
+                object: "bpf_lxc.o",
+                source: Box::new(e),
+            })
+        });
+        if private {
+            remove_pins(&dir, &maps);
         }
-        let mut ebpf = loaded.map_err(|e| Error::Load {
-            object: "bpf_lxc.o",
-            source: Box::new(e),
-        })?;
+        let mut ebpf = loaded?;
 
         for p in Program::ALL {
             let prog: &mut SchedClassifier = ebpf
@@ -238,9 +239,9 @@ fn private_pin_dir(root: &Path) -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
-fn remove_pins(dir: &Path) {
-    for name in MAPS {
-        let _ = std::fs::remove_file(dir.join(name));
+fn remove_pins(dir: &Path, maps: &[ObjectMap]) {
+    for m in maps {
+        let _ = std::fs::remove_file(dir.join(&m.name));
     }
     if let Err(e) = std::fs::remove_dir(dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "could not remove private pin directory");

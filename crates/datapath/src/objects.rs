@@ -3,7 +3,8 @@
 /// bpf/bpf_lxc.c: the pod veth programs.
 pub static BPF_LXC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_lxc.o"));
 
-/// bpf/abi_layout.c: one instance of every shared struct, for the layout test.
+/// bpf/abi_layout.c: one instance of every shared struct, for the layout test
+/// and the layout hash of the pins' ABI stamp (never loaded).
 pub static ABI_LAYOUT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/abi_layout.o"));
 
