@@ -13,7 +13,11 @@ use pilus_api::{
 };
 use pilus_netlink::{pod, Netlink};
 use serde_json::Value;
-use std::{fs::File, os::fd::AsFd, time::Duration};
+use std::{
+    fs::File,
+    os::fd::{AsFd, AsRawFd},
+    time::Duration,
+};
 
 /// How long the plugin waits for the agent (an ADD takes milliseconds; a
 /// busy agent gets a generous margin before the runtime is told to retry).
@@ -76,12 +80,24 @@ fn netlink_error(doing: &str, e: pilus_netlink::Error) -> CniError {
 }
 
 fn open_netns(path: &str) -> Result<File, CniError> {
-    File::open(path).map_err(|e| {
+    let f = File::open(path).map_err(|e| {
         CniError::new(
             code::UNKNOWN_CONTAINER,
             format!("cannot open the container's network namespace CNI_NETNS={path:?}: {e}"),
         )
-    })
+    })?;
+    // Any file opens; only a namespace file answers NS_GET_NSTYPE (Linux
+    // 4.11), and setns would fail later with a bare EINVAL.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl without arguments on a descriptor we own.
+    let kind = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            format!("CNI_NETNS={path:?} is not a network namespace"),
+        ));
+    }
+    Ok(f)
 }
 
 fn attachment_path(env: &Env) -> String {
@@ -93,12 +109,39 @@ fn attachment_path(env: &Env) -> String {
     )
 }
 
+fn added_twice(env: &Env, ep: &api::Endpoint) -> CniError {
+    CniError::new(
+        code::AGENT_REFUSED,
+        format!(
+            "container {} already has interface {} (endpoint {}, {}); DEL it before adding it again",
+            env.container_id, env.ifname, ep.id, ep.ipv4
+        ),
+    )
+}
+
 fn add(env: &Env, conf: &NetConf, agent: &Client) -> Result<Value, CniError> {
     let netns = open_netns(&env.netns)?;
     // Ask before making anything: an agent that is down costs no veth.
-    agent
+    let status = agent
         .get_json::<api::Status>(paths::STATUS)
         .map_err(|e| agent_error("ADD", e))?;
+    // A namespace that another interface already routes would lose those
+    // routes to this one (and keep none once it is deleted): refuse now,
+    // while nothing has been made.
+    if let Some(dst) = pod::route_taken(netns.as_fd(), status.router_ip)
+        .map_err(|e| netlink_error("ADD: reading the container's routes", e))?
+    {
+        // The interface routing it may be this very attachment.
+        if let Ok(ep) = agent.get_json::<api::Endpoint>(&attachment_path(env)) {
+            return Err(added_twice(env, &ep));
+        }
+        return Err(CniError::new(
+            code::CONTAINER_CONFLICT,
+            format!(
+                "ADD: the container's network namespace already has a route to {dst} through another interface; pilus-cni gives a pod one primary interface and does not take another interface's routes"
+            ),
+        ));
+    }
     let host_ifname = api::host_ifname(&env.container_id, &env.ifname);
     let mut nl = Netlink::open().map_err(|e| netlink_error("ADD: opening rtnetlink", e))?;
     let pair = match pod::create(&mut nl, &host_ifname, netns.as_fd(), &env.ifname) {
@@ -106,13 +149,7 @@ fn add(env: &Env, conf: &NetConf, agent: &Client) -> Result<Value, CniError> {
             // Either this attachment exists (ADD twice without DEL) or a
             // crashed ADD left its host link behind.
             if let Ok(ep) = agent.get_json::<api::Endpoint>(&attachment_path(env)) {
-                return Err(CniError::new(
-                    code::AGENT_REFUSED,
-                    format!(
-                        "container {} already has interface {} (endpoint {}, {}); DEL it before adding it again",
-                        env.container_id, env.ifname, ep.id, ep.ipv4
-                    ),
-                ));
+                return Err(added_twice(env, &ep));
             }
             if nl.link(&host_ifname).ok().flatten().is_none() {
                 return Err(CniError::new(

@@ -30,6 +30,9 @@ pub mod code {
     pub const AGENT_REFUSED: u32 = 100;
     /// CHECK found the interface not as ADD left it.
     pub const CHECK_FAILED: u32 = 101;
+    /// The container's network namespace is not one an ADD can use as it
+    /// is (another interface already routes it).
+    pub const CONTAINER_CONFLICT: u32 = 102;
 }
 
 /// A CNI error object: printed as JSON on stdout, with a non-zero exit.

@@ -490,3 +490,73 @@ fn gc_never_reads_a_bad_list_as_delete_everything() {
     }
     node.assert_clean();
 }
+
+/// Regressions for what the CNI fuzz campaign found (issue 15).
+#[test]
+fn cni_fuzz_findings_stay_refused() {
+    let node = Node::new("h");
+    let pod_a = NetNs::new("t7pod").unwrap();
+    let pod_b = NetNs::new("t7pod").unwrap();
+    let (na, nb) = (path_str(&pod_a.path()), path_str(&pod_b.path()));
+    assert!(
+        node.call("ADD", "run-a", &na, &node.conf("1.1.0", "web"))
+            .success
+    );
+    let add_b = node.call("ADD", "run-b", &nb, &node.conf("1.1.0", "db"));
+    let ip_b = ip_of(add_b.json.as_ref().unwrap());
+    let _srv = EchoServer::start(&pod_b, &[80]).unwrap();
+    let before = node.status();
+
+    // A second interface ADDed into a running pod's namespace replaced the
+    // pod's gateway and default routes; its DEL then left the pod with
+    // none, and the pod was cut off.
+    let mut env = vec![
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "second"),
+        ("CNI_NETNS", na.as_str()),
+        ("CNI_IFNAME", "eth1"),
+    ];
+    let conf = node.conf("1.1.0", "web").to_string();
+    let out = node.raw(&env, conf.as_bytes());
+    assert_eq!(out.error_code(), Some(102), "{}", out.stdout);
+    assert!(
+        out.error_msg().contains("already has a route"),
+        "{}",
+        out.error_msg()
+    );
+    assert!(
+        pod_a.ip(&["link", "show", "eth1"]).is_err(),
+        "eth1 was made"
+    );
+    let after = node.status();
+    assert_eq!(
+        (after.endpoints, after.ipam_used, after.revision),
+        (before.endpoints, before.ipam_used, before.revision)
+    );
+    assert!(
+        pilus_netns::probe::tcp(&pod_a, SocketAddrV4::new(ip_b, 80), Duration::from_secs(3))
+            .unwrap(),
+        "the running pod lost its routes"
+    );
+
+    // A CNI_NETNS that opens but is no namespace ("/") failed in setns with
+    // a bare EINVAL, as an I/O error.
+    env[2] = ("CNI_NETNS", "/");
+    env[3] = ("CNI_IFNAME", "eth0");
+    let out = node.raw(&env, conf.as_bytes());
+    assert_eq!(out.error_code(), Some(4), "{}", out.stdout);
+    assert!(
+        out.error_msg().contains("not a network namespace"),
+        "{}",
+        out.error_msg()
+    );
+    assert_eq!(node.status().endpoints, 2);
+
+    for cid in ["run-a", "run-b"] {
+        assert!(
+            node.call("DEL", cid, "", &node.conf("1.1.0", "web"))
+                .success
+        );
+    }
+    node.assert_clean();
+}

@@ -38,6 +38,8 @@ pub enum Error {
     Malformed { op: String, reason: &'static str },
     #[error("invalid interface name {0:?} (1-15 bytes, no '/', ':', '%', whitespace or NUL)")]
     InvalidName(String),
+    #[error("the pod's network namespace already has a route to {dst} (through another interface): a pod gets one primary Pilus interface, and {ifname} would take that interface's routes")]
+    RouteTaken { dst: String, ifname: String },
 }
 
 impl Error {
@@ -45,6 +47,7 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Kernel { source, .. } | Error::Syscall { source, .. } => source.raw_os_error(),
+            Error::RouteTaken { .. } => Some(libc::EEXIST),
             _ => None,
         }
     }

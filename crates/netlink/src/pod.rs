@@ -77,9 +77,37 @@ pub fn configure(
             _ => {}
         }
         nl.set_up(link.index)?;
-        nl.replace_route(gateway, 32, None, link.index)?;
-        nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, Some(gateway), link.index)
+        // Added, never replaced: in a namespace where another interface
+        // already routes to the gateway or by default, replacing would take
+        // that interface's routes, and deleting this one later would leave
+        // the pod with none (found by the CNI fuzz campaign, issue 15).
+        let routes = [
+            (gateway, 32, None),
+            (Ipv4Addr::UNSPECIFIED, 0, Some(gateway)),
+        ];
+        for (dst, len, via) in routes {
+            nl.add_route(dst, len, via, link.index)
+                .map_err(|e| match e.errno() {
+                    Some(libc::EEXIST) => Error::RouteTaken {
+                        dst: format!("{dst}/{len}"),
+                        ifname: ifname.to_string(),
+                    },
+                    _ => e,
+                })?;
+        }
+        Ok(())
     })?
+}
+
+/// The route [`configure`] would need that the pod's namespace already
+/// has through another interface (a default route, or one to `gateway`),
+/// so an ADD can be refused before anything is made.
+pub fn route_taken(netns: BorrowedFd<'_>, gateway: Ipv4Addr) -> Result<Option<String>, Error> {
+    let routes = Netlink::open_in(netns)?.routes()?;
+    Ok(routes
+        .iter()
+        .find(|r| r.dst_len == 0 || (r.dst_len == 32 && r.dst == gateway))
+        .map(|r| format!("{}/{}", r.dst, r.dst_len)))
 }
 
 /// What [`check`] expects to find.

@@ -302,9 +302,10 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Adds or replaces a route via link `oif`: `gateway: None` makes an
-    /// on-link (scope link) route.
-    pub fn replace_route(
+    /// Adds a route via link `oif` (`gateway: None`: an on-link, scope
+    /// link route). Never replaces: a route to the same destination that
+    /// exists already (another interface's) fails with EEXIST.
+    pub fn add_route(
         &mut self,
         dst: Ipv4Addr,
         dst_len: u8,
@@ -314,7 +315,7 @@ impl Netlink {
         let seq = self.next_seq();
         let mut b = Builder::new(
             RTM_NEWROUTE,
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
             seq,
         );
         let scope = if gateway.is_some() {

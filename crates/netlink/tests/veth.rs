@@ -36,14 +36,15 @@ fn veth_into_a_namespace_with_address_and_routes() {
     let gw = Ipv4Addr::new(198, 18, 9, 1);
     in_pod.set_up(eth0.index).unwrap();
     in_pod.add_addr(eth0.index, ip, 32).unwrap();
-    in_pod.replace_route(gw, 32, None, eth0.index).unwrap();
+    in_pod.add_route(gw, 32, None, eth0.index).unwrap();
     in_pod
-        .replace_route(Ipv4Addr::UNSPECIFIED, 0, Some(gw), eth0.index)
+        .add_route(Ipv4Addr::UNSPECIFIED, 0, Some(gw), eth0.index)
         .unwrap();
-    // Replacing is idempotent.
-    in_pod
-        .replace_route(Ipv4Addr::UNSPECIFIED, 0, Some(gw), eth0.index)
-        .unwrap();
+    // Another interface's route is never replaced.
+    let again = in_pod
+        .add_route(Ipv4Addr::UNSPECIFIED, 0, Some(gw), eth0.index)
+        .unwrap_err();
+    assert_eq!(again.errno(), Some(libc_eexist()), "{again}");
     let addrs = in_pod.addrs().unwrap();
     assert!(addrs
         .iter()

@@ -176,4 +176,3 @@ pub fn ip_of(result: &Value) -> Ipv4Addr {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
-
