@@ -119,7 +119,9 @@ fn case(node: &Node, pods: &Pods, add_a: &Value, rng: &mut Rng) -> Case {
             env[i].1 = hostile(rng);
         }
     }
-    let mut conf = node.conf(rng.pick(&["0.4.0", "1.0.0", "1.1.0", "1.1.0"]), "fz");
+    const VERSIONS: [&str; 4] = ["0.4.0", "1.0.0", "1.1.0", "1.1.0"];
+    let version = VERSIONS[rng.below(VERSIONS.len())];
+    let mut conf = node.conf(version, "fz");
     conf["cni.dev/valid-attachments"] = json!(RUNNING
         .iter()
         .map(|c| json!({ "containerID": c, "ifname": "eth0" }))
