@@ -21,7 +21,7 @@ pub(crate) type Object = Map<String, Value>;
 pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Policy>, Error> {
     let mut policies = Vec::new();
     let mut seen: BTreeMap<PolicyId, String> = BTreeMap::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, de) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let document = format!("{source}: document {}", i + 1);
         // On a syntax error the iterator keeps yielding the same error
         // forever, so the first one ends the loop.
@@ -674,7 +674,7 @@ items:
             source: "s".into(),
         };
         let sel = |y: &str| {
-            let v: Value = serde_yaml::from_str(y).unwrap();
+            let v: Value = yaml_serde::from_str(y).unwrap();
             ctx.selector(&v, "sel", &|k| k.to_string())
                 .map(Selector::new)
         };
