@@ -88,6 +88,44 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// `state.json` decodes, but its checksum does not match its contents:
+    /// it was changed after it was written (a damaged disk block, a flipped
+    /// bit). Starting from it would start from a different state.
+    #[error(
+        "{}: checksum mismatch in the snapshot (stored {stored:#010x}, computed {computed:#010x}): \
+         the file was damaged after it was written",
+        path.display()
+    )]
+    SnapshotChecksum {
+        path: PathBuf,
+        stored: u32,
+        computed: u32,
+    },
+
+    /// A journal line other than the last one decodes, but its checksum
+    /// does not match: replaying it would apply a different operation. (On
+    /// the last line a mismatch is a torn append and is dropped.)
+    #[error(
+        "{}:{line}: checksum mismatch in journal entry (stored {stored:#010x}, computed {computed:#010x}): \
+         the file was damaged after it was written",
+        path.display()
+    )]
+    JournalChecksum {
+        path: PathBuf,
+        line: usize,
+        stored: u32,
+        computed: u32,
+    },
+
+    /// A journal line without a checksum after one with it. Lines without
+    /// checksums are only read from journals written before checksums, and
+    /// such lines all come first.
+    #[error(
+        "{}:{line}: journal entry has no checksum, but an earlier entry has one",
+        path.display()
+    )]
+    MissingChecksum { path: PathBuf, line: usize },
+
     /// Journal entries are numbered; a gap or a repeat means lost or
     /// duplicated operations, which replay must not paper over.
     #[error("{}:{line}: journal sequence broken: expected entry {expected}, found {found}", path.display())]

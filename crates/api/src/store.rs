@@ -10,8 +10,10 @@
 //!
 //! On disk:
 //!
-//! - `state.json`: `{"seq": N, "state": <S>}`, the state after operation N;
-//! - `journal.jsonl`: one `{"seq": n, "op": <Op>}` per line, n = N+1, N+2, ...
+//! - `state.json`: `{"seq":N,"crc":C,"state":<S>}`, the state after
+//!   operation N;
+//! - `journal.jsonl`: one `{"seq":n,"crc":C,"op":<Op>}` per line, n = N+1,
+//!   N+2, ...
 //!
 //! The numbers exist for one crash window: compaction renames the new
 //! snapshot into place and only then empties the journal, so a crash in
@@ -19,6 +21,37 @@
 //! entries numbered N or less instead of applying them twice, so operations
 //! need not be idempotent. They also turn a lost or repeated entry into an
 //! error instead of a silently wrong state.
+//!
+//! # Checksums
+//!
+//! JSON alone does not catch a damaged byte that still parses: a digit
+//! changed in an address or a label value would be replayed as a different
+//! state. So each record carries `crc`, the CRC-32 (IEEE, as `crc32fast`
+//! computes it) of the record's `seq` as 8 little-endian bytes followed by
+//! the exact bytes of its `op` (or `state`) value as they stand in the file;
+//! they are read back byte for byte (serde_json's `RawValue`), never
+//! re-serialized. `seq` is covered too because a changed number would make
+//! an entry look already applied and be skipped. Unknown fields are refused,
+//! so damage to a field name cannot make `crc` disappear.
+//!
+//! What a mismatch means depends on where it is:
+//!
+//! - the last journal line: a torn tail. An append that was cut off by a
+//!   crash never returned `Ok`, so the operation was never applied by the
+//!   caller either; the line is logged (`tracing::warn`), ignored and cut
+//!   off, like a line that is unfinished JSON or has no line end;
+//! - any other journal line, or the snapshot: an error naming the file (and
+//!   line) and saying "checksum mismatch". The store never guesses past a
+//!   damaged record and never starts from an empty state instead.
+//!
+//! # Files from before checksums
+//!
+//! A snapshot or journal line without `crc` was written by an earlier
+//! version and is read as before, unchecked (logged once at open). New
+//! appends carry checksums, and the next [`Store::compact`] (the agent
+//! compacts at every start) rewrites the snapshot with one and empties the
+//! journal, so the unchecked records go away. A line without `crc` after one
+//! with it is refused: this code never writes one.
 //!
 //! The store does no locking: one process (the agent) owns the directory.
 
@@ -31,6 +64,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
+use serde_json::value::RawValue;
 
 use crate::Error;
 
@@ -87,28 +121,68 @@ impl<S, Op> std::fmt::Debug for Store<S, Op> {
     }
 }
 
+/// `state.json` as written.
 #[derive(Serialize)]
-struct SnapshotRef<'a, S> {
+struct SnapshotOut<'a> {
     seq: u64,
-    state: &'a S,
+    crc: u32,
+    state: &'a RawValue,
 }
 
+/// `state.json` as read: the state is kept as the file's bytes until its
+/// checksum has been checked. `crc` is absent in snapshots from before
+/// checksums.
 #[derive(Deserialize)]
-struct Snapshot<S> {
+#[serde(deny_unknown_fields)]
+struct SnapshotIn<'a> {
     seq: u64,
-    state: S,
+    #[serde(default)]
+    crc: Option<u32>,
+    #[serde(borrow)]
+    state: &'a RawValue,
 }
 
+/// A journal line as written.
 #[derive(Serialize)]
-struct EntryRef<'a, Op> {
+struct EntryOut<'a> {
     seq: u64,
-    op: &'a Op,
+    crc: u32,
+    op: &'a RawValue,
 }
 
+/// A journal line as read; see [`SnapshotIn`].
 #[derive(Deserialize)]
-struct Entry<Op> {
+#[serde(deny_unknown_fields)]
+struct EntryIn<'a> {
     seq: u64,
-    op: Op,
+    #[serde(default)]
+    crc: Option<u32>,
+    #[serde(borrow)]
+    op: &'a RawValue,
+}
+
+/// One journal line, newline included. Compact JSON escapes newlines inside
+/// strings, so an entry is always exactly one line. The op is serialized
+/// once, and those bytes are both checksummed and written.
+fn entry_line<Op: Serialize>(seq: u64, op: &Op) -> Result<Vec<u8>, Error> {
+    let encode = |source| Error::Encode {
+        what: "a journal entry",
+        source,
+    };
+    let op = serde_json::value::to_raw_value(op).map_err(encode)?;
+    let crc = checksum(seq, &op);
+    let mut line = serde_json::to_vec(&EntryOut { seq, crc, op: &op }).map_err(encode)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// The checksum of a record: its number, then its value's bytes exactly as
+/// they are in the file (see the module documentation).
+fn checksum(seq: u64, value: &RawValue) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(value.get().as_bytes());
+    h.finalize()
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
@@ -136,9 +210,10 @@ where
     ///
     /// The directory is created with mode 0700. A torn last journal line (a
     /// crash in the middle of an append, which therefore never returned
-    /// `Ok`) is logged, ignored and cut off so later appends start on a
-    /// clean line. A bad line anywhere else is an error naming the file and
-    /// line: the store never guesses past lost operations.
+    /// `Ok`: unfinished JSON, no line end, or a checksum mismatch) is
+    /// logged, ignored and cut off so later appends start on a clean line.
+    /// A bad line anywhere else, or a bad snapshot, is an error naming the
+    /// file (and line): the store never guesses past lost operations.
     pub fn open_with(dir: &Path, options: Options) -> Result<(Self, S), Error> {
         DirBuilder::new()
             .recursive(true)
@@ -152,14 +227,7 @@ where
 
         let snapshot_path = dir.join(SNAPSHOT);
         let (mut state, snapshot_seq) = match fs::read(&snapshot_path) {
-            Ok(bytes) => {
-                let snapshot: Snapshot<S> =
-                    serde_json::from_slice(&bytes).map_err(|source| Error::CorruptSnapshot {
-                        path: snapshot_path.clone(),
-                        source,
-                    })?;
-                (snapshot.state, snapshot.seq)
-            }
+            Ok(bytes) => read_snapshot::<S>(&bytes, &snapshot_path)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => (S::default(), 0),
             Err(e) => return Err(io_error("reading", &snapshot_path)(e)),
         };
@@ -214,14 +282,7 @@ impl<S, Op> Store<S, Op> {
         Op: Serialize,
     {
         let seq = self.seq + 1;
-        // Compact JSON escapes newlines inside strings, so an entry is
-        // always exactly one line.
-        let mut line =
-            serde_json::to_vec(&EntryRef { seq, op }).map_err(|source| Error::Encode {
-                what: "a journal entry",
-                source,
-            })?;
-        line.push(b'\n');
+        let line = entry_line(seq, op)?;
         if let Err(e) = self.write_line(&line) {
             // A partial line would corrupt the journal for the next append.
             let _ = self.journal.set_len(self.journal_bytes);
@@ -255,14 +316,17 @@ impl<S, Op> Store<S, Op> {
     where
         S: Serialize,
     {
-        let bytes = serde_json::to_vec(&SnapshotRef {
-            seq: self.seq,
-            state,
-        })
-        .map_err(|source| Error::Encode {
+        let encode = |source| Error::Encode {
             what: "the snapshot",
             source,
-        })?;
+        };
+        let state = serde_json::value::to_raw_value(state).map_err(encode)?;
+        let bytes = serde_json::to_vec(&SnapshotOut {
+            seq: self.seq,
+            crc: checksum(self.seq, &state),
+            state: &state,
+        })
+        .map_err(encode)?;
 
         let tmp = self.dir.join(SNAPSHOT_TMP);
         let mut file = OpenOptions::new()
@@ -314,6 +378,34 @@ impl<S, Op> Store<S, Op> {
     }
 }
 
+/// Decodes `state.json`: the state and the number of the last operation in
+/// it, after checking the checksum (if the file has one).
+fn read_snapshot<S: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<(S, u64), Error> {
+    let corrupt = |source| Error::CorruptSnapshot {
+        path: path.to_owned(),
+        source,
+    };
+    let snapshot: SnapshotIn = serde_json::from_slice(bytes).map_err(corrupt)?;
+    match snapshot.crc {
+        Some(stored) => {
+            let computed = checksum(snapshot.seq, snapshot.state);
+            if stored != computed {
+                return Err(Error::SnapshotChecksum {
+                    path: path.to_owned(),
+                    stored,
+                    computed,
+                });
+            }
+        }
+        None => tracing::info!(
+            path = %path.display(),
+            "snapshot has no checksum (written before checksums); the next compaction adds one"
+        ),
+    }
+    let state = serde_json::from_str(snapshot.state.get()).map_err(corrupt)?;
+    Ok((state, snapshot.seq))
+}
+
 struct Replayed {
     /// Bytes of the journal up to and including the last good line.
     valid_bytes: u64,
@@ -338,6 +430,9 @@ fn replay<Op: DeserializeOwned>(
         last_seq: snapshot_seq,
         applied: 0,
     };
+    // Lines without a checksum, from before checksums.
+    let mut unchecked = 0usize;
+    let mut checked = false;
     let count = lines.len();
     for (i, raw) in lines.into_iter().enumerate() {
         let number = i + 1;
@@ -350,10 +445,11 @@ fn replay<Op: DeserializeOwned>(
         }
         let torn = |why: &dyn std::fmt::Display| {
             tracing::warn!(
-                "{}:{number}: ignoring a torn last journal line ({} bytes: {why}); \
-                 the agent probably crashed while appending it",
-                path.display(),
-                raw.len(),
+                path = %path.display(),
+                line = number,
+                bytes = raw.len(),
+                reason = %why,
+                "ignoring a torn last journal line; the agent probably crashed while appending it"
             );
         };
         // Every append writes its newline with the entry, so a line without
@@ -363,39 +459,73 @@ fn replay<Op: DeserializeOwned>(
             torn(&"no line end");
             break;
         }
-        let entry: Entry<Op> = match serde_json::from_slice(text) {
+        let corrupt = |source| Error::CorruptJournal {
+            path: path.to_owned(),
+            line: number,
+            source,
+        };
+        let entry: EntryIn = match serde_json::from_slice(text) {
             Ok(entry) => entry,
             // Only unfinished or garbled JSON is a crash artifact; a
-            // complete line that does not fit `Op` is a real problem (e.g.
-            // an incompatible upgrade) even at the end.
+            // complete line that does not fit is a real problem (e.g. an
+            // incompatible upgrade) even at the end.
             Err(e) if is_last && matches!(e.classify(), Category::Eof | Category::Syntax) => {
                 torn(&e);
                 break;
             }
-            Err(source) => {
-                return Err(Error::CorruptJournal {
+            Err(source) => return Err(corrupt(source)),
+        };
+        match entry.crc {
+            Some(stored) => {
+                let computed = checksum(entry.seq, entry.op);
+                if stored != computed {
+                    if is_last {
+                        torn(&"checksum mismatch");
+                        break;
+                    }
+                    return Err(Error::JournalChecksum {
+                        path: path.to_owned(),
+                        line: number,
+                        stored,
+                        computed,
+                    });
+                }
+                checked = true;
+            }
+            None if checked => {
+                return Err(Error::MissingChecksum {
                     path: path.to_owned(),
                     line: number,
-                    source,
                 })
             }
-        };
+            None => unchecked += 1,
+        }
+        // Decoded only now: checked bytes that do not fit `Op` are an
+        // incompatible entry, not damage.
+        let op: Op = serde_json::from_str(entry.op.get()).map_err(corrupt)?;
         if entry.seq <= snapshot_seq {
             // Already in the snapshot: left over from a compaction that
             // crashed before it emptied the journal.
-        } else if entry.seq == out.last_seq + 1 {
-            apply(entry.op);
+        } else if entry.seq == out.last_seq.saturating_add(1) {
+            apply(op);
             out.last_seq = entry.seq;
             out.applied += 1;
         } else {
             return Err(Error::JournalSequence {
                 path: path.to_owned(),
                 line: number,
-                expected: out.last_seq + 1,
+                expected: out.last_seq.saturating_add(1),
                 found: entry.seq,
             });
         }
         out.valid_bytes += raw.len() as u64;
+    }
+    if unchecked > 0 {
+        tracing::info!(
+            path = %path.display(),
+            lines = unchecked,
+            "journal lines without checksums (written before checksums); the next compaction folds them into the snapshot"
+        );
     }
     Ok(out)
 }
@@ -596,10 +726,10 @@ mod tests {
         let dir = tmp.path();
         let (store, _) = Store::<Counters, Op>::open(dir).unwrap();
         drop(store);
-        append_raw(
-            &dir.join(JOURNAL),
-            b"{\"seq\":1,\"op\":{\"Rename\":{\"key\":\"a\"}}}\n",
-        );
+        // Written whole, checksum and all, by something that knows an
+        // operation this version does not.
+        let rename = serde_json::json!({"Rename": {"key": "a"}});
+        append_raw(&dir.join(JOURNAL), &entry_line(1, &rename).unwrap());
         assert!(matches!(
             Store::<Counters, Op>::open(dir),
             Err(Error::CorruptJournal { line: 1, .. })
@@ -613,10 +743,7 @@ mod tests {
         let (mut store, mut state) = Store::<Counters, Op>::open(dir).unwrap();
         record(&mut store, &mut state, add("a", 1));
         drop(store);
-        append_raw(
-            &dir.join(JOURNAL),
-            b"{\"seq\":3,\"op\":{\"Add\":{\"key\":\"a\",\"n\":1}}}\n",
-        );
+        append_raw(&dir.join(JOURNAL), &entry_line(3, &add("a", 1)).unwrap());
         match Store::<Counters, Op>::open(dir) {
             Err(Error::JournalSequence {
                 line: 2,
@@ -637,5 +764,189 @@ mod tests {
             Store::<Counters, Op>::open(dir),
             Err(Error::CorruptSnapshot { .. })
         ));
+    }
+
+    /// Replaces the only occurrence of `from` in `path` by `to` (same
+    /// length: a changed digit, as a damaged block would leave it).
+    fn damage(path: &Path, from: &str, to: &str) {
+        assert_eq!(from.len(), to.len());
+        let text = fs::read_to_string(path).unwrap();
+        assert_eq!(text.matches(from).count(), 1, "{from:?} in {text}");
+        fs::write(path, text.replace(from, to)).unwrap();
+    }
+
+    /// Three entries: a=1, a=2 (n=20), a=3 (n=300), so each line has a
+    /// number of its own to damage.
+    fn three_entries(dir: &Path) -> Counters {
+        let (mut store, mut state) = Store::<Counters, Op>::open(dir).unwrap();
+        record(&mut store, &mut state, add("a", 1));
+        record(&mut store, &mut state, add("a", 20));
+        record(&mut store, &mut state, add("a", 300));
+        state
+    }
+
+    #[test]
+    fn flipped_digit_in_a_journal_line_is_a_checksum_mismatch() {
+        let tmp = TempDir::new("store-flip-middle");
+        let dir = tmp.path();
+        let journal = dir.join(JOURNAL);
+        three_entries(dir);
+        // Still valid JSON and a valid Op: before checksums this replayed
+        // as a=371 instead of a=321.
+        damage(&journal, "\"n\":20}", "\"n\":70}");
+        let before = fs::read(&journal).unwrap();
+        let err = Store::<Counters, Op>::open(dir).unwrap_err();
+        assert!(
+            matches!(&err, Error::JournalChecksum { path, line: 2, .. } if path == &journal),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("{}:2: checksum mismatch", journal.display())),
+            "{message}"
+        );
+        // Left as it was for a human to look at.
+        assert_eq!(fs::read(&journal).unwrap(), before);
+    }
+
+    #[test]
+    fn flipped_digit_in_the_last_line_is_a_torn_tail() {
+        let tmp = TempDir::new("store-flip-last");
+        let dir = tmp.path();
+        let journal = dir.join(JOURNAL);
+        three_entries(dir);
+        let text = fs::read_to_string(&journal).unwrap();
+        let two_lines = text[..text.trim_end().rfind('\n').unwrap() + 1].len() as u64;
+        damage(&journal, "\"n\":300}", "\"n\":900}");
+        let (mut store, mut state) = Store::<Counters, Op>::open(dir).unwrap();
+        assert_eq!(state, counters(&[("a", 21)]));
+        assert_eq!(store.journal_len(), 2);
+        assert_eq!(fs::metadata(&journal).unwrap().len(), two_lines);
+        record(&mut store, &mut state, add("b", 1));
+        drop(store);
+        let (_, reopened) = Store::<Counters, Op>::open(dir).unwrap();
+        assert_eq!(reopened, counters(&[("a", 21), ("b", 1)]));
+    }
+
+    #[test]
+    fn flipped_digit_in_the_snapshot_is_a_checksum_mismatch() {
+        let tmp = TempDir::new("store-flip-snapshot");
+        let dir = tmp.path();
+        let snapshot = dir.join(SNAPSHOT);
+        let (mut store, mut state) = Store::<Counters, Op>::open(dir).unwrap();
+        record(&mut store, &mut state, add("a", 42));
+        store.compact(&state).unwrap();
+        drop(store);
+        damage(&snapshot, "\"a\":42", "\"a\":47");
+        let err = Store::<Counters, Op>::open(dir).unwrap_err();
+        assert!(
+            matches!(&err, Error::SnapshotChecksum { path, .. } if path == &snapshot),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: checksum mismatch", snapshot.display())),
+            "{err}"
+        );
+    }
+
+    /// The checksum covers the numbers too: a snapshot claiming one more
+    /// operation would make replay skip the journal's first entry.
+    #[test]
+    fn snapshot_seq_is_covered_by_its_checksum() {
+        let tmp = TempDir::new("store-flip-seq");
+        let dir = tmp.path();
+        let (mut store, mut state) = Store::<Counters, Op>::open(dir).unwrap();
+        record(&mut store, &mut state, add("a", 1));
+        store.compact(&state).unwrap();
+        record(&mut store, &mut state, add("a", 2));
+        drop(store);
+        damage(&dir.join(SNAPSHOT), "{\"seq\":1,", "{\"seq\":2,");
+        assert!(matches!(
+            Store::<Counters, Op>::open(dir),
+            Err(Error::SnapshotChecksum { .. })
+        ));
+    }
+
+    #[test]
+    fn renamed_checksum_field_is_refused() {
+        let tmp = TempDir::new("store-no-crc-field");
+        let dir = tmp.path();
+        let journal = dir.join(JOURNAL);
+        three_entries(dir);
+        // Damage to the field name must not turn a line into an unchecked
+        // one from before checksums.
+        let text = fs::read_to_string(&journal).unwrap();
+        let first = text.lines().next().unwrap();
+        fs::write(
+            &journal,
+            text.replacen(first, &first.replace("\"crc\"", "\"crs\""), 1),
+        )
+        .unwrap();
+        assert!(matches!(
+            Store::<Counters, Op>::open(dir),
+            Err(Error::CorruptJournal { line: 1, .. })
+        ));
+    }
+
+    /// Files exactly as the store wrote them before checksums.
+    const LEGACY_SNAPSHOT: &[u8] = b"{\"seq\":2,\"state\":{\"values\":{\"a\":3}}}";
+    const LEGACY_JOURNAL: &[u8] = b"{\"seq\":1,\"op\":{\"Add\":{\"key\":\"a\",\"n\":1}}}\n\
+        {\"seq\":2,\"op\":{\"Add\":{\"key\":\"a\",\"n\":2}}}\n\
+        {\"seq\":3,\"op\":{\"Add\":{\"key\":\"b\",\"n\":5}}}\n";
+
+    #[test]
+    fn files_from_before_checksums_open_and_compaction_adds_them() {
+        let tmp = TempDir::new("store-legacy");
+        let dir = tmp.path();
+        fs::write(dir.join(SNAPSHOT), LEGACY_SNAPSHOT).unwrap();
+        fs::write(dir.join(JOURNAL), LEGACY_JOURNAL).unwrap();
+
+        let (mut store, mut state) = Store::<Counters, Op>::open(dir).unwrap();
+        assert_eq!(state, counters(&[("a", 3), ("b", 5)]));
+        assert_eq!(store.journal_len(), 1);
+        // New entries carry checksums, after the old ones.
+        record(&mut store, &mut state, add("a", 10));
+        drop(store);
+        let journal = fs::read_to_string(dir.join(JOURNAL)).unwrap();
+        let last = journal.lines().last().unwrap();
+        assert!(last.starts_with("{\"seq\":4,\"crc\":"), "{last}");
+
+        let (mut store, state) = Store::<Counters, Op>::open(dir).unwrap();
+        assert_eq!(state, counters(&[("a", 13), ("b", 5)]));
+        store.compact(&state).unwrap();
+        drop(store);
+        let snapshot = fs::read_to_string(dir.join(SNAPSHOT)).unwrap();
+        assert!(snapshot.starts_with("{\"seq\":4,\"crc\":"), "{snapshot}");
+        assert_eq!(fs::metadata(dir.join(JOURNAL)).unwrap().len(), 0);
+
+        // Now checked: the same damage that went unnoticed before is caught.
+        damage(&dir.join(SNAPSHOT), "\"a\":13", "\"a\":18");
+        assert!(matches!(
+            Store::<Counters, Op>::open(dir),
+            Err(Error::SnapshotChecksum { .. })
+        ));
+    }
+
+    #[test]
+    fn line_without_checksum_after_one_with_it_is_refused() {
+        let tmp = TempDir::new("store-missing-crc");
+        let dir = tmp.path();
+        let journal = dir.join(JOURNAL);
+        let (mut store, mut state) = Store::<Counters, Op>::open(dir).unwrap();
+        record(&mut store, &mut state, add("a", 1));
+        drop(store);
+        append_raw(
+            &journal,
+            b"{\"seq\":2,\"op\":{\"Add\":{\"key\":\"a\",\"n\":1}}}\n",
+        );
+        let err = Store::<Counters, Op>::open(dir).unwrap_err();
+        assert!(
+            matches!(err, Error::MissingChecksum { line: 2, .. }),
+            "{err:?}"
+        );
+        assert!(err
+            .to_string()
+            .contains(&format!("{}:2:", journal.display())));
     }
 }

@@ -19,32 +19,66 @@ pub(crate) type Object = Map<String, Value>;
 /// documents). `source` names the text in errors (`policy.yaml`) and names
 /// unlabelled rules of a rules array (`policy.json[0]`).
 pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Policy>, Error> {
-    let mut policies = Vec::new();
-    let mut seen: BTreeMap<PolicyId, String> = BTreeMap::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let document = format!("{source}: document {}", i + 1);
+    let mut read = Read {
+        source,
+        policies: Vec::new(),
+        seen: BTreeMap::new(),
+    };
+    // A text that is one JSON value is read as JSON. The YAML reader would
+    // take most of it alike, but it refuses characters that JSON allows
+    // unescaped in strings (DEL, C1 controls), calling a valid JSON policy
+    // "not YAML or JSON".
+    if text.trim_start().starts_with(['{', '[']) {
+        let mut de = serde_json::Deserializer::from_str(text);
+        if let Ok(Strict(value)) = Strict::deserialize(&mut de) {
+            if de.end().is_ok() {
+                read.document(1, value)?;
+                return Ok(read.policies);
+            }
+        }
+        // Otherwise YAML (a `---` stream of JSON documents, say, where
+        // those characters must be escaped) or an error, which the YAML
+        // reader explains.
+    }
+    for (i, de) in yaml_serde::Deserializer::from_str(text).enumerate() {
         // On a syntax error the iterator keeps yielding the same error
         // forever, so the first one ends the loop.
         let value = match Strict::deserialize(de) {
             Ok(Strict(v)) => v,
             Err(e) => {
                 return Err(Error::Syntax {
-                    document,
+                    document: format!("{source}: document {}", i + 1),
                     source: e,
                 })
             }
         };
+        read.document(i + 1, value)?;
+    }
+    Ok(read.policies)
+}
+
+/// The policies read so far from one text.
+struct Read<'a> {
+    source: &'a str,
+    policies: Vec<Policy>,
+    /// Where each policy was defined, to refuse a second definition.
+    seen: BTreeMap<PolicyId, String>,
+}
+
+impl Read<'_> {
+    /// Adds the policies of document `number` (from 1).
+    fn document(&mut self, number: usize, value: Value) -> Result<(), Error> {
         if value.is_null() {
-            continue; // an empty document, e.g. after a trailing `---`
+            return Ok(()); // an empty document, e.g. after a trailing `---`
         }
         let ctx = Ctx {
-            document,
+            document: format!("{}: document {number}", self.source),
             base: String::new(),
             name: None,
-            source: source.to_string(),
+            source: self.source.to_string(),
         };
         for (place, policy) in document_policies(&ctx, &value)? {
-            if let Some(first) = seen.get(&policy.id) {
+            if let Some(first) = self.seen.get(&policy.id) {
                 return Err(Error::Duplicate {
                     what: "policy",
                     name: policy.id.to_string(),
@@ -52,11 +86,11 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Policy>, Error> {
                     second: place,
                 });
             }
-            seen.insert(policy.id.clone(), place);
-            policies.push(policy);
+            self.seen.insert(policy.id.clone(), place);
+            self.policies.push(policy);
         }
+        Ok(())
     }
-    Ok(policies)
 }
 
 const SUPPORTED: &str = "supported are kind CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy \
@@ -680,6 +714,68 @@ items:
         );
     }
 
+    /// Found by tests/parse_fuzz.rs: JSON allows DEL and C1 control
+    /// characters unescaped in strings, YAML refuses them anywhere, so a
+    /// valid JSON policy was "not YAML or JSON".
+    #[test]
+    fn json_with_a_raw_del_character_is_read_as_json() {
+        let text = "{\"apiVersion\": \"networking.k8s.io/v1\", \"kind\": \"NetworkPolicy\",
+            \"metadata\": {\"name\": \"np\", \"annotations\": {\"note\": \"a\u{7f}b\u{85}c\u{9f}\"}},
+            \"spec\": {\"podSelector\": {}}}\n";
+        let ps = parse_documents(text, "np.json").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ps[0].id.to_string(), "NetworkPolicy default/np");
+        assert_eq!(
+            ps[0].source["metadata"]["annotations"]["note"],
+            "a\u{7f}b\u{85}c\u{9f}"
+        );
+        // Read as JSON, it is still checked for repeated keys and named as
+        // document 1.
+        let e = parse_documents("{\"a\": 1, \"a\": 2}", "p.json").unwrap_err();
+        assert!(e.to_string().starts_with("p.json: document 1: "), "{e}");
+        assert!(
+            std::error::Error::source(&e)
+                .unwrap()
+                .to_string()
+                .contains("key \"a\" appears twice"),
+            "{e:?}"
+        );
+        let e = err("[{\"endpointSelector\": {}, \"ingress\": [{\"toPort\": []}]}]");
+        assert!(e.starts_with("policy.yaml: document 1 (Rules policy.yaml[0]): [0].ingress[0].toPort: unknown field"), "{e}");
+        // A `---` stream of JSON documents is still YAML, which wants such
+        // characters escaped.
+        let plain = text
+            .replace("\u{7f}", "")
+            .replace("\u{85}", "")
+            .replace("\u{9f}", "");
+        let two = format!("{plain}---\n{}", plain.replace("\"np\"", "\"np2\""));
+        assert_eq!(parse_documents(&two, "np.json").unwrap().len(), 2);
+        let two = format!("{text}---\n{plain}");
+        assert_eq!(
+            parse_documents(&two, "np.json").unwrap_err().to_string(),
+            "np.json: document 1: not YAML or JSON"
+        );
+    }
+
+    /// Found by tests/parse_fuzz.rs: serde_json's default float parser may
+    /// be off by one unit in the last place, so a float kept in a JSON
+    /// policy's source came out different from the same document in YAML
+    /// (and from what was written).
+    #[test]
+    fn json_floats_are_read_exactly() {
+        let doc = |x: &str| {
+            format!(
+                "{{\"apiVersion\": \"networking.k8s.io/v1\", \"kind\": \"NetworkPolicy\",
+                 \"metadata\": {{\"name\": \"np\", \"x\": {x}}}, \"spec\": {{\"podSelector\": {{}}}}}}"
+            )
+        };
+        let x = -8.457710652773364e-66_f64;
+        let json = parse_documents(&doc(&x.to_string()), "np.json").unwrap();
+        assert_eq!(json[0].source["metadata"]["x"].as_f64(), Some(x));
+        // The same document as YAML (a `---` stream goes to the YAML reader).
+        let yaml = parse_documents(&format!("---\n{}", doc(&x.to_string())), "np.yaml").unwrap();
+        assert_eq!(json, yaml);
+    }
+
     #[test]
     fn wrong_kind_or_api_version() {
         assert_eq!(
@@ -744,7 +840,7 @@ items:
             source: "s".into(),
         };
         let sel = |y: &str| {
-            let v: Value = serde_yaml::from_str(y).unwrap();
+            let v: Value = yaml_serde::from_str(y).unwrap();
             ctx.selector(&v, "sel", &|k| k.to_string())
                 .map(Selector::new)
         };

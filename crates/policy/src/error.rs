@@ -16,7 +16,7 @@ pub enum Error {
     Syntax {
         document: String,
         #[source]
-        source: serde_yaml::Error,
+        source: yaml_serde::Error,
     },
     #[error("{what} {name:?} is defined twice in this import ({first} and {second})")]
     Duplicate {
