@@ -557,7 +557,7 @@ mod tests {
     - {}
     toPorts: [{ports: [{port: '80', protocol: tcp}, {port: 8000, endPort: 8080, protocol: TCP}]}]
   - fromCIDR: [198.18.0.0/16]
-    fromCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]
+    fromCIDRSet: [{cidr: 198.18.0.0/15, except: [198.19.1.0/24]}]
     fromEntities: [world, host]
   - {}
   egress:
@@ -594,8 +594,8 @@ mod tests {
                             except: vec![]
                         },
                         Peer::Cidr {
-                            cidr: "10.0.0.0/8".parse().unwrap(),
-                            except: vec!["10.1.0.0/16".parse().unwrap()]
+                            cidr: "198.18.0.0/15".parse().unwrap(),
+                            except: vec!["198.19.1.0/24".parse().unwrap()]
                         },
                         Peer::Entity(Entity::World),
                         Peer::Entity(Entity::Host),
@@ -835,13 +835,14 @@ status: {whatever: 1}
     fn peer_errors() {
         let e = |rule: &str| err_of(&format!("  endpointSelector: {{}}\n  ingress: [{rule}]\n"));
         assert_eq!(
-            e("{fromCIDR: [10.0.0.0/33]}"),
+            e("{fromCIDR: [198.18.0.0/33]}"),
             "policy.yaml: document 1 (CiliumNetworkPolicy prod/p): spec.ingress[0].fromCIDR[0]: prefix length 33 is longer than 32"
         );
-        assert!(e("{fromCIDR: [10.0.0.1/8]}").contains("has host bits set"));
+        assert!(e("{fromCIDR: [198.18.0.1/15]}").contains("has host bits set"));
         assert!(
-            e("{fromCIDRSet: [{cidr: 10.0.0.0/16, except: [10.1.0.0/24]}]}")
-                .contains("fromCIDRSet[0].except[0]: 10.1.0.0/24 is not inside cidr 10.0.0.0/16")
+            e("{fromCIDRSet: [{cidr: 198.18.0.0/16, except: [198.19.1.0/24]}]}").contains(
+                "fromCIDRSet[0].except[0]: 198.19.1.0/24 is not inside cidr 198.18.0.0/16"
+            )
         );
         assert!(e("{fromEntities: [everything]}")
             .contains("unknown entity \"everything\"; expected one of world, cluster, host, remote-node, health, init, unmanaged, kube-apiserver, all"));

@@ -300,7 +300,7 @@ mod tests {
     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: mon}}
       podSelector: {matchExpressions: [{key: app, operator: In, values: [prom]}]}
     - namespaceSelector: {}
-    - ipBlock: {cidr: 10.0.0.0/8, except: [10.9.0.0/16]}
+    - ipBlock: {cidr: 198.18.0.0/15, except: [198.19.9.0/24]}
     ports:
     - {port: 5432}
     - {protocol: UDP, port: '53'}
@@ -330,8 +330,8 @@ mod tests {
                     ]),
                     sel(vec![ns_exists()]),
                     Peer::Cidr {
-                        cidr: "10.0.0.0/8".parse().unwrap(),
-                        except: vec!["10.9.0.0/16".parse().unwrap()]
+                        cidr: "198.18.0.0/15".parse().unwrap(),
+                        except: vec!["198.19.9.0/24".parse().unwrap()]
                     },
                 ],
                 ports: vec![
@@ -404,14 +404,15 @@ mod tests {
             e("{from: [{}]}").contains("spec.ingress[0].from[0]: an empty peer selects nothing")
         );
         assert!(
-            e("{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}")
+            e("{from: [{ipBlock: {cidr: 198.18.0.0/15}, podSelector: {}}]}")
                 .contains("from[0].ipBlock: ipBlock cannot be combined")
         );
         assert!(
-            e("{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]}")
-                .contains("from[0].ipBlock.except[0]: 11.0.0.0/16 is not inside cidr 10.0.0.0/8")
+            e("{from: [{ipBlock: {cidr: 198.18.0.0/16, except: [198.19.0.0/24]}}]}").contains(
+                "from[0].ipBlock.except[0]: 198.19.0.0/24 is not inside cidr 198.18.0.0/16"
+            )
         );
-        assert!(e("{from: [{ipBlock: {cidr: 10.0.0.0/40}}]}")
+        assert!(e("{from: [{ipBlock: {cidr: 198.18.0.0/40}}]}")
             .contains("from[0].ipBlock.cidr: prefix length 40 is longer than 32"));
         assert!(
             e("{from: [{ipBlock: {}}]}").contains("ipBlock.cidr: expected a string, got nothing")
