@@ -245,7 +245,7 @@ impl Agent {
             ipc.insert((e.ip4.into(), 32), e.sec_identity);
         }
         for (c, id) in self.engine.cidr_identities() {
-            ipc.insert((c.addr, u32::from(c.len)), id);
+            ipc.insert((c.network(), u32::from(c.prefix_len())), id);
         }
         let mut pol = HashMap::new();
         for ep in self.endpoints.keys() {
@@ -351,10 +351,12 @@ impl Agent {
             self.dp.remove_policy(&stale)?;
         }
         for (c, id) in &change.cidr_upserts {
-            self.dp.upsert_ipcache(c.addr, u32::from(c.len), *id)?;
+            self.dp
+                .upsert_ipcache(c.network(), u32::from(c.prefix_len()), *id)?;
         }
         for c in &change.cidr_removals {
-            self.dp.remove_ipcache(c.addr, u32::from(c.len))?;
+            self.dp
+                .remove_ipcache(c.network(), u32::from(c.prefix_len()))?;
         }
         if change.revision != self.enforced {
             self.dp.set_revision(change.revision as u32)?;

@@ -126,7 +126,7 @@ impl Agent {
                 .identities()
                 .iter()
                 .filter(|i| i.cidr.is_some_and(|c| c.contains_ip(ip)))
-                .max_by_key(|i| i.cidr.map(|c| c.len));
+                .max_by_key(|i| i.cidr.map(|c| c.prefix_len()));
             let identity = match best {
                 Some(i) => i.clone(),
                 None => self

@@ -405,9 +405,7 @@ impl Ctx {
     }
 
     pub fn cidr(&self, v: &Value, path: &str) -> Result<Cidr, Error> {
-        self.string(v, path)?
-            .parse()
-            .map_err(|e: String| self.err(path, e))
+        crate::cidr::parse(self.string(v, path)?).map_err(|e| self.err(path, e))
     }
 
     /// `{cidr, except: [..]}` (CiliumNetworkPolicy `fromCIDRSet`, Kubernetes

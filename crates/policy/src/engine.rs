@@ -309,7 +309,7 @@ impl Engine {
         }
         let mut acquired = Vec::new();
         for (c, d) in &delta {
-            if *d > 0 && !self.cidrs.contains_key(c) && c.len > 0 {
+            if *d > 0 && !self.cidrs.contains_key(c) && c.prefix_len() > 0 {
                 match self.acquire_cidr(c, &mut p) {
                     Ok(id) => acquired.push(id),
                     Err(e) => {
@@ -380,7 +380,7 @@ impl Engine {
     /// were acquired already.
     fn apply_cidr_delta(&mut self, delta: BTreeMap<Cidr, isize>, p: &mut Pending) {
         for (c, d) in delta {
-            if c.len == 0 {
+            if c.prefix_len() == 0 {
                 continue; // 0.0.0.0/0 is the world identity itself
             }
             let refs = self.cidrs.entry(c).or_insert(0);

@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn cidr_identities_are_local() {
         let mut a = Allocator::new();
-        let c: Cidr = "198.18.0.0/24".parse().unwrap();
+        let c = crate::cidr::parse("198.18.0.0/24").unwrap();
         assert_eq!(a.acquire_cidr(&c).unwrap(), (1 << 24, true));
         let id = a.get(1 << 24).unwrap();
         assert_eq!(id.kind, Kind::Cidr);

@@ -109,7 +109,7 @@ pub fn peer_matches(peer: &Peer, id: &Identity) -> bool {
         Peer::Cidr { cidr, except } => match (id.kind, id.cidr) {
             (Kind::Cidr, Some(c)) => cidr.contains(&c) && !except.iter().any(|e| e.contains(&c)),
             // An address no prefix covers is the world; only /0 includes it.
-            _ => id.id == pilus_abi::consts::IDENTITY_WORLD && cidr.len == 0,
+            _ => id.id == pilus_abi::consts::IDENTITY_WORLD && cidr.prefix_len() == 0,
         },
         Peer::Entity(e) => entity_matches(*e, id),
     }

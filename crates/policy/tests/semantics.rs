@@ -111,7 +111,11 @@ fn party(e: &Engine, name: &str) -> Party {
         let longest = e
             .identities()
             .iter()
-            .filter_map(|i| i.cidr.filter(|c| c.contains_ip(ip)).map(|c| (c.len, i.id)))
+            .filter_map(|i| {
+                i.cidr
+                    .filter(|c| c.contains(&ip))
+                    .map(|c| (c.prefix_len(), i.id))
+            })
             .max();
         (
             longest.map_or_else(|| reserved(e, "world"), |(_, id)| id),
