@@ -111,9 +111,9 @@ fn run() -> Result<()> {
         // setns acts on the calling thread only: do it before any thread
         // exists so they all start inside. `ip netns exec` is no substitute:
         // it remounts /sys and hides bpffs.
-        let guard = pilus_netns::enter_path(&path)
-            .with_context(|| format!("entering network namespace {}", path.display()))?;
-        std::mem::forget(guard);
+        pilus_netlink::netns::enter_path(&path)
+            .with_context(|| format!("entering network namespace {}", path.display()))?
+            .stay();
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
     tracing_subscriber::fmt()

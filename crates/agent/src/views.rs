@@ -125,7 +125,7 @@ impl Agent {
                 .engine
                 .identities()
                 .iter()
-                .filter(|i| i.cidr.is_some_and(|c| c.contains_ip(ip)))
+                .filter(|i| i.cidr.is_some_and(|c| c.contains(&ip)))
                 .max_by_key(|i| i.cidr.map(|c| c.prefix_len()));
             let identity = match best {
                 Some(i) => i.clone(),

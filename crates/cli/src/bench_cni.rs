@@ -232,7 +232,7 @@ pub fn run(a: CniArgs, output: Output) -> Result<()> {
         // The baseline's rtnetlink sockets and sysctl writes must act in the
         // node's namespace, where pilus-cni runs (the plugin calls enter it
         // themselves).
-        let _in_node = pilus_netns::enter_path(&node_ns)?;
+        let _in_node = pilus_netlink::netns::enter_path(&node_ns)?;
         for (i, p) in pods.iter().enumerate() {
             let ip = Ipv4Addr::new(BASE_NET[0], BASE_NET[1], BASE_NET[2], 2 + i as u8);
             t_pc.push(plumb_create(

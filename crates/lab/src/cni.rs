@@ -7,7 +7,10 @@
 use serde_json::Value;
 use std::{
     io::Write,
-    os::{fd::AsRawFd, unix::process::CommandExt},
+    os::{
+        fd::{AsRawFd, BorrowedFd},
+        unix::process::CommandExt,
+    },
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -86,7 +89,10 @@ pub fn exec_in_netns(cmd: &mut Command, ns: &std::fs::File, new_session: bool) {
     // and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 || (new_session && libc::setsid() < 0) {
+            // SAFETY: the caller keeps `ns` open until the child is spawned,
+            // and the child's copy of the descriptor is open here.
+            pilus_netlink::netns::setns(BorrowedFd::borrow_raw(fd))?;
+            if new_session && libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

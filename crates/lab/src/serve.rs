@@ -69,7 +69,7 @@ pub enum Probe {
 
 /// Probes `dst` from inside the namespace at `netns`.
 pub fn probe(netns: &Path, dst: SocketAddrV4, proto: Proto, timeout: Duration) -> Probe {
-    let _inside = match pilus_netns::enter_path(netns) {
+    let _inside = match pilus_netlink::netns::enter_path(netns) {
         Ok(g) => g,
         Err(e) => return Probe::Failed(format!("cannot enter {}: {e}", netns.display())),
     };

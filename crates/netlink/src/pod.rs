@@ -7,6 +7,15 @@
 use crate::{in_netns, Error, Link, Netlink};
 use std::{net::Ipv4Addr, os::fd::BorrowedFd};
 
+/// A link that should be there and is not (ENODEV, as the kernel says).
+fn missing(op: String) -> Error {
+    Error::Kernel {
+        op,
+        detail: None,
+        source: std::io::Error::from_raw_os_error(libc::ENODEV),
+    }
+}
+
 /// Both ends of a pod's veth pair, as created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pair {
@@ -33,17 +42,15 @@ pub fn create(
 ) -> Result<Pair, Error> {
     host.create_veth(host_ifname, ifname, netns)?;
     let made = (|| {
-        let host_link = host.link(host_ifname)?.ok_or_else(|| Error::Kernel {
-            op: format!("look up {host_ifname} after creating it"),
-            source: std::io::Error::from_raw_os_error(libc::ENODEV),
-        })?;
+        let host_link = host
+            .link(host_ifname)?
+            .ok_or_else(|| missing(format!("look up {host_ifname} after creating it")))?;
         ipv6_off(host_ifname);
         host.set_up(host_link.index)?;
         let mut in_pod = Netlink::open_in(netns)?;
-        let pod = in_pod.link(ifname)?.ok_or_else(|| Error::Kernel {
-            op: format!("look up {ifname} in the pod after creating it"),
-            source: std::io::Error::from_raw_os_error(libc::ENODEV),
-        })?;
+        let pod = in_pod
+            .link(ifname)?
+            .ok_or_else(|| missing(format!("look up {ifname} in the pod after creating it")))?;
         Ok(Pair {
             host: host_link,
             pod,
@@ -68,10 +75,9 @@ pub fn configure(
         if let Some(lo) = nl.link("lo")? {
             nl.set_up(lo.index)?;
         }
-        let link = nl.link(ifname)?.ok_or_else(|| Error::Kernel {
-            op: format!("look up {ifname} in the pod"),
-            source: std::io::Error::from_raw_os_error(libc::ENODEV),
-        })?;
+        let link = nl
+            .link(ifname)?
+            .ok_or_else(|| missing(format!("look up {ifname} in the pod")))?;
         match nl.add_addr(link.index, ip, 32) {
             Err(e) if e.errno() != Some(libc::EEXIST) => return Err(e),
             _ => {}

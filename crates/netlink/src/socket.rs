@@ -1,510 +1,611 @@
-//! The `NETLINK_ROUTE` socket and the operations built on it. A socket acts
-//! in the network namespace it was created in, whatever the thread does
-//! later, so one socket per namespace is all the namespace juggling needed.
+//! The `NETLINK_ROUTE` socket and the two exchanges everything else is made
+//! of: a request answered by an acknowledgement, and a dump.
+//!
+//! A socket acts in the network namespace it was created in, whatever the
+//! thread does later, so one socket per namespace is all the namespace
+//! juggling needed. Messages are encoded and decoded by
+//! netlink-packet-route; this module owns what that crate leaves to its
+//! caller:
+//!
+//! - matching replies to requests by sequence number, and reading a reply
+//!   to its end (`NLMSG_DONE`, or `NLMSG_ERROR` carrying an errno or the
+//!   acknowledgement 0), with the kernel's extended-ack message kept;
+//! - `NLM_F_DUMP_INTR`: the kernel marks a dump whose table changed while
+//!   it was being read (a route added mid-dump may be missing, or seen
+//!   twice). Such a dump is read to its end and then asked for again, up to
+//!   [`MAX_DUMP_ATTEMPTS`] times; after that it is an error rather than a
+//!   silently inconsistent answer;
+//! - the receive buffer: every datagram is measured first
+//!   (`MSG_PEEK | MSG_TRUNC`) and the buffer grows to fit it, so no reply is
+//!   ever cut short, however large one message is.
+//!
+//! The wire sits behind the small [`Conn`] trait, so the reply handling is
+//! unit-tested over crafted datagrams (an interrupted dump cannot be forced
+//! on a real kernel at will).
 
-use crate::{msg::*, valid_ifname, Error};
-use std::{
-    io,
-    net::Ipv4Addr,
-    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
-    path::Path,
+use crate::{netns, Error};
+use netlink_packet_core::{
+    parse_string, ErrorMessage, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK, NLM_F_ACK_TLVS,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use std::{io, os::fd::BorrowedFd, path::Path};
 
-/// A link as `RTM_GETLINK` reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
-    pub mac: [u8; 6],
-    pub up: bool,
+/// How many times a dump is asked for while the kernel keeps flagging it
+/// as interrupted. A dump is interrupted only when its table changes while
+/// it is read, which takes a busy writer; five in a row means the writer
+/// is busier than a retry can outrun, and the caller should hear that.
+pub const MAX_DUMP_ATTEMPTS: u32 = 5;
+
+/// The receive buffer a socket starts with. The kernel sizes the datagrams
+/// of a dump after the largest buffer `recv` was given (up to 32 KiB), so
+/// starting there keeps a long dump at few system calls; a larger datagram
+/// grows the buffer.
+const INITIAL_RECV_BUFFER: usize = 32 * 1024;
+
+/// `NLMSGERR_ATTR_MSG`: the extended-ack attribute with the kernel's text.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// Size of `struct nlmsghdr`, which with `NETLINK_CAP_ACK` is all an error
+/// message echoes of the request before its extended-ack attributes.
+const NLMSG_HDRLEN: usize = 16;
+
+/// One datagram out, one datagram in: the kernel socket, or crafted replies
+/// in unit tests.
+pub(crate) trait Conn: Send {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()>;
+    /// The next whole datagram.
+    fn recv(&mut self) -> io::Result<&[u8]>;
 }
 
-/// An IPv4 address on a link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Addr {
-    pub index: u32,
-    pub ip: Ipv4Addr,
-    pub prefix_len: u8,
-}
-
-/// An IPv4 route of the main table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub dst: Ipv4Addr,
-    pub dst_len: u8,
-    pub gateway: Option<Ipv4Addr>,
-    pub oif: Option<u32>,
-    pub scope: u8,
-}
-
-pub struct Netlink {
-    fd: OwnedFd,
-    seq: u32,
+/// A netlink-sys socket with a receive buffer that grows to each datagram.
+struct KernelConn {
+    socket: Socket,
     buf: Vec<u8>,
 }
 
-fn last_os(call: &'static str) -> Error {
-    Error::Syscall {
-        call,
-        source: io::Error::last_os_error(),
+impl KernelConn {
+    fn open(buffer: usize) -> io::Result<KernelConn> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        // Errors echo only the request's header, not the whole request
+        // (Linux 4.3), and carry the kernel's explanation (Linux 4.12).
+        socket.set_cap_ack(true)?;
+        socket.set_ext_ack(true)?;
+        Ok(KernelConn {
+            socket,
+            buf: vec![0; buffer],
+        })
     }
+}
+
+/// Retries a system call that a signal interrupted.
+fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+impl Conn for KernelConn {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        let kernel = SocketAddr::new(0, 0);
+        retry_eintr(|| self.socket.send_to(msg, &kernel, 0))?;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> io::Result<&[u8]> {
+        // Peek into an empty buffer: MSG_TRUNC makes the kernel return the
+        // datagram's real length, and MSG_PEEK leaves it queued.
+        let size = retry_eintr(|| {
+            let mut nothing: &mut [u8] = &mut [];
+            self.socket
+                .recv(&mut nothing, libc::MSG_PEEK | libc::MSG_TRUNC)
+        })?;
+        if size > self.buf.len() {
+            tracing::debug!(
+                from = self.buf.len(),
+                to = size,
+                "growing the netlink receive buffer"
+            );
+            self.buf.resize(size, 0);
+        }
+        let n = retry_eintr(|| {
+            let mut buf: &mut [u8] = &mut self.buf[..];
+            self.socket.recv(&mut buf, libc::MSG_TRUNC)
+        })?;
+        if n > self.buf.len() {
+            // Only one reader takes from this socket, so the datagram read
+            // is the one measured; a longer one would be a kernel surprise.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "netlink datagram of {n} bytes outgrew the {} measured",
+                    self.buf.len()
+                ),
+            ));
+        }
+        Ok(&self.buf[..n])
+    }
+}
+
+/// A `NETLINK_ROUTE` socket, acting in the network namespace it was opened
+/// in. The operations are in the modules that own their objects (`link`,
+/// `route`, `neigh`).
+pub struct Netlink {
+    conn: Box<dyn Conn>,
+    seq: u32,
+}
+
+/// What one exchange brought back.
+struct Reply {
+    messages: Vec<RouteNetlinkMessage>,
+    interrupted: bool,
 }
 
 impl Netlink {
     /// A socket in the calling thread's network namespace.
     pub fn open() -> Result<Netlink, Error> {
-        // SAFETY: plain socket(2); the fd is owned right after.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(last_os("socket(AF_NETLINK)"));
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: a zeroed sockaddr_nl (pid 0: the kernel assigns one).
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: sa is a valid sockaddr_nl of the size passed.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(last_os("bind(AF_NETLINK)"));
-        }
-        Ok(Netlink {
-            fd,
-            seq: 0,
-            buf: vec![0; 64 * 1024],
-        })
+        Netlink::open_with_buffer(INITIAL_RECV_BUFFER)
+    }
+
+    pub(crate) fn open_with_buffer(buffer: usize) -> Result<Netlink, Error> {
+        let conn = KernelConn::open(buffer).map_err(|source| Error::Syscall {
+            call: "socket(AF_NETLINK, NETLINK_ROUTE)",
+            source,
+        })?;
+        Ok(Netlink::with_conn(Box::new(conn)))
+    }
+
+    pub(crate) fn with_conn(conn: Box<dyn Conn>) -> Netlink {
+        Netlink { conn, seq: 0 }
     }
 
     /// A socket in the network namespace open at `ns` (e.g. a pod's), made
     /// by moving this thread there just for the `socket` call.
     pub fn open_in(ns: BorrowedFd<'_>) -> Result<Netlink, Error> {
-        in_netns(ns, Netlink::open)?
+        netns::in_netns(ns, Netlink::open)?
     }
 
     /// [`Netlink::open_in`] by path (`/run/netns/x`, `/proc/PID/ns/net`).
     pub fn open_path(path: &Path) -> Result<Netlink, Error> {
-        let f = std::fs::File::open(path).map_err(|source| Error::Kernel {
-            op: format!("open network namespace {}", path.display()),
+        let _inside = netns::enter_path(path)?;
+        Netlink::open()
+    }
+
+    /// Sends `msg` with `flags` (plus `NLM_F_REQUEST | NLM_F_ACK`) and
+    /// returns what the kernel answered before its acknowledgement: the
+    /// object, for a `GET` of one object; nothing, for a change.
+    pub(crate) fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: &dyn Fn() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>, Error> {
+        let mut bytes = encode(msg, NLM_F_REQUEST | NLM_F_ACK | flags);
+        Ok(self.exchange(&mut bytes, op)?.messages)
+    }
+
+    /// Dumps every object `msg` asks for. A dump the kernel flags as
+    /// interrupted is asked for again, whole; see [`MAX_DUMP_ATTEMPTS`].
+    pub(crate) fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        op: &dyn Fn() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>, Error> {
+        let mut bytes = encode(msg, NLM_F_REQUEST | NLM_F_DUMP);
+        for attempt in 1..=MAX_DUMP_ATTEMPTS {
+            let reply = self.exchange(&mut bytes, op)?;
+            if !reply.interrupted {
+                return Ok(reply.messages);
+            }
+            tracing::debug!(op = %op(), attempt, "netlink dump interrupted; asking again");
+        }
+        Err(Error::DumpInterrupted {
+            op: op(),
+            attempts: MAX_DUMP_ATTEMPTS,
+        })
+    }
+
+    /// Sends one request under a fresh sequence number and reads replies
+    /// with that number up to the end of the answer.
+    fn exchange(&mut self, bytes: &mut [u8], op: &dyn Fn() -> String) -> Result<Reply, Error> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        NetlinkBuffer::new(&mut *bytes).set_sequence_number(seq);
+        self.conn.send(bytes).map_err(|source| Error::Kernel {
+            op: op(),
+            detail: None,
             source,
         })?;
-        use std::os::fd::AsFd;
-        Netlink::open_in(f.as_fd())
-    }
-
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
-    fn send(&self, msg: &[u8], op: &dyn Fn() -> String) -> Result<(), Error> {
-        // SAFETY: msg is a valid buffer; the kernel is the default peer.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(Error::Kernel {
-                op: op(),
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(())
-    }
-
-    fn recv(&mut self) -> Result<usize, Error> {
+        let mut reply = Reply {
+            messages: Vec::new(),
+            interrupted: false,
+        };
+        // A message the library cannot decode is remembered, not returned
+        // at once: the answer is still read to its end, so that the rest of
+        // it cannot be taken for the answer to the next request.
+        let mut undecodable = None;
         loop {
-            // SAFETY: self.buf is writable for its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::Syscall {
-                    call: "recv(AF_NETLINK)",
-                    source: e,
-                });
-            }
-        }
-    }
-
-    /// Sends a request and hands each reply's (type, body) to `f` until the
-    /// kernel acknowledges it (`NLMSG_ERROR` 0, requested with
-    /// `NLM_F_ACK`) or ends a dump (`NLMSG_DONE`).
-    fn run(
-        &mut self,
-        mut b: Builder,
-        op: impl Fn() -> String,
-        mut f: impl FnMut(u16, &[u8]),
-    ) -> Result<(), Error> {
-        let msg = b.finish();
-        let seq = u32::from_ne_bytes(msg[8..12].try_into().expect("header"));
-        self.send(&msg, &op)?;
-        loop {
-            let n = self.recv()?;
-            let buf = self.buf[..n].to_vec();
-            let msgs = messages(&buf).ok_or_else(|| Error::Malformed {
-                op: op(),
-                reason: "bad message length",
+            let datagram = self.conn.recv().map_err(|source| Error::Syscall {
+                call: "recv(AF_NETLINK)",
+                source,
             })?;
-            for m in msgs {
-                if m.seq != seq {
+            let mut rest = datagram;
+            while !rest.is_empty() {
+                let frame = NetlinkBuffer::new_checked(rest).map_err(|_| Error::Malformed {
+                    op: op(),
+                    reason: "a message length runs past its datagram",
+                })?;
+                let len = frame.length() as usize;
+                let (message, flags) = (&rest[..len], frame.flags());
+                let (kind, msg_seq) = (frame.message_type(), frame.sequence_number());
+                // Messages are 4-byte aligned within a datagram.
+                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+                if msg_seq != seq {
+                    // A late reply to an earlier request (one that failed
+                    // before its answer was read to the end).
                     continue;
                 }
-                match m.kind {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        return match error_code(m.body) {
-                            Some(0) => Ok(()),
-                            Some(errno) => Err(Error::Kernel {
-                                op: op(),
-                                source: io::Error::from_raw_os_error(errno),
-                            }),
-                            None => Err(Error::Malformed {
-                                op: op(),
-                                reason: "short error message",
-                            }),
-                        }
+                if flags & NLM_F_DUMP_INTR != 0 {
+                    reply.interrupted = true;
+                }
+                match kind {
+                    NLMSG_NOOP => {}
+                    NLMSG_OVERRUN => {
+                        return Err(Error::Malformed {
+                            op: op(),
+                            reason: "the kernel reported an overrun (data lost)",
+                        })
                     }
-                    kind => f(kind, m.body),
+                    NLMSG_DONE | NLMSG_ERROR => {
+                        let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(message)
+                            .map_err(|source| Error::Decode { op: op(), source })?;
+                        // The end of the answer. A dump that failed midway
+                        // ends in NLMSG_DONE with a negative errno.
+                        let (code, detail) = match parsed.payload {
+                            NetlinkPayload::Done(done) => (done.code, None),
+                            NetlinkPayload::Error(err) => (
+                                err.code.map_or(0, |c| c.get()),
+                                ext_ack_message(&err, flags),
+                            ),
+                            _ => unreachable!("NLMSG_DONE and NLMSG_ERROR decode as themselves"),
+                        };
+                        return match (code, undecodable) {
+                            (0, None) => Ok(reply),
+                            (0, Some(source)) => Err(Error::Decode { op: op(), source }),
+                            (code, _) => Err(Error::Kernel {
+                                op: op(),
+                                detail,
+                                source: io::Error::from_raw_os_error(-code),
+                            }),
+                        };
+                    }
+                    _ => match NetlinkMessage::<RouteNetlinkMessage>::deserialize(message) {
+                        Ok(m) => {
+                            if let NetlinkPayload::InnerMessage(inner) = m.payload {
+                                reply.messages.push(inner);
+                            }
+                        }
+                        Err(source) => {
+                            undecodable.get_or_insert(source);
+                        }
+                    },
                 }
             }
         }
     }
-
-    fn transact(&mut self, b: Builder, op: impl Fn() -> String) -> Result<(), Error> {
-        self.run(b, op, |_, _| {})
-    }
-
-    /// The link called `name`, or `None` if there is none.
-    pub fn link(&mut self, name: &str) -> Result<Option<Link>, Error> {
-        valid_ifname(name)?;
-        let seq = self.next_seq();
-        let mut b = Builder::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
-        b.ifinfo(0, 0, 0).attr_str(IFLA_IFNAME, name);
-        let mut link = None;
-        let r = self.run(
-            b,
-            || format!("look up link {name}"),
-            |kind, body| {
-                if kind == RTM_NEWLINK {
-                    link = parse_link(body);
-                }
-            },
-        );
-        match r {
-            Ok(()) => Ok(link),
-            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Creates a veth pair: `name` here, `peer` created directly inside
-    /// the namespace open at `peer_ns` (so it never exists in ours).
-    /// Fails with EEXIST if either name is taken.
-    pub fn create_veth(
-        &mut self,
-        name: &str,
-        peer: &str,
-        peer_ns: BorrowedFd<'_>,
-    ) -> Result<(), Error> {
-        valid_ifname(name)?;
-        valid_ifname(peer)?;
-        let seq = self.next_seq();
-        let mut b = Builder::new(
-            RTM_NEWLINK,
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-            seq,
-        );
-        b.ifinfo(0, 0, 0)
-            .attr_str(IFLA_IFNAME, name)
-            .begin(IFLA_LINKINFO)
-            .attr_str(IFLA_INFO_KIND, "veth")
-            .begin(IFLA_INFO_DATA)
-            .begin(VETH_INFO_PEER)
-            .raw(&[0; IFINFOMSG_LEN])
-            .attr_str(IFLA_IFNAME, peer)
-            .attr_u32(IFLA_NET_NS_FD, peer_ns.as_raw_fd() as u32)
-            .end()
-            .end()
-            .end();
-        self.transact(b, || format!("create veth {name} (peer {peer})"))
-    }
-
-    /// Sets a link up.
-    pub fn set_up(&mut self, index: u32) -> Result<(), Error> {
-        let seq = self.next_seq();
-        let mut b = Builder::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
-        b.ifinfo(index as i32, IFF_UP, IFF_UP);
-        self.transact(b, || format!("set link {index} up"))
-    }
-
-    /// Deletes the link called `name`; `Ok(false)` if there was none.
-    pub fn delete_link(&mut self, name: &str) -> Result<bool, Error> {
-        valid_ifname(name)?;
-        let seq = self.next_seq();
-        let mut b = Builder::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
-        b.ifinfo(0, 0, 0).attr_str(IFLA_IFNAME, name);
-        match self.transact(b, || format!("delete link {name}")) {
-            Ok(()) => Ok(true),
-            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Adds `ip/prefix_len` to a link (EEXIST if it is there already).
-    pub fn add_addr(&mut self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), Error> {
-        let seq = self.next_seq();
-        let mut b = Builder::new(
-            RTM_NEWADDR,
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-            seq,
-        );
-        b.ifaddr(prefix_len, RT_SCOPE_UNIVERSE, index)
-            .attr_ipv4(IFA_LOCAL, ip)
-            .attr_ipv4(IFA_ADDRESS, ip);
-        self.transact(b, || {
-            format!("add address {ip}/{prefix_len} to link {index}")
-        })
-    }
-
-    /// Every IPv4 address in the namespace.
-    pub fn addrs(&mut self) -> Result<Vec<Addr>, Error> {
-        let seq = self.next_seq();
-        let mut b = Builder::new(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq);
-        b.family(AF_INET, IFADDRMSG_LEN);
-        let mut out = Vec::new();
-        self.run(
-            b,
-            || "list addresses".into(),
-            |kind, body| {
-                if kind == RTM_NEWADDR {
-                    out.extend(parse_addr(body));
-                }
-            },
-        )?;
-        Ok(out)
-    }
-
-    /// Adds a route via link `oif` (`gateway: None`: an on-link, scope
-    /// link route). Never replaces: a route to the same destination that
-    /// exists already (another interface's) fails with EEXIST.
-    pub fn add_route(
-        &mut self,
-        dst: Ipv4Addr,
-        dst_len: u8,
-        gateway: Option<Ipv4Addr>,
-        oif: u32,
-    ) -> Result<(), Error> {
-        let seq = self.next_seq();
-        let mut b = Builder::new(
-            RTM_NEWROUTE,
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-            seq,
-        );
-        let scope = if gateway.is_some() {
-            RT_SCOPE_UNIVERSE
-        } else {
-            RT_SCOPE_LINK
-        };
-        b.rtmsg(dst_len, scope);
-        if dst_len > 0 {
-            b.attr_ipv4(RTA_DST, dst);
-        }
-        if let Some(gw) = gateway {
-            b.attr_ipv4(RTA_GATEWAY, gw);
-        }
-        b.attr_u32(RTA_OIF, oif);
-        self.transact(b, || match gateway {
-            Some(gw) => format!("add route {dst}/{dst_len} via {gw} (link {oif})"),
-            None => format!("add route {dst}/{dst_len} on link {oif}"),
-        })
-    }
-
-    /// The IPv4 routes of the main table.
-    pub fn routes(&mut self) -> Result<Vec<Route>, Error> {
-        let seq = self.next_seq();
-        let mut b = Builder::new(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq);
-        b.family(AF_INET, RTMSG_LEN);
-        let mut out = Vec::new();
-        self.run(
-            b,
-            || "list routes".into(),
-            |kind, body| {
-                if kind == RTM_NEWROUTE {
-                    out.extend(parse_route(body));
-                }
-            },
-        )?;
-        Ok(out)
-    }
 }
 
-/// Runs `f` with this thread inside the network namespace open at `ns`,
-/// then moves the thread back.
-pub fn in_netns<T>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T) -> Result<T, Error> {
-    let original =
-        std::fs::File::open("/proc/thread-self/ns/net").map_err(|source| Error::Syscall {
-            call: "open(/proc/thread-self/ns/net)",
-            source,
-        })?;
-    setns(ns.as_raw_fd())?;
-    let out = f();
-    if let Err(e) = setns(original.as_raw_fd()) {
-        // A thread stranded in a pod's namespace would do the caller's
-        // later work in the wrong place; there is no safe way on.
-        eprintln!("pilus-netlink: cannot return to the original network namespace: {e}");
-        std::process::abort();
-    }
-    Ok(out)
-}
-
-fn setns(fd: i32) -> Result<(), Error> {
-    // SAFETY: setns on a descriptor we hold open; acts on this thread.
-    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } < 0 {
-        return Err(last_os("setns(CLONE_NEWNET)"));
-    }
-    Ok(())
-}
-
-fn parse_link(body: &[u8]) -> Option<Link> {
-    let index = u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?);
-    let flags = u32::from_ne_bytes(body.get(8..12)?.try_into().ok()?);
-    let mut link = Link {
-        index,
-        name: String::new(),
-        mac: [0; 6],
-        up: flags & IFF_UP != 0,
-    };
-    for (kind, payload) in attrs(body.get(IFINFOMSG_LEN..)?) {
-        match kind {
-            IFLA_IFNAME => link.name = attr_string(payload),
-            IFLA_ADDRESS if payload.len() == 6 => link.mac.copy_from_slice(payload),
-            _ => {}
-        }
-    }
-    Some(link)
-}
-
-fn parse_addr(body: &[u8]) -> Option<Addr> {
-    if body.first() != Some(&AF_INET) {
+/// The kernel's text in an error's extended-ack attributes, if any. With
+/// `NETLINK_CAP_ACK` the echoed request is its header alone, and the
+/// attributes follow it.
+fn ext_ack_message(err: &ErrorMessage, flags: u16) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
         return None;
     }
-    let prefix_len = *body.get(1)?;
-    let index = u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?);
-    let mut ip = None;
-    for (kind, payload) in attrs(body.get(IFADDRMSG_LEN..)?) {
-        match kind {
-            IFA_LOCAL => ip = attr_ipv4(payload),
-            IFA_ADDRESS if ip.is_none() => ip = attr_ipv4(payload),
-            _ => {}
-        }
-    }
-    Some(Addr {
-        index,
-        ip: ip?,
-        prefix_len,
-    })
+    let attrs = err.header.get(NLMSG_HDRLEN..)?;
+    NlasIterator::new(attrs)
+        .filter_map(Result::ok)
+        .find(|nla| nla.kind() == NLMSGERR_ATTR_MSG)
+        .and_then(|nla| parse_string(nla.value()).ok())
 }
 
-fn parse_route(body: &[u8]) -> Option<Route> {
-    if body.first() != Some(&AF_INET) {
-        return None;
-    }
-    let dst_len = *body.get(1)?;
-    let mut table = u32::from(*body.get(4)?);
-    let scope = *body.get(6)?;
-    let mut r = Route {
-        dst: Ipv4Addr::UNSPECIFIED,
-        dst_len,
-        gateway: None,
-        oif: None,
-        scope,
-    };
-    for (kind, payload) in attrs(body.get(RTMSG_LEN..)?) {
-        match kind {
-            RTA_DST => r.dst = attr_ipv4(payload)?,
-            RTA_GATEWAY => r.gateway = attr_ipv4(payload),
-            RTA_OIF => r.oif = attr_u32(payload),
-            RTA_TABLE => table = attr_u32(payload)?,
-            _ => {}
-        }
-    }
-    (table == u32::from(RT_TABLE_MAIN)).then_some(r)
+/// The request on the wire; its sequence number is set per attempt.
+fn encode(msg: RouteNetlinkMessage, flags: u16) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+    packet.finalize();
+    let mut bytes = vec![0; packet.buffer_len()];
+    packet.serialize(&mut bytes);
+    bytes
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use netlink_packet_core::{DefaultNla, DoneMessage, Emitable};
+    use netlink_packet_route::{
+        link::{LinkAttribute, LinkMessage},
+        route::RouteMessage,
+    };
+    use std::{
+        collections::VecDeque,
+        sync::{Arc, Mutex},
+    };
 
-    #[test]
-    fn parses_a_link_reply() {
-        let msg = Builder::new(RTM_NEWLINK, 0, 1)
-            .ifinfo(42, IFF_UP | 0x40, 0)
-            .attr_str(IFLA_IFNAME, "lxc1")
-            .attr(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 9])
-            .finish();
-        let l = parse_link(&msg[NLMSG_HDRLEN..]).unwrap();
-        assert_eq!(
-            l,
-            Link {
-                index: 42,
-                name: "lxc1".into(),
-                mac: [2, 0, 0, 0, 0, 9],
-                up: true
+    /// A wire that answers each request with the next script of datagrams.
+    /// Sequence numbers in the script are rewritten to the request's, so a
+    /// script can be written before the requests exist.
+    #[derive(Default)]
+    pub(crate) struct Scripted {
+        /// Per request: the datagrams of its answer, each a list of messages.
+        answers: VecDeque<Vec<Vec<NetlinkMessage<RouteNetlinkMessage>>>>,
+        pending: VecDeque<Vec<u8>>,
+        current: Vec<u8>,
+        pub(crate) sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Scripted {
+        pub(crate) fn answer(
+            mut self,
+            datagrams: Vec<Vec<NetlinkMessage<RouteNetlinkMessage>>>,
+        ) -> Self {
+            self.answers.push_back(datagrams);
+            self
+        }
+    }
+
+    impl Conn for Scripted {
+        fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+            let seq = NetlinkBuffer::new(msg).sequence_number();
+            self.sent.lock().unwrap().push(msg.to_vec());
+            let answer = self.answers.pop_front().expect("a request nobody scripted");
+            for datagram in answer {
+                let mut bytes = Vec::new();
+                for mut m in datagram {
+                    m.header.sequence_number = seq;
+                    m.finalize();
+                    let mut b = vec![0; m.buffer_len()];
+                    m.serialize(&mut b);
+                    bytes.extend_from_slice(&b);
+                    bytes.resize(bytes.len().next_multiple_of(4), 0);
+                }
+                self.pending.push_back(bytes);
             }
-        );
+            Ok(())
+        }
+
+        fn recv(&mut self) -> io::Result<&[u8]> {
+            self.current = self
+                .pending
+                .pop_front()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EAGAIN))?;
+            Ok(&self.current)
+        }
     }
 
-    #[test]
-    fn parses_routes_of_the_main_table_only() {
-        let gw = Ipv4Addr::new(198, 18, 0, 1);
-        let main = Builder::new(RTM_NEWROUTE, 0, 1)
-            .rtmsg(0, RT_SCOPE_UNIVERSE)
-            .attr_ipv4(RTA_GATEWAY, gw)
-            .attr_u32(RTA_OIF, 3)
-            .finish();
-        let r = parse_route(&main[NLMSG_HDRLEN..]).unwrap();
-        assert_eq!((r.dst_len, r.gateway, r.oif), (0, Some(gw), Some(3)));
-        let local = Builder::new(RTM_NEWROUTE, 0, 1)
-            .rtmsg(32, RT_SCOPE_LINK)
-            .attr_ipv4(RTA_DST, gw)
-            .attr_u32(RTA_TABLE, 255)
-            .finish();
-        assert!(parse_route(&local[NLMSG_HDRLEN..]).is_none());
+    fn with_flags(
+        payload: NetlinkPayload<RouteNetlinkMessage>,
+        flags: u16,
+    ) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        NetlinkMessage::new(header, payload)
     }
 
-    #[test]
-    fn parses_an_address() {
-        let ip = Ipv4Addr::new(198, 18, 0, 7);
-        let m = Builder::new(RTM_NEWADDR, 0, 1)
-            .ifaddr(32, 0, 4)
-            .attr_ipv4(IFA_ADDRESS, ip)
-            .attr_ipv4(IFA_LOCAL, ip)
-            .finish();
-        assert_eq!(
-            parse_addr(&m[NLMSG_HDRLEN..]),
-            Some(Addr {
-                index: 4,
-                ip,
-                prefix_len: 32
+    pub(crate) fn link_msg(
+        index: u32,
+        name: &str,
+        flags: u16,
+    ) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        with_flags(
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)),
+            flags | netlink_packet_core::NLM_F_MULTIPART,
+        )
+    }
+
+    pub(crate) fn done(flags: u16) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut d = DoneMessage::default();
+        d.code = 0;
+        with_flags(
+            NetlinkPayload::Done(d),
+            flags | netlink_packet_core::NLM_F_MULTIPART,
+        )
+    }
+
+    pub(crate) fn error(errno: i32) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut e = ErrorMessage::default();
+        e.code = std::num::NonZeroI32::new(-errno);
+        e.header = vec![0; NLMSG_HDRLEN];
+        with_flags(NetlinkPayload::Error(e), 0)
+    }
+
+    fn get_links() -> RouteNetlinkMessage {
+        RouteNetlinkMessage::GetLink(LinkMessage::default())
+    }
+
+    fn names(msgs: &[RouteNetlinkMessage]) -> Vec<String> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                }),
+                _ => None,
             })
+            .collect()
+    }
+
+    #[test]
+    fn an_interrupted_dump_is_read_to_its_end_and_asked_for_again() {
+        let intr = NLM_F_DUMP_INTR;
+        let wire = Scripted::default()
+            // First attempt: the flag appears mid-dump, over two datagrams.
+            .answer(vec![
+                vec![link_msg(1, "lo", 0)],
+                vec![link_msg(2, "eth0", intr), done(intr)],
+            ])
+            // Second: consistent.
+            .answer(vec![vec![
+                link_msg(1, "lo", 0),
+                link_msg(2, "eth0", 0),
+                link_msg(3, "vx0", 0),
+                done(0),
+            ]]);
+        let sent = wire.sent.clone();
+        let mut nl = Netlink::with_conn(Box::new(wire));
+        let got = nl.dump(get_links(), &|| "dump links".into()).unwrap();
+        assert_eq!(names(&got), ["lo", "eth0", "vx0"]);
+        let sent = sent.lock().unwrap();
+        assert_eq!(sent.len(), 2, "asked exactly twice");
+        let seqs: Vec<u32> = sent
+            .iter()
+            .map(|b| NetlinkBuffer::new(b).sequence_number())
+            .collect();
+        assert_ne!(seqs[0], seqs[1], "each attempt has its own sequence number");
+        assert_eq!(
+            NetlinkBuffer::new(&sent[1]).flags(),
+            NLM_F_REQUEST | NLM_F_DUMP
         );
+    }
+
+    #[test]
+    fn a_dump_interrupted_every_time_is_a_clear_error() {
+        let mut wire = Scripted::default();
+        for _ in 0..MAX_DUMP_ATTEMPTS {
+            // Flagged on the final NLMSG_DONE only, as when the change
+            // lands after the last object was written.
+            wire = wire.answer(vec![vec![link_msg(1, "lo", 0), done(NLM_F_DUMP_INTR)]]);
+        }
+        let sent = wire.sent.clone();
+        let mut nl = Netlink::with_conn(Box::new(wire));
+        let err = nl.dump(get_links(), &|| "dump links".into()).unwrap_err();
+        assert!(
+            matches!(err, Error::DumpInterrupted { attempts, .. } if attempts == MAX_DUMP_ATTEMPTS),
+            "{err}"
+        );
+        assert!(err.to_string().contains("NLM_F_DUMP_INTR"), "{err}");
+        assert_eq!(sent.lock().unwrap().len(), MAX_DUMP_ATTEMPTS as usize);
+    }
+
+    #[test]
+    fn replies_to_other_requests_are_skipped() {
+        /// One datagram, as written (the scripted wire would renumber it).
+        struct Fixed(Option<Vec<u8>>);
+        impl Conn for Fixed {
+            fn send(&mut self, _: &[u8]) -> io::Result<()> {
+                Ok(())
+            }
+            fn recv(&mut self) -> io::Result<&[u8]> {
+                Ok(self.0.as_deref().expect("read once"))
+            }
+        }
+        let mut bytes = Vec::new();
+        // The first request of a socket has sequence number 1; 7 is a late
+        // answer to some earlier one.
+        for (seq, mut m) in [
+            (7, link_msg(9, "stale", 0)),
+            (1, link_msg(1, "lo", 0)),
+            (1, done(0)),
+        ] {
+            m.header.sequence_number = seq;
+            m.finalize();
+            let mut b = vec![0; m.buffer_len()];
+            m.serialize(&mut b);
+            bytes.extend_from_slice(&b);
+        }
+        let mut nl = Netlink::with_conn(Box::new(Fixed(Some(bytes))));
+        let got = nl.dump(get_links(), &|| "dump links".into()).unwrap();
+        assert_eq!(names(&got), ["lo"]);
+    }
+
+    #[test]
+    fn a_refusal_carries_the_errno_and_the_kernel_text() {
+        let mut e = error(libc::EEXIST);
+        if let NetlinkPayload::Error(err) = &mut e.payload {
+            // After the echoed nlmsghdr: NLMSGERR_ATTR_MSG.
+            let msg = DefaultNla::new(NLMSGERR_ATTR_MSG, b"Route exists here\0".to_vec());
+            let mut attr = vec![0; msg.buffer_len()];
+            msg.emit(&mut attr);
+            err.header.extend_from_slice(&attr);
+        }
+        e.header.flags = NLM_F_ACK_TLVS;
+        let wire = Scripted::default().answer(vec![vec![e]]);
+        let mut nl = Netlink::with_conn(Box::new(wire));
+        let err = nl
+            .request(
+                RouteNetlinkMessage::NewRoute(RouteMessage::default()),
+                0,
+                &|| "add route".into(),
+            )
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EEXIST));
+        assert!(err.to_string().contains("(Route exists here)"), "{err}");
+    }
+
+    #[test]
+    fn an_acknowledgement_ends_a_request_with_what_came_before_it() {
+        let mut ack = error(0);
+        if let NetlinkPayload::Error(e) = &mut ack.payload {
+            e.code = None;
+        }
+        let wire = Scripted::default().answer(vec![vec![link_msg(4, "eth0", 0)], vec![ack]]);
+        let mut nl = Netlink::with_conn(Box::new(wire));
+        let got = nl.request(get_links(), 0, &|| "get link".into()).unwrap();
+        assert_eq!(names(&got), ["eth0"]);
+    }
+
+    #[test]
+    fn a_dump_that_fails_midway_is_an_error() {
+        let mut d = DoneMessage::default();
+        d.code = -libc::EMSGSIZE;
+        let wire = Scripted::default().answer(vec![vec![
+            link_msg(1, "lo", 0),
+            with_flags(NetlinkPayload::Done(d), 0),
+        ]]);
+        let mut nl = Netlink::with_conn(Box::new(wire));
+        let err = nl.dump(get_links(), &|| "dump links".into()).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EMSGSIZE), "{err}");
+    }
+
+    /// The fixed 64 KiB buffer this replaced would have cut a large enough
+    /// message short; here a buffer of 64 bytes, smaller than any reply of
+    /// a dump, must grow for every datagram of a real one. In a namespace
+    /// of its own (made by `unshare` on a thread that then ends), so
+    /// nothing outlives the test.
+    #[test]
+    fn the_receive_buffer_grows_to_each_datagram() {
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+        std::thread::spawn(|| {
+            // SAFETY: unshare acts on this thread only.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
+            let mut nl = Netlink::open_with_buffer(64).unwrap();
+            let lo = nl.link("lo").unwrap().expect("a new namespace has lo");
+            nl.set_up(lo.index).unwrap();
+            let base = u32::from(std::net::Ipv4Addr::new(198, 18, 200, 0));
+            for i in 0..300 {
+                nl.add_route(std::net::Ipv4Addr::from(base + i), 32, None, lo.index)
+                    .unwrap();
+            }
+            let routes = nl.routes().unwrap();
+            let ours = routes
+                .iter()
+                .filter(|r| r.dst_len == 32 && r.oif == Some(lo.index))
+                .count();
+            assert_eq!(ours, 300);
+            assert!(nl.links().unwrap().iter().any(|l| l.name == "lo"));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -67,6 +67,15 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Entering a namespace failed, or an interface name was refused by
+    /// pilus-netlink's check (the kernel's rules, kept in one place).
+    #[error("cannot {op}")]
+    Netlink {
+        op: String,
+        #[source]
+        source: pilus_netlink::Error,
+    },
+
     /// The namespace has no link with this name.
     #[error("no link {ifname} in network namespace {ns}")]
     NoSuchLink { ns: String, ifname: String },

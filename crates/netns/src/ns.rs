@@ -146,16 +146,16 @@ impl NetNs {
     /// stays visible, but /sys still shows the namespace it was mounted in:
     /// query links with syscalls (as [`NetNs::ifindex`] does), not sysfs.
     pub fn enter(&self) -> Result<EnterGuard<'_>, Error> {
-        let original = open_ns(Path::new("/proc/thread-self/ns/net"))?;
-        let target = open_ns(&self.path())?;
-        setns(&target)?;
+        let inside =
+            pilus_netlink::netns::enter_path(&self.path()).map_err(|source| Error::Netlink {
+                op: format!("enter network namespace {}", self.name),
+                source,
+            })?;
         Ok(EnterGuard {
-            original,
+            _inside: inside,
             _ns: PhantomData,
-            _thread_bound: PhantomData,
         })
     }
-
     /// Runs `f` on the calling thread while it is inside this namespace.
     pub fn within<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
         let _entered = self.enter()?;
@@ -295,20 +295,6 @@ pub fn link_here(ifname: &str) -> Result<(u32, [u8; 6]), Error> {
     Ok((index as u32, mac))
 }
 
-/// Moves the calling thread into the network namespace at `path` (any
-/// nsfs file: `/run/netns/<name>`, `/proc/<pid>/ns/net`), e.g. a pod's
-/// namespace that a container runtime made; back when the guard drops.
-pub fn enter_path(path: &Path) -> Result<EnterGuard<'static>, Error> {
-    let original = open_ns(Path::new("/proc/thread-self/ns/net"))?;
-    let target = open_ns(path)?;
-    setns(&target)?;
-    Ok(EnterGuard {
-        original,
-        _ns: PhantomData,
-        _thread_bound: PhantomData,
-    })
-}
-
 impl Drop for NetNs {
     fn drop(&mut self) {
         if let Err(err) = destroy(&self.name) {
@@ -325,25 +311,11 @@ impl Drop for NetNs {
 ///
 /// Not `Send`: it must be dropped on the thread that entered. It borrows the
 /// `NetNs`, so the namespace cannot be deleted while a thread is inside.
+/// The moving is pilus-netlink's, the workspace's one setns helper.
 #[derive(Debug)]
 pub struct EnterGuard<'a> {
-    original: OwnedFd,
+    _inside: pilus_netlink::netns::NetnsGuard,
     _ns: PhantomData<&'a NetNs>,
-    /// Makes the guard `!Send` and `!Sync`: setns acts on the current thread.
-    _thread_bound: PhantomData<*const ()>,
-}
-
-impl Drop for EnterGuard<'_> {
-    fn drop(&mut self) {
-        if let Err(err) = setns(&self.original) {
-            // A thread left in the wrong namespace would go on to open
-            // sockets and run commands there without anyone noticing;
-            // stopping is the only safe answer (and can only happen if the
-            // kernel refuses to return to a namespace we held open).
-            eprintln!("pilus-netns: cannot return the thread to its network namespace: {err}");
-            std::process::abort();
-        }
-    }
 }
 
 /// Creates a veth pair: `a_name` in namespace `a`, `b_name` in namespace
@@ -505,27 +477,6 @@ fn pids_in(ns: (u64, u64)) -> Vec<libc::pid_t> {
         .collect()
 }
 
-fn open_ns(path: &Path) -> Result<OwnedFd, Error> {
-    File::open(path)
-        .map(OwnedFd::from)
-        .map_err(|source| Error::Io {
-            op: "open",
-            path: path.to_owned(),
-            source,
-        })
-}
-
-fn setns(fd: &OwnedFd) -> Result<(), Error> {
-    // SAFETY: fd is an open namespace file; setns only reads it.
-    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(Error::Syscall {
-            call: "setns(CLONE_NEWNET)",
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
-}
-
 fn invalid(what: &'static str, value: &str, reason: &'static str) -> Error {
     Error::InvalidArgument {
         what,
@@ -573,25 +524,13 @@ fn validate_ns_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The kernel's rules for link names (`dev_valid_name`).
+/// The kernel's rules for link names, checked by pilus-netlink's
+/// `valid_ifname`, the workspace's one copy of them.
 fn validate_ifname(ifname: &str) -> Result<(), Error> {
-    let what = "interface name";
-    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
-        return Err(invalid(what, ifname, "must be 1 to 15 bytes"));
-    }
-    if ifname == "."
-        || ifname == ".."
-        || ifname
-            .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
-    {
-        return Err(invalid(
-            what,
-            ifname,
-            "must not be '.' or '..' or contain '/', ':', NUL or whitespace",
-        ));
-    }
-    Ok(())
+    pilus_netlink::valid_ifname(ifname).map_err(|source| Error::Netlink {
+        op: "check an interface name".into(),
+        source,
+    })
 }
 
 /// `/proc/sys/...` for a `net.*` key with `.` or `/` separators.
@@ -660,7 +599,16 @@ mod tests {
         }
         assert!(validate_ifname("veth0").is_ok());
         assert!(validate_ifname("fifteen_chars_x").is_ok());
-        for bad in ["", "sixteen_chars_xx", ".", "..", "a/b", "a:b", "a b"] {
+        for bad in [
+            "",
+            "sixteen_chars_xx",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a%d",
+        ] {
             assert!(validate_ifname(bad).is_err(), "{bad} accepted");
         }
     }
