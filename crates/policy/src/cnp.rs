@@ -290,7 +290,8 @@ fn peer_rule(
                 ("cidrGroupSelector", "CiliumCIDRGroups"),
             ],
         )?;
-        peers.push(ctx.cidr_set(o, &p)?);
+        let (cidr, except) = ctx.cidr_set(o, &p)?;
+        peers.push(Peer::Cidr { cidr, except });
     }
     for (p, v) in entities.unwrap_or_default() {
         let name = ctx.string(v, &p)?;

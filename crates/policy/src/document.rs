@@ -7,7 +7,7 @@ use crate::{
     cidr::Cidr,
     cnp, knp,
     labels::{NAMESPACE_LABEL, SOURCE_K8S},
-    Error, Op, Peer, Policy, PolicyId, PolicyKind, Requirement,
+    Error, Op, Policy, PolicyId, PolicyKind, Requirement,
 };
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -410,7 +410,7 @@ impl Ctx {
 
     /// `{cidr, except: [..]}` (CiliumNetworkPolicy `fromCIDRSet`, Kubernetes
     /// `ipBlock`); the caller has checked the fields.
-    pub fn cidr_set(&self, m: &Object, path: &str) -> Result<Peer, Error> {
+    pub fn cidr_set(&self, m: &Object, path: &str) -> Result<(Cidr, Vec<Cidr>), Error> {
         let cpath = key(path, "cidr");
         let cidr = self.cidr(get(m, "cidr").unwrap_or(&Value::Null), &cpath)?;
         let mut except = Vec::new();
@@ -424,7 +424,7 @@ impl Ctx {
             }
             except.push(e);
         }
-        Ok(Peer::Cidr { cidr, except })
+        Ok((cidr, except))
     }
 
     /// A port as written: a number, a string of digits, or a name.

@@ -7,9 +7,9 @@
 
 use crate::{
     cidr::Cidr,
-    identity::{Allocator, Identity, IdentityError, Kind},
+    identity::{Allocator, Identity, IdentityError, Kind, LocalAllocator},
     labels::{Label, Labels, NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX, SOURCE_K8S},
-    resolve::{compute, peer_matches, EndpointPolicy, Peers},
+    resolve::{compute, peer_matches, Addresses, EndpointPolicy, Peers},
     rule::{Direction, Policy, PolicyId, Rule},
     selector::Selector,
 };
@@ -73,9 +73,8 @@ struct Pending {
     policy_changed: bool,
 }
 
-#[derive(Default)]
 pub struct Engine {
-    ids: Allocator,
+    ids: Box<dyn Allocator>,
     /// Identity numbers to reuse (from before a restart).
     prefer: HashMap<Labels, u32>,
     policies: BTreeMap<PolicyId, (Arc<Policy>, u32)>,
@@ -86,14 +85,38 @@ pub struct Engine {
     resolved: HashMap<u32, Arc<EndpointPolicy>>,
     cidrs: BTreeMap<Cidr, usize>,
     cache: HashMap<Selector, Arc<[u32]>>,
+    /// Endpoint addresses and their identities (local and remote), for
+    /// Kubernetes ipBlocks, which select the pods inside them.
+    addrs: Addresses,
     revision: u64,
 }
 
+impl Default for Engine {
+    fn default() -> Engine {
+        Engine::new()
+    }
+}
+
 impl Engine {
+    /// An engine that numbers identities itself ([`LocalAllocator`]).
     pub fn new() -> Engine {
+        Engine::with_allocator(Box::new(LocalAllocator::new()))
+    }
+
+    /// An engine that asks `ids` for identity numbers.
+    pub fn with_allocator(ids: Box<dyn Allocator>) -> Engine {
         Engine {
+            ids,
+            prefer: HashMap::new(),
+            policies: BTreeMap::new(),
             next_cookie: 1,
-            ..Default::default()
+            endpoints: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            resolved: HashMap::new(),
+            cidrs: BTreeMap::new(),
+            cache: HashMap::new(),
+            addrs: Addresses::default(),
+            revision: 0,
         }
     }
 
@@ -113,8 +136,13 @@ impl Engine {
         self.revision = r;
     }
 
-    pub fn identities(&self) -> &Allocator {
-        &self.ids
+    pub fn identities(&self) -> &dyn Allocator {
+        self.ids.as_ref()
+    }
+
+    /// The endpoint addresses the engine knows, with their identities.
+    pub fn addresses(&self) -> &Addresses {
+        &self.addrs
     }
 
     pub fn endpoint(&self, ep_id: u16) -> Option<&EndpointRecord> {
@@ -289,6 +317,37 @@ impl Engine {
         Ok(self.finish(p))
     }
 
+    /// Records that endpoint address `ip` has `identity` now (`None`: no
+    /// endpoint has it any more). Kubernetes ipBlocks select the pods inside
+    /// them through their identities, so the subjects of every rule whose
+    /// ipBlock covers `ip` are resolved again.
+    pub fn set_address(&mut self, ip: std::net::Ipv4Addr, identity: Option<u32>) -> Change {
+        let mut p = Pending::default();
+        if self.addrs.set(ip, identity) != identity {
+            let local = self.local_identities();
+            for (_, rule, _) in self.rules() {
+                let covers = [Direction::Ingress, Direction::Egress].iter().any(|&d| {
+                    rule.allows(d)
+                        .iter()
+                        .chain(rule.denies(d))
+                        .flat_map(|pr| &pr.peers)
+                        .any(|peer| matches!(peer, crate::rule::Peer::IpBlock { cidr, .. } if cidr.contains(&ip)))
+                });
+                if covers {
+                    for &id in &local {
+                        if rule
+                            .subject
+                            .matches(&self.ids.get(id).expect("local").labels)
+                        {
+                            p.touched.insert(id);
+                        }
+                    }
+                }
+            }
+        }
+        self.finish(p)
+    }
+
     /// Adds or replaces policies, all or none.
     pub fn import(&mut self, policies: Vec<Policy>) -> Result<Change, EngineError> {
         let mut p = Pending {
@@ -425,7 +484,7 @@ impl Engine {
                         .iter()
                         .chain(rule.denies(d))
                         .flat_map(|pr| &pr.peers)
-                        .any(|peer| changed.iter().any(|i| peer_matches(peer, i)))
+                        .any(|peer| changed.iter().any(|i| peer_matches(peer, i, &self.addrs)))
                 });
                 if names_one {
                     for &id in &local {
@@ -448,8 +507,9 @@ impl Engine {
         for &id in p.touched.iter().filter(|id| local.contains(id)) {
             let labels = &self.ids.get(id).expect("local").labels;
             let mut peers = Peers {
-                ids: &self.ids,
+                ids: self.ids.as_ref(),
                 cache: &mut self.cache,
+                addrs: &self.addrs,
             };
             let new = compute(labels, rules.iter().copied(), &mut peers);
             let prev = self.resolved.get(&id).cloned();

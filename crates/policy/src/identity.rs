@@ -2,6 +2,11 @@
 //! Endpoints with equal security-relevant labels share one identity; the
 //! reserved identities are fixed; CIDR identities are local to the node.
 //! An identity is released when its last user goes.
+//!
+//! Who hands out the numbers is the [`Allocator`] trait: [`LocalAllocator`]
+//! numbers them in this process (one node); a cluster-wide allocator (the
+//! same labels get the same number on every node) implements the same
+//! trait over the shared store. The policy engine only asks it.
 
 use crate::{
     cidr::Cidr,
@@ -61,15 +66,55 @@ pub enum IdentityError {
     OutOfRange { id: u32, kind: Kind },
 }
 
-#[derive(Clone, Debug)]
-pub struct Allocator {
-    by_id: BTreeMap<u32, Identity>,
-    by_labels: HashMap<Labels, u32>,
-}
+/// Hands out identity numbers and keeps the table of the identities known,
+/// with their labels (which selectors match against). Every acquisition is
+/// one more user of an identity; [`release`](Allocator::release) is one
+/// fewer, and the last one frees it.
+pub trait Allocator: Send + Sync {
+    fn get(&self, id: u32) -> Option<&Identity>;
+    fn lookup(&self, labels: &Labels) -> Option<u32>;
+    /// Every identity known, reserved ones included, in number order.
+    fn iter(&self) -> Box<dyn Iterator<Item = &Identity> + '_>;
+    fn len(&self) -> usize;
+    /// Whether `id` is free (not reserved, not held).
+    fn is_free(&self, id: u32) -> bool;
+    /// One more user of the identity of `labels`, allocating one of `kind`
+    /// if it is new — numbered `want` if given (a restart keeps its
+    /// numbers). Returns (id, newly allocated).
+    fn acquire_kind(
+        &mut self,
+        labels: &Labels,
+        kind: Kind,
+        want: Option<u32>,
+        cidr: Option<Cidr>,
+    ) -> Result<(u32, bool), IdentityError>;
+    /// One user fewer; true when the identity was freed. Reserved
+    /// identities are never freed.
+    fn release(&mut self, id: u32) -> bool;
 
-impl Default for Allocator {
-    fn default() -> Self {
-        Allocator::new()
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The identity of a pod's security labels.
+    fn acquire(&mut self, labels: &Labels) -> Result<(u32, bool), IdentityError> {
+        self.acquire_kind(labels, Kind::Cluster, None, None)
+    }
+
+    /// The identity of a policy's CIDR.
+    fn acquire_cidr(&mut self, c: &Cidr) -> Result<(u32, bool), IdentityError> {
+        self.acquire_kind(&cidr_labels(c), Kind::Cidr, None, Some(*c))
+    }
+
+    /// Re-creates an identity with the number it had before a restart, so
+    /// the maps written then stay valid.
+    fn restore(&mut self, labels: &Labels, id: u32) -> Result<(u32, bool), IdentityError> {
+        self.acquire_kind(labels, Kind::Cluster, Some(id), None)
+    }
+
+    /// As [`restore`](Self::restore), for a CIDR identity.
+    fn restore_cidr(&mut self, c: &Cidr, id: u32) -> Result<(u32, bool), IdentityError> {
+        self.acquire_kind(&cidr_labels(c), Kind::Cidr, Some(id), Some(*c))
     }
 }
 
@@ -82,9 +127,23 @@ pub fn cidr_labels(c: &Cidr) -> Labels {
     ])
 }
 
-impl Allocator {
-    pub fn new() -> Allocator {
-        let mut a = Allocator {
+/// Numbers identities in this process, lowest free number first, so they
+/// stay small and are reused (like Cilium's local allocator).
+#[derive(Clone, Debug)]
+pub struct LocalAllocator {
+    by_id: BTreeMap<u32, Identity>,
+    by_labels: HashMap<Labels, u32>,
+}
+
+impl Default for LocalAllocator {
+    fn default() -> Self {
+        LocalAllocator::new()
+    }
+}
+
+impl LocalAllocator {
+    pub fn new() -> LocalAllocator {
+        let mut a = LocalAllocator {
             by_id: BTreeMap::new(),
             by_labels: HashMap::new(),
         };
@@ -105,29 +164,8 @@ impl Allocator {
         a
     }
 
-    pub fn get(&self, id: u32) -> Option<&Identity> {
-        self.by_id.get(&id)
-    }
-
-    pub fn lookup(&self, labels: &Labels) -> Option<u32> {
-        self.by_labels.get(labels).copied()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Identity> {
-        self.by_id.values()
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
     fn free_id(&self, lo: u32, hi: u32, kind: Kind) -> Result<u32, IdentityError> {
-        // Lowest free number: identities stay small and reused, like Cilium's
-        // local allocator. The map is ordered, so walk the used ones.
+        // The map is ordered: walk the used numbers to the first gap.
         let mut next = lo;
         for &id in self.by_id.range(lo..=hi).map(|(k, _)| k) {
             if id != next {
@@ -140,31 +178,34 @@ impl Allocator {
         }
         Ok(next)
     }
+}
 
-    /// One more user of the identity for `labels` (a pod's security labels),
-    /// allocating it if new. Returns (id, newly allocated).
-    pub fn acquire(&mut self, labels: &Labels) -> Result<(u32, bool), IdentityError> {
-        self.acquire_kind(labels, Kind::Cluster, None, None)
+/// The range identities of `kind` are numbered from.
+pub fn range(kind: Kind) -> (u32, u32) {
+    match kind {
+        Kind::Cidr => (IDENTITY_LOCAL_MIN, LOCAL_MAX),
+        _ => (IDENTITY_CLUSTER_MIN, CLUSTER_MAX),
+    }
+}
+
+impl Allocator for LocalAllocator {
+    fn get(&self, id: u32) -> Option<&Identity> {
+        self.by_id.get(&id)
     }
 
-    /// As [`acquire`](Self::acquire), for the identity of a policy's CIDR.
-    pub fn acquire_cidr(&mut self, c: &Cidr) -> Result<(u32, bool), IdentityError> {
-        self.acquire_kind(&cidr_labels(c), Kind::Cidr, None, Some(*c))
+    fn lookup(&self, labels: &Labels) -> Option<u32> {
+        self.by_labels.get(labels).copied()
     }
 
-    /// Re-creates an identity with the number it had before a restart, so
-    /// the maps written then stay valid.
-    pub fn restore(&mut self, labels: &Labels, id: u32) -> Result<(u32, bool), IdentityError> {
-        self.acquire_kind(labels, Kind::Cluster, Some(id), None)
+    fn iter(&self) -> Box<dyn Iterator<Item = &Identity> + '_> {
+        Box::new(self.by_id.values())
     }
 
-    /// As [`restore`](Self::restore), for a CIDR identity.
-    pub fn restore_cidr(&mut self, c: &Cidr, id: u32) -> Result<(u32, bool), IdentityError> {
-        self.acquire_kind(&cidr_labels(c), Kind::Cidr, Some(id), Some(*c))
+    fn len(&self) -> usize {
+        self.by_id.len()
     }
 
-    /// Whether `id` is free (not reserved, not held).
-    pub fn is_free(&self, id: u32) -> bool {
+    fn is_free(&self, id: u32) -> bool {
         !self.by_id.contains_key(&id)
     }
 
@@ -186,10 +227,7 @@ impl Allocator {
             e.refs += 1;
             return Ok((id, false));
         }
-        let (lo, hi) = match kind {
-            Kind::Cidr => (IDENTITY_LOCAL_MIN, LOCAL_MAX),
-            _ => (IDENTITY_CLUSTER_MIN, CLUSTER_MAX),
-        };
+        let (lo, hi) = range(kind);
         let id = match want {
             Some(w) if !(lo..=hi).contains(&w) => {
                 return Err(IdentityError::OutOfRange { id: w, kind })
@@ -219,9 +257,7 @@ impl Allocator {
         Ok((id, true))
     }
 
-    /// One user fewer; returns true when the identity was freed. Reserved
-    /// identities are never freed.
-    pub fn release(&mut self, id: u32) -> bool {
+    fn release(&mut self, id: u32) -> bool {
         let Some(e) = self.by_id.get_mut(&id) else {
             return false;
         };
@@ -248,7 +284,7 @@ mod tests {
 
     #[test]
     fn equal_labels_share_and_release_frees() {
-        let mut a = Allocator::new();
+        let mut a = LocalAllocator::new();
         assert_eq!(a.acquire(&l(&["app=web"])).unwrap(), (256, true));
         assert_eq!(a.acquire(&l(&["app=db"])).unwrap(), (257, true));
         assert_eq!(a.acquire(&l(&["app=web"])).unwrap(), (256, false));
@@ -266,7 +302,7 @@ mod tests {
 
     #[test]
     fn cidr_identities_are_local() {
-        let mut a = Allocator::new();
+        let mut a = LocalAllocator::new();
         let c = crate::cidr::parse("198.18.0.0/24").unwrap();
         assert_eq!(a.acquire_cidr(&c).unwrap(), (1 << 24, true));
         let id = a.get(1 << 24).unwrap();
@@ -280,7 +316,7 @@ mod tests {
 
     #[test]
     fn restore_keeps_numbers_and_detects_conflicts() {
-        let mut a = Allocator::new();
+        let mut a = LocalAllocator::new();
         assert_eq!(a.restore(&l(&["app=web"]), 300).unwrap(), (300, true));
         assert_eq!(a.acquire(&l(&["app=db"])).unwrap(), (256, true));
         assert!(matches!(

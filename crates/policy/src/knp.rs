@@ -170,7 +170,10 @@ fn peer(ctx: &Ctx, v: &Value, path: &str, ns: &str) -> Result<Peer, Error> {
             let bpath = key(path, "ipBlock");
             let o = ctx.object(b, &bpath)?;
             ctx.fields(o, &bpath, &["cidr", "except"], &[])?;
-            ctx.cidr_set(o, &bpath)
+            // Kubernetes' ipBlock, unlike Cilium's CIDR rules, also selects
+            // the pods inside it.
+            let (cidr, except) = ctx.cidr_set(o, &bpath)?;
+            Ok(Peer::IpBlock { cidr, except })
         }
         (_, _, Some(_)) => Err(ctx.err(
             &key(path, "ipBlock"),
@@ -329,7 +332,7 @@ mod tests {
                         req("k8s:app", Op::In, &["prom"])
                     ]),
                     sel(vec![ns_exists()]),
-                    Peer::Cidr {
+                    Peer::IpBlock {
                         cidr: "198.18.0.0/15".parse().unwrap(),
                         except: vec!["198.19.9.0/24".parse().unwrap()]
                     },

@@ -6,6 +6,7 @@
 //! deny (the datapath relies on this; see bpf/lib/policy.h).
 
 use crate::{
+    cidr::Cidr,
     identity::{Allocator, Identity, Kind},
     labels::Labels,
     rule::{Direction, Entity, Peer, PeerRule, Rule},
@@ -17,7 +18,8 @@ use pilus_abi::{
 };
 use serde::Serialize;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::Ipv4Addr,
     sync::Arc,
 };
 
@@ -97,21 +99,82 @@ pub enum PeerSet {
 /// Peer resolution against the current identities, with the selector → ids
 /// answers cached (cleared by the owner whenever identities change).
 pub struct Peers<'a> {
-    pub ids: &'a Allocator,
+    pub ids: &'a dyn Allocator,
     pub cache: &'a mut HashMap<Selector, Arc<[u32]>>,
+    pub addrs: &'a Addresses,
+}
+
+/// Endpoint addresses (local and remote) and their identities: what a
+/// Kubernetes ipBlock needs to select the pods inside it.
+#[derive(Clone, Debug, Default)]
+pub struct Addresses {
+    by_ip: BTreeMap<Ipv4Addr, u32>,
+    by_identity: HashMap<u32, BTreeSet<Ipv4Addr>>,
+}
+
+impl Addresses {
+    /// Sets (or with `None` removes) the identity of `ip`; returns the old.
+    pub fn set(&mut self, ip: Ipv4Addr, identity: Option<u32>) -> Option<u32> {
+        let old = match identity {
+            Some(id) => self.by_ip.insert(ip, id),
+            None => self.by_ip.remove(&ip),
+        };
+        if let Some(o) = old {
+            if let Some(set) = self.by_identity.get_mut(&o) {
+                set.remove(&ip);
+                if set.is_empty() {
+                    self.by_identity.remove(&o);
+                }
+            }
+        }
+        if let Some(id) = identity {
+            self.by_identity.entry(id).or_default().insert(ip);
+        }
+        old
+    }
+
+    pub fn identity_of(&self, ip: Ipv4Addr) -> Option<u32> {
+        self.by_ip.get(&ip).copied()
+    }
+
+    /// The addresses of the endpoints with identity `id`.
+    pub fn of_identity(&self, id: u32) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.by_identity.get(&id).into_iter().flatten().copied()
+    }
+}
+
+fn in_block(ip: &Ipv4Addr, cidr: &Cidr, except: &[Cidr]) -> bool {
+    cidr.contains(ip) && !except.iter().any(|e| e.contains(ip))
 }
 
 /// Whether identity `id` is one of the peers `peer` stands for.
-pub fn peer_matches(peer: &Peer, id: &Identity) -> bool {
+pub fn peer_matches(peer: &Peer, id: &Identity, addrs: &Addresses) -> bool {
     match peer {
         Peer::Any => true,
         Peer::Selector(s) => s.matches(&id.labels),
-        Peer::Cidr { cidr, except } => match (id.kind, id.cidr) {
-            (Kind::Cidr, Some(c)) => cidr.contains(&c) && !except.iter().any(|e| e.contains(&c)),
-            // An address no prefix covers is the world; only /0 includes it.
-            _ => id.id == pilus_abi::consts::IDENTITY_WORLD && cidr.prefix_len() == 0,
-        },
+        Peer::Cidr { cidr, except } => cidr_matches(cidr, except, id),
+        // Kubernetes: an ipBlock also selects the pods whose addresses it
+        // covers. Pods are matched through their identity, which pods with
+        // equal labels share, so an identity is selected only when every
+        // address that has it is inside: a block never opens to an address
+        // outside it (fail closed).
+        Peer::IpBlock { cidr, except } => {
+            cidr_matches(cidr, except, id)
+                || (id.kind == Kind::Cluster && {
+                    let mut ips = addrs.of_identity(id.id).peekable();
+                    ips.peek().is_some() && ips.all(|ip| in_block(&ip, cidr, except))
+                })
+        }
         Peer::Entity(e) => entity_matches(*e, id),
+    }
+}
+
+/// A CIDR peer: the CIDR identities inside it (and outside every except).
+fn cidr_matches(cidr: &Cidr, except: &[Cidr], id: &Identity) -> bool {
+    match (id.kind, id.cidr) {
+        (Kind::Cidr, Some(c)) => cidr.contains(&c) && !except.iter().any(|e| e.contains(&c)),
+        // An address no prefix covers is the world; only /0 includes it.
+        _ => id.id == pilus_abi::consts::IDENTITY_WORLD && cidr.prefix_len() == 0,
     }
 }
 
@@ -154,7 +217,7 @@ impl Peers<'_> {
             _ => PeerSet::Ids(
                 self.ids
                     .iter()
-                    .filter(|i| peer_matches(peer, i))
+                    .filter(|i| peer_matches(peer, i, self.addrs))
                     .map(|i| i.id)
                     .collect(),
             ),

@@ -151,6 +151,13 @@ pub enum Peer {
         cidr: Cidr,
         except: Vec<Cidr>,
     },
+    /// A Kubernetes NetworkPolicy `ipBlock`: like [`Peer::Cidr`], and also
+    /// the pods whose addresses fall inside (as the upstream e2e suite
+    /// expects), matched through their identities.
+    IpBlock {
+        cidr: Cidr,
+        except: Vec<Cidr>,
+    },
     Entity(Entity),
 }
 
@@ -159,10 +166,18 @@ impl fmt::Display for Peer {
         match self {
             Peer::Any => f.write_str("any peer"),
             Peer::Selector(s) => write!(f, "endpoints {s}"),
-            Peer::Cidr { cidr, except } if except.is_empty() => write!(f, "cidr {cidr}"),
-            Peer::Cidr { cidr, except } => {
-                let e: Vec<String> = except.iter().map(|c| c.to_string()).collect();
-                write!(f, "cidr {cidr} except {}", e.join(","))
+            Peer::Cidr { cidr, except } | Peer::IpBlock { cidr, except } => {
+                let what = if matches!(self, Peer::Cidr { .. }) {
+                    "cidr"
+                } else {
+                    "ipBlock"
+                };
+                write!(f, "{what} {cidr}")?;
+                if !except.is_empty() {
+                    let e: Vec<String> = except.iter().map(|c| c.to_string()).collect();
+                    write!(f, " except {}", e.join(","))?;
+                }
+                Ok(())
             }
             Peer::Entity(e) => write!(f, "entity {}", e.name()),
         }
@@ -232,7 +247,7 @@ impl Rule {
         .flatten()
         .flat_map(|pr| pr.peers.iter())
         .flat_map(|p| match p {
-            Peer::Cidr { cidr, except } => std::iter::once(*cidr)
+            Peer::Cidr { cidr, except } | Peer::IpBlock { cidr, except } => std::iter::once(*cidr)
                 .chain(except.iter().copied())
                 .collect(),
             _ => Vec::new(),

@@ -7,7 +7,7 @@ use crate::{
     engine::Engine,
     identity::Identity,
     lookup::{self, Verdict},
-    resolve::{compute, peer_matches, Peers},
+    resolve::{compute, peer_matches, Addresses, Peers},
     rule::{Direction, PeerRule, PolicyId, Protocol, Rule},
 };
 use serde::{Deserialize, Serialize};
@@ -69,10 +69,16 @@ fn ports_match(pr: &PeerRule, protocol: u8, port: u16) -> bool {
         })
 }
 
-fn peer_rule_matches(pr: &PeerRule, peer: &Identity, protocol: u8, port: u16) -> bool {
+fn peer_rule_matches(
+    pr: &PeerRule,
+    peer: &Identity,
+    addrs: &Addresses,
+    protocol: u8,
+    port: u16,
+) -> bool {
     pr.peers.iter().any(|p| {
         // The empty selector is the wildcard (see resolve::Peers).
-        matches!(p, crate::rule::Peer::Selector(s) if s.is_empty()) || peer_matches(p, peer)
+        matches!(p, crate::rule::Peer::Selector(s) if s.is_empty()) || peer_matches(p, peer, addrs)
     }) && ports_match(pr, protocol, port)
 }
 
@@ -107,7 +113,7 @@ impl Engine {
             }
             for (prs, deny) in [(rule.allows(dir), false), (rule.denies(dir), true)] {
                 for pr in prs {
-                    if peer_rule_matches(pr, peer, protocol, port) {
+                    if peer_rule_matches(pr, peer, self.addresses(), protocol, port) {
                         matches.push(RuleMatch {
                             policy: name.clone(),
                             rule: format!("{} {}", rule.origin, pr.origin).trim().to_string(),
@@ -131,6 +137,7 @@ impl Engine {
         let mut peers = Peers {
             ids: self.identities(),
             cache: &mut cache,
+            addrs: self.addresses(),
         };
         let rules: Vec<(&Rule, u32)> = selecting.iter().map(|(_, r, c)| (*r, *c)).collect();
         let pol = compute(labels, rules.into_iter(), &mut peers);

@@ -14,7 +14,9 @@
 //! DoesNotExist); CNP namespace scoping of subjects and peers, explicit
 //! namespace and reserved labels; CCNP across namespaces and its `{}`
 //! wildcard; Kubernetes podSelector / namespaceSelector (labels,
-//! `kubernetes.io/metadata.name`, `{}`, AND vs OR), ipBlock, policyTypes,
+//! `kubernetes.io/metadata.name`, `{}`, AND vs OR), ipBlock (which selects
+//! the pods inside it, unlike CNP CIDRs; pods have 198.18.0.x addresses),
+//! policyTypes,
 //! `ingress: [{}]`, deny-all; CIDR, CIDR except, longest-prefix identities,
 //! 0.0.0.0/0; entities; deny precedence; port ranges and protocols; unions;
 //! `enableDefaultDeny`; namespace relabelling and policy deletion.
@@ -35,7 +37,27 @@ const PODS: &[(&str, &str, &[&str])] = &[
     // Same pod labels as shop's web, in another namespace.
     ("ops-web", "ops", &["app=web", "tier=front"]),
     ("dev-client", "dev", &["app=client"]),
+    // A second pod of shop's web: the two share one identity.
+    (
+        "web-b",
+        "shop",
+        &["app=web", "tier=front", "pod-template-hash=6d4f"],
+    ),
 ];
+
+/// The address of pod `i` (index in [`PODS`]): 198.18.0.2, .3, ...
+fn pod_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 2 + i as u8)
+}
+
+/// Tells the engine every pod's address and current identity, as the
+/// ipcache does after each change.
+fn sync_addresses(e: &mut Engine) {
+    for i in 0..PODS.len() {
+        let id = e.endpoint(i as u16 + 1).expect("pod").identity;
+        e.set_address(pod_ip(i), Some(id));
+    }
+}
 
 const NAMESPACES: &[(&str, &[&str])] = &[
     ("shop", &["team=shop", "env=prod"]),
@@ -92,6 +114,7 @@ fn engine() -> Engine {
         e.upsert_endpoint(i as u16 + 1, ns, &labels(l))
             .expect("endpoint");
     }
+    sync_addresses(&mut e);
     e
 }
 
@@ -104,7 +127,12 @@ fn reserved(e: &Engine, name: &str) -> u32 {
 /// A pod (with its endpoint), a reserved identity, or an address seen with
 /// the identity of the longest CIDR identity containing it (else world).
 fn party(e: &Engine, name: &str) -> Party {
-    let (id, ep_id) = if let Some(i) = PODS.iter().position(|p| p.0 == name) {
+    // A pod's address is the pod: its /32 in the ipcache beats any CIDR.
+    let pod = PODS
+        .iter()
+        .position(|p| p.0 == name)
+        .or_else(|| (0..PODS.len()).find(|&i| pod_ip(i).to_string() == name));
+    let (id, ep_id) = if let Some(i) = pod {
         let ep = i as u16 + 1;
         (e.endpoint(ep).expect("pod").identity, Some(ep))
     } else if let Ok(ip) = name.parse::<Ipv4Addr>() {
@@ -164,6 +192,7 @@ fn run(c: &Case) -> Result<(), String> {
         After::NamespaceLabels(ns, l) => {
             e.set_namespace_labels(ns, labels(l))
                 .map_err(|err| format!("relabel: {err}"))?;
+            sync_addresses(&mut e);
         }
         After::Delete(name) => {
             let ids = e.find_policies(name);
@@ -947,6 +976,68 @@ const KNP_EGRESS_IPBLOCK: &str = r#"{
   }
 }"#;
 
+/// client may send only to db's address (198.18.0.4).
+const KNP_EGRESS_DB_32: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-to-db-ip, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 198.18.0.4/32}}]
+"#;
+
+/// client may send to every pod address but db's.
+const KNP_EGRESS_EXCEPT_DB: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-to-pods-but-db, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 198.18.0.0/24, except: [198.18.0.4/32]}}]
+"#;
+
+/// web takes 443 only from client's address (198.18.0.3).
+const KNP_WEB_FROM_CLIENT_32: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-client-ip, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{ipBlock: {cidr: 198.18.0.3/32}}]
+    ports: [{port: 443}]
+"#;
+
+/// client may send to web's address only (not web-b's, same identity).
+const KNP_EGRESS_WEB_32: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-to-web-ip, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 198.18.0.2/32}}]
+"#;
+
+/// client may send to a block holding both web pods (198.18.0.2 and .8).
+/// Each ipBlock is judged on its own: two /32s, one per pod, would select
+/// neither.
+const KNP_EGRESS_WEB_BOTH: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-to-webs, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 198.18.0.0/28, except: [198.18.0.4/32]}}]
+"#;
+
 const TWO_POLICIES_SAME_CIDR: &str = r#"
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -1271,7 +1362,22 @@ fn cases() -> Vec<Case> {
         case("K8s policyTypes [Egress] with egress []: ingress open", KNP_EGRESS_DENY_ALL, "web -> db tcp/5432", true),
         case("K8s egress ipBlock 0.0.0.0/0: the world", KNP_EGRESS_IPBLOCK, "client -> 198.18.7.7 udp/53", true),
         case("K8s egress ipBlock 0.0.0.0/0: inside except", KNP_EGRESS_IPBLOCK, "client -> 198.19.3.3 udp/53", false),
-        case("K8s egress ipBlock 0.0.0.0/0: not pods", KNP_EGRESS_IPBLOCK, "client -> web udp/53", false),
+        // Kubernetes: an ipBlock selects the pods inside it too (upstream
+        // e2e "should allow egress access to server in CIDR block"); a CNP
+        // CIDR never does (the CNP cases above).
+        case("K8s egress ipBlock 0.0.0.0/0 also selects pods", KNP_EGRESS_IPBLOCK, "client -> web udp/53", true),
+        case("K8s egress ipBlock of one pod's /32: that pod", KNP_EGRESS_DB_32, "client -> db tcp/5432", true),
+        case("K8s egress ipBlock of one pod's /32: by its address", KNP_EGRESS_DB_32, "client -> 198.18.0.4 tcp/5432", true),
+        case("K8s egress ipBlock of one pod's /32: another pod", KNP_EGRESS_DB_32, "client -> monitor tcp/5432", false),
+        case("K8s egress ipBlock except one pod's /32: other pods", KNP_EGRESS_EXCEPT_DB, "client -> monitor tcp/5432", true),
+        case("K8s egress ipBlock except one pod's /32: that pod", KNP_EGRESS_EXCEPT_DB, "client -> db tcp/5432", false),
+        case("K8s egress ipBlock except one pod's /32: the world outside", KNP_EGRESS_EXCEPT_DB, "client -> 198.19.7.7 tcp/5432", false),
+        case("K8s ingress ipBlock of a pod's /32", KNP_WEB_FROM_CLIENT_32, "client -> web tcp/443", true),
+        case("K8s ingress ipBlock of a pod's /32: not another pod", KNP_WEB_FROM_CLIENT_32, "dev-client -> web tcp/443", false),
+        // Pods are matched through identities: web and web-b share one, and
+        // a block holding only one of them selects neither (fail closed).
+        case("K8s ipBlock with one of two pods of an identity: fail closed", KNP_EGRESS_WEB_32, "client -> web tcp/80", false),
+        case("K8s ipBlock with both pods of an identity", KNP_EGRESS_WEB_BOTH, "client -> web-b tcp/80", true),
         case("K8s explicit ingress []: deny all", KNP_EXPLICIT_EMPTY_INGRESS, "client -> db tcp/5432", false),
         case("K8s namespaceSelector {} AND podSelector: pod in another namespace", KNP_CLIENTS_ANY_NAMESPACE, "dev-client -> db tcp/5432", true),
         case("K8s namespaceSelector {} AND podSelector: other pods", KNP_CLIENTS_ANY_NAMESPACE, "monitor -> db tcp/5432", false),
@@ -1319,4 +1425,38 @@ fn cases() -> Vec<Case> {
         case("rules array: peers of every namespace", RULES_ARRAY_ENDPOINTS, "dev-client -> web tcp/80", true),
         case("rules array: subjects of every namespace", RULES_ARRAY_ENDPOINTS, "db -> ops-web tcp/80", false),
     ]
+}
+
+/// A pod created after a Kubernetes ipBlock policy, inside the block, is
+/// selected without a re-import; when it goes, so does the selection.
+#[test]
+fn ipblock_follows_pods_as_they_come_and_go() {
+    let mut e = engine();
+    let policies = parse_documents(KNP_EGRESS_EXCEPT_DB, "p.yaml").unwrap();
+    e.import(policies).unwrap();
+    let client = 2;
+    let late_ip = Ipv4Addr::new(198, 18, 0, 50);
+    let allowed = |e: &Engine, id: u32| datapath(e, client, Direction::Egress, id, 6, 80);
+    // The pod's identity before it has an address: not selected.
+    e.upsert_endpoint(100, "dev", &labels(&["app=late"]))
+        .unwrap();
+    let late = e.endpoint(100).unwrap().identity;
+    assert!(!allowed(&e, late), "selected before its address was known");
+    let change = e.set_address(late_ip, Some(late));
+    assert!(
+        change.endpoints.iter().any(|u| u.ep_id == client),
+        "client's entries were not recomputed"
+    );
+    assert!(
+        allowed(&e, late),
+        "a pod made later inside the block is not selected"
+    );
+    // Moving it outside the block (a new address) deselects it.
+    e.set_address(late_ip, None);
+    e.set_address(Ipv4Addr::new(198, 19, 0, 50), Some(late));
+    assert!(!allowed(&e, late));
+    // An address that does not change anything changes nothing.
+    let rev = e.revision();
+    e.set_address(Ipv4Addr::new(198, 19, 0, 50), Some(late));
+    assert_eq!(e.revision(), rev);
 }
