@@ -1,15 +1,12 @@
-//! The REST routes: each request is parsed, handed to the [`Agent`] under
-//! its lock, and answered with JSON (errors as `{"error": ...}` with a
-//! status that says whose fault it was).
+//! The REST routes: each request is parsed, handed to one method of the
+//! [`ControlPlane`] (which locks what it needs), and answered with JSON
+//! (errors as `{"error": ...}` with a status that says whose fault it was).
 
-use crate::{agent::Agent, error::AgentError};
 use pilus_api::{types as api, Request, Response};
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use pilus_controlplane::{ControlPlane, Error};
+use std::time::{Duration, Instant};
 
-fn respond<T: serde::Serialize>(status: u16, r: Result<T, AgentError>) -> Response {
+fn respond<T: serde::Serialize>(status: u16, r: Result<T, Error>) -> Response {
     match r {
         Ok(v) => Response::json(status, &v),
         Err(e) => {
@@ -21,14 +18,14 @@ fn respond<T: serde::Serialize>(status: u16, r: Result<T, AgentError>) -> Respon
     }
 }
 
-fn bad(what: &'static str, reason: impl Into<String>) -> AgentError {
-    AgentError::Invalid {
+fn bad(what: &'static str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
         what,
         reason: reason.into(),
     }
 }
 
-fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, AgentError> {
+fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Error> {
     req.json().map_err(|e| bad("request body", e.to_string()))
 }
 
@@ -40,15 +37,14 @@ fn not_found(path: &str) -> Response {
 }
 
 /// Routes one request.
-pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
+pub fn handle(cp: &ControlPlane, req: Request) -> Response {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
-    let lock = || agent.lock().unwrap_or_else(|p| p.into_inner());
     let m = req.method.as_str();
     match (m, segs.as_slice()) {
-        ("GET", ["v1", "status"]) => Response::json(200, &lock().status()),
-        ("GET", ["v1", "endpoints"]) => Response::json(200, &lock().endpoints_view()),
+        ("GET", ["v1", "status"]) => Response::json(200, &cp.status()),
+        ("GET", ["v1", "endpoints"]) => Response::json(200, &cp.endpoints_view()),
         ("PUT" | "POST", ["v1", "endpoints"]) => {
-            let r = body::<api::EndpointCreate>(&req).and_then(|b| lock().create_endpoint(&b));
+            let r = body::<api::EndpointCreate>(&req).and_then(|b| cp.create_endpoint(&b));
             let status = match &r {
                 Ok(c) if !c.created => 200,
                 _ => 201,
@@ -56,70 +52,34 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
             respond(status, r)
         }
         ("GET", ["v1", "endpoints", key]) => {
-            let a = lock();
-            let found = match req.query_get("ifname") {
-                Some(ifname) => a.find_attachment(key, ifname),
-                None => a.find_endpoint(key),
-            };
-            respond(
-                200,
-                found.map(|e| a.view(e)).ok_or(AgentError::NotFound {
-                    what: "endpoint",
-                    name: key.to_string(),
-                }),
-            )
+            respond(200, cp.endpoint_view(key, req.query_get("ifname")))
         }
         ("GET", ["v1", "endpoints", ns, pod]) => {
-            let a = lock();
-            let key = format!("{ns}/{pod}");
-            respond(
-                200,
-                a.find_endpoint(&key)
-                    .map(|e| a.view(e))
-                    .ok_or(AgentError::NotFound {
-                        what: "endpoint",
-                        name: key.clone(),
-                    }),
-            )
+            respond(200, cp.endpoint_view(&format!("{ns}/{pod}"), None))
         }
+        // `?ifname=` makes the key a container id and picks one of its
+        // attachments (CNI DEL is per container and interface); deleting
+        // what is not there succeeds.
         ("DELETE", ["v1", "endpoints", key]) => {
-            let mut a = lock();
-            // `?ifname=` makes the key a container id and picks one of its
-            // attachments (CNI DEL is per container and interface).
-            let id = match req.query_get("ifname") {
-                Some(ifname) => a.find_attachment(key, ifname).map(|e| e.id),
-                None => a.find_endpoint(key).map(|e| e.id),
-            };
-            respond(
-                200,
-                match id {
-                    Some(id) => a.delete_endpoint(id),
-                    // Deleting what is not there succeeds (CNI DEL).
-                    None => Ok(api::Deleted {
-                        deleted: 0,
-                        revision: a.status().enforced_revision,
-                    }),
-                },
-            )
+            respond(200, cp.delete_endpoint_by(key, req.query_get("ifname")))
         }
-        ("POST", ["v1", "cni", "gc"]) => respond(
-            200,
-            body::<api::CniGc>(&req).and_then(|b| lock().cni_gc(&b)),
-        ),
-        ("GET", ["v1", "identities"]) => Response::json(200, &lock().identities_view()),
+        ("POST", ["v1", "cni", "gc"]) => {
+            respond(200, body::<api::CniGc>(&req).and_then(|b| cp.cni_gc(&b)))
+        }
+        ("GET", ["v1", "identities"]) => Response::json(200, &cp.identities_view()),
         ("GET", ["v1", "identities", id]) => respond(
             200,
             id.parse::<u32>()
                 .map_err(|_| bad("identity", format!("{id:?} is not a number")))
-                .and_then(|id| lock().identity_view(id)),
+                .and_then(|id| cp.identity_view(id)),
         ),
-        ("GET", ["v1", "policies"]) => respond(200, lock().policies_view(None)),
+        ("GET", ["v1", "policies"]) => respond(200, cp.policies_view(None)),
         ("GET", ["v1", "policies", name @ ..]) => {
-            respond(200, lock().policies_view(Some(&name.join("/"))))
+            respond(200, cp.policies_view(Some(&name.join("/"))))
         }
         ("POST" | "PUT", ["v1", "policies"]) => respond(
             200,
-            body::<api::PolicyImport>(&req).and_then(|b| lock().import(&b.files)),
+            body::<api::PolicyImport>(&req).and_then(|b| cp.import(&b.files)),
         ),
         ("DELETE", ["v1", "policies"]) => {
             if req.query_get("all") != Some("true") {
@@ -128,15 +88,15 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
                     "DELETE /v1/policies needs ?all=true (or a policy name in the path)",
                 );
             }
-            respond(200, lock().delete_policies(None))
+            respond(200, cp.delete_policies(None))
         }
         ("DELETE", ["v1", "policies", name @ ..]) => {
-            respond(200, lock().delete_policies(Some(&name.join("/"))))
+            respond(200, cp.delete_policies(Some(&name.join("/"))))
         }
         ("GET", ["v1", "policy", "revision"]) => {
             // A parameter that does not parse is refused, not defaulted: a
             // caller that waits for revision "x" believes it waited.
-            let number = |name: &'static str, default: u64| -> Result<u64, AgentError> {
+            let number = |name: &'static str, default: u64| -> Result<u64, Error> {
                 match req.query_get(name) {
                     None => Ok(default),
                     Some(v) => v
@@ -148,10 +108,9 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
                 (Ok(w), Ok(t)) => (w, t),
                 (Err(e), _) | (_, Err(e)) => return respond::<()>(400, Err(e)),
             };
-            let timeout = Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
-            let deadline = Instant::now() + timeout;
+            let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
             loop {
-                let s = lock().status();
+                let s = cp.status();
                 if s.enforced_revision >= wait || Instant::now() >= deadline {
                     let code = if s.enforced_revision >= wait {
                         200
@@ -171,21 +130,9 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
         }
         ("POST", ["v1", "policy", "trace"]) => respond(
             200,
-            body::<api::TraceRequest>(&req).and_then(|b| lock().trace(&b)),
+            body::<api::TraceRequest>(&req).and_then(|b| cp.trace(&b)),
         ),
-        ("GET", ["v1", "namespaces"]) => {
-            let a = lock();
-            let v: Vec<api::NamespaceLabels> = a
-                .engine
-                .namespaces()
-                .map(|(ns, l)| api::NamespaceLabels {
-                    namespace: ns.clone(),
-                    labels: l.iter().map(|x| format!("{}={}", x.key, x.value)).collect(),
-                    revision: 0,
-                })
-                .collect();
-            Response::json(200, &v)
-        }
+        ("GET", ["v1", "namespaces"]) => Response::json(200, &cp.namespaces_view()),
         ("PUT" | "POST", ["v1", "namespaces", ns, "labels"]) => respond(
             200,
             body::<api::NamespaceLabels>(&req).and_then(|b| {
@@ -197,28 +144,18 @@ pub fn handle(agent: &Arc<Mutex<Agent>>, req: Request) -> Response {
                         format!("the body names {:?} but the path {ns:?}", b.namespace),
                     ));
                 }
-                lock().set_namespace_labels(ns, &b.labels)
+                cp.set_namespace_labels(ns, &b.labels)
             }),
         ),
-        ("GET", ["v1", "bpf", "policy"]) => respond(200, lock().bpf_policy(None)),
-        ("GET", ["v1", "bpf", "policy", key]) => {
-            let a = lock();
-            let id = a.find_endpoint(key).map(|e| e.id);
-            respond(
-                200,
-                id.ok_or(AgentError::NotFound {
-                    what: "endpoint",
-                    name: key.to_string(),
-                })
-                .and_then(|id| a.bpf_policy(Some(id))),
-            )
-        }
-        ("GET", ["v1", "bpf", "ipcache"]) => respond(200, lock().bpf_ipcache()),
-        ("GET", ["v1", "bpf", "endpoints"]) => respond(200, lock().bpf_endpoints()),
-        ("GET", ["v1", "bpf", "ct"]) => respond(200, lock().bpf_ct()),
+        ("GET", ["v1", "ipcache"]) => Response::json(200, &cp.ipcache_view()),
+        ("GET", ["v1", "bpf", "policy"]) => respond(200, cp.bpf_policy(None)),
+        ("GET", ["v1", "bpf", "policy", key]) => respond(200, cp.bpf_policy(Some(key))),
+        ("GET", ["v1", "bpf", "ipcache"]) => respond(200, cp.bpf_ipcache()),
+        ("GET", ["v1", "bpf", "endpoints"]) => respond(200, cp.bpf_endpoints()),
+        ("GET", ["v1", "bpf", "ct"]) => respond(200, cp.bpf_ct()),
         ("DELETE", ["v1", "bpf", "ct"]) => respond(
             200,
-            lock().bpf_ct_flush().map(|n| api::Deleted {
+            cp.bpf_ct_flush().map(|n| api::Deleted {
                 deleted: n,
                 revision: 0,
             }),

@@ -1,16 +1,8 @@
-//! pilusd, the Pilus agent, as a library: the agent core ([`Agent`]), its
-//! persisted state, IPAM, pod plumbing, the datapath behind a trait (so the
-//! logic is tested with fakes, without root) and the REST API routes.
+//! pilusd, the Pilus agent, as a library: the control plane
+//! (`pilus_controlplane`) wired to the real datapath ([`datapath`]) and to
+//! rtnetlink ([`plumbing`]), the REST routes ([`api`]) and the monitor.
 
-pub mod agent;
 pub mod api;
-pub mod dp;
-mod error;
-pub mod ipam;
+pub mod datapath;
 pub mod monitor;
 pub mod plumbing;
-pub mod state;
-mod views;
-
-pub use agent::{Agent, NodeSettings};
-pub use error::AgentError;

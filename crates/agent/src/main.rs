@@ -4,13 +4,14 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use pilus_agent::{api, dp::Maps, monitor, plumbing::NetlinkPlumbing, Agent, NodeSettings};
+use pilus_agent::{api, datapath::Pinned, monitor, plumbing::NetlinkPlumbing};
 use pilus_api::types::paths;
+use pilus_controlplane::{ControlPlane, Settings};
 use pilus_datapath::{Datapath, EventReader, LoadOptions, NodeConfig, PodCidr};
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    sync::{atomic::AtomicBool, Arc},
 };
 
 /// The Pilus agent: pod endpoints, identities and network policy, enforced
@@ -53,18 +54,6 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
-}
-
-fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8)> {
-    let (a, l) = s
-        .split_once('/')
-        .with_context(|| format!("--pod-cidr {s:?}: expected ADDRESS/LENGTH"))?;
-    Ok((
-        a.parse()
-            .with_context(|| format!("--pod-cidr {s:?}: bad address"))?,
-        l.parse()
-            .with_context(|| format!("--pod-cidr {s:?}: bad length"))?,
-    ))
 }
 
 fn hostname() -> String {
@@ -122,11 +111,20 @@ fn run() -> Result<()> {
         .init();
     let signals = block_signals();
 
-    let (net, len) = parse_cidr(&args.pod_cidr)?;
-    let pod_cidr = PodCidr::new(net, len).context("--pod-cidr")?;
+    let net: ipnet::Ipv4Net = args
+        .pod_cidr
+        .parse()
+        .with_context(|| format!("--pod-cidr {:?}: expected ADDRESS/LENGTH", args.pod_cidr))?;
+    if net.trunc() != net {
+        bail!(
+            "--pod-cidr {net} has host bits set (the network is {})",
+            net.trunc()
+        );
+    }
+    let pod_cidr = PodCidr::new(net.network(), net.prefix_len()).context("--pod-cidr")?;
     let router = args
         .router_ip
-        .unwrap_or_else(|| Ipv4Addr::from(u32::from(net) + 1));
+        .unwrap_or_else(|| Ipv4Addr::from(u32::from(net.network()) + 1));
     if pod_cidr.slot(router).is_err() {
         bail!("--router-ip {router} is outside the pod CIDR {pod_cidr}");
     }
@@ -147,20 +145,24 @@ fn run() -> Result<()> {
     .context("loading the datapath")?;
     let event_reader =
         EventReader::new(&mut dp).context("opening the datapath's event ring buffer")?;
-    let store = pilus_api::Store::open(&args.state_dir)
+    let store = pilus_kvstore::LocalKv::open(&args.state_dir)
         .with_context(|| format!("opening the state in {}", args.state_dir.display()))?;
-    let node = NodeSettings {
+    let settings = Settings {
         node_name: args.node_name.clone().unwrap_or_else(hostname),
-        pod_cidr: (net, len),
+        pod_cidr: net,
         router,
         pin_dir,
         socket: args.socket.clone(),
         state_dir: args.state_dir.clone(),
     };
-    let dp: Box<dyn Maps> = Box::new(dp);
-    let agent = Agent::start(node, dp, Box::new(NetlinkPlumbing), Some(store))
-        .context("restoring state")?;
-    let agent = Arc::new(Mutex::new(agent));
+    let agent = ControlPlane::start(
+        settings,
+        Arc::new(Pinned::new(dp)),
+        Arc::new(NetlinkPlumbing),
+        Arc::new(store),
+    )
+    .context("restoring state")?;
+    let agent = Arc::new(agent);
     let listener = pilus_api::bind(&args.socket)
         .with_context(|| format!("binding the API socket {}", args.socket.display()))?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -9,7 +9,6 @@
 //! decoded when asked for, so an agent nobody monitors spends nothing on
 //! decoding.
 
-use crate::agent::Agent;
 use pilus_abi::{
     consts::{EVENT_DROP, EVENT_TRACE},
     Event,
@@ -18,6 +17,7 @@ use pilus_api::{
     types::{MonitorBatch, MonitorFilter, MonitorKind, MONITOR_MAX_WAIT_MS},
     Request, Response,
 };
+use pilus_controlplane::ControlPlane;
 use std::{
     collections::{HashMap, VecDeque},
     net::Ipv4Addr,
@@ -256,7 +256,7 @@ fn parse<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Option<T>, R
 }
 
 /// `GET /v1/monitor?since=SEQ&wait_ms=N&type=drop|trace|all&last=N`.
-pub fn handle(monitor: &Monitor, agent: &Mutex<Agent>, req: &Request) -> Response {
+pub fn handle(monitor: &Monitor, cp: &ControlPlane, req: &Request) -> Response {
     if req.method != "GET" {
         return Response::error(405, &format!("{} {}: only GET", req.method, req.path));
     }
@@ -285,8 +285,10 @@ pub fn handle(monitor: &Monitor, agent: &Mutex<Agent>, req: &Request) -> Respons
     let by_ip: HashMap<Ipv4Addr, u16> = if b.events.is_empty() {
         HashMap::new()
     } else {
-        let a = agent.lock().unwrap_or_else(|p| p.into_inner());
-        a.endpoints.values().map(|e| (e.ipv4, e.id)).collect()
+        cp.endpoints_view()
+            .into_iter()
+            .map(|e| (e.ipv4, e.id))
+            .collect()
     };
     let events = b
         .events
@@ -508,27 +510,30 @@ mod tests {
         assert!(off > 0, "the wall clock is ahead of time since boot");
     }
 
-    fn agent_with_two_endpoints() -> (Mutex<Agent>, Vec<(u16, Ipv4Addr)>) {
-        use crate::{dp::FakeDatapath, plumbing::FakePlumbing, NodeSettings};
-        let node = NodeSettings {
+    fn agent_with_two_endpoints() -> (ControlPlane, Vec<(u16, Ipv4Addr)>) {
+        use pilus_controlplane::{
+            fake::{FakeDatapath, FakePlumbing},
+            Settings,
+        };
+        let settings = Settings {
             node_name: "n1".into(),
-            pod_cidr: (Ipv4Addr::new(198, 18, 0, 0), 24),
+            pod_cidr: "198.18.0.0/24".parse().unwrap(),
             router: Ipv4Addr::new(198, 18, 0, 1),
             pin_dir: "/nonexistent".into(),
             socket: "/nonexistent.sock".into(),
             state_dir: "/nonexistent".into(),
         };
-        let mut a = Agent::start(
-            node,
-            Box::new(FakeDatapath::default()),
-            Box::new(FakePlumbing::default()),
-            None,
+        let cp = ControlPlane::start(
+            settings,
+            std::sync::Arc::new(FakeDatapath::default()),
+            std::sync::Arc::new(FakePlumbing::default()),
+            std::sync::Arc::new(pilus_kvstore::MemKv::default()),
         )
-        .expect("agent");
+        .expect("control plane");
         let eps = ["web", "client"]
             .iter()
             .map(|app| {
-                let r = a
+                let r = cp
                     .create_endpoint(&pilus_api::types::EndpointCreate {
                         container_id: app.to_string(),
                         netns: format!("/run/netns/{app}"),
@@ -539,7 +544,7 @@ mod tests {
                 (r.endpoint.id, r.endpoint.ipv4)
             })
             .collect();
-        (Mutex::new(a), eps)
+        (cp, eps)
     }
 
     fn get(query: &[(&str, &str)]) -> Request {

@@ -28,6 +28,8 @@ pub mod paths {
     /// `/v1/bpf/policy/{endpoint}` GET.
     pub const BPF_POLICY: &str = "/v1/bpf/policy";
     pub const BPF_IPCACHE: &str = "/v1/bpf/ipcache";
+    /// GET: the ipcache with every entry's sources.
+    pub const IPCACHE: &str = "/v1/ipcache";
     /// GET list of the endpoint map.
     pub const BPF_ENDPOINTS: &str = "/v1/bpf/endpoints";
     /// GET list, DELETE flush.
@@ -296,6 +298,25 @@ pub struct BpfEndpointEntry {
 pub struct BpfIpcacheEntry {
     pub prefix: String,
     pub identity: u32,
+}
+
+/// One prefix of the ipcache as the control plane holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcacheEntry {
+    pub prefix: String,
+    /// The winner's identity: what the datapath holds.
+    pub identity: u32,
+    /// Every writer's entry, the winner first (`local-endpoint`,
+    /// `remote-endpoint`, `node`, `policy-cidr`).
+    pub sources: Vec<IpcacheSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcacheSource {
+    pub source: String,
+    pub identity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_endpoint: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

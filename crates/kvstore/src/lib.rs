@@ -5,6 +5,8 @@
 
 mod kv;
 mod local;
+mod mem;
 
 pub use kv::{Committed, Compare, KeyValue, KvError, KvStore, Op, Revision, Txn};
 pub use local::LocalKv;
+pub use mem::MemKv;

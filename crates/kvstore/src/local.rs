@@ -236,7 +236,10 @@ mod tests {
         let kv = LocalKv::open(&d).unwrap();
         let (all, rev) = kv.list("").unwrap();
         assert_eq!(rev, 2);
-        let keys: Vec<_> = all.iter().map(|k| (k.key.as_str(), k.mod_revision)).collect();
+        let keys: Vec<_> = all
+            .iter()
+            .map(|k| (k.key.as_str(), k.mod_revision))
+            .collect();
         assert_eq!(keys, [("b/1", 1), ("c/1", 2)]);
         assert_eq!(kv.get("c/1").unwrap().unwrap().value, b"v");
         assert!(kv.list("a/").unwrap().0.is_empty());
@@ -247,7 +250,10 @@ mod tests {
     fn bad_keys_and_values_change_nothing() {
         let d = dir("bad");
         let kv = LocalKv::open(&d).unwrap();
-        for bad in [Txn::new().put("ok", "1").put("", "x"), Txn::new().put("a b", "x")] {
+        for bad in [
+            Txn::new().put("ok", "1").put("", "x"),
+            Txn::new().put("a b", "x"),
+        ] {
             assert!(kv.commit(bad).is_err());
         }
         assert!(kv.commit(Txn::new().put("k", vec![0xff, 0xfe])).is_err());

@@ -350,13 +350,35 @@ impl Engine {
 
     /// Adds or replaces policies, all or none.
     pub fn import(&mut self, policies: Vec<Policy>) -> Result<Change, EngineError> {
+        self.import_with_cookies(policies.into_iter().map(|p| (p, None)).collect())
+    }
+
+    /// Policies as a restarted agent had them, each with the cookie it had
+    /// then: cookies are in the map entries, so a restart that renumbered
+    /// them would rewrite every entry.
+    pub fn restore(&mut self, policies: Vec<(Policy, u32)>) -> Result<Change, EngineError> {
+        if let Some(max) = policies.iter().map(|(_, c)| *c).max() {
+            self.next_cookie = self.next_cookie.max(max + 1);
+        }
+        self.import_with_cookies(policies.into_iter().map(|(p, c)| (p, Some(c))).collect())
+    }
+
+    /// The cookie of a policy (the id its map entries carry).
+    pub fn cookie(&self, id: &PolicyId) -> Option<u32> {
+        self.policies.get(id).map(|(_, c)| *c)
+    }
+
+    fn import_with_cookies(
+        &mut self,
+        policies: Vec<(Policy, Option<u32>)>,
+    ) -> Result<Change, EngineError> {
         let mut p = Pending {
             policy_changed: true,
             ..Default::default()
         };
         // CIDR identities first: the only step that can fail.
         let mut delta: BTreeMap<Cidr, isize> = BTreeMap::new();
-        for pol in &policies {
+        for (pol, _) in &policies {
             for c in cidrs_of(pol) {
                 *delta.entry(c).or_default() += 1;
             }
@@ -380,13 +402,14 @@ impl Engine {
                 }
             }
         }
-        for pol in policies {
-            let cookie = match self.policies.get(&pol.id) {
-                Some((old, c)) => {
+        for (pol, want) in policies {
+            let cookie = match (self.policies.get(&pol.id), want) {
+                (Some((old, c)), _) => {
                     self.touch_subjects(old, &mut p);
-                    *c
+                    want.unwrap_or(*c)
                 }
-                None => {
+                (None, Some(c)) => c,
+                (None, None) => {
                     self.next_cookie += 1;
                     self.next_cookie - 1
                 }

@@ -1,21 +1,22 @@
-//! Tier 1: the agent's logic against in-memory maps and plumbing (no
-//! root): endpoints, identities, policy import/delete, atomic rejection,
-//! and a restart that finds the maps already right.
+//! Tier 1: the control plane against in-memory maps, plumbing and store
+//! (no root): endpoints, identities, policy import/delete, atomic
+//! rejection, the ipcache's sources, Kubernetes ipBlocks that follow pods,
+//! CNI GC, and a restart that finds the maps already right.
 
-use pilus_agent::{
-    dp::FakeDatapath,
-    plumbing::FakePlumbing,
-    state::{Op, State},
-    Agent, NodeSettings,
-};
+use ipnet::Ipv4Net;
 use pilus_api::types::{EndpointCreate, PolicyFile};
+use pilus_controlplane::{
+    fake::{FakeDatapath, FakeMaps, FakePlumbing},
+    ControlPlane, Settings,
+};
+use pilus_kvstore::{KvStore, LocalKv, MemKv};
 use pilus_policy::{lookup, Direction};
-use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf};
+use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf, sync::Arc};
 
-fn node() -> NodeSettings {
-    NodeSettings {
+fn settings() -> Settings {
+    Settings {
         node_name: "n1".into(),
-        pod_cidr: (Ipv4Addr::new(198, 18, 0, 0), 24),
+        pod_cidr: "198.18.0.0/24".parse().unwrap(),
         router: Ipv4Addr::new(198, 18, 0, 1),
         pin_dir: PathBuf::from("/nonexistent"),
         socket: PathBuf::from("/nonexistent.sock"),
@@ -23,19 +24,37 @@ fn node() -> NodeSettings {
     }
 }
 
-fn agent_with(plumbing: FakePlumbing, dp: FakeDatapath, dir: Option<&std::path::Path>) -> Agent {
-    let store = dir.map(|d| pilus_api::Store::<State, Op>::open(d).expect("store"));
-    Agent::start(node(), Box::new(dp), Box::new(plumbing), store).expect("agent")
+fn cp_with(plumbing: FakePlumbing, dp: FakeDatapath, store: Arc<dyn KvStore>) -> ControlPlane {
+    ControlPlane::start(settings(), Arc::new(dp), Arc::new(plumbing), store).expect("control plane")
 }
 
-fn fake(a: &Agent) -> &FakeDatapath {
-    a.maps()
+fn fresh() -> ControlPlane {
+    cp_with(
+        FakePlumbing::default(),
+        FakeDatapath::default(),
+        Arc::new(MemKv::default()),
+    )
+}
+
+/// The fake maps now (a copy).
+fn fake(a: &ControlPlane) -> FakeMaps {
+    a.datapath()
         .as_any()
         .downcast_ref::<FakeDatapath>()
         .expect("fake")
+        .maps()
+        .clone()
 }
 
-fn ep(a: &mut Agent, cid: &str, ns: &str, labels: &[&str]) -> (u16, u32, Ipv4Addr) {
+fn host(ip: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::new(ip, 32).unwrap()
+}
+
+fn ipcache_identity(a: &ControlPlane, prefix: Ipv4Net) -> Option<u32> {
+    fake(a).ipcache.get(&prefix).map(|v| v.sec_identity)
+}
+
+fn ep(a: &ControlPlane, cid: &str, ns: &str, labels: &[&str]) -> (u16, u32, Ipv4Addr) {
     let r = a
         .create_endpoint(&EndpointCreate {
             container_id: cid.into(),
@@ -51,7 +70,7 @@ fn ep(a: &mut Agent, cid: &str, ns: &str, labels: &[&str]) -> (u16, u32, Ipv4Add
     (r.endpoint.id, r.endpoint.identity, r.endpoint.ipv4)
 }
 
-fn import(a: &mut Agent, text: &str) -> Result<u64, String> {
+fn import(a: &ControlPlane, text: &str) -> Result<u64, String> {
     a.import(&[PolicyFile {
         name: "test.yaml".into(),
         text: text.into(),
@@ -61,7 +80,7 @@ fn import(a: &mut Agent, text: &str) -> Result<u64, String> {
 }
 
 /// What the datapath answers for endpoint `ep` in `dir` from `peer`.
-fn allowed(a: &Agent, ep: u16, dir: Direction, peer: u32, proto: u8, port: u16) -> bool {
+fn allowed(a: &ControlPlane, ep: u16, dir: Direction, peer: u32, proto: u8, port: u16) -> bool {
     let f = fake(a);
     let flags = f
         .endpoints
@@ -85,10 +104,10 @@ spec:
 
 #[test]
 fn endpoints_get_addresses_identities_and_maps() {
-    let mut a = agent_with(FakePlumbing::default(), FakeDatapath::default(), None);
-    let (e1, id1, ip1) = ep(&mut a, "c1", "shop", &["app=web", "pod-template-hash=abc"]);
-    let (e2, id2, ip2) = ep(&mut a, "c2", "shop", &["app=web", "pod-template-hash=def"]);
-    let (_, id3, _) = ep(&mut a, "c3", "other", &["app=web"]);
+    let a = fresh();
+    let (e1, id1, ip1) = ep(&a, "c1", "shop", &["app=web", "pod-template-hash=abc"]);
+    let (e2, id2, ip2) = ep(&a, "c2", "shop", &["app=web", "pod-template-hash=def"]);
+    let (_, id3, _) = ep(&a, "c3", "other", &["app=web"]);
     // Noise labels are filtered: one identity; another namespace: another.
     assert_eq!(id1, id2);
     assert_ne!(id1, id3);
@@ -97,7 +116,7 @@ fn endpoints_get_addresses_identities_and_maps() {
     assert_eq!(ip1, Ipv4Addr::new(198, 18, 0, 2));
     let f = fake(&a);
     assert_eq!(f.endpoints.len(), 3);
-    assert_eq!(f.ipcache.get(&(ip1, 32)), Some(&id1));
+    assert_eq!(ipcache_identity(&a, host(ip1)), Some(id1));
     assert_eq!(f.attached.len(), 3);
     // A retried ADD returns the same endpoint.
     let again = a
@@ -118,14 +137,14 @@ fn endpoints_get_addresses_identities_and_maps() {
     assert_eq!(a.delete_endpoint(e2).unwrap().deleted, 0);
     let f = fake(&a);
     assert_eq!(f.endpoints.len(), 2);
-    assert!(!f.ipcache.contains_key(&(ip2, 32)));
+    assert!(!f.ipcache.contains_key(&host(ip2)));
     // The identity is still used by c1.
     assert!(a.identity_view(id1).is_ok());
 }
 
 #[test]
 fn bad_endpoint_requests_change_nothing() {
-    let mut a = agent_with(FakePlumbing::default(), FakeDatapath::default(), None);
+    let a = fresh();
     for (cid, ns, ifname, label) in [
         ("", "default", "eth0", "app=x"),
         ("c", "Not_A_Namespace", "eth0", "app=x"),
@@ -151,12 +170,12 @@ fn bad_endpoint_requests_change_nothing() {
 
 #[test]
 fn policy_import_enforces_and_delete_restores() {
-    let mut a = agent_with(FakePlumbing::default(), FakeDatapath::default(), None);
-    let (web, _, _) = ep(&mut a, "w", "shop", &["app=web"]);
-    let (_, client, _) = ep(&mut a, "c", "shop", &["app=client"]);
-    let (_, other, _) = ep(&mut a, "o", "shop", &["app=other"]);
+    let a = fresh();
+    let (web, _, _) = ep(&a, "w", "shop", &["app=web"]);
+    let (_, client, _) = ep(&a, "c", "shop", &["app=client"]);
+    let (_, other, _) = ep(&a, "o", "shop", &["app=other"]);
     assert!(allowed(&a, web, Direction::Ingress, other, 6, 80));
-    let rev = import(&mut a, WEB_FROM_CLIENT).unwrap();
+    let rev = import(&a, WEB_FROM_CLIENT).unwrap();
     assert_eq!(fake(&a).revision as u64, rev);
     assert!(allowed(&a, web, Direction::Ingress, client, 6, 80));
     assert!(!allowed(&a, web, Direction::Ingress, client, 6, 81));
@@ -173,10 +192,10 @@ fn policy_import_enforces_and_delete_restores() {
 
 #[test]
 fn invalid_import_is_rejected_whole_and_maps_stay() {
-    let mut a = agent_with(FakePlumbing::default(), FakeDatapath::default(), None);
-    ep(&mut a, "w", "shop", &["app=web"]);
-    import(&mut a, WEB_FROM_CLIENT).unwrap();
-    let before: HashMap<_, _> = fake(&a).policy.clone();
+    let a = fresh();
+    ep(&a, "w", "shop", &["app=web"]);
+    import(&a, WEB_FROM_CLIENT).unwrap();
+    let before: HashMap<_, _> = fake(&a).policy;
     let writes = fake(&a).writes;
     let bad = format!(
         "{WEB_FROM_CLIENT}---\n{}",
@@ -189,7 +208,7 @@ spec:
   - ports: [{port: http}]
 "#
     );
-    let err = import(&mut a, &bad).unwrap_err();
+    let err = import(&a, &bad).unwrap_err();
     assert!(err.contains("document 2"), "{err}");
     assert!(err.contains("http"), "{err}");
     assert_eq!(fake(&a).policy, before);
@@ -199,23 +218,29 @@ spec:
 
 #[test]
 fn restart_restores_state_and_writes_nothing() {
-    let dir = std::env::temp_dir().join(format!("pilus-agent-restart-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("pilus-cp-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let plumbing = FakePlumbing::default();
-    let mut a = agent_with(plumbing.clone(), FakeDatapath::default(), Some(&dir));
-    let (web, web_id, _) = ep(&mut a, "w", "shop", &["app=web"]);
-    ep(&mut a, "c", "shop", &["app=client"]);
-    let (gone, _, _) = ep(&mut a, "g", "shop", &["app=gone"]);
+    let dp = FakeDatapath::default();
+    let a = cp_with(
+        plumbing.clone(),
+        dp.clone(),
+        Arc::new(LocalKv::open(&dir).unwrap()),
+    );
+    let (web, web_id, _) = ep(&a, "w", "shop", &["app=web"]);
+    ep(&a, "c", "shop", &["app=client"]);
+    let (gone, _, _) = ep(&a, "g", "shop", &["app=gone"]);
     a.delete_endpoint(gone).unwrap();
     a.set_namespace_labels("shop", &["team=a".into()]).unwrap();
-    import(&mut a, WEB_FROM_CLIENT).unwrap();
+    import(&a, WEB_FROM_CLIENT).unwrap();
     import(
-        &mut a,
+        &a,
         r#"[{"labels":[{"key":"name","value":"cidr"}],"endpointSelector":{"matchLabels":{"app":"client"}},
             "egress":[{"toCIDRSet":[{"cidr":"198.19.0.0/16","except":["198.19.1.0/24"]}]}]}]"#,
     )
     .unwrap();
-    let maps = fake(&a).clone();
+    import(&a, KNP_EGRESS_PODS).unwrap();
+    let maps = fake(&a);
     let status = a.status();
     let web_identity = a
         .endpoints_view()
@@ -229,7 +254,8 @@ fn restart_restores_state_and_writes_nothing() {
     );
     drop(a);
 
-    let b = agent_with(plumbing, maps.clone(), Some(&dir));
+    // The same kernel (maps) and the state from disk.
+    let b = cp_with(plumbing, dp, Arc::new(LocalKv::open(&dir).unwrap()));
     let f = fake(&b);
     assert_eq!(f.endpoints, maps.endpoints);
     assert_eq!(f.ipcache, maps.ipcache);
@@ -239,26 +265,52 @@ fn restart_restores_state_and_writes_nothing() {
     assert_eq!((s.resync_written, s.resync_removed), (0, 0));
     assert_eq!(s.revision, status.revision);
     assert_eq!(s.endpoints, 2);
-    assert_eq!(s.policies, 2);
+    assert_eq!(s.policies, 3);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The maps follow the store, not the other way round: maps changed behind
+/// the agent's back (or a crash between a map write and its transaction)
+/// are put right at start.
+#[test]
+fn start_makes_the_maps_equal_the_stored_state() {
+    let store = MemKv::default();
+    let plumbing = FakePlumbing::default();
+    let dp = FakeDatapath::default();
+    let a = cp_with(plumbing.clone(), dp.clone(), Arc::new(store.clone()));
+    ep(&a, "w", "shop", &["app=web"]);
+    ep(&a, "c", "shop", &["app=client"]);
+    import(&a, WEB_FROM_CLIENT).unwrap();
+    let maps = fake(&a);
+    drop(a);
+    {
+        let mut m = dp.maps();
+        m.policy.clear();
+        m.ipcache
+            .insert("198.18.9.0/24".parse().unwrap(), Default::default());
+        m.revision = 999;
+    }
+    let b = cp_with(plumbing, dp, Arc::new(store));
+    let f = fake(&b);
+    assert_eq!(
+        (f.policy, f.ipcache, f.revision),
+        (maps.policy, maps.ipcache, maps.revision)
+    );
+    let s = b.status();
+    assert!(s.resync_written > 0 && s.resync_removed == 1, "{s:?}");
 }
 
 #[test]
 fn one_rule_change_touches_only_selected_endpoints() {
-    let mut a = agent_with(FakePlumbing::default(), FakeDatapath::default(), None);
+    let a = fresh();
     for i in 0..50 {
-        ep(
-            &mut a,
-            &format!("p{i}"),
-            "shop",
-            &[&format!("app=a{}", i % 10)],
-        );
+        ep(&a, &format!("p{i}"), "shop", &[&format!("app=a{}", i % 10)]);
     }
-    import(&mut a, WEB_FROM_CLIENT).unwrap();
+    import(&a, WEB_FROM_CLIENT).unwrap();
     let writes = fake(&a).writes;
     // Selects the 5 endpoints of app=a3.
     import(
-        &mut a,
+        &a,
         r#"
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -280,8 +332,8 @@ spec:
 #[test]
 fn cni_gc_is_scoped_to_its_network_and_spares_young_endpoints() {
     use pilus_api::types::{CniAttachment, CniGc};
-    let mut a = agent_with(FakePlumbing::default(), FakeDatapath::default(), None);
-    let mk = |a: &mut Agent, cid: &str, net: Option<&str>| {
+    let a = fresh();
+    let mk = |a: &ControlPlane, cid: &str, net: Option<&str>| {
         a.create_endpoint(&EndpointCreate {
             container_id: cid.into(),
             netns: format!("/run/netns/{cid}"),
@@ -291,10 +343,10 @@ fn cni_gc_is_scoped_to_its_network_and_spares_young_endpoints() {
         .unwrap()
         .endpoint
     };
-    let keep = mk(&mut a, "keep", Some("pilus"));
-    let stale = mk(&mut a, "stale", Some("pilus"));
-    mk(&mut a, "other-net", Some("other"));
-    mk(&mut a, "api-made", None);
+    let keep = mk(&a, "keep", Some("pilus"));
+    let stale = mk(&a, "stale", Some("pilus"));
+    mk(&a, "other-net", Some("other"));
+    mk(&a, "api-made", None);
     let att = |cid: &str| CniAttachment {
         container_id: cid.into(),
         ifname: "eth0".into(),
@@ -323,4 +375,85 @@ fn cni_gc_is_scoped_to_its_network_and_spares_young_endpoints() {
     bad.network.clear();
     assert!(a.cni_gc(&bad).is_err());
     assert_eq!(a.status().endpoints, 3);
+}
+
+const KNP_EGRESS_PODS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-to-pods, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 198.18.0.0/24, except: [198.18.0.3/32]}}]
+"#;
+
+/// Issue 9: a CNP `toCIDR` naming a pod's /32 replaced the pod's identity in
+/// the ipcache with a CIDR identity, and deleting the policy removed the
+/// pod's entry. The endpoint's own entry wins and survives; a CIDR that is
+/// no endpoint gets its CIDR identity, which goes with its policy.
+#[test]
+fn a_policy_cidr_never_changes_who_a_pod_is() {
+    let a = fresh();
+    let (_, web_id, web_ip) = ep(&a, "w", "shop", &["app=web"]);
+    ep(&a, "c", "shop", &["app=client"]);
+    import(
+        &a,
+        &format!(
+            r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: to-web-ip, namespace: shop}}
+spec:
+  endpointSelector: {{matchLabels: {{app: client}}}}
+  egress:
+  - toCIDR: ["{web_ip}/32", "198.19.5.0/24"]
+"#
+        ),
+    )
+    .unwrap();
+    assert_eq!(ipcache_identity(&a, host(web_ip)), Some(web_id));
+    let outside: Ipv4Net = "198.19.5.0/24".parse().unwrap();
+    let cidr_id = ipcache_identity(&a, outside).expect("the CIDR has an identity");
+    assert!(cidr_id >= 1 << 24);
+    let view = a.ipcache_view();
+    let pod = view
+        .iter()
+        .find(|e| e.prefix == format!("{web_ip}/32"))
+        .unwrap();
+    let sources: Vec<&str> = pod.sources.iter().map(|s| s.source.as_str()).collect();
+    assert_eq!(sources, ["local-endpoint", "policy-cidr"]);
+    a.delete_policies(Some("shop/to-web-ip")).unwrap();
+    assert_eq!(ipcache_identity(&a, host(web_ip)), Some(web_id));
+    assert_eq!(ipcache_identity(&a, outside), None);
+    // And the pod's entry goes with the pod, the CIDR's with its policy.
+    let ids: Vec<u32> = fake(&a).ipcache.values().map(|v| v.sec_identity).collect();
+    assert!(!ids.contains(&cidr_id));
+}
+
+/// Kubernetes NetworkPolicy: an ipBlock selects the pods inside it, and a
+/// pod created after the import is selected without a re-import; one in an
+/// `except` is not.
+#[test]
+fn ipblock_follows_pods_through_the_control_plane() {
+    let a = fresh();
+    let (client, _, _) = ep(&a, "c", "shop", &["app=client"]);
+    let (_, db_id, db_ip) = ep(&a, "d", "shop", &["app=db"]);
+    assert_eq!(db_ip, Ipv4Addr::new(198, 18, 0, 3), "the except names db");
+    import(&a, KNP_EGRESS_PODS).unwrap();
+    assert!(!allowed(&a, client, Direction::Egress, db_id, 6, 80));
+    let (_, late_id, _) = ep(&a, "late", "ops", &["app=late"]);
+    assert!(
+        allowed(&a, client, Direction::Egress, late_id, 6, 80),
+        "a pod made after the import, inside the block"
+    );
+    // Deleting the pod deselects its identity (no address any more).
+    let id = a
+        .endpoints_view()
+        .iter()
+        .find(|e| e.container_id == "late")
+        .unwrap()
+        .id;
+    a.delete_endpoint(id).unwrap();
+    assert!(!fake(&a).policy.keys().any(|k| k.sec_identity == late_id));
 }

@@ -1,0 +1,665 @@
+//! The control plane: the managers (endpoints, policy with its identities,
+//! ipcache) composed, each behind its own lock, with changes serialized by
+//! one writer lock and persisted as one store transaction each.
+//!
+//! Lock order: writer, then endpoints, then policy, then ipcache. A change
+//! holds the writer lock throughout and each manager's lock only for the
+//! steps that touch it, read-only where it only reads; a read (a listing,
+//! a status) takes one manager's read lock and never waits for the writer,
+//! so a policy import does not stall `pilus endpoint list` or the CNI
+//! plugin's status check.
+
+use crate::{
+    datapath::Datapath,
+    endpoints::{EndpointManager, Pair, StoredEndpoint},
+    ipcache::{Entry, IpcacheManager, Source},
+    persist::{self, Layout, StoredLabels, StoredPolicy},
+    plumbing::Plumbing,
+    policy::PolicyManager,
+    validate, Error,
+};
+use ipnet::Ipv4Net;
+use pilus_api::types as api;
+use pilus_kvstore::{KvStore, Txn};
+use pilus_policy::{identity::Kind, Change, Engine, Labels, Policy, PolicyId};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    time::Instant,
+};
+
+/// What a node is configured with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub node_name: String,
+    pub pod_cidr: Ipv4Net,
+    pub router: Ipv4Addr,
+    pub pin_dir: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+pub struct ControlPlane {
+    pub(crate) settings: Settings,
+    layout: Layout,
+    writer: Mutex<()>,
+    pub(crate) endpoints: RwLock<EndpointManager>,
+    pub(crate) policy: RwLock<PolicyManager>,
+    pub(crate) ipcache: RwLock<IpcacheManager>,
+    pub(crate) dp: Arc<dyn Datapath>,
+    store: Arc<dyn KvStore>,
+    resync: (usize, usize),
+    started: Instant,
+}
+
+/// Now, in Unix milliseconds (endpoint creation times).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn host_prefix(ip: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::new(ip, 32).expect("/32")
+}
+
+/// Identities a change set added or removed, to persist.
+#[derive(Default)]
+struct Touched {
+    added: Vec<u32>,
+    removed: Vec<u32>,
+}
+
+impl Touched {
+    fn record(&mut self, c: &Change) {
+        self.added.extend(&c.identities_added);
+        self.removed.extend(&c.identities_removed);
+    }
+
+    /// The writes that keep the store's identity numbers equal the engine's.
+    fn persist(&self, mut txn: Txn, layout: &Layout, engine: &Engine) -> Txn {
+        for id in &self.removed {
+            if engine.identities().get(*id).is_none() {
+                txn = txn.delete(layout.identity(*id));
+            }
+        }
+        for id in &self.added {
+            if let Some(i) = engine.identities().get(*id) {
+                txn = txn.put(
+                    layout.identity(*id),
+                    persist::encode(&StoredLabels::of(&i.labels)),
+                );
+            }
+        }
+        txn
+    }
+}
+
+/// Writes one engine change into the maps and the ipcache, and follows the
+/// address changes it causes (a Kubernetes ipBlock selects endpoints by
+/// address) until nothing more changes.
+fn apply(
+    eps: &EndpointManager,
+    pol: &mut PolicyManager,
+    ipc: &mut IpcacheManager,
+    change: Change,
+    touched: &mut Touched,
+) -> Result<(), Error> {
+    let mut pending = vec![change];
+    while let Some(change) = pending.pop() {
+        touched.record(&change);
+        for u in &change.endpoints {
+            let d = PolicyManager::delta(u);
+            pol.put(&d.add)?;
+            if let (Some(id), Some(ep)) = (u.identity, eps.get(u.ep_id)) {
+                let (_, flags) = pol.identity_and_flags(u.ep_id);
+                eps.write_info(&ep.info(id, flags))?;
+                if u.old_identity != Some(id) {
+                    let w = ipc.upsert(
+                        host_prefix(ep.ipv4),
+                        Source::LocalEndpoint,
+                        Entry::identity(id),
+                    )?;
+                    if let Some((ip, id)) = w.and_then(|w| w.endpoint_identity()) {
+                        pending.push(pol.engine.set_address(ip, id));
+                    }
+                }
+            }
+            pol.remove(&d.stale)?;
+        }
+        for (c, id) in &change.cidr_upserts {
+            ipc.upsert(*c, Source::PolicyCidr, Entry::identity(*id))?;
+        }
+        for c in &change.cidr_removals {
+            ipc.remove(*c, Source::PolicyCidr)?;
+        }
+    }
+    let rev = pol.engine.revision();
+    pol.enforce(rev)?;
+    Ok(())
+}
+
+impl ControlPlane {
+    /// Builds the control plane from the stored state and brings the maps
+    /// in line with it: after a restart that writes nothing, because
+    /// identities keep their numbers.
+    pub fn start(
+        settings: Settings,
+        dp: Arc<dyn Datapath>,
+        plumbing: Arc<dyn Plumbing>,
+        store: Arc<dyn KvStore>,
+    ) -> Result<ControlPlane, Error> {
+        validate::node_name(&settings.node_name)?;
+        let layout = Layout::new(&settings.node_name);
+        let mut engine = Engine::new();
+        let mut held = BTreeMap::new();
+        for kv in store.list(&layout.identities())?.0 {
+            let id: u32 = persist::tail(&kv, &layout.identities())
+                .parse()
+                .map_err(|_| Error::invalid("stored identity", kv.key.clone()))?;
+            held.insert(id, persist::decode::<StoredLabels>(&kv)?.labels()?);
+        }
+        engine.prefer_identities(held.iter().map(|(id, l)| (l.clone(), *id)));
+        for kv in store.list(&layout.namespaces())?.0 {
+            let ns = persist::tail(&kv, &layout.namespaces()).to_string();
+            engine.set_namespace_labels(&ns, persist::decode::<StoredLabels>(&kv)?.labels()?)?;
+        }
+        let mut eps = EndpointManager::new(
+            settings.pod_cidr,
+            settings.router,
+            plumbing,
+            dp.clone(),
+            dp.clone(),
+        );
+        let mut forgotten = Vec::new();
+        for kv in store.list(&layout.endpoints())?.0 {
+            let ep: StoredEndpoint = persist::decode(&kv)?;
+            let (id, ns, labels) = (ep.id, ep.namespace.clone(), ep.labels.clone());
+            if eps.restore(ep) {
+                engine.upsert_endpoint(id, &ns, &labels)?;
+            } else {
+                forgotten.push(id);
+            }
+        }
+        let mut policies = Vec::new();
+        for kv in store.list(&layout.policies())?.0 {
+            let stored: StoredPolicy = persist::decode(&kv)?;
+            policies.push((stored.policy(&kv.key)?, stored.cookie));
+        }
+        if !policies.is_empty() {
+            engine.restore(policies)?;
+        }
+        for ep in eps.iter() {
+            let id = engine.endpoint(ep.id).map(|r| r.identity);
+            engine.set_address(ep.ipv4, id);
+        }
+        let revision = match store.get(&layout.revision())? {
+            Some(kv) => persist::decode::<u64>(&kv)?,
+            None => engine.revision(),
+        };
+        // Replaying bumped the counter; what is enforced is what was.
+        engine.set_revision(revision);
+
+        let mut ipc = IpcacheManager::new(dp.clone());
+        let mut pol = PolicyManager::new(engine, dp.clone());
+        let mut want_eps = Vec::new();
+        for ep in eps.iter() {
+            let (id, flags) = pol.identity_and_flags(ep.id);
+            want_eps.push(ep.info(id, flags));
+            ipc.restore(
+                host_prefix(ep.ipv4),
+                Source::LocalEndpoint,
+                Entry::identity(id),
+            );
+        }
+        for (c, id) in pol.engine().cidr_identities() {
+            ipc.restore(c, Source::PolicyCidr, Entry::identity(id));
+        }
+        let e = eps.resync(&want_eps)?;
+        let i = ipc.resync()?;
+        let p = pol.resync(eps.iter().map(|e| e.id))?;
+        for ep in eps.iter() {
+            eps.attach(&ep.host_ifname)?;
+        }
+        // Persist what the restore settled on: forgotten endpoints, and the
+        // identity numbers in use.
+        let mut txn = Txn::new();
+        for id in forgotten {
+            txn = txn.delete(layout.endpoint(id));
+        }
+        let now: BTreeMap<u32, Labels> = pol
+            .engine()
+            .identities()
+            .iter()
+            .filter(|i| i.kind != Kind::Reserved)
+            .map(|i| (i.id, i.labels.clone()))
+            .collect();
+        for id in held.keys().filter(|id| !now.contains_key(id)) {
+            txn = txn.delete(layout.identity(*id));
+        }
+        for (id, l) in now.iter().filter(|(id, l)| held.get(id) != Some(l)) {
+            txn = txn.put(layout.identity(*id), persist::encode(&StoredLabels::of(l)));
+        }
+        store.commit(txn)?;
+        let resync = (e.0 + i.0 + p.0, e.1 + i.1 + p.1);
+        tracing::info!(
+            endpoints = eps.len(),
+            policies = pol.engine().policies().count(),
+            revision = pol.enforced(),
+            resync_written = resync.0,
+            resync_removed = resync.1,
+            "control plane state restored"
+        );
+        Ok(ControlPlane {
+            layout,
+            settings,
+            writer: Mutex::new(()),
+            endpoints: RwLock::new(eps),
+            policy: RwLock::new(pol),
+            ipcache: RwLock::new(ipc),
+            dp,
+            store,
+            resync,
+            started: Instant::now(),
+        })
+    }
+
+    // ----- locks -----
+
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        // The state behind a poisoned lock is still consistent at the
+        // granularity of one manager step; refusing all further changes
+        // would be worse than continuing.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn eps(&self) -> RwLockReadGuard<'_, EndpointManager> {
+        self.endpoints.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn eps_mut(&self) -> RwLockWriteGuard<'_, EndpointManager> {
+        self.endpoints.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn pol(&self) -> RwLockReadGuard<'_, PolicyManager> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pol_mut(&self) -> RwLockWriteGuard<'_, PolicyManager> {
+        self.policy.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn ipc(&self) -> RwLockReadGuard<'_, IpcacheManager> {
+        self.ipcache.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ipc_mut(&self) -> RwLockWriteGuard<'_, IpcacheManager> {
+        self.ipcache.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits `txn` plus the identity numbers and the revision.
+    fn persist(&self, txn: Txn, touched: &Touched, pol: &PolicyManager) -> Result<(), Error> {
+        let txn = touched
+            .persist(txn, &self.layout, pol.engine())
+            .put(self.layout.revision(), persist::encode(&pol.enforced()));
+        self.store.commit(txn)?;
+        Ok(())
+    }
+
+    // ----- endpoints -----
+
+    pub fn create_endpoint(
+        &self,
+        req: &api::EndpointCreate,
+    ) -> Result<api::EndpointCreated, Error> {
+        validate::container_id(&req.container_id)?;
+        if req.netns.trim().is_empty() {
+            return Err(Error::invalid(
+                "netns",
+                "must name the pod's network namespace",
+            ));
+        }
+        validate::ifname(&req.ifname)?;
+        validate::namespace(&req.namespace)?;
+        let labels = Labels::parse_all(&req.labels, pilus_policy::labels::SOURCE_K8S)?;
+        let pair = match (&req.host_ifname, &req.mac) {
+            (Some(host), Some(mac)) => Pair::Existing {
+                host_ifname: host.clone(),
+                mac: mac.clone(),
+            },
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "mac",
+                    "the pod side's MAC is required with host_ifname",
+                ))
+            }
+            (None, _) => Pair::Make {
+                netns: PathBuf::from(&req.netns),
+                ifname: req.ifname.clone(),
+                host_ifname: api::host_ifname(&req.container_id, &req.ifname),
+            },
+        };
+        let made_here = matches!(pair, Pair::Make { .. });
+        let _w = self.write_lock();
+        if let Some(ep) = self.eps().attachment(&req.container_id, &req.ifname) {
+            let view = self.view(ep, &self.pol());
+            return Ok(api::EndpointCreated {
+                created: false,
+                endpoint: view,
+                revision: self.pol().enforced(),
+            });
+        }
+        let (id, ip, host, plumbed) = self.eps_mut().prepare(&pair)?;
+        let ep = StoredEndpoint {
+            id,
+            container_id: req.container_id.clone(),
+            netns: req.netns.clone(),
+            ifname: req.ifname.clone(),
+            host_ifname: host.clone(),
+            namespace: req.namespace.clone(),
+            pod_name: req.pod_name.clone(),
+            labels: labels.clone(),
+            ipv4: ip,
+            ifindex: plumbed.host_ifindex,
+            mac: plumbed.mac,
+            host_mac: plumbed.host_mac,
+            cni_network: req.cni_network.clone(),
+            created_unix_ms: unix_ms(),
+        };
+        let mut eps = self.eps_mut();
+        let mut pol = self.pol_mut();
+        let mut ipc = self.ipc_mut();
+        let change = match pol.engine.upsert_endpoint(id, &req.namespace, &labels) {
+            Ok(c) => c,
+            Err(e) => {
+                eps.abandon(ip, &host, made_here);
+                return Err(e.into());
+            }
+        };
+        eps.insert(ep.clone());
+        let mut touched = Touched::default();
+        let applied = apply(&eps, &mut pol, &mut ipc, change, &mut touched)
+            .and_then(|()| Ok(eps.attach(&host)?));
+        if let Err(e) = applied {
+            // Undo: the engine, the maps, the link.
+            let undo = pol.engine.remove_endpoint(id);
+            let _ = apply(&eps, &mut pol, &mut ipc, undo, &mut Touched::default());
+            let _ = ipc.remove(host_prefix(ip), Source::LocalEndpoint);
+            let _ = eps.remove_info(&ep.info(0, 0));
+            let _ = eps.detach(&host);
+            eps.forget(id);
+            eps.abandon(ip, &host, made_here);
+            return Err(e);
+        }
+        self.persist(
+            persist::put_endpoint(Txn::new(), &self.layout, &ep),
+            &touched,
+            &pol,
+        )?;
+        let identity = pol.engine().endpoint(id).map(|r| r.identity);
+        tracing::info!(endpoint = id, container = %req.container_id, ipv4 = %ip, identity, "endpoint created");
+        Ok(api::EndpointCreated {
+            created: true,
+            endpoint: self.view(&ep, &pol),
+            revision: pol.enforced(),
+        })
+    }
+
+    /// Deletes an endpoint; deleting one that is not there is not an error.
+    pub fn delete_endpoint(&self, id: u16) -> Result<api::Deleted, Error> {
+        let _w = self.write_lock();
+        self.delete_endpoint_locked(id)
+    }
+
+    fn delete_endpoint_locked(&self, id: u16) -> Result<api::Deleted, Error> {
+        let mut eps = self.eps_mut();
+        let mut pol = self.pol_mut();
+        let mut ipc = self.ipc_mut();
+        let Some(ep) = eps.get(id).cloned() else {
+            return Ok(api::Deleted {
+                deleted: 0,
+                revision: pol.enforced(),
+            });
+        };
+        let (identity, flags) = pol.identity_and_flags(id);
+        let info = ep.info(identity, flags);
+        let change = pol.engine.remove_endpoint(id);
+        let mut touched = Touched::default();
+        apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
+        if let Some(w) = ipc.remove(host_prefix(ep.ipv4), Source::LocalEndpoint)? {
+            if let Some((ip, id)) = w.endpoint_identity() {
+                let c = pol.engine.set_address(ip, id);
+                apply(&eps, &mut pol, &mut ipc, c, &mut touched)?;
+            }
+        }
+        eps.remove(id, &info)?;
+        self.persist(Txn::new().delete(self.layout.endpoint(id)), &touched, &pol)?;
+        tracing::info!(endpoint = id, container = %ep.container_id, "endpoint deleted");
+        Ok(api::Deleted {
+            deleted: 1,
+            revision: pol.enforced(),
+        })
+    }
+
+    /// Deletes the endpoint `key` names (with `ifname`: the attachment of
+    /// container `key`); a missing one is no error (CNI DEL).
+    pub fn delete_endpoint_by(
+        &self,
+        key: &str,
+        ifname: Option<&str>,
+    ) -> Result<api::Deleted, Error> {
+        let _w = self.write_lock();
+        let id = {
+            let eps = self.eps();
+            match ifname {
+                Some(i) => eps.attachment(key, i).map(|e| e.id),
+                None => eps.find(key).map(|e| e.id),
+            }
+        };
+        match id {
+            Some(id) => self.delete_endpoint_locked(id),
+            None => Ok(api::Deleted {
+                deleted: 0,
+                revision: self.pol().enforced(),
+            }),
+        }
+    }
+
+    /// CNI GC of one network, whole under the writer lock so no ADD can
+    /// interleave: deletes the endpoints (and host links) of `req.network`
+    /// whose attachment is not listed, sparing those created since
+    /// `keep_created_since_unix_ms`. Every deletion is logged with its
+    /// container id, since it removes a pod's network.
+    pub fn cni_gc(&self, req: &api::CniGc) -> Result<api::CniGcDone, Error> {
+        if req.network.is_empty() {
+            return Err(Error::invalid(
+                "network",
+                "must name the CNI network whose endpoints are collected",
+            ));
+        }
+        let _w = self.write_lock();
+        let mut stale = Vec::new();
+        let mut kept_recent = Vec::new();
+        for ep in self.eps().iter() {
+            if ep.cni_network.as_deref() != Some(req.network.as_str()) {
+                continue;
+            }
+            let listed = req
+                .valid
+                .iter()
+                .any(|a| a.container_id == ep.container_id && a.ifname == ep.ifname);
+            if listed {
+                continue;
+            }
+            let att = api::CniAttachment {
+                container_id: ep.container_id.clone(),
+                ifname: ep.ifname.clone(),
+            };
+            if ep.created_unix_ms >= req.keep_created_since_unix_ms {
+                tracing::info!(endpoint = ep.id, container = %ep.container_id, ifname = %ep.ifname, network = %req.network, "CNI GC: not in the runtime's list but created within the grace period; kept");
+                kept_recent.push(att);
+            } else {
+                stale.push((ep.id, att));
+            }
+        }
+        let mut deleted = Vec::new();
+        for (id, att) in stale {
+            self.delete_endpoint_locked(id)?;
+            tracing::info!(endpoint = id, container = %att.container_id, ifname = %att.ifname, network = %req.network, "CNI GC: deleted the endpoint of an attachment the runtime no longer has");
+            deleted.push(att);
+        }
+        Ok(api::CniGcDone {
+            deleted,
+            kept_recent,
+            revision: self.pol().enforced(),
+        })
+    }
+
+    // ----- policies -----
+
+    /// Parses every file, then imports all policies at once: one invalid
+    /// document rejects the whole import and nothing changes.
+    pub fn import(&self, files: &[api::PolicyFile]) -> Result<api::PolicyImported, Error> {
+        let mut all: Vec<Policy> = Vec::new();
+        for f in files {
+            for p in pilus_policy::parse_documents(&f.text, &f.name)? {
+                if all.iter().any(|q| q.id == p.id) {
+                    return Err(Error::DuplicatePolicy(p.id));
+                }
+                all.push(p);
+            }
+        }
+        if all.is_empty() {
+            return Err(Error::invalid("import", "no policy documents found"));
+        }
+        let names = all.iter().map(|p| p.id.to_string()).collect();
+        let _w = self.write_lock();
+        let eps = self.eps();
+        let mut pol = self.pol_mut();
+        let mut ipc = self.ipc_mut();
+        let stored: Vec<(PolicyId, Policy)> =
+            all.iter().map(|p| (p.id.clone(), p.clone())).collect();
+        let change = pol.engine.import(all)?;
+        let mut txn = Txn::new();
+        for (id, p) in &stored {
+            let cookie = pol.engine().cookie(id).unwrap_or(0);
+            txn = txn.put(
+                self.layout.policy(id),
+                persist::encode(&StoredPolicy::of(p, cookie)),
+            );
+        }
+        let revision = change.revision;
+        let endpoints_changed = change.endpoints.len();
+        let mut touched = Touched::default();
+        apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
+        self.persist(txn, &touched, &pol)?;
+        tracing::info!(revision, endpoints_changed, "policies imported");
+        Ok(api::PolicyImported {
+            revision: pol.enforced(),
+            policies: names,
+        })
+    }
+
+    /// Deletes policies by name (`name`, `namespace/name`), or all.
+    pub fn delete_policies(&self, name: Option<&str>) -> Result<api::Deleted, Error> {
+        let _w = self.write_lock();
+        let eps = self.eps();
+        let mut pol = self.pol_mut();
+        let mut ipc = self.ipc_mut();
+        let ids: Vec<PolicyId> = match name {
+            Some(n) => {
+                let ids = pol.engine().find_policies(n);
+                if ids.is_empty() {
+                    return Err(Error::NotFound {
+                        what: "policy",
+                        name: n.to_string(),
+                    });
+                }
+                ids
+            }
+            None => pol.engine().policies().map(|(p, _)| p.id.clone()).collect(),
+        };
+        let (change, n) = pol.engine.delete(&ids);
+        let mut touched = Touched::default();
+        apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
+        let txn = ids
+            .iter()
+            .fold(Txn::new(), |t, id| t.delete(self.layout.policy(id)));
+        self.persist(txn, &touched, &pol)?;
+        Ok(api::Deleted {
+            deleted: n,
+            revision: pol.enforced(),
+        })
+    }
+
+    pub fn set_namespace_labels(
+        &self,
+        ns: &str,
+        labels: &[String],
+    ) -> Result<api::NamespaceLabels, Error> {
+        validate::namespace(ns)?;
+        let l = Labels::parse_all(labels, pilus_policy::labels::SOURCE_K8S)?;
+        let _w = self.write_lock();
+        let eps = self.eps();
+        let mut pol = self.pol_mut();
+        let mut ipc = self.ipc_mut();
+        let change = pol.engine.set_namespace_labels(ns, l.clone())?;
+        let revision = change.revision;
+        let mut touched = Touched::default();
+        apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
+        self.persist(
+            Txn::new().put(
+                self.layout.namespace(ns),
+                persist::encode(&StoredLabels::of(&l)),
+            ),
+            &touched,
+            &pol,
+        )?;
+        Ok(api::NamespaceLabels {
+            namespace: ns.to_string(),
+            labels: l.iter().map(|x| format!("{}={}", x.key, x.value)).collect(),
+            revision,
+        })
+    }
+
+    // ----- status -----
+
+    pub fn status(&self) -> api::Status {
+        let (endpoints, ipam_used, ipam_capacity) = {
+            let eps = self.eps();
+            (eps.len(), eps.ipam_used(), eps.ipam_capacity())
+        };
+        let pol = self.pol();
+        api::Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_name: self.settings.node_name.clone(),
+            pod_cidr: self.settings.pod_cidr.to_string(),
+            router_ip: self.settings.router,
+            pin_dir: self.settings.pin_dir.display().to_string(),
+            socket: self.settings.socket.display().to_string(),
+            state_dir: self.settings.state_dir.display().to_string(),
+            endpoints,
+            identities: pol.engine().identities().len(),
+            policies: pol.engine().policies().count(),
+            revision: pol.engine().revision(),
+            enforced_revision: pol.enforced(),
+            ipam_used,
+            ipam_capacity,
+            resync_written: self.resync.0,
+            resync_removed: self.resync.1,
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// The revision the datapath enforces now.
+    pub fn enforced_revision(&self) -> u64 {
+        self.pol().enforced()
+    }
+
+    /// The datapath, for tests to reach a fake.
+    pub fn datapath(&self) -> &dyn Datapath {
+        self.dp.as_ref()
+    }
+}

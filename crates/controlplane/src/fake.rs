@@ -1,0 +1,175 @@
+//! In-memory stand-ins for the datapath and the pod plumbing, with the same
+//! semantics, so the control plane is tested without root. Clones share
+//! state (as a restarted agent finds the same kernel).
+
+use crate::{
+    datapath::{Conntrack, Datapath, DpResult, EndpointMap, IpcacheMap, Links, PolicyMap},
+    plumbing::{PlumbError, PlumbRequest, Plumbed, Plumbing},
+};
+use ipnet::Ipv4Net;
+use pilus_abi::{CtEntry, CtKey4, EndpointInfo, IpcacheValue, PolicyKey, PolicyValue};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+/// The maps and attachments, as a fake keeps them.
+#[derive(Clone, Debug, Default)]
+pub struct FakeMaps {
+    pub endpoints: BTreeMap<u32, EndpointInfo>,
+    pub ipcache: BTreeMap<Ipv4Net, IpcacheValue>,
+    pub policy: HashMap<PolicyKey, PolicyValue>,
+    pub revision: u32,
+    pub attached: BTreeSet<String>,
+    /// Map writes, to check that a no-op changes nothing.
+    pub writes: usize,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeDatapath {
+    maps: Arc<Mutex<FakeMaps>>,
+}
+
+impl FakeDatapath {
+    /// The maps now.
+    pub fn maps(&self) -> MutexGuard<'_, FakeMaps> {
+        self.maps.lock().expect("fake datapath lock")
+    }
+
+    /// The identity the ipcache gives `prefix`, if any.
+    pub fn ipcache_identity(&self, prefix: &str) -> Option<u32> {
+        let p: Ipv4Net = prefix.parse().expect("prefix");
+        self.maps().ipcache.get(&p).map(|v| v.sec_identity)
+    }
+}
+
+impl EndpointMap for FakeDatapath {
+    fn upsert_endpoint(&self, ep: &EndpointInfo) -> DpResult<()> {
+        let mut m = self.maps();
+        m.writes += 1;
+        m.endpoints.insert(ep.ifindex, *ep);
+        Ok(())
+    }
+    fn remove_endpoint(&self, ep: &EndpointInfo) -> DpResult<()> {
+        let mut m = self.maps();
+        m.writes += 1;
+        m.endpoints.remove(&ep.ifindex);
+        Ok(())
+    }
+    fn endpoints(&self) -> DpResult<Vec<EndpointInfo>> {
+        Ok(self.maps().endpoints.values().copied().collect())
+    }
+}
+
+impl IpcacheMap for FakeDatapath {
+    fn upsert_ipcache(&self, prefix: Ipv4Net, value: &IpcacheValue) -> DpResult<()> {
+        let mut m = self.maps();
+        m.writes += 1;
+        m.ipcache.insert(prefix, *value);
+        Ok(())
+    }
+    fn remove_ipcache(&self, prefix: Ipv4Net) -> DpResult<()> {
+        let mut m = self.maps();
+        m.writes += 1;
+        m.ipcache.remove(&prefix);
+        Ok(())
+    }
+    fn ipcache(&self) -> DpResult<Vec<(Ipv4Net, IpcacheValue)>> {
+        Ok(self.maps().ipcache.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+}
+
+impl PolicyMap for FakeDatapath {
+    fn put_policy(&self, entries: &[(PolicyKey, PolicyValue)]) -> DpResult<()> {
+        let mut m = self.maps();
+        m.writes += entries.len();
+        m.policy.extend(entries.iter().copied());
+        Ok(())
+    }
+    fn remove_policy(&self, keys: &[PolicyKey]) -> DpResult<()> {
+        let mut m = self.maps();
+        m.writes += keys.len();
+        for k in keys {
+            m.policy.remove(k);
+        }
+        Ok(())
+    }
+    fn policy_entries(&self) -> DpResult<Vec<(PolicyKey, PolicyValue)>> {
+        Ok(self.maps().policy.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn set_revision(&self, revision: u32) -> DpResult<()> {
+        let mut m = self.maps();
+        m.writes += 1;
+        m.revision = revision;
+        Ok(())
+    }
+    fn revision(&self) -> DpResult<u32> {
+        Ok(self.maps().revision)
+    }
+}
+
+impl Links for FakeDatapath {
+    fn attach(&self, host_ifname: &str) -> DpResult<()> {
+        self.maps().attached.insert(host_ifname.to_string());
+        Ok(())
+    }
+    fn attached(&self, host_ifname: &str) -> bool {
+        self.maps().attached.contains(host_ifname)
+    }
+    fn detach(&self, host_ifname: &str) -> DpResult<()> {
+        self.maps().attached.remove(host_ifname);
+        Ok(())
+    }
+}
+
+impl Conntrack for FakeDatapath {
+    fn conntrack(&self) -> DpResult<Vec<(CtKey4, CtEntry)>> {
+        Ok(Vec::new())
+    }
+    fn flush_conntrack(&self) -> DpResult<usize> {
+        Ok(0)
+    }
+    fn ct_now(&self) -> DpResult<u32> {
+        Ok(0)
+    }
+}
+
+impl Datapath for FakeDatapath {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Records plumbing without touching the kernel.
+#[derive(Clone, Default)]
+pub struct FakePlumbing {
+    pub links: Arc<Mutex<Vec<(String, u32)>>>,
+}
+
+impl Plumbing for FakePlumbing {
+    fn create(&self, req: &PlumbRequest) -> Result<Plumbed, PlumbError> {
+        let mut links = self.links.lock().expect("lock");
+        let idx = 100 + links.iter().map(|(_, i)| i - 99).max().unwrap_or(0);
+        links.push((req.host_ifname.clone(), idx));
+        Ok(Plumbed {
+            host_ifindex: idx,
+            host_mac: [2, 0, 0, 0, 0, idx as u8],
+            mac: [2, 1, 0, 0, 0, idx as u8],
+        })
+    }
+    fn delete(&self, host_ifname: &str) -> Result<(), PlumbError> {
+        self.links
+            .lock()
+            .expect("lock")
+            .retain(|(n, _)| n != host_ifname);
+        Ok(())
+    }
+    fn lookup(&self, host_ifname: &str) -> Option<(u32, [u8; 6])> {
+        self.links
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(n, _)| n == host_ifname)
+            .map(|(_, i)| (*i, [2, 0, 0, 0, 0, *i as u8]))
+    }
+}
