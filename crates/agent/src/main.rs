@@ -121,7 +121,7 @@ fn run() -> Result<()> {
             net.trunc()
         );
     }
-    let pod_cidr = PodCidr::new(net.network(), net.prefix_len()).context("--pod-cidr")?;
+    let pod_cidr = PodCidr::from_net(net).context("--pod-cidr")?;
     let router = args
         .router_ip
         .unwrap_or_else(|| Ipv4Addr::from(u32::from(net.network()) + 1));

@@ -2,20 +2,36 @@
 //! before verification (bpf/lib/config.h holds the C side and the meaning).
 
 use crate::Error;
+use ipnet::Ipv4Net;
 use pilus_abi::Be32;
 use std::net::Ipv4Addr;
 
 /// The node's pod CIDR: local endpoints take their addresses from it, and
-/// the datapath finds them by their offset in it.
+/// the datapath finds them by their offset in it. An `ipnet::Ipv4Net`
+/// checked for what the endpoint array can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PodCidr {
-    pub network: Ipv4Addr,
-    pub prefix_len: u8,
-}
+pub struct PodCidr(Ipv4Net);
 
 impl PodCidr {
     /// The largest pod CIDR: a /16, 65536 slots (2 MiB of endpoint array).
     pub const MIN_PREFIX: u8 = 16;
+
+    pub fn network(&self) -> Ipv4Addr {
+        self.0.network()
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.0.prefix_len()
+    }
+
+    pub fn net(&self) -> Ipv4Net {
+        self.0
+    }
+
+    /// Validates a prefix: a /16 to /30 with no host bits set.
+    pub fn from_net(net: Ipv4Net) -> Result<PodCidr, Error> {
+        PodCidr::new(net.addr(), net.prefix_len())
+    }
 
     /// Validates `network/prefix_len`: a /16 to /30 with no host bits set.
     pub fn new(network: Ipv4Addr, prefix_len: u8) -> Result<PodCidr, Error> {
@@ -27,27 +43,21 @@ impl PodCidr {
         if !(Self::MIN_PREFIX..=30).contains(&prefix_len) {
             return Err(bad("the prefix length must be between /16 and /30"));
         }
-        if u32::from(network) & !Self::mask(prefix_len) != 0 {
+        let net = Ipv4Net::new(network, prefix_len).map_err(|_| bad("the prefix length is over 32"))?;
+        if net.network() != network {
             return Err(bad("host bits are set"));
         }
-        Ok(PodCidr {
-            network,
-            prefix_len,
-        })
-    }
-
-    fn mask(prefix_len: u8) -> u32 {
-        u32::MAX << (32 - u32::from(prefix_len))
+        Ok(PodCidr(net))
     }
 
     /// Number of addresses, and slots of pilus_lxc.
     pub fn size(&self) -> u32 {
-        1 << (32 - u32::from(self.prefix_len))
+        1 << (32 - u32::from(self.prefix_len()))
     }
 
     /// The slot of `ip` in pilus_lxc, or an error if it is outside.
     pub fn slot(&self, ip: Ipv4Addr) -> Result<u32, Error> {
-        let off = u32::from(ip).wrapping_sub(u32::from(self.network));
+        let off = u32::from(ip).wrapping_sub(u32::from(self.network()));
         if off >= self.size() {
             return Err(Error::OutsidePodCidr {
                 ip,
@@ -60,7 +70,7 @@ impl PodCidr {
 
 impl std::fmt::Display for PodCidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
+        self.0.fmt(f)
     }
 }
 
@@ -88,10 +98,7 @@ impl Default for NodeConfig {
         Self {
             router_ip4: Ipv4Addr::UNSPECIFIED,
             // A product default; tests and benchmarks use 198.18.0.0/15 ranges.
-            pod_cidr: PodCidr {
-                network: Ipv4Addr::new(10, 244, 0, 0),
-                prefix_len: 24,
-            },
+            pod_cidr: PodCidr(Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 24).expect("a /24")),
             ct_lifetime_tcp: 21600,
             ct_lifetime_nontcp: 60,
             ct_syn_timeout: 60,
@@ -115,7 +122,7 @@ impl NodeConfig {
     pub(crate) fn globals(&self, hz: u32) -> Globals {
         Globals {
             router_ip4: Be32::from(self.router_ip4),
-            pod_cidr: Be32::from(self.pod_cidr.network),
+            pod_cidr: Be32::from(self.pod_cidr.network()),
             values: [
                 self.ct_lifetime_tcp,
                 self.ct_lifetime_nontcp,

@@ -96,7 +96,7 @@ impl Datapath {
             0 => clock::kernel_hz()?,
             hz => hz,
         };
-        let pod_cidr = PodCidr::new(opts.node.pod_cidr.network, opts.node.pod_cidr.prefix_len)?;
+        let pod_cidr = opts.node.pod_cidr;
         let sizes = max_entries(&pod_cidr);
         let maps = pins::object_maps(objects::BPF_LXC, &sizes)?;
         let stamp = pins::expected_stamp()?;
