@@ -100,6 +100,14 @@ impl Touched {
 /// Writes one engine change into the maps and the ipcache, and follows the
 /// address changes it causes (a Kubernetes ipBlock selects endpoints by
 /// address) until nothing more changes.
+///
+/// In three phases across the whole change, so that every packet is judged
+/// by either the old rules or the new ones, never by neither (an endpoint
+/// whose labels change moves to an identity its peers must already accept):
+/// 1. every new policy entry, of every endpoint;
+/// 2. the switches: endpoint records (identity, enforcement), the ipcache's
+///    endpoint /32s and policy CIDRs;
+/// 3. every stale entry out.
 fn apply(
     eps: &EndpointManager,
     pol: &mut PolicyManager,
@@ -110,24 +118,25 @@ fn apply(
     let mut pending = vec![change];
     while let Some(change) = pending.pop() {
         touched.record(&change);
+        let deltas: Vec<_> = change.endpoints.iter().map(PolicyManager::delta).collect();
+        let adds: Vec<_> = deltas.iter().flat_map(|d| d.add.iter().copied()).collect();
+        pol.put(&adds)?;
         for u in &change.endpoints {
-            let d = PolicyManager::delta(u);
-            pol.put(&d.add)?;
-            if let (Some(id), Some(ep)) = (u.identity, eps.get(u.ep_id)) {
-                let (_, flags) = pol.identity_and_flags(u.ep_id);
-                eps.write_info(&ep.info(id, flags))?;
-                if u.old_identity != Some(id) {
-                    let w = ipc.upsert(
-                        host_prefix(ep.ipv4),
-                        Source::LocalEndpoint,
-                        Entry::identity(id),
-                    )?;
-                    if let Some((ip, id)) = w.and_then(|w| w.endpoint_identity()) {
-                        pending.push(pol.engine.set_address(ip, id));
-                    }
+            let (Some(id), Some(ep)) = (u.identity, eps.get(u.ep_id)) else {
+                continue;
+            };
+            let (_, flags) = pol.identity_and_flags(u.ep_id);
+            eps.write_info(&ep.info(id, flags))?;
+            if u.old_identity != Some(id) {
+                let w = ipc.upsert(
+                    host_prefix(ep.ipv4),
+                    Source::LocalEndpoint,
+                    Entry::identity(id),
+                )?;
+                if let Some((ip, id)) = w.and_then(|w| w.endpoint_identity()) {
+                    pending.push(pol.engine.set_address(ip, id));
                 }
             }
-            pol.remove(&d.stale)?;
         }
         for (c, id) in &change.cidr_upserts {
             ipc.upsert(*c, Source::PolicyCidr, Entry::identity(*id))?;
@@ -135,6 +144,11 @@ fn apply(
         for c in &change.cidr_removals {
             ipc.remove(*c, Source::PolicyCidr)?;
         }
+        let stale: Vec<_> = deltas
+            .iter()
+            .flat_map(|d| d.stale.iter().copied())
+            .collect();
+        pol.remove(&stale)?;
     }
     let rev = pol.engine.revision();
     pol.enforce(rev)?;

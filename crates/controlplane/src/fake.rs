@@ -25,15 +25,32 @@ pub struct FakeMaps {
     pub writes: usize,
 }
 
+/// Called with the maps after every write (to check a property of every
+/// intermediate state).
+pub type Observer = Arc<dyn Fn(&FakeMaps) + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub struct FakeDatapath {
     maps: Arc<Mutex<FakeMaps>>,
+    observer: Arc<Mutex<Option<Observer>>>,
 }
 
 impl FakeDatapath {
     /// The maps now.
     pub fn maps(&self) -> MutexGuard<'_, FakeMaps> {
         self.maps.lock().expect("fake datapath lock")
+    }
+
+    /// Calls `f` with the maps after every write from now on.
+    pub fn observe(&self, f: Observer) {
+        *self.observer.lock().expect("lock") = Some(f);
+    }
+
+    fn wrote(&self) {
+        let f = self.observer.lock().expect("lock").clone();
+        if let Some(f) = f {
+            f(&self.maps());
+        }
     }
 
     /// The identity the ipcache gives `prefix`, if any.
@@ -48,12 +65,16 @@ impl EndpointMap for FakeDatapath {
         let mut m = self.maps();
         m.writes += 1;
         m.endpoints.insert(ep.ifindex, *ep);
+        drop(m);
+        self.wrote();
         Ok(())
     }
     fn remove_endpoint(&self, ep: &EndpointInfo) -> DpResult<()> {
         let mut m = self.maps();
         m.writes += 1;
         m.endpoints.remove(&ep.ifindex);
+        drop(m);
+        self.wrote();
         Ok(())
     }
     fn endpoints(&self) -> DpResult<Vec<EndpointInfo>> {
@@ -66,12 +87,16 @@ impl IpcacheMap for FakeDatapath {
         let mut m = self.maps();
         m.writes += 1;
         m.ipcache.insert(prefix, *value);
+        drop(m);
+        self.wrote();
         Ok(())
     }
     fn remove_ipcache(&self, prefix: Ipv4Net) -> DpResult<()> {
         let mut m = self.maps();
         m.writes += 1;
         m.ipcache.remove(&prefix);
+        drop(m);
+        self.wrote();
         Ok(())
     }
     fn ipcache(&self) -> DpResult<Vec<(Ipv4Net, IpcacheValue)>> {
@@ -84,6 +109,8 @@ impl PolicyMap for FakeDatapath {
         let mut m = self.maps();
         m.writes += entries.len();
         m.policy.extend(entries.iter().copied());
+        drop(m);
+        self.wrote();
         Ok(())
     }
     fn remove_policy(&self, keys: &[PolicyKey]) -> DpResult<()> {
@@ -92,6 +119,8 @@ impl PolicyMap for FakeDatapath {
         for k in keys {
             m.policy.remove(k);
         }
+        drop(m);
+        self.wrote();
         Ok(())
     }
     fn policy_entries(&self) -> DpResult<Vec<(PolicyKey, PolicyValue)>> {
@@ -101,6 +130,8 @@ impl PolicyMap for FakeDatapath {
         let mut m = self.maps();
         m.writes += 1;
         m.revision = revision;
+        drop(m);
+        self.wrote();
         Ok(())
     }
     fn revision(&self) -> DpResult<u32> {

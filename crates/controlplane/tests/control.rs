@@ -457,3 +457,54 @@ fn ipblock_follows_pods_through_the_control_plane() {
     a.delete_endpoint(id).unwrap();
     assert!(!fake(&a).policy.keys().any(|k| k.sec_identity == late_id));
 }
+
+/// An identity change (here a namespace relabel: both pods move to new
+/// identities) never opens a window in which a flow that the old and the
+/// new rules both allow is denied: every intermediate state of the maps is
+/// checked, after every single write.
+#[test]
+fn an_identity_change_never_denies_what_old_and_new_allow() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    };
+    let dp = FakeDatapath::default();
+    let a = cp_with(
+        FakePlumbing::default(),
+        dp.clone(),
+        Arc::new(MemKv::default()),
+    );
+    let (web, _, _) = ep(&a, "w", "shop", &["app=web"]);
+    let (_, _, client_ip) = ep(&a, "c", "shop", &["app=client"]);
+    import(&a, WEB_FROM_CLIENT).unwrap();
+    let checked = Arc::new(AtomicUsize::new(0));
+    let denied = Arc::new(Mutex::new(Vec::new()));
+    let (c, d) = (checked.clone(), denied.clone());
+    dp.observe(Arc::new(move |m: &FakeMaps| {
+        let peer = m
+            .ipcache
+            .get(&host(client_ip))
+            .map_or(0, |v| v.sec_identity);
+        let flags = m
+            .endpoints
+            .values()
+            .find(|e| e.ep_id == web)
+            .map_or(0, |e| e.flags);
+        if !lookup::verdict(&m.policy, flags, web, Direction::Ingress, peer, 6, 80).allowed() {
+            d.lock()
+                .unwrap()
+                .push(format!("client as {peer}, web flags {flags:#x}"));
+        }
+        c.fetch_add(1, Ordering::Relaxed);
+    }));
+    for i in 0..10 {
+        a.set_namespace_labels("shop", &[format!("round={i}")])
+            .unwrap();
+    }
+    assert!(
+        checked.load(Ordering::Relaxed) > 40,
+        "too few writes observed"
+    );
+    let denied = denied.lock().unwrap();
+    assert!(denied.is_empty(), "denied in between: {denied:?}");
+}
