@@ -76,6 +76,10 @@ pub struct EndpointCreate {
     /// The CNI network that attached this endpoint (for CNI GC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_network: Option<String>,
+    /// Labels the container runtime keeps for the container (read by the
+    /// CNI plugin from the runtime's own metadata), as `key=value`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime_labels: Vec<String>,
 }
 
 impl Default for EndpointCreate {
@@ -90,6 +94,7 @@ impl Default for EndpointCreate {
             host_ifname: None,
             mac: None,
             cni_network: None,
+            runtime_labels: Vec::new(),
         }
     }
 }
@@ -152,6 +157,53 @@ pub struct Endpoint {
     /// agent recorded it).
     #[serde(default)]
     pub created_unix_ms: u64,
+    /// Where each label came from.
+    #[serde(default)]
+    pub label_sources: Vec<EndpointLabel>,
+}
+
+/// A label of an endpoint and who gave it: `cni` (the network
+/// configuration's `args.cni.labels`), `runtime` (the container runtime's
+/// metadata), `user` (`pilus endpoint labels`, or an API-made endpoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointLabel {
+    pub label: String,
+    pub source: String,
+}
+
+/// `PUT /v1/endpoints/{key}/labels`: labels to add (or change) and keys to
+/// delete, on one endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointLabelsChange {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub delete: Vec<String>,
+    /// Allow changing or deleting labels the CNI configuration gave.
+    #[serde(default)]
+    pub override_cni: bool,
+}
+
+/// `POST /v1/endpoints/labels`: label changes of several endpoints, applied
+/// all or none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointLabelsBatch {
+    pub items: Vec<EndpointLabelsItem>,
+    #[serde(default)]
+    pub override_cni: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointLabelsItem {
+    /// An endpoint id, container id or `namespace/pod`.
+    pub endpoint: String,
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub delete: Vec<String>,
 }
 
 /// One attachment a runtime still uses: CNI GC keeps it.

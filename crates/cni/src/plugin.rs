@@ -188,6 +188,7 @@ fn add(env: &Env, conf: &NetConf, agent: &Client) -> Result<Value, CniError> {
         host_ifname: Some(host_ifname.clone()),
         mac: Some(pod::mac_string(&pair.pod.mac)),
         cni_network: Some(conf.name.clone()),
+        runtime_labels: Vec::new(),
     };
     let created: api::EndpointCreated = match agent.post_json(paths::ENDPOINTS, &req) {
         Ok(c) => c,

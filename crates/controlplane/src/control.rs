@@ -11,7 +11,7 @@
 
 use crate::{
     datapath::Datapath,
-    endpoints::{EndpointManager, Pair, StoredEndpoint},
+    endpoints::{label_key, EndpointManager, LabelSource, Pair, StoredEndpoint},
     ipcache::{Entry, IpcacheManager, Source},
     persist::{self, Layout, StoredLabels, StoredPolicy},
     plumbing::Plumbing,
@@ -95,6 +95,67 @@ impl Touched {
         }
         txn
     }
+}
+
+/// An endpoint's labels and their sources after `item`, or why not.
+fn relabel(
+    ep: &StoredEndpoint,
+    item: &api::EndpointLabelsItem,
+    override_cni: bool,
+) -> Result<(Labels, BTreeMap<String, LabelSource>), Error> {
+    let mut labels = ep.labels.clone();
+    let mut sources = ep.label_sources.clone();
+    let guard = |l: &pilus_policy::Label, doing: &str| -> Result<(), Error> {
+        if ep.source_of(l) == LabelSource::Cni && !override_cni {
+            return Err(Error::invalid(
+                "labels",
+                format!(
+                    "endpoint {}: label {l} comes from the CNI network configuration; {doing} it only with --override-cni",
+                    ep.id
+                ),
+            ));
+        }
+        Ok(())
+    };
+    for k in &item.delete {
+        let want = pilus_policy::Label::parse(k, pilus_policy::labels::SOURCE_K8S)?;
+        if !want.value.is_empty() {
+            return Err(Error::invalid(
+                "labels",
+                format!("delete {k:?}: name a key, not key=value"),
+            ));
+        }
+        let found = labels
+            .iter()
+            .find(|l| l.source == want.source && l.key == want.key)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "labels",
+                    format!(
+                        "endpoint {} has no label {}:{}",
+                        ep.id, want.source, want.key
+                    ),
+                )
+            })?;
+        guard(&found, "delete")?;
+        labels.remove_key(&found.source, &found.key);
+        sources.remove(&label_key(&found));
+    }
+    for l in Labels::parse_all(&item.add, pilus_policy::labels::SOURCE_K8S)?.iter() {
+        l.check_pod_label()?;
+        if let Some(old) = labels
+            .iter()
+            .find(|o| o.source == l.source && o.key == l.key)
+        {
+            if old.value != l.value {
+                guard(&old, "change")?;
+            }
+        }
+        labels.remove_key(&l.source, &l.key);
+        sources.insert(label_key(&l), LabelSource::User);
+        labels.insert(l);
+    }
+    Ok((labels, sources))
 }
 
 /// Writes one engine change into the maps and the ipcache, and follows the
@@ -337,7 +398,25 @@ impl ControlPlane {
         }
         validate::ifname(&req.ifname)?;
         validate::namespace(&req.namespace)?;
-        let labels = Labels::parse_all(&req.labels, pilus_policy::labels::SOURCE_K8S)?;
+        // The network configuration's labels win over the runtime's.
+        let given = if req.cni_network.is_some() {
+            LabelSource::Cni
+        } else {
+            LabelSource::User
+        };
+        let mut labels = Labels::new();
+        let mut label_sources = BTreeMap::new();
+        for (items, source) in [
+            (&req.runtime_labels, LabelSource::Runtime),
+            (&req.labels, given),
+        ] {
+            for l in Labels::parse_all(items, pilus_policy::labels::SOURCE_K8S)?.iter() {
+                l.check_pod_label()?;
+                labels.remove_key(&l.source, &l.key);
+                label_sources.insert(label_key(&l), source);
+                labels.insert(l);
+            }
+        }
         let pair = match (&req.host_ifname, &req.mac) {
             (Some(host), Some(mac)) => Pair::Existing {
                 host_ifname: host.clone(),
@@ -381,6 +460,7 @@ impl ControlPlane {
             host_mac: plumbed.host_mac,
             cni_network: req.cni_network.clone(),
             created_unix_ms: unix_ms(),
+            label_sources,
         };
         let mut eps = self.eps_mut();
         let mut pol = self.pol_mut();
@@ -529,6 +609,62 @@ impl ControlPlane {
             kept_recent,
             revision: self.pol().enforced(),
         })
+    }
+
+    /// Changes endpoints' labels, all or none: every change is checked
+    /// (the endpoint exists, each label has Kubernetes' syntax and no
+    /// reserved source, a deleted key is there, a CNI-given label is only
+    /// changed with `override_cni`) before the first is applied. Each
+    /// endpoint's identity follows its labels; the maps change in the
+    /// order that never denies what old and new rules both allow.
+    pub fn update_labels(
+        &self,
+        items: &[api::EndpointLabelsItem],
+        override_cni: bool,
+    ) -> Result<Vec<api::Endpoint>, Error> {
+        if items.is_empty() {
+            return Err(Error::invalid("labels", "no endpoint to change"));
+        }
+        let _w = self.write_lock();
+        let mut plan: Vec<(u16, Labels, BTreeMap<String, LabelSource>)> = Vec::new();
+        {
+            let eps = self.eps();
+            for item in items {
+                let ep = eps.find(&item.endpoint).ok_or_else(|| Error::NotFound {
+                    what: "endpoint",
+                    name: item.endpoint.clone(),
+                })?;
+                if plan.iter().any(|(id, _, _)| *id == ep.id) {
+                    return Err(Error::invalid(
+                        "labels",
+                        format!("endpoint {} is named twice", item.endpoint),
+                    ));
+                }
+                let (labels, sources) = relabel(ep, item, override_cni)?;
+                plan.push((ep.id, labels, sources));
+            }
+        }
+        let mut eps = self.eps_mut();
+        let mut pol = self.pol_mut();
+        let mut ipc = self.ipc_mut();
+        let mut touched = Touched::default();
+        let mut txn = Txn::new();
+        for (id, labels, sources) in &plan {
+            let ns = eps.get(*id).expect("checked").namespace.clone();
+            let change = pol.engine.upsert_endpoint(*id, &ns, labels)?;
+            eps.set_labels(*id, labels.clone(), sources.clone());
+            apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
+            txn = persist::put_endpoint(txn, &self.layout, eps.get(*id).expect("checked"));
+        }
+        self.persist(txn, &touched, &pol)?;
+        for (id, labels, _) in &plan {
+            let identity = pol.engine().endpoint(*id).map(|r| r.identity);
+            tracing::info!(endpoint = id, labels = %labels, identity, "endpoint labels changed");
+        }
+        Ok(plan
+            .iter()
+            .map(|(id, _, _)| self.view(eps.get(*id).expect("checked"), &pol))
+            .collect())
     }
 
     // ----- policies -----

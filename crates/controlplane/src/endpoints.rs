@@ -39,6 +39,36 @@ pub struct StoredEndpoint {
     /// grace period.
     #[serde(default)]
     pub created_unix_ms: u64,
+    /// Who gave each label, by `source:key` (absent: the user).
+    #[serde(default)]
+    pub label_sources: BTreeMap<String, LabelSource>,
+}
+
+/// Who gave an endpoint a label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelSource {
+    /// The CNI network configuration (`args.cni.labels`).
+    Cni,
+    /// The container runtime's own metadata.
+    Runtime,
+    /// `pilus endpoint labels`, or the API's endpoint create.
+    User,
+}
+
+impl LabelSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelSource::Cni => "cni",
+            LabelSource::Runtime => "runtime",
+            LabelSource::User => "user",
+        }
+    }
+}
+
+/// The key a label's source is kept under.
+pub fn label_key(l: &pilus_policy::Label) -> String {
+    format!("{}:{}", l.source, l.key)
 }
 
 impl StoredEndpoint {
@@ -54,6 +84,13 @@ impl StoredEndpoint {
             node_mac: self.host_mac,
             _pad: 0,
         }
+    }
+
+    pub fn source_of(&self, l: &pilus_policy::Label) -> LabelSource {
+        self.label_sources
+            .get(&label_key(l))
+            .copied()
+            .unwrap_or(LabelSource::User)
     }
 
     /// Whether a user's key names it: its id, address, container id or
@@ -230,6 +267,14 @@ impl EndpointManager {
 
     pub fn insert(&mut self, ep: StoredEndpoint) {
         self.records.insert(ep.id, ep);
+    }
+
+    /// Replaces an endpoint's labels (and their sources).
+    pub fn set_labels(&mut self, id: u16, labels: Labels, sources: BTreeMap<String, LabelSource>) {
+        if let Some(e) = self.records.get_mut(&id) {
+            e.labels = labels;
+            e.label_sources = sources;
+        }
     }
 
     /// Drops the record only (an ADD being undone, see

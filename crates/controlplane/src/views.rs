@@ -73,6 +73,14 @@ impl ControlPlane {
             host_ifindex: ep.ifindex,
             cni_network: ep.cni_network.clone(),
             created_unix_ms: ep.created_unix_ms,
+            label_sources: ep
+                .labels
+                .iter()
+                .map(|l| api::EndpointLabel {
+                    label: l.to_string(),
+                    source: ep.source_of(&l).name().into(),
+                })
+                .collect(),
             policy: api::EndpointPolicyStatus {
                 ingress_enforced: p.as_ref().is_some_and(|p| p.ingress_enforced),
                 egress_enforced: p.as_ref().is_some_and(|p| p.egress_enforced),

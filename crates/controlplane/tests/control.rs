@@ -508,3 +508,125 @@ fn an_identity_change_never_denies_what_old_and_new_allow() {
     let denied = denied.lock().unwrap();
     assert!(denied.is_empty(), "denied in between: {denied:?}");
 }
+
+fn relabel(a: &ControlPlane, ep: &str, add: &[&str], delete: &[&str]) -> Result<u32, String> {
+    a.update_labels(
+        &[pilus_api::types::EndpointLabelsItem {
+            endpoint: ep.into(),
+            add: add.iter().map(|s| s.to_string()).collect(),
+            delete: delete.iter().map(|s| s.to_string()).collect(),
+        }],
+        false,
+    )
+    .map(|v| v[0].identity)
+    .map_err(|e| e.message())
+}
+
+/// Issue 14: a pod whose runtime passed no labels gets them by hand, and
+/// its identity (and so policy) follows; labels survive a restart.
+#[test]
+fn endpoint_labels_change_identity_and_policy() {
+    let store = MemKv::default();
+    let plumbing = FakePlumbing::default();
+    let dp = FakeDatapath::default();
+    let a = cp_with(plumbing.clone(), dp.clone(), Arc::new(store.clone()));
+    let (web, _, _) = ep(&a, "w", "shop", &["app=web"]);
+    let (_, bare_id, _) = ep(&a, "bare", "shop", &[]);
+    import(&a, WEB_FROM_CLIENT).unwrap();
+    assert!(!allowed(&a, web, Direction::Ingress, bare_id, 6, 80));
+    let client_id = relabel(&a, "bare", &["app=client"], &[]).unwrap();
+    assert_ne!(client_id, bare_id);
+    assert!(allowed(&a, web, Direction::Ingress, client_id, 6, 80));
+    let view = a.endpoint_view("bare", None).unwrap();
+    assert_eq!(
+        view.label_sources
+            .iter()
+            .map(|l| (l.label.as_str(), l.source.as_str()))
+            .collect::<Vec<_>>(),
+        [("k8s:app=client", "user")]
+    );
+    let back = relabel(&a, "bare", &[], &["app"]).unwrap();
+    assert_eq!(back, bare_id, "the same labels, the same identity");
+    assert!(!allowed(&a, web, Direction::Ingress, back, 6, 80));
+    let again = relabel(&a, "shop/bare", &["app=client", "team=x"], &[]).unwrap();
+    let maps = fake(&a);
+    drop(a);
+    let b = cp_with(plumbing, dp, Arc::new(store));
+    let v = b.endpoint_view("bare", None).unwrap();
+    assert_eq!(v.identity, again);
+    assert!(
+        v.labels.contains(&"k8s:team=x".to_string()),
+        "{:?}",
+        v.labels
+    );
+    assert_eq!(fake(&b).policy, maps.policy);
+    assert_eq!(
+        (b.status().resync_written, b.status().resync_removed),
+        (0, 0)
+    );
+}
+
+/// Issue 14: every bad label change is refused whole, and nothing changes.
+#[test]
+fn bad_label_changes_are_refused_whole() {
+    use pilus_api::types::EndpointLabelsItem;
+    let a = fresh();
+    ep(&a, "w", "shop", &["app=web"]);
+    let cni = a
+        .create_endpoint(&EndpointCreate {
+            container_id: "cni".into(),
+            netns: "/run/netns/cni".into(),
+            labels: vec!["app=db".into()],
+            cni_network: Some("pilus".into()),
+            runtime_labels: vec!["tier=back".into(), "app=ignored".into()],
+            ..Default::default()
+        })
+        .unwrap()
+        .endpoint;
+    let sources: Vec<_> = cni
+        .label_sources
+        .iter()
+        .map(|l| format!("{}={}", l.label, l.source))
+        .collect();
+    assert_eq!(sources, ["k8s:app=db=cni", "k8s:tier=back=runtime"]);
+    let before = (a.endpoints_view(), fake(&a).policy, fake(&a).ipcache);
+    let item = |ep: &str, add: &[&str], delete: &[&str]| EndpointLabelsItem {
+        endpoint: ep.into(),
+        add: add.iter().map(|s| s.to_string()).collect(),
+        delete: delete.iter().map(|s| s.to_string()).collect(),
+    };
+    let cases: Vec<(Vec<EndpointLabelsItem>, &str)> = vec![
+        (vec![item("w", &["app=-bad"], &[])], "value"),
+        (vec![item("w", &["Bad Key=x"], &[])], "key"),
+        (vec![item("w", &["reserved:host"], &[])], "reserved"),
+        (vec![item("nope", &["app=x"], &[])], "not found"),
+        (vec![item("w", &[], &["team"])], "has no label"),
+        (vec![item("w", &[], &["app=web"])], "name a key"),
+        (vec![item("cni", &["app=other"], &[])], "override-cni"),
+        (vec![item("cni", &[], &["app"])], "override-cni"),
+        // One good item and one bad: the good one is not applied either.
+        (
+            vec![item("w", &["team=a"], &[]), item("nope", &["x=y"], &[])],
+            "not found",
+        ),
+        (
+            vec![item("w", &["team=a"], &[]), item("w", &["team=b"], &[])],
+            "named twice",
+        ),
+        (vec![], "no endpoint"),
+    ];
+    for (items, needle) in cases {
+        let e = a.update_labels(&items, false).unwrap_err();
+        assert!(e.message().contains(needle), "{needle}: {}", e.message());
+        assert!(e.status() == 400 || e.status() == 404, "{}", e.status());
+        assert_eq!(
+            (a.endpoints_view(), fake(&a).policy, fake(&a).ipcache),
+            before,
+            "{needle}: something changed"
+        );
+    }
+    // A runtime label is the user's to change; a CNI one with the flag.
+    relabel(&a, "cni", &["tier=front"], &[]).unwrap();
+    a.update_labels(&[item("cni", &["app=other"], &[])], true)
+        .unwrap();
+}

@@ -73,6 +73,64 @@ impl Label {
         Ok(Label::new(source, key, value))
     }
 
+    /// Checks that a label a user or a runtime gives a pod is one Kubernetes
+    /// would accept (`[prefix/]name`, name and value at most 63 characters
+    /// of letters, digits, '-', '_' and '.', starting and ending with a
+    /// letter or digit; the prefix a DNS subdomain) and does not claim a
+    /// source only Pilus assigns (`reserved:`, `cidr:`).
+    pub fn check_pod_label(&self) -> Result<(), crate::Error> {
+        let fail = |reason: String| crate::Error::Label {
+            label: self.to_string(),
+            reason,
+        };
+        if [SOURCE_RESERVED, SOURCE_CIDR].contains(&self.source.as_str()) {
+            return Err(fail(format!(
+                "the source {:?} is Pilus's own; pod labels cannot use it",
+                self.source
+            )));
+        }
+        let (prefix, name) = match self.key.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, self.key.as_str()),
+        };
+        if let Some(p) = prefix {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            };
+            if p.len() > 253 || !p.split('.').all(label_ok) {
+                return Err(fail(format!(
+                    "the key's prefix {p:?} must be a DNS subdomain (lowercase letters, digits, '-' and '.')"
+                )));
+            }
+        }
+        let part_ok = |s: &str, empty_ok: bool| {
+            (s.is_empty() && empty_ok)
+                || (!s.is_empty()
+                    && s.len() <= 63
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                    && s.as_bytes()[0].is_ascii_alphanumeric()
+                    && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
+        };
+        if !part_ok(name, false) {
+            return Err(fail(format!(
+                "the key's name {name:?} must be 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+            )));
+        }
+        if !part_ok(&self.value, true) {
+            return Err(fail(format!(
+                "the value {:?} must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+                self.value
+            )));
+        }
+        Ok(())
+    }
+
     pub fn is_noise(&self) -> bool {
         NOISE_KEYS.contains(&self.key.as_str()) || self.key.starts_with("annotation.")
     }
@@ -118,8 +176,16 @@ impl Labels {
             .map(Labels::from_labels)
     }
 
+    /// Adds a label, replacing the value of the same source and key.
     pub fn insert(&mut self, l: Label) {
         self.0.insert((l.source, l.key), l.value);
+    }
+
+    /// Removes the label of `source` and `key`; true if it was there.
+    pub fn remove_key(&mut self, source: &str, key: &str) -> bool {
+        self.0
+            .remove(&(source.to_string(), key.to_string()))
+            .is_some()
     }
 
     pub fn with(mut self, source: &str, key: &str, value: &str) -> Labels {
@@ -192,6 +258,35 @@ impl<'de> Deserialize<'de> for Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_labels_follow_kubernetes_syntax() {
+        let ok = [
+            "app=web",
+            "app.kubernetes.io/name=db",
+            "k8s:tier=",
+            "team=a-b_c.d",
+        ];
+        for l in ok {
+            Label::parse(l, "k8s").unwrap().check_pod_label().unwrap();
+        }
+        let bad = [
+            "reserved:host",
+            "cidr:x=1",
+            "app=-web",
+            "app=web!",
+            "-app=x",
+            "Bad.Prefix/app=x",
+            "a/b/c=x",
+            "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ];
+        for l in bad {
+            assert!(
+                Label::parse(l, "k8s").unwrap().check_pod_label().is_err(),
+                "{l} accepted"
+            );
+        }
+    }
 
     #[test]
     fn parses_source_key_value() {
