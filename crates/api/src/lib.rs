@@ -16,10 +16,11 @@ mod error;
 pub mod http;
 pub mod monitor;
 pub mod store;
-pub mod types;
 
 pub use error::Error;
 pub use http::{bind, encode_query, serve, Client, Handler, Request, Response};
+/// The API's types moved to `pilus-api-types`.
+pub use pilus_api_types as types;
 pub use store::{Apply, Options, Store};
 
 #[cfg(test)]

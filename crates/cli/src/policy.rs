@@ -9,11 +9,10 @@ use clap::{Args, Subcommand};
 use pilus_api::{
     types::{
         paths, Deleted, DirectionTrace, PolicyFile, PolicyImport, PolicyImported, PolicySummary,
-        Trace, TraceRequest,
+        Trace, TraceRequest, Verdict,
     },
     Client,
 };
-use pilus_policy::lookup::Verdict;
 use std::io::Read;
 
 #[derive(Subcommand, Debug)]
