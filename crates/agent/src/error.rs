@@ -21,7 +21,7 @@ pub enum AgentError {
     #[error("datapath")]
     Datapath(#[from] pilus_datapath::Error),
     #[error("state store")]
-    Store(#[from] pilus_api::Error),
+    Store(#[from] pilus_kvstore::Error),
     #[error("no free endpoint id left")]
     EndpointIds,
 }

@@ -147,7 +147,7 @@ fn run() -> Result<()> {
     .context("loading the datapath")?;
     let event_reader =
         EventReader::new(&mut dp).context("opening the datapath's event ring buffer")?;
-    let store = pilus_api::Store::open(&args.state_dir)
+    let store = pilus_kvstore::Store::open(&args.state_dir)
         .with_context(|| format!("opening the state in {}", args.state_dir.display()))?;
     let node = NodeSettings {
         node_name: args.node_name.clone().unwrap_or_else(hostname),

@@ -1,10 +1,10 @@
 //! What the agent persists in its state directory (snapshot + journal, see
-//! `pilus_api::store`): endpoints, policies as imported, namespace labels,
+//! `pilus_kvstore::store`): endpoints, policies as imported, namespace labels,
 //! the identity numbers in use and the policy revision. On restart this is
 //! replayed to the same engine state, identity numbers included, so the maps
 //! it computes equal the ones still pinned.
 
-use pilus_api::store::Apply;
+use pilus_kvstore::Apply;
 use pilus_policy::{Labels, Policy, PolicyId};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, net::Ipv4Addr};

@@ -24,7 +24,7 @@ fn node() -> NodeSettings {
 }
 
 fn agent_with(plumbing: FakePlumbing, dp: FakeDatapath, dir: Option<&std::path::Path>) -> Agent {
-    let store = dir.map(|d| pilus_api::Store::<State, Op>::open(d).expect("store"));
+    let store = dir.map(|d| pilus_kvstore::Store::<State, Op>::open(d).expect("store"));
     Agent::start(node(), Box::new(dp), Box::new(plumbing), store).expect("agent")
 }
 
