@@ -8,7 +8,7 @@ use pilus_agent::{
     state::{Op, State},
     Agent, NodeSettings,
 };
-use pilus_api::types::{EndpointCreate, PolicyFile};
+use pilus_api_types::{EndpointCreate, PolicyFile};
 use pilus_policy::{lookup, Direction};
 use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf};
 
@@ -279,7 +279,7 @@ spec:
 /// never one younger than the grace the plugin computed.
 #[test]
 fn cni_gc_is_scoped_to_its_network_and_spares_young_endpoints() {
-    use pilus_api::types::{CniAttachment, CniGc};
+    use pilus_api_types::{CniAttachment, CniGc};
     let mut a = agent_with(FakePlumbing::default(), FakeDatapath::default(), None);
     let mk = |a: &mut Agent, cid: &str, net: Option<&str>| {
         a.create_endpoint(&EndpointCreate {
