@@ -10,7 +10,7 @@ use crate::{
     state::{Op, State, StoredEndpoint},
 };
 use pilus_abi::{Be32, EndpointInfo, PolicyKey, PolicyValue};
-use pilus_api::types as api;
+use pilus_api_types as api;
 use pilus_kvstore::Store;
 use pilus_policy::{identity::Kind, Change, Engine, Labels, Policy, PolicyId};
 use std::{

@@ -1,6 +1,7 @@
 //! pilusd, the Pilus agent, as a library: the agent core ([`Agent`]), its
 //! persisted state, IPAM, pod plumbing, the datapath behind a trait (so the
-//! logic is tested with fakes, without root) and the REST API routes.
+//! logic is tested with fakes, without root), the monitor's event ring and
+//! the REST API server ([`api`], axum on hyper over a unix socket).
 
 pub mod agent;
 pub mod api;

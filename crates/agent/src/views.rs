@@ -2,7 +2,7 @@
 
 use crate::{agent::Agent, error::AgentError};
 use pilus_abi::consts::{DIR_INGRESS, POLICY_F_DENY, POLICY_PREFIX_PROTO};
-use pilus_api::types as api;
+use pilus_api_types as api;
 use pilus_policy::{
     identity::{Identity, Kind},
     lookup::Verdict,
