@@ -436,3 +436,36 @@ fn a_client_gone_in_the_middle_of_an_import_leaves_nothing_half_applied() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert_ne!(state(&c), before);
 }
+
+#[test]
+fn sigterm_answers_the_long_polls_and_removes_the_socket() {
+    let mut c = Cluster::new("abuse", "s", &[]);
+    let polls: Vec<_> = [
+        "/v1/policy/revision?wait=999999&timeout_ms=60000",
+        "/v1/monitor?since=999999&wait_ms=60000",
+    ]
+    .into_iter()
+    .map(|target| {
+        let mut s = UnixStream::connect(c.socket()).unwrap();
+        s.write_all(format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .unwrap();
+        std::thread::spawn(move || read_answer(&mut s))
+    })
+    .collect();
+    // Both polls are waiting in the agent by now.
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    c.stop_agent();
+    let stopped = t.elapsed();
+    let answers: Vec<Answer> = polls.into_iter().map(|p| p.join().unwrap()).collect();
+    assert!(
+        stopped < Duration::from_secs(3),
+        "pilusd took {stopped:?} to stop with two long polls open"
+    );
+    // The revision wait says the agent is stopping; the monitor answers
+    // with what it has (nothing).
+    assert_eq!(answers[0].status, 503, "{}", answers[0].body);
+    assert!(error_of(&answers[0]).contains("stopping"));
+    assert_eq!(answers[1].status, 200, "{}", answers[1].body);
+    assert!(!c.socket().exists(), "the socket is left behind");
+}
