@@ -1,6 +1,7 @@
 //! pilusd, the Pilus agent, as a library: the control plane
 //! (`pilus_controlplane`) wired to the real datapath ([`datapath`]) and to
-//! rtnetlink ([`plumbing`]), the REST routes ([`api`]) and the monitor.
+//! rtnetlink ([`plumbing`]), the monitor's event ring, and the REST API
+//! server ([`api`], axum on hyper over a unix socket).
 
 pub mod api;
 pub mod datapath;

@@ -1,18 +1,37 @@
 //! pilusd: loads (or re-attaches to) the pinned datapath, restores its state,
 //! and serves the Pilus API on a unix socket until SIGTERM/SIGINT. Exiting
 //! leaves the datapath running: programs, links and maps stay pinned.
+//!
+//! Everything after start-up runs on one tokio runtime with a fixed number
+//! of threads (see [`runtime`]): no client, however many connections it
+//! opens, makes the agent grow threads.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use pilus_agent::{api, datapath::Pinned, monitor, plumbing::NetlinkPlumbing};
-use pilus_api::types::paths;
+use pilus_agent::{
+    api::{self, Limits},
+    datapath::Pinned,
+    monitor,
+    plumbing::NetlinkPlumbing,
+};
 use pilus_controlplane::{ControlPlane, Settings};
 use pilus_datapath::{Datapath, EventReader, LoadOptions, NodeConfig, PodCidr};
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    sync::{atomic::AtomicBool, Arc},
+    sync::Arc,
+    time::Duration,
 };
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The runtime's worker threads: the API and the monitor are I/O-bound, and
+/// the agent's work runs on the blocking pool.
+const WORKER_THREADS: usize = 2;
+
+/// The blocking pool's cap, where control-plane calls (map writes, netlink)
+/// run. Changes are serialized by the control plane's writer lock, so more
+/// threads would only wait on it; queued calls wait as tasks, not threads.
+const MAX_BLOCKING_THREADS: usize = 4;
 
 /// The Pilus agent: pod endpoints, identities and network policy, enforced
 /// by eBPF programs it loads and pins.
@@ -62,21 +81,6 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Blocks SIGTERM and SIGINT in this thread (and so in every thread spawned
-/// later), to take them synchronously with sigwait.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset operations on a local set; pthread_sigmask on the
-    // calling thread.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
 fn main() {
     if let Err(e) = run() {
         eprintln!("pilusd: {e:#}");
@@ -84,10 +88,22 @@ fn main() {
     }
 }
 
+/// The runtime: [`WORKER_THREADS`] workers and at most
+/// [`MAX_BLOCKING_THREADS`] blocking threads, whatever the load.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .thread_name("pilusd")
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
 fn run() -> Result<()> {
-    // One malloc arena: the API's short-lived connection threads would
-    // otherwise each grow an arena of their own and keep it, inflating the
-    // agent's resident memory for nothing (it is lock-bound anyway).
+    // One malloc arena: the runtime's threads would otherwise each grow an
+    // arena of their own and keep it, inflating the agent's resident
+    // memory for nothing (the agent's work is under one lock anyway).
     // SAFETY: mallopt before any thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let args = Args::parse();
@@ -98,8 +114,8 @@ fn run() -> Result<()> {
             Path::new("/run/netns").join(ns)
         };
         // setns acts on the calling thread only: do it before any thread
-        // exists so they all start inside. `ip netns exec` is no substitute:
-        // it remounts /sys and hides bpffs.
+        // (the runtime's included) exists so they all start inside. `ip
+        // netns exec` is no substitute: it remounts /sys and hides bpffs.
         pilus_netlink::netns::enter_path(&path)
             .with_context(|| format!("entering network namespace {}", path.display()))?
             .stay();
@@ -109,7 +125,6 @@ fn run() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
-    let signals = block_signals();
 
     let net: ipnet::Ipv4Net = args
         .pod_cidr
@@ -163,38 +178,77 @@ fn run() -> Result<()> {
     )
     .context("restoring state")?;
     let agent = Arc::new(agent);
-    let listener = pilus_api::bind(&args.socket)
+
+    let limits = Limits::default();
+    // The connections, plus room for the maps, links and the state files.
+    match api::server::ensure_open_files(limits.max_connections as u64 + 512) {
+        Ok(n) => tracing::debug!(open_files = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
+    let runtime = runtime()?;
+    runtime.block_on(serve(&args, Arc::clone(&agent), event_reader, &limits))?;
+    // A change still running on the blocking pool finishes before the
+    // process exits: it is never cut in half by the exit.
+    agent.wait_idle();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Serves the API and reads the monitor's events until SIGTERM or SIGINT.
+async fn serve(
+    args: &Args,
+    agent: Arc<ControlPlane>,
+    event_reader: EventReader,
+    limits: &Limits,
+) -> Result<()> {
+    // Handlers before the socket exists: from the moment a client can
+    // reach the agent, a signal stops it cleanly.
+    let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let listener = api::bind(&args.socket)
         .with_context(|| format!("binding the API socket {}", args.socket.display()))?;
-    let stop = Arc::new(AtomicBool::new(false));
+    listener
+        .set_nonblocking(true)
+        .context("making the API socket nonblocking")?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).context("registering the API socket")?;
+
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let events = Arc::new(monitor::Monitor::new(monitor::CAPACITY));
-    let reader = monitor::spawn_reader(event_reader, events.clone(), stop.clone(), monitor::TICK)
-        .context("starting the monitor thread")?;
-    let handler_agent = agent.clone();
-    // The monitor's long polls wait on the monitor's own lock, not the
-    // agent's: they are routed before the agent's routes.
-    let handler: pilus_api::Handler = Arc::new(move |req| {
-        if req.path.trim_end_matches('/') == paths::MONITOR {
-            monitor::handle(&events, &handler_agent, &req)
-        } else {
-            api::handle(&handler_agent, req)
-        }
-    });
+    let reader = tokio::spawn(monitor::read_events(
+        monitor::DatapathEvents(event_reader),
+        Arc::clone(&events),
+        monitor::TICK,
+        stopping.clone(),
+    ));
+    let shared = api::Shared::new(agent, events, stopping.clone());
+    let app = api::router(shared, limits);
     let server = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("api".into())
-            .spawn(move || pilus_api::serve(listener, handler, stop))
-            .context("starting the API thread")?
+        let limits = limits.clone();
+        tokio::spawn(async move { api::serve(listener, app, &limits, stopping).await })
     };
     tracing::info!(socket = %args.socket.display(), trace = args.trace, "pilusd ready");
 
-    let mut sig: libc::c_int = 0;
-    // SAFETY: waits on the set blocked above; writes the signal number.
-    unsafe { libc::sigwait(&signals, &mut sig) };
-    tracing::info!(signal = sig, "stopping; the datapath keeps running");
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = server.join();
-    let _ = reader.join();
-    let _ = std::fs::remove_file(&args.socket);
+    let signal = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal, "stopping; the datapath keeps running");
+    stop.send_replace(true);
+    match server.await {
+        Ok(0) => {}
+        Ok(dropped) => tracing::warn!(dropped, "API connections cut at exit"),
+        Err(e) => tracing::error!(error = %e, "the API server task failed"),
+    }
+    // The socket goes first, so a client sees "not running" rather than a
+    // socket nobody answers.
+    if let Err(e) = std::fs::remove_file(&args.socket) {
+        tracing::warn!(error = %e, socket = %args.socket.display(), "cannot remove the API socket");
+    }
+    match reader.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the monitor's event reader failed"),
+        Err(e) => tracing::error!(error = %e, "the monitor's event reader task failed"),
+    }
     Ok(())
 }

@@ -1,41 +1,39 @@
 //! The monitor (`cilium monitor` for Pilus): the datapath's drop and trace
-//! events, read from the `pilus_events` ring buffer on a timer into a
-//! bounded in-memory ring with sequence numbers, and served by
-//! `GET /v1/monitor` with long polling.
+//! events, read from the `pilus_events` ring buffer into a bounded
+//! in-memory ring with sequence numbers, for `GET /v1/monitor` (the route
+//! is in `api::long_poll`).
 //!
-//! The ring has its own lock and condition variable: a long poll waits on
-//! them, never on the agent's lock (taken only briefly, after the wait, to
-//! name the endpoints of the events it returns). Events are kept raw and
+//! The ring has its own lock and publishes its newest sequence number on a
+//! `tokio::sync::watch`: a long poll awaits that, never the agent's lock
+//! (taken only briefly, after the wait, to name the endpoints of the events
+//! it returns), and holds no thread while it waits. Events are kept raw and
 //! decoded when asked for, so an agent nobody monitors spends nothing on
 //! decoding.
+//!
+//! The reader is a task: it drains the ring buffer every [`TICK`] and
+//! whenever the buffer's fd turns readable ([`AsyncFd`]).
 
 use pilus_abi::{
     consts::{EVENT_DROP, EVENT_TRACE},
     Event,
 };
-use pilus_api::{
-    types::{MonitorBatch, MonitorFilter, MonitorKind, MONITOR_MAX_WAIT_MS},
-    Request, Response,
-};
-use pilus_controlplane::ControlPlane;
+use pilus_api_types::{MonitorFilter, MonitorKind};
 use std::{
-    collections::{HashMap, VecDeque},
-    net::Ipv4Addr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Condvar, Mutex, MutexGuard,
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    collections::VecDeque,
+    os::fd::{AsRawFd, RawFd},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
 };
+use tokio::{io::unix::AsyncFd, sync::watch};
 
 /// Events the agent keeps (~180 bytes each: ~740 KiB when full).
 pub const CAPACITY: usize = 4096;
 
 /// How often the reader drains the ring buffer. The datapath submits with
 /// BPF_RB_NO_WAKEUP (a wakeup per packet would cost more than the packet),
-/// so the reader must come and look; 1 MiB of ring at 168 bytes a record
-/// holds ~6,200 events, over 100,000 events/s at this pace.
+/// so readiness alone would leave events unread until the ring nearly
+/// fills: the reader must come and look. 1 MiB of ring at 168 bytes a
+/// record holds ~6,200 events, over 100,000 events/s at this pace.
 pub const TICK: Duration = Duration::from_millis(50);
 
 /// One event as the ring keeps it.
@@ -73,10 +71,11 @@ struct Ring {
     last_seq: u64,
 }
 
-/// The bounded ring of events, shared by the reader thread and the API.
+/// The bounded ring of events, shared by the reader task and the API.
 pub struct Monitor {
     ring: Mutex<Ring>,
-    grew: Condvar,
+    /// The newest sequence number, for long polls to await.
+    grew: watch::Sender<u64>,
 }
 
 fn kind_of(e: &Event) -> MonitorKind {
@@ -148,7 +147,7 @@ impl Monitor {
                 capacity: capacity.max(1),
                 last_seq: 0,
             }),
-            grew: Condvar::new(),
+            grew: watch::Sender::new(0),
         }
     }
 
@@ -176,26 +175,43 @@ impl Monitor {
             }
             ring.events.push_back(stored);
         }
+        let last = ring.last_seq;
         drop(ring);
-        self.grew.notify_all();
+        self.grew.send_replace(last);
+    }
+
+    /// The events after `q.since` that match, as they are now.
+    pub fn query_now(&self, q: &Query) -> Batch {
+        self.lock().answer(q)
     }
 
     /// The events after `q.since` that match, waiting up to `wait` for one
-    /// if there is none yet (or some were lost, which is news too).
-    pub fn query(&self, q: &Query, wait: Duration) -> Batch {
-        let deadline = Instant::now() + wait;
-        let mut ring = self.lock();
+    /// if there is none yet (or some were lost, which is news too). Returns
+    /// early, with what there is, once `stop` turns true.
+    pub async fn query(&self, q: &Query, wait: Duration, stop: &watch::Receiver<bool>) -> Batch {
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before the first look, so a push between the look and
+        // the wait still wakes it.
+        let mut grew = self.grew.subscribe();
+        let mut stop = stop.clone();
         loop {
-            let b = ring.answer(q);
-            let now = Instant::now();
-            if !b.events.is_empty() || b.lost > 0 || now >= deadline {
+            grew.mark_unchanged();
+            let b = self.query_now(q);
+            if !b.events.is_empty() || b.lost > 0 || *stop.borrow() {
                 return b;
             }
-            ring = self
-                .grew
-                .wait_timeout(ring, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            tokio::select! {
+                changed = grew.changed() => {
+                    // The sender lives as long as `self`: never closed here.
+                    if changed.is_err() {
+                        return b;
+                    }
+                }
+                // Stopping is the only change `stop` makes (a closed
+                // channel counts too): answer with what there is.
+                _ = stop.changed() => return self.query_now(q),
+                _ = tokio::time::sleep_until(deadline) => return b,
+            }
         }
     }
 
@@ -205,112 +221,80 @@ impl Monitor {
     }
 }
 
-/// Where the reader thread gets events: the datapath's ring buffer, or a
-/// fake in tests.
-pub trait EventSource: Send {
-    /// Waits up to `tick` (less if the source has reason to wake early),
-    /// then returns what has accumulated.
-    fn wait(&mut self, tick: Duration) -> Result<Vec<Event>, pilus_datapath::Error>;
-}
-
-impl EventSource for pilus_datapath::EventReader {
-    fn wait(&mut self, tick: Duration) -> Result<Vec<Event>, pilus_datapath::Error> {
-        pilus_datapath::EventReader::wait(self, tick)
-    }
-}
-
-/// Starts the thread that moves events from `source` into `monitor` once
-/// per `tick` until `stop` is set.
+/// Where the reader task gets events: the datapath's ring buffer, or a
+/// fake in tests. The fd turns readable when the producer wakes readers
+/// (the datapath only forces that when CONFIG_EVENTS_WAKEUP_BYTES wait).
 ///
-/// `wait` returns at once while anything is unread (poll(2) on a ring
-/// buffer reports it readable as soon as one record waits), so under steady
-/// traffic the loop would wake for every few packets: it sleeps out the
-/// rest of the tick instead, draining at most once per tick.
-pub fn spawn_reader(
-    mut source: impl EventSource + 'static,
-    monitor: Arc<Monitor>,
-    stop: Arc<AtomicBool>,
+/// # Safety
+///
+/// `as_raw_fd` returns the same open file descriptor, owned by the source,
+/// for the source's whole life: the reader registers it with tokio's
+/// reactor (`AsyncFd::register`) and must not see it closed or replaced.
+pub unsafe trait EventSource: AsRawFd + Send + 'static {
+    /// What has accumulated, oldest first, without blocking.
+    fn drain(&mut self) -> Vec<Event>;
+}
+
+/// The datapath's ring buffer as an [`EventSource`].
+pub struct DatapathEvents(pub pilus_datapath::EventReader);
+
+impl AsRawFd for DatapathEvents {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+// SAFETY: the EventReader owns the ring buffer's map fd until it is
+// dropped, and `as_fd` always borrows that one.
+unsafe impl EventSource for DatapathEvents {
+    fn drain(&mut self) -> Vec<Event> {
+        self.0.drain()
+    }
+}
+
+/// Moves events from `source` into `monitor` every `tick`, and as soon as
+/// the source is readable, until `stop` turns true. Must run inside a tokio
+/// runtime (it registers the fd with its reactor).
+///
+/// Readiness wakes it at most once per forced wakeup (tokio's epoll is
+/// edge-triggered and the readiness is cleared after each drain), so steady
+/// traffic does not turn into a wakeup per packet.
+pub async fn read_events(
+    source: impl EventSource,
+    monitor: std::sync::Arc<Monitor>,
     tick: Duration,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("monitor".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                match source.wait(tick) {
-                    Ok(batch) => monitor.push(&batch, wall_offset_ns()),
-                    Err(e) => tracing::warn!(error = %e, "reading datapath events failed"),
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // SAFETY: the fd stays open and the same for the source's life (the
+    // contract of `EventSource`), and the AsyncFd owns the source.
+    let mut fd = unsafe { AsyncFd::register_with_interest(source, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            ready = fd.readable_mut() => match ready {
+                Ok(mut guard) => guard.clear_ready(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for datapath events failed; reading on the tick only");
+                    ticks.tick().await;
                 }
-                std::thread::sleep(tick.saturating_sub(started.elapsed()));
-            }
-        })
-}
-
-fn parse<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Option<T>, Response> {
-    match req.query_get(name) {
-        None | Some("") => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            Response::error(400, &format!("{name}={v:?} is not a non-negative integer"))
-        }),
+            },
+            _ = stop.changed() => break,
+        }
+        let batch = fd.get_mut().drain();
+        monitor.push(&batch, wall_offset_ns());
     }
-}
-
-/// `GET /v1/monitor?since=SEQ&wait_ms=N&type=drop|trace|all&last=N`.
-pub fn handle(monitor: &Monitor, cp: &ControlPlane, req: &Request) -> Response {
-    if req.method != "GET" {
-        return Response::error(405, &format!("{} {}: only GET", req.method, req.path));
-    }
-    let parsed = (|| {
-        let filter = match req.query_get("type") {
-            None | Some("") => MonitorFilter::All,
-            Some(t) => MonitorFilter::parse(t).ok_or_else(|| {
-                Response::error(400, &format!("type={t:?}: expected drop, trace or all"))
-            })?,
-        };
-        let q = Query {
-            since: parse(req, "since")?.unwrap_or(0),
-            filter,
-            last: parse(req, "last")?,
-        };
-        let wait_ms: u64 = parse(req, "wait_ms")?.unwrap_or(0);
-        Ok::<_, Response>((q, Duration::from_millis(wait_ms.min(MONITOR_MAX_WAIT_MS))))
-    })();
-    let (q, wait) = match parsed {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let b = monitor.query(&q, wait);
-    // Local endpoints by address, for the side of each packet the event's
-    // own endpoint is not (as they are now, not as they were).
-    let by_ip: HashMap<Ipv4Addr, u16> = if b.events.is_empty() {
-        HashMap::new()
-    } else {
-        cp.endpoints_view()
-            .into_iter()
-            .map(|e| (e.ipv4, e.id))
-            .collect()
-    };
-    let events = b
-        .events
-        .iter()
-        .map(|s| {
-            pilus_api::monitor::decode(&s.event, s.seq, s.time_ns, |ip| by_ip.get(&ip).copied())
-        })
-        .collect();
-    Response::json(
-        200,
-        &MonitorBatch {
-            next: b.next,
-            lost: b.lost,
-            events,
-        },
-    )
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use pilus_abi::consts::{DROP_POLICY, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT};
+    use std::sync::Arc;
+    use std::time::Instant;
 
     fn ev(kind: u8, ktime_ns: u64) -> Event {
         Event {
@@ -348,24 +332,22 @@ mod tests {
         }
     }
 
-    const NOW: Duration = Duration::ZERO;
-
     #[test]
     fn sequence_numbers_since_and_next() {
         let m = Monitor::new(8);
-        let b = m.query(&q(0), NOW);
+        let b = m.query_now(&q(0));
         assert_eq!((b.next, b.lost, b.events.len()), (0, 0, 0), "empty ring");
         m.push(&drops(3), 1000);
-        let b = m.query(&q(0), NOW);
+        let b = m.query_now(&q(0));
         assert_eq!(seqs(&b), [1, 2, 3]);
         assert_eq!(b.next, 3);
         assert_eq!(b.events[0].time_ns, 1000, "ktime 0 + offset");
-        let b = m.query(&q(2), NOW);
+        let b = m.query_now(&q(2));
         assert_eq!((seqs(&b), b.next), (vec![3], 3));
-        let b = m.query(&q(3), NOW);
+        let b = m.query_now(&q(3));
         assert_eq!((seqs(&b), b.next, b.lost), (vec![], 3, 0), "caught up");
         m.push(&drops(2), 0);
-        assert_eq!(seqs(&m.query(&q(3), NOW)), [4, 5]);
+        assert_eq!(seqs(&m.query_now(&q(3))), [4, 5]);
         assert_eq!(m.last_seq(), 5);
     }
 
@@ -373,12 +355,12 @@ mod tests {
     fn overwritten_events_are_counted_as_lost_for_a_cursor() {
         let m = Monitor::new(4);
         m.push(&drops(10), 0); // holds 7..=10
-        let b = m.query(&q(2), NOW);
+        let b = m.query_now(&q(2));
         assert_eq!((seqs(&b), b.lost, b.next), (vec![7, 8, 9, 10], 4, 10));
-        let b = m.query(&q(6), NOW);
+        let b = m.query_now(&q(6));
         assert_eq!((b.events.len(), b.lost), (4, 0), "6 was read, 7 is held");
         // since=0 asks for what is held: nothing is "lost" to it.
-        let b = m.query(&q(0), NOW);
+        let b = m.query_now(&q(0));
         assert_eq!((seqs(&b), b.lost), (vec![7, 8, 9, 10], 0));
     }
 
@@ -386,7 +368,7 @@ mod tests {
     fn a_cursor_from_an_earlier_agent_run_starts_over() {
         let m = Monitor::new(4);
         m.push(&drops(2), 0);
-        let b = m.query(&q(1000), NOW);
+        let b = m.query_now(&q(1000));
         assert_eq!((seqs(&b), b.next, b.lost), (vec![1, 2], 2, 0));
     }
 
@@ -402,14 +384,11 @@ mod tests {
         ];
         m.push(&mixed, 0);
         let only = |filter, since, last| {
-            m.query(
-                &Query {
-                    since,
-                    filter,
-                    last,
-                },
-                NOW,
-            )
+            m.query_now(&Query {
+                since,
+                filter,
+                last,
+            })
         };
         assert_eq!(seqs(&only(MonitorFilter::Drop, 0, None)), [1, 4]);
         assert_eq!(seqs(&only(MonitorFilter::Trace, 0, None)), [2, 3, 5]);
@@ -423,31 +402,39 @@ mod tests {
         assert_eq!((b.events.len(), b.next), (0, 5));
     }
 
-    #[test]
-    fn a_long_poll_wakes_when_events_arrive() {
+    fn running() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+        watch::channel(false)
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_wakes_when_events_arrive() {
         let m = Arc::new(Monitor::new(16));
         m.push(&drops(1), 0);
         let pusher = {
             let m = m.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(100));
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 // A trace first: a drop-only poll must keep waiting.
                 m.push(&[ev(EVENT_TRACE, 0)], 0);
-                std::thread::sleep(Duration::from_millis(100));
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 m.push(&drops(1), 0);
             })
         };
+        let (_stop, stopped) = running();
         let t = Instant::now();
-        let b = m.query(
-            &Query {
-                since: 1,
-                filter: MonitorFilter::Drop,
-                last: None,
-            },
-            Duration::from_secs(10),
-        );
+        let b = m
+            .query(
+                &Query {
+                    since: 1,
+                    filter: MonitorFilter::Drop,
+                    last: None,
+                },
+                Duration::from_secs(10),
+                &stopped,
+            )
+            .await;
         let took = t.elapsed();
-        pusher.join().unwrap();
+        pusher.await.unwrap();
         assert_eq!((seqs(&b), b.next), (vec![3], 3));
         assert!(
             took >= Duration::from_millis(150) && took < Duration::from_secs(5),
@@ -455,50 +442,136 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_long_poll_with_nothing_new_times_out_empty() {
+    #[tokio::test]
+    async fn a_long_poll_with_nothing_new_times_out_empty() {
         let m = Monitor::new(4);
         m.push(&drops(2), 0);
+        let (_stop, stopped) = running();
         let t = Instant::now();
-        let b = m.query(&q(2), Duration::from_millis(150));
+        let b = m.query(&q(2), Duration::from_millis(150), &stopped).await;
         assert!(t.elapsed() >= Duration::from_millis(150));
         assert_eq!((b.events.len(), b.next, b.lost), (0, 2, 0));
     }
 
-    /// A source that hands out one batch per call, then nothing.
-    struct Fake(Vec<Vec<Event>>);
+    #[tokio::test]
+    async fn a_long_poll_ends_when_the_agent_stops() {
+        let m = Monitor::new(4);
+        let (stop, stopped) = running();
+        let t = Instant::now();
+        let all = q(0);
+        let poll = m.query(&all, Duration::from_secs(30), &stopped);
+        let ((), b) = tokio::join!(
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                stop.send_replace(true);
+            },
+            poll
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(b.events.len(), 0);
+    }
 
-    impl EventSource for Fake {
-        fn wait(&mut self, tick: Duration) -> Result<Vec<Event>, pilus_datapath::Error> {
-            if self.0.is_empty() {
-                std::thread::sleep(tick);
-                return Ok(Vec::new());
-            }
-            Ok(self.0.remove(0))
+    /// A source that hands out queued batches; its fd (one end of a socket
+    /// pair) turns readable when the test writes to the other end, as the
+    /// ring buffer's does on a forced wakeup.
+    struct Fake {
+        batches: Arc<Mutex<Vec<Vec<Event>>>>,
+        wake: std::os::unix::net::UnixStream,
+    }
+
+    impl AsRawFd for Fake {
+        fn as_raw_fd(&self) -> RawFd {
+            self.wake.as_raw_fd()
         }
     }
 
-    #[test]
-    fn the_reader_thread_moves_batches_into_the_ring_and_stops() {
-        let m = Arc::new(Monitor::new(16));
-        let stop = Arc::new(AtomicBool::new(false));
-        let h = spawn_reader(
-            Fake(vec![drops(2), drops(3)]),
-            m.clone(),
-            stop.clone(),
-            Duration::from_millis(10),
-        )
-        .unwrap();
-        let b = m.query(
-            &Query {
-                since: 2,
-                ..Default::default()
+    // SAFETY: `wake` is owned by the fake and never replaced.
+    unsafe impl EventSource for Fake {
+        fn drain(&mut self) -> Vec<Event> {
+            use std::io::Read;
+            let mut sink = [0u8; 64];
+            let _ = self.wake.read(&mut sink);
+            let mut b = self.batches.lock().unwrap();
+            if b.is_empty() {
+                Vec::new()
+            } else {
+                b.remove(0)
+            }
+        }
+    }
+
+    fn fake() -> (
+        Fake,
+        Arc<Mutex<Vec<Vec<Event>>>>,
+        std::os::unix::net::UnixStream,
+    ) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        (
+            Fake {
+                batches: batches.clone(),
+                wake: ours,
             },
-            Duration::from_secs(5),
-        );
+            batches,
+            theirs,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_reader_drains_on_every_tick_and_stops() {
+        let m = Arc::new(Monitor::new(16));
+        let (source, batches, _wake) = fake();
+        batches.lock().unwrap().extend([drops(2), drops(3)]);
+        let (stop, stopped) = running();
+        let reader = tokio::spawn(read_events(
+            source,
+            m.clone(),
+            Duration::from_millis(10),
+            stopped.clone(),
+        ));
+        let b = m
+            .query(
+                &Query {
+                    since: 2,
+                    ..Default::default()
+                },
+                Duration::from_secs(5),
+                &stopped,
+            )
+            .await;
         assert_eq!(seqs(&b), [3, 4, 5]);
-        stop.store(true, Ordering::Relaxed);
-        h.join().unwrap();
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the reader stops")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_reader_drains_as_soon_as_the_source_wakes_it() {
+        use std::io::Write;
+        let m = Arc::new(Monitor::new(16));
+        let (source, batches, mut wake) = fake();
+        let (stop, stopped) = running();
+        // A tick far beyond the test: only readiness can move the events.
+        let reader = tokio::spawn(read_events(
+            source,
+            m.clone(),
+            Duration::from_secs(3600),
+            stopped.clone(),
+        ));
+        // The interval's first tick is immediate: let it pass empty.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        batches.lock().unwrap().push(drops(4));
+        let t = Instant::now();
+        wake.write_all(b"!").unwrap();
+        let b = m.query(&q(0), Duration::from_secs(5), &stopped).await;
+        assert_eq!(seqs(&b), [1, 2, 3, 4]);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        stop.send_replace(true);
+        reader.await.unwrap().unwrap();
     }
 
     #[test]
@@ -508,109 +581,5 @@ mod tests {
         assert_eq!(wall_time(1, -10), 0, "saturates");
         let off = wall_offset_ns();
         assert!(off > 0, "the wall clock is ahead of time since boot");
-    }
-
-    fn agent_with_two_endpoints() -> (ControlPlane, Vec<(u16, Ipv4Addr)>) {
-        use pilus_controlplane::{
-            fake::{FakeDatapath, FakePlumbing},
-            Settings,
-        };
-        let settings = Settings {
-            node_name: "n1".into(),
-            pod_cidr: "198.18.0.0/24".parse().unwrap(),
-            router: Ipv4Addr::new(198, 18, 0, 1),
-            pin_dir: "/nonexistent".into(),
-            socket: "/nonexistent.sock".into(),
-            state_dir: "/nonexistent".into(),
-        };
-        let cp = ControlPlane::start(
-            settings,
-            std::sync::Arc::new(FakeDatapath::default()),
-            std::sync::Arc::new(FakePlumbing::default()),
-            std::sync::Arc::new(pilus_kvstore::MemKv::default()),
-        )
-        .expect("control plane");
-        let eps = ["web", "client"]
-            .iter()
-            .map(|app| {
-                let r = cp
-                    .create_endpoint(&pilus_api::types::EndpointCreate {
-                        container_id: app.to_string(),
-                        netns: format!("/run/netns/{app}"),
-                        labels: vec![format!("app={app}")],
-                        ..Default::default()
-                    })
-                    .expect("endpoint");
-                (r.endpoint.id, r.endpoint.ipv4)
-            })
-            .collect();
-        (cp, eps)
-    }
-
-    fn get(query: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            path: pilus_api::types::paths::MONITOR.into(),
-            query: query
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn the_route_decodes_events_and_names_both_endpoints() {
-        use pilus_packet::{tcp_flags::SYN, PacketBuilder};
-        let (agent, eps) = agent_with_two_endpoints();
-        let ((web, web_ip), (client, client_ip)) = (eps[0], eps[1]);
-        let pkt = PacketBuilder::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(client_ip, web_ip)
-            .tcp(40000, 80, SYN)
-            .build();
-        let mut drop = ev(EVENT_DROP, 0);
-        drop.ep_id = client;
-        drop.data[..pkt.len()].copy_from_slice(&pkt);
-        drop.cap_len = pkt.len() as u16;
-        let m = Monitor::new(16);
-        m.push(&[ev(EVENT_TRACE, 0), drop], 0);
-
-        let r = handle(&m, &agent, &get(&[("since", "0"), ("type", "drop")]));
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let b: MonitorBatch = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!((b.next, b.lost, b.events.len()), (2, 0, 1));
-        let e = &b.events[0];
-        assert_eq!((e.seq, e.kind), (2, MonitorKind::Drop));
-        assert_eq!(e.reason.as_ref().unwrap().name, "DROP_POLICY");
-        assert_eq!((e.src_endpoint, e.dst_endpoint), (Some(client), Some(web)));
-        assert_eq!(
-            (e.packet.src_ip, e.packet.dst_ip, e.packet.dst_port),
-            (Some(client_ip), Some(web_ip), Some(80))
-        );
-
-        // Nothing newer: an empty answer after the (capped) wait.
-        let r = handle(&m, &agent, &get(&[("since", "2"), ("wait_ms", "20")]));
-        let b: MonitorBatch = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!((b.next, b.events.len()), (2, 0));
-    }
-
-    #[test]
-    fn the_route_refuses_bad_parameters() {
-        let (agent, _) = agent_with_two_endpoints();
-        let m = Monitor::new(4);
-        for query in [
-            [("type", "drops")],
-            [("since", "-1")],
-            [("wait_ms", "soon")],
-            [("last", "1.5")],
-        ] {
-            let r = handle(&m, &agent, &get(&query));
-            assert_eq!(r.status, 400, "{query:?}");
-            let body = String::from_utf8_lossy(&r.body);
-            assert!(body.contains(query[0].0), "{query:?}: {body}");
-        }
-        let mut post = get(&[]);
-        post.method = "POST".into();
-        assert_eq!(handle(&m, &agent, &post).status, 405);
     }
 }

@@ -83,6 +83,22 @@ fn send_raw(c: &Cluster, raw: &[u8]) -> Result<Answer, String> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("no status line in {head:?}"))?;
+    // The connection is keep-alive unless the request said otherwise, and
+    // a bent request may not say so any more: bytes after a body that is
+    // shorter than what was sent are the next request, with an answer of
+    // their own. This request's answer is the first one, as long as its
+    // Content-Length says.
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    let body = match length {
+        Some(n) => body
+            .get(..n)
+            .ok_or_else(|| format!("the answer's body is shorter than {n} bytes: {body:?}"))?,
+        None => body,
+    };
     Ok(Answer {
         status,
         body: body.to_string(),

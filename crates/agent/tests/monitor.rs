@@ -12,7 +12,7 @@
 mod common;
 
 use common::{pilus_cli, Cluster, Pod, NO, YES};
-use pilus_api::types::{MonitorBatch, MonitorEvent, MonitorKind};
+use pilus_api_types::{MonitorBatch, MonitorEvent, MonitorKind};
 use pilus_netns::{probe, ChildGuard};
 use std::{
     io::Read,
@@ -65,7 +65,7 @@ fn wait_for(
             if want(&e) {
                 return e;
             }
-            seen.push(pilus_api::monitor::format_line(&e));
+            seen.push(pilus_monitor::format_line(&e));
         }
         since = b.next;
     }

@@ -14,7 +14,7 @@
 mod common;
 
 use common::{pilus_cli, Cluster, Pod, NO, YES};
-use pilus_api::types::{BpfIpcacheEntry, Endpoint, Identity, NamespaceLabels, Revision, Status};
+use pilus_api_types::{BpfIpcacheEntry, Endpoint, Identity, NamespaceLabels, Revision, Status};
 use pilus_netns::probe;
 use std::{
     io::{Read, Write},

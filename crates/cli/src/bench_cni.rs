@@ -17,7 +17,7 @@
 use crate::Output;
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use pilus_api::types::{self as api, paths};
+use pilus_api_types::{self as api, paths};
 use pilus_lab::{cni, Lab, Paths, Plan, PodPlan};
 use pilus_netlink::{pod, Netlink};
 use pilus_netns::NetNs;

@@ -7,10 +7,13 @@
 use crate::Output;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pilus_api::{
-    types::{EndpointCreate, EndpointCreated, PolicyFile, PolicyImport, PolicyImported, Status},
-    Client,
-};
+use pilus_api_types::EndpointCreate;
+use pilus_api_types::EndpointCreated;
+use pilus_api_types::PolicyFile;
+use pilus_api_types::PolicyImport;
+use pilus_api_types::PolicyImported;
+use pilus_api_types::Status;
+use pilus_client::blocking::Client;
 use pilus_netns::{ChildGuard, NetNs};
 use serde::Serialize;
 use std::{

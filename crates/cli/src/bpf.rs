@@ -7,10 +7,13 @@ use crate::{
 };
 use anyhow::Result;
 use clap::Subcommand;
-use pilus_api::{
-    types::{paths, BpfCtEntry, BpfEndpointEntry, BpfIpcacheEntry, BpfPolicyEntry, Deleted},
-    Client,
-};
+use pilus_api_types::paths;
+use pilus_api_types::BpfCtEntry;
+use pilus_api_types::BpfEndpointEntry;
+use pilus_api_types::BpfIpcacheEntry;
+use pilus_api_types::BpfPolicyEntry;
+use pilus_api_types::Deleted;
+use pilus_client::blocking::Client;
 use pilus_policy::Protocol;
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,6 @@
 //! The connection to pilusd, and the exit codes scripts can rely on.
 
-use pilus_api::Client;
+use pilus_client::blocking::Client;
 use std::path::Path;
 
 /// Exit codes, documented in `pilus --help`.
@@ -24,11 +24,11 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         if cause.downcast_ref::<InvalidInput>().is_some() {
             return EXIT_INVALID;
         }
-        if let Some(api) = cause.downcast_ref::<pilus_api::Error>() {
+        if let Some(api) = cause.downcast_ref::<pilus_client::Error>() {
             return match api {
-                pilus_api::Error::Connect { .. } => EXIT_UNREACHABLE,
-                pilus_api::Error::Status { status: 400, .. } => EXIT_INVALID,
-                pilus_api::Error::Status { status: 404, .. } => EXIT_NOT_FOUND,
+                pilus_client::Error::Connect { .. } => EXIT_UNREACHABLE,
+                pilus_client::Error::Status { status: 400, .. } => EXIT_INVALID,
+                pilus_client::Error::Status { status: 404, .. } => EXIT_NOT_FOUND,
                 _ => EXIT_FAILURE,
             };
         }

@@ -4,7 +4,7 @@
 
 use crate::lab::{connect, describe};
 use anyhow::{bail, Context, Result};
-use pilus_api::types::{self as api, paths};
+use pilus_api_types::{self as api, paths};
 use pilus_lab::{
     serve::{Probe, Proto},
     Lab, Paths, Plan,
@@ -126,7 +126,7 @@ fn show_path(
     };
     println!("  the SYN's path, as the datapath reported it (pilus monitor):");
     for e in syn {
-        println!("    {}", pilus_api::monitor::format_line(e));
+        println!("    {}", pilus_monitor::format_line(e));
     }
     if want == api::MonitorKind::Trace {
         println!(

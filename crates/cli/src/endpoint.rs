@@ -6,10 +6,9 @@ use crate::{
 };
 use anyhow::Result;
 use clap::Subcommand;
-use pilus_api::{
-    types::{paths, Endpoint},
-    Client,
-};
+use pilus_api_types::paths;
+use pilus_api_types::Endpoint;
+use pilus_client::blocking::Client;
 
 #[derive(Subcommand, Debug)]
 pub enum EndpointCommand {

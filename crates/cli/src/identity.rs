@@ -6,10 +6,9 @@ use crate::{
 };
 use anyhow::Result;
 use clap::Subcommand;
-use pilus_api::{
-    types::{paths, Identity},
-    Client,
-};
+use pilus_api_types::paths;
+use pilus_api_types::Identity;
+use pilus_client::blocking::Client;
 
 #[derive(Subcommand, Debug)]
 pub enum IdentityCommand {

@@ -4,7 +4,7 @@
 use crate::{client::InvalidInput, table::Table, Output};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use pilus_api::types::{self as api, paths};
+use pilus_api_types::{self as api, paths};
 use pilus_lab::{
     serve::{self, Probe, Proto},
     Lab, Paths, Plan,

@@ -5,12 +5,13 @@
 use crate::Output;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use pilus_api::{
-    encode_query,
-    monitor::format_line,
-    types::{paths, MonitorBatch, MonitorFilter, MONITOR_MAX_WAIT_MS},
-    Client,
-};
+use pilus_api_types::paths;
+use pilus_api_types::MonitorBatch;
+use pilus_api_types::MonitorFilter;
+use pilus_api_types::MONITOR_MAX_WAIT_MS;
+use pilus_client::blocking::Client;
+use pilus_client::encode_query;
+use pilus_monitor::format_line;
 use std::io::Write;
 
 #[derive(Args, Debug)]

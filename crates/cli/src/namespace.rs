@@ -7,10 +7,9 @@ use crate::{
 };
 use anyhow::Result;
 use clap::Subcommand;
-use pilus_api::{
-    types::{paths, NamespaceLabels},
-    Client,
-};
+use pilus_api_types::paths;
+use pilus_api_types::NamespaceLabels;
+use pilus_client::blocking::Client;
 
 #[derive(Subcommand, Debug)]
 pub enum NamespaceCommand {

@@ -6,14 +6,17 @@ use crate::{
 };
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use pilus_api::{
-    types::{
-        paths, Deleted, DirectionTrace, PolicyFile, PolicyImport, PolicyImported, PolicySummary,
-        Trace, TraceRequest,
-    },
-    Client,
-};
-use pilus_policy::lookup::Verdict;
+use pilus_api_types::paths;
+use pilus_api_types::Deleted;
+use pilus_api_types::DirectionTrace;
+use pilus_api_types::PolicyFile;
+use pilus_api_types::PolicyImport;
+use pilus_api_types::PolicyImported;
+use pilus_api_types::PolicySummary;
+use pilus_api_types::Trace;
+use pilus_api_types::TraceRequest;
+use pilus_api_types::Verdict;
+use pilus_client::blocking::Client;
 use std::io::Read;
 
 #[derive(Subcommand, Debug)]

@@ -2,10 +2,9 @@
 
 use crate::{table::print_json, Output};
 use anyhow::Result;
-use pilus_api::{
-    types::{paths, Status},
-    Client,
-};
+use pilus_api_types::paths;
+use pilus_api_types::Status;
+use pilus_client::blocking::Client;
 
 pub fn run(c: &Client, out: Output) -> Result<()> {
     let s: Status = c.get_json(paths::STATUS)?;

@@ -6,11 +6,10 @@
 //! failed ADD leaves no link and no address allocated.
 
 use crate::spec::{self, code, Attached, CniError, Command, Env, NetConf};
-use pilus_api::{
-    encode_query,
-    types::{self as api, paths},
-    Client,
-};
+use pilus_api_types as api;
+use pilus_api_types::paths;
+use pilus_client::blocking::Client;
+use pilus_client::encode_query;
 use pilus_netlink::{pod, Netlink};
 use serde_json::Value;
 use std::{
@@ -61,14 +60,14 @@ pub fn error_version(stdin: &[u8]) -> String {
 }
 
 /// Maps an agent error to a CNI error a person can act on.
-fn agent_error(doing: &str, e: pilus_api::Error) -> CniError {
+fn agent_error(doing: &str, e: pilus_client::Error) -> CniError {
     match e {
-        pilus_api::Error::Connect { .. } | pilus_api::Error::Timeout { .. } => CniError::new(
+        pilus_client::Error::Connect { .. } | pilus_client::Error::Timeout { .. } => CniError::new(
             code::TRY_AGAIN_LATER,
             format!("{doing}: the Pilus agent is not reachable; start pilusd (or fix \"socket\" in the network configuration) and retry"),
         )
         .details(e.to_string()),
-        pilus_api::Error::Status { message, .. } => {
+        pilus_client::Error::Status { message, .. } => {
             CniError::new(code::AGENT_REFUSED, format!("{doing}: the Pilus agent refused: {message}"))
         }
         other => CniError::new(code::IO, format!("{doing}: {other}")),
@@ -237,7 +236,7 @@ fn check(env: &Env, conf: &NetConf, agent: &Client) -> Result<(), CniError> {
         )
     })?;
     let ep: api::Endpoint = agent.get_json(&attachment_path(env)).map_err(|e| match e {
-        pilus_api::Error::Status { status: 404, .. } => CniError::new(
+        pilus_client::Error::Status { status: 404, .. } => CniError::new(
             code::CHECK_FAILED,
             format!(
                 "the Pilus agent has no endpoint for container {} interface {}",

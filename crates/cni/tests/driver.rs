@@ -12,7 +12,7 @@
 mod common;
 
 use common::{ip_of, path_str, Node};
-use pilus_api::types::{self as api, paths};
+use pilus_api_types::{self as api, paths};
 use pilus_lab::cni;
 use pilus_netns::{probe::EchoServer, NetNs};
 use serde_json::{json, Value};

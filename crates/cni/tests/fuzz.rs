@@ -23,7 +23,7 @@
 mod common;
 
 use common::{path_str, NetNsRef, Node};
-use pilus_api::types::{self as api, paths};
+use pilus_api_types::{self as api, paths};
 use pilus_mutate::{mutate, mutate_bytes, Rng, HOSTILE_STRINGS};
 use pilus_netns::{probe::EchoServer, NetNs};
 use serde_json::{json, Value};

@@ -10,10 +10,9 @@
 //! Needs root, podman, runc and busybox-static (scripts/test.sh installs
 //! them); fails, never skips, without them.
 
-use pilus_api::{
-    types::{self as api, paths},
-    Client,
-};
+use pilus_api_types as api;
+use pilus_api_types::paths;
+use pilus_client::blocking::Client;
 use pilus_lab::{Lab, Paths, Plan};
 use std::{
     path::PathBuf,

@@ -19,7 +19,7 @@ use crate::{
     validate, Error,
 };
 use ipnet::Ipv4Net;
-use pilus_api::types as api;
+use pilus_api_types as api;
 use pilus_kvstore::{KvStore, Txn};
 use pilus_policy::{identity::Kind, Change, Engine, Labels, Policy, PolicyId};
 use std::{
@@ -801,6 +801,12 @@ impl ControlPlane {
             resync_removed: self.resync.1,
             uptime_seconds: self.started.elapsed().as_secs(),
         }
+    }
+
+    /// Returns once no change is running (the agent waits for this before
+    /// it exits, so none is cut in half).
+    pub fn wait_idle(&self) {
+        drop(self.write_lock());
     }
 
     /// The revision the datapath enforces now.

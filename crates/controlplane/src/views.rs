@@ -4,10 +4,12 @@
 
 use crate::{control::ControlPlane, endpoints::StoredEndpoint, policy::PolicyManager, Error};
 use pilus_abi::consts::{DIR_INGRESS, POLICY_F_DENY, POLICY_PREFIX_PROTO};
-use pilus_api::types as api;
+use pilus_api_types as api;
 use pilus_policy::{
     identity::{Identity, Kind},
-    trace::{Party, Trace},
+    lookup::Verdict,
+    rule::Direction,
+    trace::{DirectionTrace, Party, Trace},
     Labels, Protocol,
 };
 use std::net::Ipv4Addr;
@@ -26,6 +28,49 @@ fn identity_view(i: &Identity) -> api::Identity {
         kind: kind_name(i.kind).into(),
         labels: i.labels.to_strings(),
         refs: i.refs,
+    }
+}
+
+/// The engine's trace in the API's wire form (pilus-api-types does not
+/// link the policy engine, so the two are kept apart and converted here).
+fn trace_view(t: Trace) -> api::Trace {
+    fn verdict(v: Verdict) -> api::Verdict {
+        match v {
+            Verdict::Unenforced => api::Verdict::Unenforced,
+            Verdict::Allowed { cookie } => api::Verdict::Allowed { cookie },
+            Verdict::DeniedByDefault => api::Verdict::DeniedByDefault,
+            Verdict::Denied { cookie } => api::Verdict::Denied { cookie },
+        }
+    }
+    fn direction(d: DirectionTrace) -> api::DirectionTrace {
+        api::DirectionTrace {
+            direction: match d.direction {
+                Direction::Ingress => api::Direction::Ingress,
+                Direction::Egress => api::Direction::Egress,
+            },
+            endpoint: d.endpoint,
+            selected_by: d.selected_by,
+            matches: d
+                .matches
+                .into_iter()
+                .map(|m| api::RuleMatch {
+                    policy: m.policy,
+                    rule: m.rule,
+                    deny: m.deny,
+                })
+                .collect(),
+            verdict: verdict(d.verdict),
+            datapath: verdict(d.datapath),
+        }
+    }
+    api::Trace {
+        src: t.src,
+        dst: t.dst,
+        protocol: t.protocol,
+        port: t.port,
+        egress: t.egress.map(direction),
+        ingress: t.ingress.map(direction),
+        allowed: t.allowed,
     }
 }
 
@@ -244,12 +289,12 @@ impl ControlPlane {
         })
     }
 
-    pub fn trace(&self, req: &api::TraceRequest) -> Result<Trace, Error> {
+    pub fn trace(&self, req: &api::TraceRequest) -> Result<api::Trace, Error> {
         let proto = parse_protocol(&req.protocol)?;
         let pol = self.pol();
         let src = self.party(&req.src, &pol)?;
         let dst = self.party(&req.dst, &pol)?;
-        Ok(pol.engine().trace(&src, &dst, proto, req.port))
+        Ok(trace_view(pol.engine().trace(&src, &dst, proto, req.port)))
     }
 
     /// The ipcache as the control plane holds it: every prefix with every
@@ -405,5 +450,60 @@ fn ct_state(flags: u16) -> String {
         "new".into()
     } else {
         v.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pilus_policy::trace::RuleMatch;
+
+    /// The API's trace types are a hand-written copy of the engine's (so the
+    /// CNI plugin need not link the engine): the two must serialize alike,
+    /// or `pilus policy trace` against an older agent would misread it.
+    #[test]
+    fn the_wire_trace_serializes_like_the_engines() {
+        let dir = |direction, verdict, datapath| DirectionTrace {
+            direction,
+            endpoint: "shop/web".into(),
+            selected_by: vec!["CiliumNetworkPolicy shop/web".into()],
+            matches: vec![RuleMatch {
+                policy: "CiliumNetworkPolicy shop/web".into(),
+                rule: "spec.ingress[0]".into(),
+                deny: true,
+            }],
+            verdict,
+            datapath,
+        };
+        for (egress, ingress) in [
+            (
+                Some(dir(
+                    Direction::Egress,
+                    Verdict::Unenforced,
+                    Verdict::Allowed { cookie: 7 },
+                )),
+                Some(dir(
+                    Direction::Ingress,
+                    Verdict::DeniedByDefault,
+                    Verdict::Denied { cookie: 9 },
+                )),
+            ),
+            (None, None),
+        ] {
+            let t = Trace {
+                src: "198.18.0.2".into(),
+                dst: "shop/web".into(),
+                protocol: 6,
+                port: 80,
+                egress,
+                ingress,
+                allowed: false,
+            };
+            let engine = serde_json::to_value(&t).unwrap();
+            let wire = serde_json::to_value(trace_view(t)).unwrap();
+            assert_eq!(wire, engine);
+            let back: api::Trace = serde_json::from_value(engine).unwrap();
+            assert_eq!(serde_json::to_value(back).unwrap(), wire);
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! CNI GC, and a restart that finds the maps already right.
 
 use ipnet::Ipv4Net;
-use pilus_api::types::{EndpointCreate, PolicyFile};
+use pilus_api_types::{EndpointCreate, PolicyFile};
 use pilus_controlplane::{
     fake::{FakeDatapath, FakeMaps, FakePlumbing},
     ControlPlane, Settings,
@@ -331,7 +331,7 @@ spec:
 /// never one younger than the grace the plugin computed.
 #[test]
 fn cni_gc_is_scoped_to_its_network_and_spares_young_endpoints() {
-    use pilus_api::types::{CniAttachment, CniGc};
+    use pilus_api_types::{CniAttachment, CniGc};
     let a = fresh();
     let mk = |a: &ControlPlane, cid: &str, net: Option<&str>| {
         a.create_endpoint(&EndpointCreate {
@@ -511,7 +511,7 @@ fn an_identity_change_never_denies_what_old_and_new_allow() {
 
 fn relabel(a: &ControlPlane, ep: &str, add: &[&str], delete: &[&str]) -> Result<u32, String> {
     a.update_labels(
-        &[pilus_api::types::EndpointLabelsItem {
+        &[pilus_api_types::EndpointLabelsItem {
             endpoint: ep.into(),
             add: add.iter().map(|s| s.to_string()).collect(),
             delete: delete.iter().map(|s| s.to_string()).collect(),
@@ -569,7 +569,7 @@ fn endpoint_labels_change_identity_and_policy() {
 /// Issue 14: every bad label change is refused whole, and nothing changes.
 #[test]
 fn bad_label_changes_are_refused_whole() {
-    use pilus_api::types::EndpointLabelsItem;
+    use pilus_api_types::EndpointLabelsItem;
     let a = fresh();
     ep(&a, "w", "shop", &["app=web"]);
     let cni = a

@@ -87,7 +87,7 @@ pub struct Committed {
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     #[error("the local state store")]
-    Local(#[from] pilus_api::Error),
+    Local(#[from] crate::Error),
     #[error("key {key:?}: {reason}")]
     InvalidKey { key: String, reason: &'static str },
     #[error("the store is not reachable: {what}")]

@@ -4,7 +4,7 @@
 //! line is. A restart replays the journal to the same keys and revisions.
 
 use crate::kv::{check_key, Committed, Compare, KeyValue, KvError, KvStore, Op, Revision, Txn};
-use pilus_api::store::{Apply, Store};
+use crate::store::{Apply, Store};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path, sync::Mutex};
 

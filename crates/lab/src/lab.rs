@@ -8,10 +8,9 @@ use crate::{
     cni,
     plan::{Plan, PodPlan, POD_NAMESPACE},
 };
-use pilus_api::{
-    types::{self as api, paths},
-    Client,
-};
+use pilus_api_types as api;
+use pilus_api_types::paths;
+use pilus_client::blocking::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::{

@@ -9,13 +9,16 @@
 
 #![allow(dead_code)]
 
-use pilus_api::{
-    types::{
-        BpfPolicyEntry, Deleted, Endpoint, EndpointCreate, EndpointCreated, PolicyFile,
-        PolicyImport, PolicyImported, Status,
-    },
-    Client,
-};
+use pilus_api_types::BpfPolicyEntry;
+use pilus_api_types::Deleted;
+use pilus_api_types::Endpoint;
+use pilus_api_types::EndpointCreate;
+use pilus_api_types::EndpointCreated;
+use pilus_api_types::PolicyFile;
+use pilus_api_types::PolicyImport;
+use pilus_api_types::PolicyImported;
+use pilus_api_types::Status;
+use pilus_client::blocking::Client;
 use pilus_netns::{probe, ChildGuard, NetNs};
 use std::{
     net::SocketAddrV4,
@@ -201,7 +204,7 @@ impl Cluster {
         });
     }
 
-    pub fn import(&self, text: &str) -> Result<PolicyImported, pilus_api::Error> {
+    pub fn import(&self, text: &str) -> Result<PolicyImported, pilus_client::Error> {
         self.client().post_json(
             "/v1/policies",
             &PolicyImport {

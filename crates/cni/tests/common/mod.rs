@@ -7,10 +7,9 @@
 
 #![allow(dead_code)]
 
-use pilus_api::{
-    types::{self as api, paths},
-    Client,
-};
+use pilus_api_types as api;
+use pilus_api_types::paths;
+use pilus_client::blocking::Client;
 use pilus_lab::{cni, Lab, Paths, Plan};
 use serde_json::{json, Value};
 use std::{

@@ -14,7 +14,7 @@ impl TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path =
-            std::env::temp_dir().join(format!("pilus-api-{name}-{}-{n}", std::process::id()));
+            std::env::temp_dir().join(format!("pilus-kvstore-{name}-{}-{n}", std::process::id()));
         // A leftover from a killed run with a recycled pid.
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create test directory");

@@ -7,8 +7,8 @@
 //! packets are cut at 128 bytes, so decoding never requires the whole
 //! datagram: it reads what the headers need and says where it stopped.
 
-use crate::types::{MonitorDropReason, MonitorEvent, MonitorKind, MonitorPacket};
 use pilus_abi::{consts::*, DropReason, Event};
+use pilus_api_types::{MonitorDropReason, MonitorEvent, MonitorKind, MonitorPacket};
 use pilus_packet::{
     tcp_flags, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,

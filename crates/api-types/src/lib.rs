@@ -1,11 +1,14 @@
 //! The agent's REST API in types: request and response bodies shared by
 //! pilusd, the `pilus` CLI and the CNI plugin. Paths are listed in
 //! [`paths`]; every error body is `{"error": "..."}`.
+//!
+//! Only serde and serde_json: the CNI plugin links this crate, and it must
+//! not pull the policy engine, YAML or the packet parser in with it. Where
+//! an answer is computed by another crate (a policy trace), the wire form is
+//! written out here and the agent converts into it.
 
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
-
-pub use pilus_policy::trace::{DirectionTrace, RuleMatch, Trace};
 
 /// The API's paths, relative to the socket.
 pub mod paths {
@@ -298,6 +301,75 @@ pub struct Revision {
     pub revision: u64,
     /// The newest revision whose map writes are done.
     pub enforced: u64,
+}
+
+/// Which way a packet crosses an endpoint's policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// What a policy lookup answers (`pilus policy trace`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "verdict")]
+pub enum Verdict {
+    /// No rule selects the endpoint in this direction.
+    Unenforced,
+    Allowed {
+        cookie: u32,
+    },
+    /// Selected, and nothing allows it (DROP_POLICY).
+    DeniedByDefault,
+    /// A deny rule matched (DROP_POLICY_DENY).
+    Denied {
+        cookie: u32,
+    },
+}
+
+impl Verdict {
+    pub fn allowed(self) -> bool {
+        matches!(self, Verdict::Unenforced | Verdict::Allowed { .. })
+    }
+}
+
+/// A rule that matched a traced packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleMatch {
+    pub policy: String,
+    /// `spec.ingress[0]`.
+    pub rule: String,
+    pub deny: bool,
+}
+
+/// One direction of a trace: the policy of the endpoint it applies to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionTrace {
+    pub direction: Direction,
+    /// The endpoint whose policy applies.
+    pub endpoint: String,
+    /// Policies whose rules select the endpoint in this direction.
+    pub selected_by: Vec<String>,
+    pub matches: Vec<RuleMatch>,
+    /// From the rules.
+    pub verdict: Verdict,
+    /// From the resolved map entries, as the datapath looks them up.
+    pub datapath: Verdict,
+}
+
+/// The answer of `POST /v1/policy/trace`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    pub src: String,
+    pub dst: String,
+    pub protocol: u8,
+    pub port: u16,
+    /// The source's egress policy (only for a local source).
+    pub egress: Option<DirectionTrace>,
+    /// The destination's ingress policy (only for a local destination).
+    pub ingress: Option<DirectionTrace>,
+    pub allowed: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

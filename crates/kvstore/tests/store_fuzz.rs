@@ -28,7 +28,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use pilus_api::store::{Apply, Store};
+use pilus_kvstore::store::{Apply, Store};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
@@ -338,7 +338,7 @@ impl Drop for Scratch {
     }
 }
 
-type Opened = Result<(Store<State, Op>, State), pilus_api::Error>;
+type Opened = Result<(Store<State, Op>, State), pilus_kvstore::Error>;
 
 fn open(dir: &Path) -> Opened {
     Store::open(dir)

@@ -1,0 +1,307 @@
+//! The agent's routes. Each one is thin: parse the request, make one call
+//! on the [`ControlPlane`](pilus_controlplane::ControlPlane) (on the
+//! blocking pool, through [`Shared`]), answer with JSON. Errors carry the
+//! status that says whose fault it was (`pilus_controlplane::Error::status`).
+//!
+//! Path parameters are percent-decoded by axum after the path is split into
+//! segments, so an encoded `/` never changes which route matches.
+
+use super::{
+    reply::{json, ok, with_status, ApiError, JsonBody, Params},
+    Shared,
+};
+use pilus_controlplane::Error;
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+    Router,
+};
+use pilus_api_types::{self as api, paths};
+
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route(paths::STATUS, get(status))
+        .route(
+            paths::ENDPOINTS,
+            get(endpoints).put(create_endpoint).post(create_endpoint),
+        )
+        .route(
+            &format!("{}/{{key}}", paths::ENDPOINTS),
+            get(endpoint).delete(delete_endpoint),
+        )
+        .route(
+            &format!("{}/{{namespace}}/{{pod}}", paths::ENDPOINTS),
+            get(endpoint_of_pod),
+        )
+        .route(
+            &format!("{}/labels", paths::ENDPOINTS),
+            post(endpoint_labels_batch),
+        )
+        .route(
+            &format!("{}/{{key}}/labels", paths::ENDPOINTS),
+            put(endpoint_labels).post(endpoint_labels),
+        )
+        .route(
+            &format!("{}/{{namespace}}/{{pod}}/labels", paths::ENDPOINTS),
+            put(pod_labels).post(pod_labels),
+        )
+        .route(paths::CNI_GC, post(cni_gc))
+        .route(paths::IDENTITIES, get(identities))
+        .route(&format!("{}/{{id}}", paths::IDENTITIES), get(identity))
+        .route(
+            paths::POLICIES,
+            get(policies)
+                .post(import)
+                .put(import)
+                .delete(delete_all_policies),
+        )
+        .route(
+            &format!("{}/{{*name}}", paths::POLICIES),
+            get(policy).delete(delete_policy),
+        )
+        .route(paths::TRACE, post(trace))
+        .route(paths::NAMESPACES, get(namespaces))
+        .route(
+            &format!("{}/{{namespace}}/labels", paths::NAMESPACES),
+            put(namespace_labels).post(namespace_labels),
+        )
+        .route(paths::IPCACHE, get(ipcache))
+        .route(paths::BPF_POLICY, get(bpf_policy_all))
+        .route(&format!("{}/{{key}}", paths::BPF_POLICY), get(bpf_policy))
+        .route(paths::BPF_IPCACHE, get(bpf_ipcache))
+        .route(paths::BPF_ENDPOINTS, get(bpf_endpoints))
+        .route(paths::BPF_CT, get(bpf_ct).delete(bpf_ct_flush))
+}
+
+fn bad(what: &'static str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        what,
+        reason: reason.into(),
+    }
+}
+
+async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let v = s.read(|a| a.status()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn endpoints(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let v = s.read(|a| a.endpoints_view()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn create_endpoint(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::EndpointCreate>,
+) -> Result<Response, ApiError> {
+    let r = s.write(move |a| a.create_endpoint(&b)).await?;
+    // A retried ADD finds the endpoint there already.
+    let status = match &r {
+        Ok(c) if !c.created => StatusCode::OK,
+        _ => StatusCode::CREATED,
+    };
+    Ok(with_status(status, r))
+}
+
+/// `?ifname=` makes the key a container id and picks one of its
+/// attachments (CNI is per container and interface).
+async fn endpoint(
+    State(s): State<Shared>,
+    Path(key): Path<String>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let ifname = q.get("ifname").map(str::to_owned);
+    let r = s
+        .read(move |a| a.endpoint_view(&key, ifname.as_deref()))
+        .await?;
+    Ok(ok(r))
+}
+
+async fn endpoint_of_pod(
+    State(s): State<Shared>,
+    Path((namespace, pod)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let key = format!("{namespace}/{pod}");
+    Ok(ok(s.read(move |a| a.endpoint_view(&key, None)).await?))
+}
+
+async fn delete_endpoint(
+    State(s): State<Shared>,
+    Path(key): Path<String>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let ifname = q.get("ifname").map(str::to_owned);
+    // Deleting what is not there succeeds (CNI DEL).
+    let r = s
+        .write(move |a| a.delete_endpoint_by(&key, ifname.as_deref()))
+        .await?;
+    Ok(ok(r))
+}
+
+async fn endpoint_labels(
+    State(s): State<Shared>,
+    Path(key): Path<String>,
+    JsonBody(b): JsonBody<api::EndpointLabelsChange>,
+) -> Result<Response, ApiError> {
+    relabel(s, key, b).await
+}
+
+async fn pod_labels(
+    State(s): State<Shared>,
+    Path((namespace, pod)): Path<(String, String)>,
+    JsonBody(b): JsonBody<api::EndpointLabelsChange>,
+) -> Result<Response, ApiError> {
+    relabel(s, format!("{namespace}/{pod}"), b).await
+}
+
+async fn relabel(
+    s: Shared,
+    endpoint: String,
+    b: api::EndpointLabelsChange,
+) -> Result<Response, ApiError> {
+    let item = api::EndpointLabelsItem {
+        endpoint,
+        add: b.add,
+        delete: b.delete,
+    };
+    let r = s
+        .write(move |a| {
+            a.update_labels(&[item], b.override_cni)
+                .map(|mut v| v.remove(0))
+        })
+        .await?;
+    Ok(ok(r))
+}
+
+/// Labels of many endpoints at once (`pilus endpoint labels --from`): all
+/// or none.
+async fn endpoint_labels_batch(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::EndpointLabelsBatch>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s
+        .write(move |a| a.update_labels(&b.items, b.override_cni))
+        .await?))
+}
+
+async fn cni_gc(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::CniGc>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.write(move |a| a.cni_gc(&b)).await?))
+}
+
+async fn identities(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let v = s.read(|a| a.identities_view()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn identity(State(s): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = id
+        .parse::<u32>()
+        .map_err(|_| bad("identity", format!("{id:?} is not a number")))?;
+    Ok(ok(s.read(move |a| a.identity_view(id)).await?))
+}
+
+async fn policies(State(s): State<Shared>) -> Result<Response, ApiError> {
+    Ok(ok(s.read(|a| a.policies_view(None)).await?))
+}
+
+async fn policy(State(s): State<Shared>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    Ok(ok(s.read(move |a| a.policies_view(Some(&name))).await?))
+}
+
+/// The body is read whole before the agent is called: a client that goes
+/// away halfway through its upload changes nothing.
+async fn import(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::PolicyImport>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.write(move |a| a.import(&b.files)).await?))
+}
+
+async fn delete_all_policies(State(s): State<Shared>, q: Params) -> Result<Response, ApiError> {
+    if q.get("all") != Some("true") {
+        return Err(ApiError::bad_request(
+            "DELETE /v1/policies needs ?all=true (or a policy name in the path)",
+        ));
+    }
+    Ok(ok(s.write(|a| a.delete_policies(None)).await?))
+}
+
+async fn delete_policy(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.write(move |a| a.delete_policies(Some(&name))).await?))
+}
+
+async fn trace(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::TraceRequest>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.read(move |a| a.trace(&b)).await?))
+}
+
+async fn namespaces(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let v = s.read(|a| a.namespaces_view()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn namespace_labels(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    JsonBody(b): JsonBody<api::NamespaceLabels>,
+) -> Result<Response, ApiError> {
+    // Two names for one namespace: which one was meant is a guess, and a
+    // wrong guess relabels another namespace's pods.
+    if !b.namespace.is_empty() && b.namespace != ns {
+        return Ok(ApiError::from(bad(
+            "namespace",
+            format!("the body names {:?} but the path {ns:?}", b.namespace),
+        ))
+        .into_response());
+    }
+    Ok(ok(s
+        .write(move |a| a.set_namespace_labels(&ns, &b.labels))
+        .await?))
+}
+
+async fn bpf_policy_all(State(s): State<Shared>) -> Result<Response, ApiError> {
+    Ok(ok(s.read(|a| a.bpf_policy(None)).await?))
+}
+
+async fn bpf_policy(
+    State(s): State<Shared>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.read(move |a| a.bpf_policy(Some(&key))).await?))
+}
+
+/// The ipcache as the control plane holds it, with every entry's sources.
+async fn ipcache(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let v = s.read(|a| a.ipcache_view()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn bpf_ipcache(State(s): State<Shared>) -> Result<Response, ApiError> {
+    Ok(ok(s.read(|a| a.bpf_ipcache()).await?))
+}
+
+async fn bpf_endpoints(State(s): State<Shared>) -> Result<Response, ApiError> {
+    Ok(ok(s.read(|a| a.bpf_endpoints()).await?))
+}
+
+async fn bpf_ct(State(s): State<Shared>) -> Result<Response, ApiError> {
+    Ok(ok(s.read(|a| a.bpf_ct()).await?))
+}
+
+async fn bpf_ct_flush(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let r = s.write(|a| a.bpf_ct_flush()).await?;
+    Ok(ok(r.map(|n| api::Deleted {
+        deleted: n,
+        revision: 0,
+    })))
+}
