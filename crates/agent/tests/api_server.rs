@@ -11,14 +11,14 @@ use pilus_agent::{
     api::{self, BindError, Limits, Shared},
     monitor::Monitor,
 };
-use pilus_controlplane::{
-    fake::{FakeDatapath, FakePlumbing},
-    ControlPlane, Settings,
-};
 use pilus_api_types::{
     EndpointCreate, EndpointCreated, MonitorBatch, MonitorKind, Revision, Status,
 };
 use pilus_client::{blocking::Client, Error};
+use pilus_controlplane::{
+    fake::{FakeDatapath, FakePlumbing},
+    ControlPlane, Settings,
+};
 use serde_json::Value;
 use std::{
     net::Ipv4Addr,

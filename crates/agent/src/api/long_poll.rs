@@ -119,8 +119,13 @@ async fn monitor_batch(s: &Shared, q: &Params) -> Result<MonitorBatch, ApiError>
     let by_ip: HashMap<Ipv4Addr, u16> = if b.events.is_empty() {
         HashMap::new()
     } else {
-        s.read(|a| a.endpoints_view().into_iter().map(|e| (e.ipv4, e.id)).collect())
-            .await?
+        s.read(|a| {
+            a.endpoints_view()
+                .into_iter()
+                .map(|e| (e.ipv4, e.id))
+                .collect()
+        })
+        .await?
     };
     let events = b
         .events

@@ -3,13 +3,13 @@
 //! extractors here ([`JsonBody`], [`Params`]) refuse in that same shape, so
 //! a route never answers in any other.
 
-use pilus_controlplane::Error as AgentError;
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Request},
     http::{header, request::Parts, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
+use pilus_controlplane::Error as AgentError;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A refusal or failure, answered as `{"error": message}`.

@@ -10,7 +10,6 @@ use super::{
     reply::{json, ok, with_status, ApiError, JsonBody, Params},
     Shared,
 };
-use pilus_controlplane::Error;
 use axum::{
     extract::{Path, State},
     http::StatusCode,
@@ -19,6 +18,7 @@ use axum::{
     Router,
 };
 use pilus_api_types::{self as api, paths};
+use pilus_controlplane::Error;
 
 pub fn router() -> Router<Shared> {
     Router::new()

@@ -175,6 +175,17 @@ impl Cluster {
         assert!(st.success(), "pilusd exit status {st}");
     }
 
+    /// SIGKILL: a crash at whatever point the agent was.
+    pub fn kill_agent(&mut self) {
+        let mut g = self.agent.take().expect("agent running");
+        unsafe { libc::kill(g.pid() as i32, libc::SIGKILL) };
+        g.wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("pilusd dies on SIGKILL");
+        // The socket of a killed agent stays behind; the next start
+        // replaces it (nothing answers on it).
+    }
+
     pub fn add_pod(&mut self, namespace: &'static str, app: &'static str) {
         let ns = NetNs::new(&format!("{}pod", self.prefix)).expect("pod namespace");
         ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
