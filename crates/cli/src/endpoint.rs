@@ -1,4 +1,4 @@
-//! `pilus endpoint list|get`.
+//! `pilus endpoint list|get|labels`.
 
 use crate::{
     table::{print_json, Table},
@@ -15,7 +15,10 @@ pub enum EndpointCommand {
     /// List the node's endpoints (pods).
     List,
     /// Show one endpoint: by id, container id, pod address or namespace/pod.
-    Get { endpoint: String },
+    Get {
+        endpoint: String,
+    },
+    Labels(crate::labels::LabelsArgs),
 }
 
 fn enforcement(e: &Endpoint) -> (&'static str, &'static str) {
@@ -55,6 +58,7 @@ pub fn run(c: &Client, cmd: EndpointCommand, out: Output) -> Result<()> {
             }
             t.print();
         }
+        EndpointCommand::Labels(a) => return crate::labels::run(c, a, out),
         EndpointCommand::Get { endpoint } => {
             let e: Endpoint = c.get_json(&format!("{}/{}", paths::ENDPOINTS, endpoint))?;
             if out == Output::Json {
@@ -68,7 +72,12 @@ pub fn run(c: &Client, cmd: EndpointCommand, out: Output) -> Result<()> {
             }
             println!("Namespace:    {}", e.namespace);
             println!("Identity:     {}", e.identity);
-            println!("Labels:       {}", e.labels.join(", "));
+            let labels: Vec<String> = e
+                .label_sources
+                .iter()
+                .map(|l| format!("{} ({})", l.label, l.source))
+                .collect();
+            println!("Labels:       {}", labels.join(", "));
             println!(
                 "IPv4:         {}/{} via {}",
                 e.ipv4, e.prefix_len, e.gateway

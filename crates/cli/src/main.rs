@@ -10,7 +10,9 @@ mod cni;
 mod demo;
 mod endpoint;
 mod identity;
+mod ipcache;
 mod lab;
+mod labels;
 mod monitor;
 mod namespace;
 mod policy;
@@ -68,6 +70,11 @@ enum Command {
     /// Network policies: import, show, delete, trace.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The ipcache as the agent holds it: every prefix with every source's
+    /// entry (local endpoint, remote endpoint, node, policy CIDR), the one
+    /// the datapath sees first.
+    #[command(subcommand)]
+    Ipcache(ipcache::IpcacheCommand),
     /// Namespace labels, as Kubernetes namespaceSelectors see them.
     #[command(subcommand)]
     Namespace(namespace::NamespaceCommand),
@@ -126,6 +133,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Endpoint(cmd) => endpoint::run(&c, cmd, out),
         Command::Identity(cmd) => identity::run(&c, cmd, out),
         Command::Policy(cmd) => policy::run(&c, cmd, out),
+        Command::Ipcache(cmd) => ipcache::run(&c, cmd, out),
         Command::Namespace(cmd) => namespace::run(&c, cmd, out),
         Command::Bpf(cmd) => bpf::run(&c, cmd, out),
         Command::Monitor(args) => monitor::run(&c, args, out),

@@ -187,6 +187,17 @@ impl Cluster {
     }
 
     pub fn add_pod(&mut self, namespace: &'static str, app: &'static str) {
+        self.add_pod_with_labels(namespace, app, &[&format!("app={app}")]);
+    }
+
+    /// A pod named `app` with exactly these labels (none: as a runtime that
+    /// passes none makes it).
+    pub fn add_pod_with_labels(
+        &mut self,
+        namespace: &'static str,
+        app: &'static str,
+        labels: &[&str],
+    ) {
         let ns = NetNs::new(&format!("{}pod", self.prefix)).expect("pod namespace");
         ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
         let r: EndpointCreated = self
@@ -199,7 +210,7 @@ impl Cluster {
                     ifname: "eth0".into(),
                     namespace: namespace.into(),
                     pod_name: Some(app.into()),
-                    labels: vec![format!("app={app}")],
+                    labels: labels.iter().map(|l| l.to_string()).collect(),
                     ..Default::default()
                 },
             )
