@@ -7,6 +7,6 @@ mod kv;
 mod local;
 mod mem;
 
-pub use kv::{Committed, Compare, KeyValue, KvError, KvStore, Op, Revision, Txn};
+pub use kv::{Committed, Compare, KeyValue, KvError, KvStore, LeaseId, Op, Revision, Txn};
 pub use local::LocalKv;
 pub use mem::MemKv;

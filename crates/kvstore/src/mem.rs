@@ -1,8 +1,10 @@
 //! An in-memory store with the same semantics, for tests and for running
 //! without persistence. Clones share the keys (as a restarted process
-//! would find them on disk).
+//! would find them on disk). No leases: a leased put is refused.
 
-use crate::kv::{check_key, Committed, Compare, KeyValue, KvError, KvStore, Op, Revision, Txn};
+use crate::kv::{
+    check_key, check_prefix, Committed, Compare, KeyValue, KvError, KvStore, Op, Revision, Txn,
+};
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -25,6 +27,7 @@ impl MemKv {
 
 impl KvStore for MemKv {
     fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), KvError> {
+        check_prefix(prefix)?;
         let g = self.inner.lock().expect("lock");
         let kvs =
             g.1.range(prefix.to_string()..)
@@ -39,6 +42,7 @@ impl KvStore for MemKv {
     }
 
     fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
+        check_key(key)?;
         let g = self.inner.lock().expect("lock");
         Ok(g.1.get(key).map(|(v, r)| KeyValue {
             key: key.to_string(),
@@ -48,10 +52,12 @@ impl KvStore for MemKv {
     }
 
     fn commit(&self, txn: Txn) -> Result<Committed, KvError> {
-        for op in &txn.then {
-            if let Op::Put { key, .. } = op {
-                check_key(key)?;
-            }
+        txn.check()?;
+        if let Some((key, lease)) = txn.first_leased() {
+            return Err(KvError::LeaseUnsupported {
+                key: key.to_string(),
+                lease,
+            });
         }
         let mut g = self.inner.lock().expect("lock");
         let holds = |c: &Compare| match c {
@@ -69,7 +75,7 @@ impl KvStore for MemKv {
         let rev = g.0 + 1;
         for op in txn.then {
             match op {
-                Op::Put { key, value } => {
+                Op::Put { key, value, .. } => {
                     if g.1.get(&key).map(|(v, _)| v) != Some(&value) {
                         g.1.insert(key, (value, rev));
                     }
