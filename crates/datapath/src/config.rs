@@ -43,7 +43,8 @@ impl PodCidr {
         if !(Self::MIN_PREFIX..=30).contains(&prefix_len) {
             return Err(bad("the prefix length must be between /16 and /30"));
         }
-        let net = Ipv4Net::new(network, prefix_len).map_err(|_| bad("the prefix length is over 32"))?;
+        let net =
+            Ipv4Net::new(network, prefix_len).map_err(|_| bad("the prefix length is over 32"))?;
         if net.network() != network {
             return Err(bad("host bits are set"));
         }
