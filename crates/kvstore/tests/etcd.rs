@@ -564,6 +564,11 @@ fn a_watch_resumes_after_etcd_is_killed_and_restarted() {
     let kv = etcd.client();
     let start = kv.list("").unwrap().1;
     let w = kv.watch("r/", start + 1).unwrap();
+    // A lease outlives a short outage: etcd gives every lease a full ttl
+    // when it comes back, and the keeper renews it on a new stream.
+    let lease = kv.grant_lease(Duration::from_secs(2)).unwrap();
+    kv.commit(Txn::new().put_leased("nodes/r", "1", lease.id()))
+        .unwrap();
 
     // A burst, and the kill right after the last commit returned: some of
     // it may not have reached the watch yet.
@@ -581,6 +586,7 @@ fn a_watch_resumes_after_etcd_is_killed_and_restarted() {
     assert!(matches!(e, KvError::Unavailable { .. }), "{e}");
     wait_for("the outage to show", Duration::from_secs(5), || {
         matches!(kv.connection(), Connection::Unreachable { .. })
+            && matches!(lease.status().state, LeaseState::Unconfirmed { .. })
     });
 
     etcd.run();
@@ -593,6 +599,12 @@ fn a_watch_resumes_after_etcd_is_killed_and_restarted() {
 
     let got: Vec<WatchEvent> = (0..want.len()).map(|_| next(&w)).collect();
     assert_eq!(got, want);
+    wait_for("the lease to be renewed", Duration::from_secs(5), || {
+        matches!(lease.status().state, LeaseState::Alive { .. })
+    });
+    let status = lease.status();
+    assert_eq!(status.regrants, 0, "{status:?}");
+    assert!(kv.get("nodes/r").unwrap().is_some());
     // Nothing twice, nothing more.
     std::thread::sleep(Duration::from_millis(300));
     assert!(w.try_recv().is_err());
