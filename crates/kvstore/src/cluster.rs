@@ -7,7 +7,8 @@
 //!
 //! A trait rather than methods on `EtcdKv`: the managers that keep nodes and
 //! identities in the cluster take a `ClusterStore`, so they can be tested
-//! without root or etcd against a fake, as the rest of the control plane is.
+//! without root or etcd against the fake, [`crate::MemKv`], as the rest of
+//! the control plane is. One contract test runs against both.
 
 use crate::kv::{KeyValue, KvError, KvStore, LeaseId, Revision};
 use std::{

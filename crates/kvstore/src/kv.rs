@@ -47,8 +47,9 @@ pub enum Compare {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Writes `value` under `key`; with a `lease`, the store deletes the key
-    /// when the lease ends (cluster store only: the local backends refuse a
-    /// leased put rather than keep forever a key meant to vanish).
+    /// when the lease ends. Only a `ClusterStore` has leases (etcd, and
+    /// `MemKv` as its fake); `LocalKv` refuses a leased put rather than keep
+    /// forever a key meant to vanish.
     Put {
         key: String,
         value: Vec<u8>,
@@ -249,7 +250,7 @@ pub enum KvError {
 /// local backends keep the revision then); etcd limits a transaction to
 /// `--max-txn-ops` operations (128 by default) and a request to
 /// `--max-request-bytes` (1.5 MiB), answered with [`KvError::Rejected`];
-/// the local store keeps only UTF-8 values; only etcd has leases.
+/// the local store keeps only UTF-8 values; `LocalKv` has no leases.
 pub trait KvStore: Send + Sync {
     /// Every key under `prefix` (in key order) and the revision read at.
     fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), KvError>;

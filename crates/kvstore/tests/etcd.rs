@@ -1,6 +1,8 @@
-//! The `KvStore` contract, run against every backend, and the cluster
-//! store's leases, watches and failure behaviour against a real etcd 3.4
-//! (Debian's `etcd-server`).
+//! The `KvStore` contract, run against every backend; the `ClusterStore`
+//! contract (watches, leases), run against etcd and its fake `MemKv`; and
+//! etcd's own behaviour (lease expiry and renewal, resuming watches after a
+//! crash, an unreachable store) against a real etcd 3.4 (Debian's
+//! `etcd-server`).
 //!
 //! Each etcd test starts its own etcd in a network namespace of its own
 //! (`t10etcd-…`), listening only on a 198.18.250.x address on that
@@ -12,7 +14,7 @@
 
 use pilus_kvstore::{
     ClusterStore, Committed, Compare, Connection, EtcdConfig, EtcdKv, KeyValue, KvError, KvStore,
-    LeaseState, LocalKv, MemKv, Revision, Txn, WatchEvent,
+    LeaseState, LocalKv, MemKv, Revision, Txn, Watch, WatchEvent,
 };
 use pilus_netns::{ChildGuard, NetNs};
 use std::{
@@ -186,6 +188,151 @@ fn contract_localkv() {
     if let Err(panic) = r {
         std::panic::resume_unwind(panic);
     }
+}
+
+// ---------------------------------------------------------------------
+// The contract every cluster store keeps (and so the fake, MemKv).
+
+fn next(w: &Watch) -> WatchEvent {
+    w.recv_timeout(Duration::from_secs(10))
+        .expect("a watch event within 10 s")
+}
+
+fn put_event(key: &str, value: &str, rev: Revision) -> WatchEvent {
+    WatchEvent::Put {
+        kv: KeyValue {
+            key: key.into(),
+            value: value.into(),
+            mod_revision: rev,
+        },
+    }
+}
+
+fn delete_event(key: &str, rev: Revision) -> WatchEvent {
+    WatchEvent::Delete {
+        key: key.into(),
+        mod_revision: rev,
+    }
+}
+
+/// Watches and leases as every `ClusterStore` has them, on a fresh store;
+/// `compact` compacts its history up to a revision.
+fn cluster_contract(kv: &dyn ClusterStore, compact: &dyn Fn(Revision)) {
+    assert!(matches!(kv.connection(), Connection::Connected { .. }));
+    let r0 = kv.list("").unwrap().1;
+    let all = kv.watch("w/", r0 + 1).unwrap();
+    let r1 = kv.commit(Txn::new().put("w/a", "1")).unwrap().revision;
+    let r2 = kv
+        .commit(Txn::new().put("w/b", "2").put("w/c", "3").put("x/a", "no"))
+        .unwrap()
+        .revision;
+    let r3 = kv.commit(Txn::new().delete_prefix("w/")).unwrap().revision;
+
+    // In revision order, every event of a revision, nothing of other
+    // prefixes; from a later revision, nothing before it; from 0, only
+    // what comes after the call.
+    let from_r2 = kv.watch("w/", r2).unwrap();
+    let from_now = kv.watch("w/", 0).unwrap();
+    let deletes = [
+        delete_event("w/a", r3),
+        delete_event("w/b", r3),
+        delete_event("w/c", r3),
+    ];
+    let mut want = vec![put_event("w/a", "1", r1)];
+    want.extend([put_event("w/b", "2", r2), put_event("w/c", "3", r2)]);
+    want.extend(deletes.clone());
+    assert_eq!(
+        (0..want.len()).map(|_| next(&all)).collect::<Vec<_>>(),
+        want
+    );
+    assert_eq!(
+        (0..5).map(|_| next(&from_r2)).collect::<Vec<_>>(),
+        want[1..]
+    );
+    let r4 = kv.commit(Txn::new().put("w/d", "4")).unwrap().revision;
+    for w in [&all, &from_r2, &from_now] {
+        assert_eq!(next(w), put_event("w/d", "4", r4));
+    }
+
+    // A leased key goes with its lease, seen by watches as a delete; a put
+    // with a lease the store no longer has is refused whole.
+    let lease = kv.grant_lease(Duration::from_secs(30)).unwrap();
+    let id = lease.id();
+    let r5 = kv
+        .commit(Txn::new().put_leased("w/node", "up", id))
+        .unwrap()
+        .revision;
+    assert_eq!(next(&all), put_event("w/node", "up", r5));
+    lease.revoke().unwrap();
+    let gone = next(&all);
+    let WatchEvent::Delete { key, mod_revision } = &gone else {
+        panic!("expected the leased key's delete, got {gone:?}");
+    };
+    assert_eq!(key, "w/node");
+    assert!(*mod_revision > r5);
+    assert_eq!(kv.get("w/node").unwrap(), None);
+    let e = kv
+        .commit(
+            Txn::new()
+                .put("w/plain", "1")
+                .put_leased("w/node", "up", id),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, KvError::LeaseNotFound { lease, .. } if lease == id),
+        "{e}"
+    );
+    assert_eq!(kv.get("w/plain").unwrap(), None);
+
+    // A watch from a compacted revision gets the prefix as it is now, then
+    // the events after it.
+    let (now, current) = kv.list("w/").unwrap();
+    compact(current);
+    let late = kv.watch("w/", r1).unwrap();
+    assert_eq!(
+        next(&late),
+        WatchEvent::Resync {
+            kvs: now,
+            revision: current,
+            compacted: current
+        }
+    );
+    let r6 = kv.commit(Txn::new().put("w/e", "5")).unwrap().revision;
+    assert_eq!(next(&late), put_event("w/e", "5", r6));
+    assert_eq!(next(&all), put_event("w/e", "5", r6));
+    for w in [&from_r2, &from_now] {
+        let got: Vec<WatchEvent> = (0..3).map(|_| next(w)).collect();
+        assert_eq!(
+            got,
+            [
+                put_event("w/node", "up", r5),
+                gone.clone(),
+                put_event("w/e", "5", r6)
+            ]
+        );
+    }
+    for w in [&all, &from_r2, &from_now, &late] {
+        assert!(w.try_recv().is_err());
+    }
+}
+
+#[test]
+fn cluster_contract_memkv() {
+    let kv = MemKv::default();
+    cluster_contract(&kv, &|r| kv.compact(r));
+    // The fake's own hooks: a lease running out, an outage.
+    let lease = kv.grant_lease(Duration::from_secs(2)).unwrap();
+    kv.commit(Txn::new().put_leased("n/a", "1", lease.id()))
+        .unwrap();
+    kv.expire_lease(lease.id());
+    assert_eq!(kv.get("n/a").unwrap(), None);
+    assert!(matches!(lease.status().state, LeaseState::Expired { .. }));
+    let down = Connection::Unreachable {
+        since: std::time::SystemTime::now(),
+        error: "test".into(),
+    };
+    kv.set_connection(down.clone());
+    assert_eq!(kv.connection(), down);
 }
 
 // ---------------------------------------------------------------------
@@ -376,21 +523,6 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn next(w: &pilus_kvstore::Watch) -> WatchEvent {
-    w.recv_timeout(Duration::from_secs(10))
-        .expect("a watch event within 10 s")
-}
-
-fn put_event(key: &str, value: &str, rev: Revision) -> WatchEvent {
-    WatchEvent::Put {
-        kv: KeyValue {
-            key: key.into(),
-            value: value.into(),
-            mod_revision: rev,
-        },
-    }
-}
-
 // ---------------------------------------------------------------------
 // etcd tests.
 
@@ -522,42 +654,6 @@ fn an_expired_lease_is_granted_anew_and_its_keys_put_back() {
 }
 
 #[test]
-fn a_watch_delivers_events_in_order_from_a_revision() {
-    let etcd = Etcd::start(4);
-    let _inside = etcd.ns.enter().unwrap();
-    let kv = etcd.client();
-
-    let r1 = kv.commit(Txn::new().put("w/a", "1")).unwrap().revision;
-    let r2 = kv
-        .commit(Txn::new().put("w/b", "2").put("w/c", "3").put("x/a", "no"))
-        .unwrap()
-        .revision;
-    let r3 = kv.commit(Txn::new().delete_prefix("w/")).unwrap().revision;
-
-    // From r2: r1 is not delivered, every event of a revision is, other
-    // prefixes are not.
-    let w = kv.watch("w/", r2).unwrap();
-    let from_now = kv.watch("w/", 0).unwrap();
-    assert_eq!(next(&w), put_event("w/b", "2", r2));
-    assert_eq!(next(&w), put_event("w/c", "3", r2));
-    for key in ["w/a", "w/b", "w/c"] {
-        assert_eq!(
-            next(&w),
-            WatchEvent::Delete {
-                key: key.into(),
-                mod_revision: r3
-            }
-        );
-    }
-    // Live events follow.
-    let r4 = kv.commit(Txn::new().put("w/d", "4")).unwrap().revision;
-    assert_eq!(next(&w), put_event("w/d", "4", r4));
-    assert_eq!(next(&from_now), put_event("w/d", "4", r4));
-    assert!(w.try_recv().is_err() && from_now.try_recv().is_err());
-    assert!(r1 < r2);
-}
-
-#[test]
 fn a_watch_resumes_after_etcd_is_killed_and_restarted() {
     let etcd = Etcd::start(5);
     let _inside = etcd.ns.enter().unwrap();
@@ -611,33 +707,11 @@ fn a_watch_resumes_after_etcd_is_killed_and_restarted() {
 }
 
 #[test]
-fn a_watch_from_a_compacted_revision_resyncs() {
-    let etcd = Etcd::start(6);
+fn cluster_contract_etcd() {
+    let etcd = Etcd::start(4);
     let _inside = etcd.ns.enter().unwrap();
     let kv = etcd.client();
-
-    let r1 = kv.commit(Txn::new().put("k/a", "1")).unwrap().revision;
-    kv.commit(Txn::new().put("k/a", "2").put("k/b", "1"))
-        .unwrap();
-    let r3 = kv.commit(Txn::new().delete("k/b")).unwrap().revision;
-    kv.compact(r3).unwrap();
-
-    let w = kv.watch("k/", r1).unwrap();
-    let WatchEvent::Resync {
-        kvs,
-        revision,
-        compacted,
-    } = next(&w)
-    else {
-        panic!("expected a resync");
-    };
-    assert_eq!(compacted, r3);
-    assert_eq!(revision, r3);
-    assert_eq!(keys(&kvs), ["k/a"]);
-    assert_eq!(kvs[0].value, b"2");
-    // Events go on after the listing.
-    let r4 = kv.commit(Txn::new().put("k/c", "1")).unwrap().revision;
-    assert_eq!(next(&w), put_event("k/c", "1", r4));
+    cluster_contract(&kv, &|r| kv.compact(r).unwrap());
 }
 
 type Call<'a> = Box<dyn Fn() -> Result<(), KvError> + 'a>;
