@@ -2,8 +2,12 @@
 //! transaction one line of the snapshot + journal store on local disk (see
 //! `store`), so a transaction is durable and atomic exactly as one journal
 //! line is. A restart replays the journal to the same keys and revisions.
+//! No leases: a single node has no peer to notice it is gone, so a leased
+//! put is refused instead of being kept forever.
 
-use crate::kv::{check_key, Committed, Compare, KeyValue, KvError, KvStore, Op, Revision, Txn};
+use crate::kv::{
+    check_key, check_prefix, Committed, Compare, KeyValue, KvError, KvStore, Op, Revision, Txn,
+};
 use crate::store::{Apply, Store};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path, sync::Mutex};
@@ -129,6 +133,7 @@ fn key_value(key: &str, s: &Stored) -> KeyValue {
 
 impl KvStore for LocalKv {
     fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), KvError> {
+        check_prefix(prefix)?;
         let inner = self.lock();
         let kvs = inner
             .keys
@@ -141,15 +146,22 @@ impl KvStore for LocalKv {
     }
 
     fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
+        check_key(key)?;
         Ok(self.lock().keys.keys.get(key).map(|s| key_value(key, s)))
     }
 
     fn commit(&self, txn: Txn) -> Result<Committed, KvError> {
+        txn.check()?;
+        if let Some((key, lease)) = txn.first_leased() {
+            return Err(KvError::LeaseUnsupported {
+                key: key.to_string(),
+                lease,
+            });
+        }
         let mut ops = Vec::with_capacity(txn.then.len());
         for op in txn.then {
             ops.push(match op {
-                Op::Put { key, value } => {
-                    check_key(&key)?;
+                Op::Put { key, value, .. } => {
                     let value = String::from_utf8(value).map_err(|_| KvError::InvalidKey {
                         key: key.clone(),
                         reason: "the local store keeps text values (UTF-8)",
@@ -257,6 +269,11 @@ mod tests {
             assert!(kv.commit(bad).is_err());
         }
         assert!(kv.commit(Txn::new().put("k", vec![0xff, 0xfe])).is_err());
+        let leased = kv.commit(Txn::new().put_leased("k", "v", crate::LeaseId(7)));
+        assert!(
+            matches!(leased, Err(KvError::LeaseUnsupported { ref key, .. }) if key == "k"),
+            "{leased:?}"
+        );
         assert_eq!(kv.list("").unwrap(), (vec![], 0));
         std::fs::remove_dir_all(&d).unwrap();
     }
