@@ -317,6 +317,26 @@ impl Engine {
         Ok(self.finish(p))
     }
 
+    /// An identity another node allocated: rules whose peers it matches are
+    /// resolved again for the local endpoints they select.
+    pub fn observe_identity(&mut self, id: u32, labels: &Labels) -> Change {
+        let mut p = Pending::default();
+        if self.ids.observe(id, labels) {
+            p.added
+                .push(self.ids.get(id).expect("just observed").clone());
+        }
+        self.finish(p)
+    }
+
+    /// An identity another node released (if this node uses it, it stays).
+    pub fn forget_identity(&mut self, id: u32) -> Change {
+        let mut p = Pending::default();
+        if let Some(gone) = self.ids.forget(id) {
+            p.removed.push(gone);
+        }
+        self.finish(p)
+    }
+
     /// Records that endpoint address `ip` has `identity` now (`None`: no
     /// endpoint has it any more). Kubernetes ipBlocks select the pods inside
     /// them through their identities, so the subjects of every rule whose

@@ -56,7 +56,7 @@ pub struct Identity {
     pub cidr: Option<Cidr>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("no free {kind:?} identity left")]
     Exhausted { kind: Kind },
@@ -64,6 +64,14 @@ pub enum IdentityError {
     Conflict { id: u32, held_by: String },
     #[error("identity {id} is outside the range of {kind:?} identities")]
     OutOfRange { id: u32, kind: Kind },
+    /// A cluster-wide allocator could not reach its store (or lost a race
+    /// too often); nothing was allocated.
+    #[error("the cluster's identity store: {what}")]
+    Store {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Hands out identity numbers and keeps the table of the identities known,
@@ -91,6 +99,20 @@ pub trait Allocator: Send + Sync {
     /// One user fewer; true when the identity was freed. Reserved
     /// identities are never freed.
     fn release(&mut self, id: u32) -> bool;
+
+    /// Learns an identity another node allocated (selectors must see it
+    /// to resolve rules naming its pods). True if it was not known.
+    fn observe(&mut self, id: u32, labels: &Labels) -> bool {
+        let _ = (id, labels);
+        false
+    }
+
+    /// Forgets an identity another node released, unless this node still
+    /// uses it. Returns it if it was known and is gone now.
+    fn forget(&mut self, id: u32) -> Option<Identity> {
+        let _ = id;
+        None
+    }
 
     fn is_empty(&self) -> bool {
         self.len() == 0
