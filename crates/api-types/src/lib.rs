@@ -454,6 +454,29 @@ pub struct BpfCtEntry {
     pub flags: u16,
 }
 
+/// A node's place in a cluster (absent on a single node).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The cluster store (etcd): `connected`, `unreachable` or `unknown`.
+    pub store: String,
+    /// Since when (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_unix: Option<u64>,
+    /// The last error, when unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Nodes known, this one included.
+    pub nodes: usize,
+    /// `tunnel` or `direct`.
+    pub routing: String,
+    pub underlay_ip: Ipv4Addr,
+    /// This node's lease, as its keeper last saw it.
+    pub lease: String,
+    /// This node's pods still have to be published again (the store was
+    /// unreachable when they changed).
+    pub pending_publish: bool,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
@@ -475,6 +498,9 @@ pub struct Status {
     pub resync_written: usize,
     pub resync_removed: usize,
     pub uptime_seconds: u64,
+    /// Set when the node is part of a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
 }
 
 // ---------------------------------------------------------------------------

@@ -10,8 +10,10 @@
 //! plugin's status check.
 
 use crate::{
+    cluster::{Cluster, ClusterSettings, NodeRecord},
     datapath::Datapath,
     endpoints::{label_key, EndpointManager, LabelSource, Pair, StoredEndpoint},
+    identities::ClusterAllocator,
     ipcache::{Entry, IpcacheManager, Source},
     persist::{self, Layout, StoredLabels, StoredPolicy},
     plumbing::Plumbing,
@@ -26,7 +28,7 @@ use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{atomic::AtomicBool, Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
     time::Instant,
 };
 
@@ -43,15 +45,29 @@ pub struct Settings {
 
 pub struct ControlPlane {
     pub(crate) settings: Settings,
-    layout: Layout,
+    pub(crate) layout: Layout,
     writer: Mutex<()>,
     pub(crate) endpoints: RwLock<EndpointManager>,
     pub(crate) policy: RwLock<PolicyManager>,
     pub(crate) ipcache: RwLock<IpcacheManager>,
     pub(crate) dp: Arc<dyn Datapath>,
+    /// This node's own state (endpoints, revision, local identities).
     store: Arc<dyn KvStore>,
+    /// Membership in a cluster, if any.
+    pub(crate) cluster: Option<Cluster>,
     resync: (usize, usize),
     started: Instant,
+}
+
+/// Whether identities of `kind` are persisted in the node's own store:
+/// all but the reserved ones on a single node; in a cluster the cluster
+/// store keeps cluster identities, so only CIDR ones.
+fn kept_locally(kind: Kind, clustered: bool) -> bool {
+    match kind {
+        Kind::Reserved => false,
+        Kind::Cluster => !clustered,
+        Kind::Cidr => true,
+    }
 }
 
 /// Now, in Unix milliseconds (endpoint creation times).
@@ -67,7 +83,7 @@ fn host_prefix(ip: Ipv4Addr) -> Ipv4Net {
 
 /// Identities a change set added or removed, to persist.
 #[derive(Default)]
-struct Touched {
+pub(crate) struct Touched {
     added: Vec<u32>,
     removed: Vec<u32>,
 }
@@ -79,14 +95,18 @@ impl Touched {
     }
 
     /// The writes that keep the store's identity numbers equal the engine's.
-    fn persist(&self, mut txn: Txn, layout: &Layout, engine: &Engine) -> Txn {
+    fn persist(&self, mut txn: Txn, layout: &Layout, engine: &Engine, clustered: bool) -> Txn {
         for id in &self.removed {
             if engine.identities().get(*id).is_none() {
                 txn = txn.delete(layout.identity(*id));
             }
         }
         for id in &self.added {
-            if let Some(i) = engine.identities().get(*id) {
+            if let Some(i) = engine
+                .identities()
+                .get(*id)
+                .filter(|i| kept_locally(i.kind, clustered))
+            {
                 txn = txn.put(
                     layout.identity(*id),
                     persist::encode(&StoredLabels::of(&i.labels)),
@@ -169,7 +189,7 @@ fn relabel(
 /// 2. the switches: endpoint records (identity, enforcement), the ipcache's
 ///    endpoint /32s and policy CIDRs;
 /// 3. every stale entry out.
-fn apply(
+pub(crate) fn apply(
     eps: &EndpointManager,
     pol: &mut PolicyManager,
     ipc: &mut IpcacheManager,
@@ -217,29 +237,88 @@ fn apply(
 }
 
 impl ControlPlane {
-    /// Builds the control plane from the stored state and brings the maps
-    /// in line with it: after a restart that writes nothing, because
-    /// identities keep their numbers.
+    /// Builds a single node's control plane from the stored state and
+    /// brings the maps in line with it: after a restart that writes
+    /// nothing, because identities keep their numbers.
     pub fn start(
         settings: Settings,
         dp: Arc<dyn Datapath>,
         plumbing: Arc<dyn Plumbing>,
         store: Arc<dyn KvStore>,
     ) -> Result<ControlPlane, Error> {
+        ControlPlane::start_with(settings, dp, plumbing, store, None)
+    }
+
+    /// As [`start`](Self::start); with `cluster`, the node joins a cluster:
+    /// identities are numbered cluster-wide, policies and namespaces live
+    /// in the cluster store, the node publishes itself and its pods and
+    /// learns the other nodes' (call [`spawn_cluster`](Self::spawn_cluster)
+    /// to follow their changes). `local` keeps the node's own state.
+    pub fn start_with(
+        settings: Settings,
+        dp: Arc<dyn Datapath>,
+        plumbing: Arc<dyn Plumbing>,
+        local: Arc<dyn KvStore>,
+        cluster: Option<ClusterSettings>,
+    ) -> Result<ControlPlane, Error> {
         validate::node_name(&settings.node_name)?;
         let layout = Layout::new(&settings.node_name);
-        let mut engine = Engine::new();
+        let joined = match &cluster {
+            None => None,
+            Some(c) => {
+                let lease = Arc::new(c.store.grant_lease(c.lease_ttl)?);
+                Some(Cluster {
+                    store: c.store.clone(),
+                    me: NodeRecord {
+                        name: settings.node_name.clone(),
+                        underlay_ip: c.underlay_ip,
+                        pod_cidr: settings.pod_cidr,
+                        routing: c.routing,
+                    },
+                    lease,
+                    routes: c.routes.clone(),
+                    nodes: Mutex::new(BTreeMap::new()),
+                    dirty: AtomicBool::new(true),
+                })
+            }
+        };
+        // Where policies and namespaces live: the cluster's store, or ours.
+        let shared: Arc<dyn KvStore> = match &joined {
+            Some(c) => c.store.clone(),
+            None => local.clone(),
+        };
+        let mut engine = match &joined {
+            Some(c) => {
+                let l = c.lease.clone();
+                Engine::with_allocator(Box::new(ClusterAllocator::new(
+                    c.store.clone(),
+                    &settings.node_name,
+                    Arc::new(move || l.id()),
+                )?))
+            }
+            None => Engine::new(),
+        };
         let mut held = BTreeMap::new();
-        for kv in store.list(&layout.identities())?.0 {
+        for kv in local.list(&layout.identities())?.0 {
             let id: u32 = persist::tail(&kv, &layout.identities())
                 .parse()
                 .map_err(|_| Error::invalid("stored identity", kv.key.clone()))?;
             held.insert(id, persist::decode::<StoredLabels>(&kv)?.labels()?);
         }
         engine.prefer_identities(held.iter().map(|(id, l)| (l.clone(), *id)));
-        for kv in store.list(&layout.namespaces())?.0 {
+        for kv in shared.list(&layout.namespaces())?.0 {
             let ns = persist::tail(&kv, &layout.namespaces()).to_string();
-            engine.set_namespace_labels(&ns, persist::decode::<StoredLabels>(&kv)?.labels()?)?;
+            match persist::decode::<StoredLabels>(&kv).and_then(|l| l.labels()) {
+                Ok(l) => {
+                    engine.set_namespace_labels(&ns, l)?;
+                }
+                // As for policies below: a shared store may hold entries
+                // something else wrote.
+                Err(e) if joined.is_some() => {
+                    tracing::warn!(key = %kv.key, error = %e.message(), "skipping namespace labels that cannot be read")
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut eps = EndpointManager::new(
             settings.pod_cidr,
@@ -249,7 +328,7 @@ impl ControlPlane {
             dp.clone(),
         );
         let mut forgotten = Vec::new();
-        for kv in store.list(&layout.endpoints())?.0 {
+        for kv in local.list(&layout.endpoints())?.0 {
             let ep: StoredEndpoint = persist::decode(&kv)?;
             let (id, ns, labels) = (ep.id, ep.namespace.clone(), ep.labels.clone());
             if eps.restore(ep) {
@@ -258,19 +337,52 @@ impl ControlPlane {
                 forgotten.push(id);
             }
         }
+        // In a cluster the node keeps its own cookies (see `keep_policy`).
+        let mut cookies = BTreeMap::new();
+        if joined.is_some() {
+            for kv in local.list(&layout.cookies())?.0 {
+                let tail = persist::tail(&kv, &layout.cookies()).to_string();
+                cookies.insert(tail, persist::decode::<u32>(&kv)?);
+            }
+        }
         let mut policies = Vec::new();
-        for kv in store.list(&layout.policies())?.0 {
-            let stored: StoredPolicy = persist::decode(&kv)?;
-            policies.push((stored.policy(&kv.key)?, stored.cookie));
+        let mut fresh = Vec::new();
+        for kv in shared.list(&layout.policies())?.0 {
+            let tail = persist::tail(&kv, &layout.policies()).to_string();
+            let read = persist::decode::<StoredPolicy>(&kv)
+                .and_then(|s| Ok((s.policy(&kv.key)?, s.cookie)))
+                .map(|(p, c)| match joined {
+                    Some(_) => (p, cookies.get(&tail).copied()),
+                    None => (p, Some(c)),
+                });
+            match read {
+                Ok((p, Some(c))) => policies.push((p, c)),
+                Ok((p, None)) => fresh.push(p),
+                // Something else wrote it (a cluster store is shared): one
+                // unreadable entry must not keep the node from starting.
+                Err(e) if joined.is_some() => {
+                    tracing::warn!(key = %kv.key, error = %e.message(), "skipping a policy that cannot be read")
+                }
+                Err(e) => return Err(e),
+            }
         }
         if !policies.is_empty() {
             engine.restore(policies)?;
+        }
+        let mut fresh_cookies = Txn::new();
+        if !fresh.is_empty() {
+            let ids: Vec<PolicyId> = fresh.iter().map(|p| p.id.clone()).collect();
+            engine.import(fresh)?;
+            for id in &ids {
+                let c = engine.cookie(id).unwrap_or(0);
+                fresh_cookies = fresh_cookies.put(layout.cookie(id), persist::encode(&c));
+            }
         }
         for ep in eps.iter() {
             let id = engine.endpoint(ep.id).map(|r| r.identity);
             engine.set_address(ep.ipv4, id);
         }
-        let revision = match store.get(&layout.revision())? {
+        let revision = match local.get(&layout.revision())? {
             Some(kv) => persist::decode::<u64>(&kv)?,
             None => engine.revision(),
         };
@@ -292,15 +404,19 @@ impl ControlPlane {
         for (c, id) in pol.engine().cidr_identities() {
             ipc.restore(c, Source::PolicyCidr, Entry::identity(id));
         }
+        if let Some(c) = &joined {
+            c.learn_all(&mut ipc, &mut pol)?;
+        }
         let e = eps.resync(&want_eps)?;
         let i = ipc.resync()?;
         let p = pol.resync(eps.iter().map(|e| e.id))?;
         for ep in eps.iter() {
             eps.attach(&ep.host_ifname)?;
         }
-        // Persist what the restore settled on: forgotten endpoints, and the
-        // identity numbers in use.
-        let mut txn = Txn::new();
+        // Persist what the restore settled on: forgotten endpoints, cookies
+        // given now, and the identity numbers in use (cluster identities
+        // live in the cluster).
+        let mut txn = fresh_cookies;
         for id in forgotten {
             txn = txn.delete(layout.endpoint(id));
         }
@@ -308,7 +424,7 @@ impl ControlPlane {
             .engine()
             .identities()
             .iter()
-            .filter(|i| i.kind != Kind::Reserved)
+            .filter(|i| kept_locally(i.kind, joined.is_some()))
             .map(|i| (i.id, i.labels.clone()))
             .collect();
         for id in held.keys().filter(|id| !now.contains_key(id)) {
@@ -317,7 +433,7 @@ impl ControlPlane {
         for (id, l) in now.iter().filter(|(id, l)| held.get(id) != Some(l)) {
             txn = txn.put(layout.identity(*id), persist::encode(&StoredLabels::of(l)));
         }
-        store.commit(txn)?;
+        local.commit(txn)?;
         let resync = (e.0 + i.0 + p.0, e.1 + i.1 + p.1);
         tracing::info!(
             endpoints = eps.len(),
@@ -325,9 +441,10 @@ impl ControlPlane {
             revision = pol.enforced(),
             resync_written = resync.0,
             resync_removed = resync.1,
+            cluster = joined.is_some(),
             "control plane state restored"
         );
-        Ok(ControlPlane {
+        let cp = ControlPlane {
             layout,
             settings,
             writer: Mutex::new(()),
@@ -335,15 +452,24 @@ impl ControlPlane {
             policy: RwLock::new(pol),
             ipcache: RwLock::new(ipc),
             dp,
-            store,
+            store: local,
+            cluster: joined,
             resync,
             started: Instant::now(),
-        })
+        };
+        if let Some(c) = &cp.cluster {
+            c.register()?;
+            // Best effort now; the maintenance loop retries.
+            if let Err(e) = cp.publish_all() {
+                tracing::warn!(error = %e.message(), "cannot publish this node's pods yet; retrying");
+            }
+        }
+        Ok(cp)
     }
 
     // ----- locks -----
 
-    fn write_lock(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn write_lock(&self) -> MutexGuard<'_, ()> {
         // The state behind a poisoned lock is still consistent at the
         // granularity of one manager step; refusing all further changes
         // would be worse than continuing.
@@ -354,7 +480,7 @@ impl ControlPlane {
         self.endpoints.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn eps_mut(&self) -> RwLockWriteGuard<'_, EndpointManager> {
+    pub(crate) fn eps_mut(&self) -> RwLockWriteGuard<'_, EndpointManager> {
         self.endpoints.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -362,7 +488,7 @@ impl ControlPlane {
         self.policy.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pol_mut(&self) -> RwLockWriteGuard<'_, PolicyManager> {
+    pub(crate) fn pol_mut(&self) -> RwLockWriteGuard<'_, PolicyManager> {
         self.policy.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -370,17 +496,58 @@ impl ControlPlane {
         self.ipcache.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ipc_mut(&self) -> RwLockWriteGuard<'_, IpcacheManager> {
+    pub(crate) fn ipc_mut(&self) -> RwLockWriteGuard<'_, IpcacheManager> {
         self.ipcache.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Commits `txn` plus the identity numbers and the revision.
-    fn persist(&self, txn: Txn, touched: &Touched, pol: &PolicyManager) -> Result<(), Error> {
+    /// Commits `txn` to the node's own store, plus the identity numbers and
+    /// the revision.
+    pub(crate) fn persist(
+        &self,
+        txn: Txn,
+        touched: &Touched,
+        pol: &PolicyManager,
+    ) -> Result<(), Error> {
         let txn = touched
-            .persist(txn, &self.layout, pol.engine())
+            .persist(txn, &self.layout, pol.engine(), self.cluster.is_some())
             .put(self.layout.revision(), persist::encode(&pol.enforced()));
         self.store.commit(txn)?;
         Ok(())
+    }
+
+    /// Writes what every node shares (policies, namespaces) to the cluster
+    /// store, before anything changes here: if the store is unreachable the
+    /// change is refused whole. On a single node there is no cluster store:
+    /// nothing to do (the node's own store takes them with `persist`).
+    fn share(&self, txn: Txn) -> Result<(), Error> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        c.store.commit(txn).map_err(|source| Error::ClusterStore {
+            doing: "sharing the change with the other nodes",
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// The node's own record of a policy: on a single node the policy
+    /// itself with its cookie; in a cluster (where the cluster store holds
+    /// the policy) only the cookie, so a restart keeps it.
+    fn keep_policy(&self, txn: Txn, id: &PolicyId, p: &Policy, cookie: u32) -> Txn {
+        match self.cluster {
+            Some(_) => txn.put(self.layout.cookie(id), persist::encode(&cookie)),
+            None => txn.put(
+                self.layout.policy(id),
+                persist::encode(&StoredPolicy::of(p, cookie)),
+            ),
+        }
+    }
+
+    fn forget_policy(&self, txn: Txn, id: &PolicyId) -> Txn {
+        match self.cluster {
+            Some(_) => txn.delete(self.layout.cookie(id)),
+            None => txn.delete(self.layout.policy(id)),
+        }
     }
 
     // ----- endpoints -----
@@ -493,6 +660,7 @@ impl ControlPlane {
             &pol,
         )?;
         let identity = pol.engine().endpoint(id).map(|r| r.identity);
+        self.publish(ip, identity);
         tracing::info!(endpoint = id, container = %req.container_id, ipv4 = %ip, identity, "endpoint created");
         Ok(api::EndpointCreated {
             created: true,
@@ -530,6 +698,7 @@ impl ControlPlane {
         }
         eps.remove(id, &info)?;
         self.persist(Txn::new().delete(self.layout.endpoint(id)), &touched, &pol)?;
+        self.publish(ep.ipv4, None);
         tracing::info!(endpoint = id, container = %ep.container_id, "endpoint deleted");
         Ok(api::Deleted {
             deleted: 1,
@@ -659,6 +828,9 @@ impl ControlPlane {
         self.persist(txn, &touched, &pol)?;
         for (id, labels, _) in &plan {
             let identity = pol.engine().endpoint(*id).map(|r| r.identity);
+            if let Some(ep) = eps.get(*id) {
+                self.publish(ep.ipv4, identity);
+            }
             tracing::info!(endpoint = id, labels = %labels, identity, "endpoint labels changed");
         }
         Ok(plan
@@ -691,14 +863,18 @@ impl ControlPlane {
         let mut ipc = self.ipc_mut();
         let stored: Vec<(PolicyId, Policy)> =
             all.iter().map(|p| (p.id.clone(), p.clone())).collect();
+        // Cookies are this node's: the cluster store holds none.
+        self.share(stored.iter().fold(Txn::new(), |t, (id, p)| {
+            t.put(
+                self.layout.policy(id),
+                persist::encode(&StoredPolicy::of(p, 0)),
+            )
+        }))?;
         let change = pol.engine.import(all)?;
         let mut txn = Txn::new();
         for (id, p) in &stored {
             let cookie = pol.engine().cookie(id).unwrap_or(0);
-            txn = txn.put(
-                self.layout.policy(id),
-                persist::encode(&StoredPolicy::of(p, cookie)),
-            );
+            txn = self.keep_policy(txn, id, p, cookie);
         }
         let revision = change.revision;
         let endpoints_changed = change.endpoints.len();
@@ -731,12 +907,16 @@ impl ControlPlane {
             }
             None => pol.engine().policies().map(|(p, _)| p.id.clone()).collect(),
         };
+        self.share(
+            ids.iter()
+                .fold(Txn::new(), |t, id| t.delete(self.layout.policy(id))),
+        )?;
         let (change, n) = pol.engine.delete(&ids);
         let mut touched = Touched::default();
         apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
         let txn = ids
             .iter()
-            .fold(Txn::new(), |t, id| t.delete(self.layout.policy(id)));
+            .fold(Txn::new(), |t, id| self.forget_policy(t, id));
         self.persist(txn, &touched, &pol)?;
         Ok(api::Deleted {
             deleted: n,
@@ -755,18 +935,22 @@ impl ControlPlane {
         let eps = self.eps();
         let mut pol = self.pol_mut();
         let mut ipc = self.ipc_mut();
+        let write = Txn::new().put(
+            self.layout.namespace(ns),
+            persist::encode(&StoredLabels::of(&l)),
+        );
+        let local = match self.cluster {
+            Some(_) => {
+                self.share(write)?;
+                Txn::new()
+            }
+            None => write,
+        };
         let change = pol.engine.set_namespace_labels(ns, l.clone())?;
         let revision = change.revision;
         let mut touched = Touched::default();
         apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
-        self.persist(
-            Txn::new().put(
-                self.layout.namespace(ns),
-                persist::encode(&StoredLabels::of(&l)),
-            ),
-            &touched,
-            &pol,
-        )?;
+        self.persist(local, &touched, &pol)?;
         Ok(api::NamespaceLabels {
             namespace: ns.to_string(),
             labels: l.iter().map(|x| format!("{}={}", x.key, x.value)).collect(),
@@ -800,6 +984,7 @@ impl ControlPlane {
             resync_written: self.resync.0,
             resync_removed: self.resync.1,
             uptime_seconds: self.started.elapsed().as_secs(),
+            cluster: self.cluster_status(),
         }
     }
 

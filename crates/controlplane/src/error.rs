@@ -18,12 +18,21 @@ pub enum Error {
     Ipam(#[from] crate::ipam::IpamError),
     #[error("identity")]
     Engine(#[from] pilus_policy::EngineError),
+    #[error("identity")]
+    Identity(#[from] pilus_policy::identity::IdentityError),
     #[error(transparent)]
     Plumbing(#[from] PlumbError),
     #[error(transparent)]
     Datapath(#[from] crate::datapath::DatapathError),
     #[error("state store")]
     Store(#[from] pilus_kvstore::KvError),
+    /// The cluster store (etcd) refused or did not answer; nothing changed.
+    #[error("{doing}: the cluster store is not available; nothing was changed")]
+    ClusterStore {
+        doing: &'static str,
+        #[source]
+        source: pilus_kvstore::KvError,
+    },
     #[error("stored state: {key}")]
     Stored {
         key: String,
@@ -43,7 +52,7 @@ impl Error {
             // interface that is: its request, not the agent, is at fault.
             Error::Plumbing(p) if p.fault == PlumbFault::NoNamespace => 400,
             Error::Plumbing(p) if p.fault == PlumbFault::Exists => 409,
-            Error::Ipam(_) | Error::EndpointIds => 503,
+            Error::Ipam(_) | Error::EndpointIds | Error::ClusterStore { .. } => 503,
             _ => 500,
         }
     }

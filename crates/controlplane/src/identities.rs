@@ -358,6 +358,10 @@ impl Allocator for ClusterAllocator {
         self.insert(id, labels, 0)
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn forget(&mut self, id: u32) -> Option<Identity> {
         if self.cluster.get(&id).is_none_or(|i| i.refs > 0) {
             return None;

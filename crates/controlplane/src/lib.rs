@@ -7,6 +7,7 @@
 //! of a [`pilus_kvstore::KvStore`]. [`fake`] has in-memory datapath and
 //! plumbing, so all of it is tested without root.
 
+pub mod cluster;
 pub mod control;
 pub mod datapath;
 pub mod endpoints;
@@ -18,6 +19,7 @@ pub mod ipcache;
 pub mod persist;
 pub mod plumbing;
 pub mod policy;
+mod sync;
 mod validate;
 mod views;
 

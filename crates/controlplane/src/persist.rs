@@ -7,6 +7,7 @@
 //! pilus/v1/nodes/<node>/endpoints/<id>     an endpoint of this node
 //! pilus/v1/nodes/<node>/identities/<id>    an identity number this node holds
 //! pilus/v1/nodes/<node>/revision           the policy revision enforced
+//! pilus/v1/nodes/<node>/cookies/<policy>   (in a cluster) the cookie of a policy
 //! pilus/v1/policies/<kind>/<ns|->/<name>   a policy, as its source document
 //! pilus/v1/namespaces/<ns>                 a namespace's labels
 //! ```
@@ -82,6 +83,20 @@ impl Layout {
             id.kind,
             id.namespace.as_deref().map_or("-".into(), segment),
             segment(&id.name)
+        )
+    }
+
+    /// The cookies this node gave policies (in a cluster, where the
+    /// cluster store holds the policies themselves).
+    pub fn cookies(&self) -> String {
+        format!("{ROOT}nodes/{}/cookies/", self.node)
+    }
+
+    pub fn cookie(&self, id: &PolicyId) -> String {
+        format!(
+            "{}{}",
+            self.cookies(),
+            self.policy(id).trim_start_matches(&self.policies())
         )
     }
 

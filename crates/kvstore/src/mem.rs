@@ -152,6 +152,11 @@ impl MemKv {
         g.drop_lease(lease);
     }
 
+    /// The lease `key` was put with, if any.
+    pub fn lease_of(&self, key: &str) -> Option<LeaseId> {
+        self.lock().keys.get(key).and_then(|s| s.lease)
+    }
+
     /// Forgets history before `revision`: watches from earlier get
     /// [`WatchEvent::Resync`], as from etcd.
     pub fn compact(&self, revision: Revision) {

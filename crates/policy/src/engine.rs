@@ -140,6 +140,11 @@ impl Engine {
         self.ids.as_ref()
     }
 
+    /// The allocator, if it is a `T`.
+    pub fn identities_as<T: 'static>(&self) -> Option<&T> {
+        self.ids.as_any()?.downcast_ref::<T>()
+    }
+
     /// The endpoint addresses the engine knows, with their identities.
     pub fn addresses(&self) -> &Addresses {
         &self.addrs

@@ -118,6 +118,12 @@ pub trait Allocator: Send + Sync {
         self.len() == 0
     }
 
+    /// The allocator itself, for an owner that knows its type (to reach
+    /// what only that kind of allocator does).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// The identity of a pod's security labels.
     fn acquire(&mut self, labels: &Labels) -> Result<(u32, bool), IdentityError> {
         self.acquire_kind(labels, Kind::Cluster, None, None)
