@@ -14,23 +14,14 @@
 #include "lib/ipcache.h"
 #include "lib/policy.h"
 #include "lib/lxc.h"
-
-/* Does this packet need a policy decision? Replies and related ICMP errors of
- * an allowed flow never do; an established flow does again once after every
- * policy change (its entry remembers the revision it was allowed at). */
-static __always_inline bool needs_policy(int ct_status, const struct ct_entry *e, __u32 rev)
-{
-	if (ct_status == CT_NEW)
-		return true;
-	if (ct_status == CT_ESTABLISHED && e)
-		return e->policy_rev != rev;
-	return false;
-}
+#include "lib/encap.h"
+#include "lib/ingress.h"
 
 /*
  * Tail call target for IPv4 from a pod: anti-spoofing, conntrack, the
  * destination's identity, the pod's egress policy, and either local delivery
- * (with the destination's ingress policy) or the host stack.
+ * (with the destination's ingress policy), the tunnel to the node of a pod
+ * elsewhere (tunnel mode), or the host stack.
  */
 SEC("classifier")
 int ipv4_from_lxc(struct __sk_buff *ctx)
@@ -100,6 +91,21 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 		if (ret < 0)
 			goto drop;
 		return ret;
+	}
+	if (CONFIG_TUNNEL_IFINDEX) {
+		/* A pod on another node: every packet needs its node (the
+		 * ipcache names it), not only those that needed policy. */
+		struct ipcache_value *info = ipcache_lookup(p.tuple.daddr);
+
+		if (info && info->tunnel_endpoint) {
+			dst_id = info->sec_identity;
+			ret = encap_and_redirect(ctx, info->tunnel_endpoint, ep->sec_identity);
+			if (ret < 0)
+				goto drop;
+			send_trace_notify(ctx, OBS_TO_OVERLAY, DIR_EGRESS, ep_id, ep->sec_identity,
+					  dst_id);
+			return ret;
+		}
 	}
 	send_trace_notify(ctx, OBS_TO_STACK, DIR_EGRESS, ep_id, ep->sec_identity, dst_id);
 	return TC_ACT_OK;

@@ -28,6 +28,12 @@ DECLARE_CONFIG(__u32, CONFIG_CT_CLOSE_TIMEOUT, 10, "TCP lifetime after FIN/RST b
 DECLARE_CONFIG(__u32, CONFIG_EVENTS_WAKEUP_BYTES, 65536, "unread bytes that force a wakeup");
 /* The kernel's tick rate, measured by the loader (no interface reports it). */
 DECLARE_CONFIG(__u32, CONFIG_HZ, 1000, "kernel CONFIG_HZ");
+/* Tunnel mode: the VXLAN device (external, collect_md) pods on other nodes are
+ * reached through; 0 in direct-routing mode (the stack routes them). */
+DECLARE_CONFIG(__u32, CONFIG_TUNNEL_IFINDEX, 0, "VXLAN device's ifindex, 0: no tunnel");
+/* The largest IP packet that still fits the underlay once encapsulated (the
+ * pods' MTU in tunnel mode). */
+DECLARE_CONFIG(__u32, CONFIG_TUNNEL_MTU, 1450, "largest IPv4 packet the tunnel carries");
 /* 1: emit a trace event for every forwarded packet (pilus monitor -v). */
 DECLARE_CONFIG(__u32, CONFIG_TRACE_ENABLED, 0, "emit trace events for forwarded packets");
 

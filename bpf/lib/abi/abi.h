@@ -65,6 +65,10 @@
 #define DROP_INVALID_ICMP_INNER	145 /* ICMP error with a truncated inner header */
 #define DROP_MISSED_TAIL_CALL	146 /* a tail call slot was empty */
 #define DROP_INVALID_ETH	147 /* frame shorter than an Ethernet header */
+#define DROP_FRAG_NEEDED	148 /* larger than the tunnel's MTU (encapsulated, it would not fit) */
+#define DROP_NO_TUNNEL_KEY	149 /* from the overlay device without tunnel metadata */
+#define DROP_TUNNEL_KEY		150 /* the tunnel key could not be set */
+#define DROP_NOT_LOCAL		151 /* from the overlay for an address no local endpoint has */
 
 #define DROP_REASON_MAX		256
 
@@ -236,6 +240,10 @@ struct metrics_value {
 #define OBS_TO_ENDPOINT		1
 #define OBS_TO_STACK		2
 #define OBS_FROM_STACK		3
+#define OBS_TO_OVERLAY		4
+#define OBS_FROM_OVERLAY	5
+#define OBS_TO_NETWORK		6
+#define OBS_FROM_NETWORK	7
 
 #define EVENT_CAPTURE_LEN	128
 

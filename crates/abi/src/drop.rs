@@ -98,6 +98,26 @@ pub const DROP_REASONS: &[DropReason] = &[
         "DROP_INVALID_ETH",
         "Frame shorter than an Ethernet header",
     ),
+    r(
+        DROP_FRAG_NEEDED,
+        "DROP_FRAG_NEEDED",
+        "Packet larger than the tunnel's MTU (it would not fit encapsulated)",
+    ),
+    r(
+        DROP_NO_TUNNEL_KEY,
+        "DROP_NO_TUNNEL_KEY",
+        "Frame from the overlay device without tunnel metadata",
+    ),
+    r(
+        DROP_TUNNEL_KEY,
+        "DROP_TUNNEL_KEY",
+        "The tunnel key could not be set",
+    ),
+    r(
+        DROP_NOT_LOCAL,
+        "DROP_NOT_LOCAL",
+        "From the overlay for an address no local endpoint has",
+    ),
 ];
 
 const fn r(code: u8, name: &'static str, description: &'static str) -> DropReason {

@@ -91,6 +91,10 @@ pub fn observation_point_name(obs: u8) -> String {
         OBS_TO_ENDPOINT => "to-endpoint".into(),
         OBS_TO_STACK => "to-stack".into(),
         OBS_FROM_STACK => "from-stack".into(),
+        OBS_TO_OVERLAY => "to-overlay".into(),
+        OBS_FROM_OVERLAY => "from-overlay".into(),
+        OBS_TO_NETWORK => "to-network".into(),
+        OBS_FROM_NETWORK => "from-network".into(),
         n => format!("obs-{n}"),
     }
 }
