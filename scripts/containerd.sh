@@ -266,9 +266,12 @@ containerd_cleanup() {
     fi
     # Shims of this containerd (containerd-shim-runc-v2 ... -address DIR/containerd.sock),
     # and their runc containers, by pid.
+    local comm
     for pid in /proc/[0-9]*; do
       pid=${pid#/proc/}
-      case $(cat "/proc/$pid/comm" 2>/dev/null) in containerd-shim*) ;; *) continue ;; esac
+      comm=
+      read -r comm 2>/dev/null <"/proc/$pid/comm"
+      case $comm in containerd-shim*) ;; *) continue ;; esac
       tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-address $sock " &&
         kill -9 "$pid" 2>/dev/null
     done

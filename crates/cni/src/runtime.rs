@@ -73,15 +73,16 @@ const MAX_STDERR: usize = 4096;
 /// The most of `/proc/PID/cmdline` read (a shim's is about 200 bytes).
 const MAX_CMDLINE: u64 = 64 * 1024;
 
-/// Key prefixes that describe the runtime's or Pilus's own bookkeeping, not
-/// the workload: letting them into an identity would split one workload
-/// into many (containerd copies image settings such as
-/// `io.containerd.image.config.stop-signal` onto every container), and the
-/// namespace keys are Pilus's to set.
-const RESERVED_KEY_PREFIXES: &[&str] = &[
-    "io.containerd.",
-    "io.cri-containerd.",
-    "nerdctl/",
+/// Key prefixes of the runtime's own bookkeeping, not the workload's:
+/// containerd copies image settings such as
+/// `io.containerd.image.config.stop-signal` onto every container, and in an
+/// identity they would split one workload into many. Skipped without a
+/// note (every container has them).
+const RUNTIME_KEY_PREFIXES: &[&str] = &["io.containerd.", "io.cri-containerd.", "nerdctl/"];
+
+/// Keys Pilus sets itself (the pod's namespace and its namespace's
+/// labels): a container may not claim them. Skipped with a note.
+const PILUS_KEY_PREFIXES: &[&str] = &[
     "io.kubernetes.pod.namespace",
     "io.cilium.k8s.namespace.labels.",
 ];
@@ -457,15 +458,19 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration, limit: usize) -> Result<
 }
 
 /// Splits the runtime's labels into those passed to the agent (`key=value`,
-/// in key order, at most [`MAX_LABELS`]) and a note for each one skipped.
+/// in key order, at most [`MAX_LABELS`]) and a note for each one skipped
+/// (but the runtime's own, which every container has).
 pub fn filter(labels: &BTreeMap<String, String>) -> (Vec<String>, Vec<String>) {
     let mut kept = Vec::new();
     let mut notes = Vec::new();
     for (key, value) in labels {
         let shown = || format!("{:?}", truncated(&format!("{key}={value}")));
-        if let Some(p) = RESERVED_KEY_PREFIXES.iter().find(|p| key.starts_with(*p)) {
+        if RUNTIME_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            continue;
+        }
+        if let Some(p) = PILUS_KEY_PREFIXES.iter().find(|p| key.starts_with(*p)) {
             notes.push(format!(
-                "runtime label {} skipped: {p:?} keys belong to the runtime or to Pilus",
+                "runtime label {} skipped: {p:?} keys are set by Pilus",
                 shown()
             ));
         } else if let Err(why) = check_label(key, value) {
@@ -580,10 +585,13 @@ mod tests {
             ("d:e", "x"),
         ]));
         assert_eq!(kept, vec!["app=web", "example.com/team=a_b.c-d", "tier="]);
-        assert_eq!(notes.len(), 10, "{notes:#?}");
+        assert_eq!(notes.len(), 8, "{notes:#?}");
+        assert!(!notes
+            .iter()
+            .any(|n| n.contains("stop-signal") || n.contains("nerdctl")));
         assert!(notes
             .iter()
-            .any(|n| n.contains("stop-signal") && n.contains("belong to the runtime")));
+            .any(|n| n.contains("io.kubernetes.pod.namespace") && n.contains("set by Pilus")));
         assert!(notes
             .iter()
             .any(|n| n.contains("\"bad key=x\"") && n.contains("not a Kubernetes label")));

@@ -176,7 +176,8 @@ fn containerd_labels_reach_the_endpoint_and_a_bad_runtime_never_fails_the_add() 
     let auto = conf(&node, None);
 
     // 1. Labels read from "containerd": valid ones pass as `runtime`
-    //    labels, the runtime's own and invalid ones are skipped with a note.
+    //    labels; the runtime's own are skipped, and invalid ones and
+    //    Pilus's own keys with a note.
     let (ns, id) = ("t14rt-ns", "web-1");
     let cid = format!("{ns}-{id}");
     let marker = std::env::temp_dir().join("pilus-t14rt-fake-labels/ctr-ran");
@@ -192,6 +193,7 @@ fn containerd_labels_reach_the_endpoint_and_a_bad_runtime_never_fails_the_add() 
                 "app": "web",
                 "tier": "front",
                 "io.containerd.image.config.stop-signal": "SIGTERM",
+                "io.kubernetes.pod.namespace": "other",
                 "bad key": "x",
             }),
         ),
@@ -204,11 +206,15 @@ fn containerd_labels_reach_the_endpoint_and_a_bad_runtime_never_fails_the_add() 
     let mut got = runtime_labels(&ep);
     got.sort();
     assert_eq!(got, vec!["k8s:app=web", "k8s:tier=front"], "{ep:?}");
+    // The runtime's own labels are skipped quietly, the others named.
     assert!(
-        out.stderr.contains("stop-signal") && out.stderr.contains("\"bad key=x\""),
-        "the skipped labels are not named: {}",
+        !out.stderr.contains("stop-signal")
+            && out.stderr.contains("\"bad key=x\"")
+            && out.stderr.contains("\"io.kubernetes.pod.namespace=other\""),
+        "{}",
         out.stderr
     );
+    assert_eq!(ep.namespace, "default");
     del(&node, &cid, &auto);
 
     // 2. `runtimeLabels: off` never asks.
