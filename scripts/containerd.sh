@@ -7,9 +7,10 @@
 # system's /etc/containerd, /var/lib/containerd and /run/containerd/containerd.sock are
 # never used), the test image localhost/pilus-busybox:latest built from busybox-static,
 # and tearing all of it down again (tasks, containers, shims, mounts, cgroups, DIR).
-# Outside DIR containerd 1.6 still uses fixed paths: the shims' sockets in
-# /run/containerd/s/ (removed by containerd_cleanup) and the cgroup /NAMESPACE/ID of
-# each container (removed too).
+# Outside DIR containerd 1.6 and ctr still use fixed paths: the shims' sockets in
+# /run/containerd/s/, the cgroup /NAMESPACE/ID of each container, and libcni's cache
+# /var/lib/cni/results/NETWORK-NAMESPACE-ID-IFNAME from ADD to DEL (containerd_cleanup
+# removes all three).
 #
 # Functions
 #   containerd_install      apt-get containerd, runc, util-linux, busybox-static (only what
@@ -252,6 +253,8 @@ containerd_cleanup() {
         done
         for id in $(c -n "$n" containers ls -q 2>/dev/null); do
           c -n "$n" containers delete "$id" >/dev/null 2>&1
+          # libcni's cache of an ADD whose DEL never came (ctr run -d, a killed ctr).
+          rm -f /var/lib/cni/results/*-"$n-$id"-* 2>/dev/null
         done
         cgroups+=("$n")
       done
