@@ -26,7 +26,8 @@
 #                           of bare `podman`
 #   podman_image            import localhost/pilus-busybox:latest (CMD /bin/sh) and
 #                           localhost/pilus-pause:latest (CMD /pause, pods' infra) from
-#                           /bin/busybox of busybox-static into DIR's storage (no-op if there)
+#                           /bin/busybox of busybox-static (scripts/rootfs.sh) into DIR's
+#                           storage (no-op if there)
 #   podman_cleanup [DIR]    remove every container of DIR's storage, the netns podman made
 #                           for them, leftover processes/mounts, and DIR; never fails (trap-safe)
 #
@@ -77,6 +78,8 @@
 #   * crun cannot run containers on this kernel's hybrid cgroups: runtime = runc.
 
 # shellcheck shell=bash
+# shellcheck source=scripts/rootfs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/rootfs.sh"
 PILUS_PODMAN_IMAGE=${PILUS_PODMAN_IMAGE:-localhost/pilus-busybox:latest}
 # Same rootfs, CMD /pause: the infra container of pods (podman pod create).
 PILUS_PODMAN_PAUSE_IMAGE=${PILUS_PODMAN_PAUSE_IMAGE:-localhost/pilus-pause:latest}
@@ -218,22 +221,9 @@ pmn() {
 podman_image() {
   pmn image exists "$PILUS_PODMAN_IMAGE" && pmn image exists "$PILUS_PODMAN_PAUSE_IMAGE" &&
     return 0
-  local root a
+  local root
   root=$(mktemp -d "$PODMAN_DIR/tmp/rootfs.XXXXXX")
-  mkdir -p "$root"/{bin,etc,dev,proc,sys,tmp,root,run,var/tmp}
-  chmod 1777 "$root/tmp" "$root/var/tmp"
-  cp /bin/busybox "$root/bin/busybox"
-  for a in $("$root/bin/busybox" --list); do
-    [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"
-  done
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' \
-    >"$root/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-  # Infra process of `pmn pod create` (containers.conf infra_command): exits on SIGTERM,
-  # unlike a bare sleep as PID 1, so pods stop at once.
-  printf '#!/bin/sh\ntrap "exit 0" TERM INT\nwhile :; do sleep 3600 & wait $!; done\n' \
-    >"$root/pause"
-  chmod 755 "$root/pause"
+  busybox_rootfs "$root"
   local rc=0
   tar -C "$root" -cf "$root.tar" . &&
     pmn import -q --change 'CMD ["/bin/sh"]' --change 'ENV PATH=/bin' \

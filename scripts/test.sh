@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test tier of Pilus on a fresh Debian machine: installs what is
 # missing (clang-19, libbpf-dev, iproute2, protobuf-compiler, etcd-server;
-# podman, runc, busybox-static for the container-runtime test), then format,
-# lints and
+# podman, runc, busybox-static and containerd for the container-runtime
+# tests), then format, lints and
 # `cargo test --workspace`. Tiers 2 and 3 load BPF programs and build network
 # namespaces, so this must run as root; it fails loudly otherwise.
 set -euo pipefail
@@ -15,9 +15,12 @@ fi
 
 source scripts/deps.sh
 source scripts/podman.sh
+source scripts/containerd.sh
 pilus_build_deps
-# The podman test drives pilus-cni through a real runtime (runc, CNI backend).
+# The podman and containerd tests drive pilus-cni through real runtimes (runc; podman's
+# CNI backend, `ctr run --cni`), each isolated under a scratch directory of its own.
 podman_install
+containerd_install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -3,8 +3,11 @@
 //! directly in `CNI_NETNS` as `CNI_IFNAME`), asks the agent for the
 //! endpoint (address, identity, programs, maps), then configures the pod's
 //! address and routes. Every failure undoes what was done before it, so a
-//! failed ADD leaves no link and no address allocated.
+//! failed ADD leaves no link and no address allocated. ADD also passes the
+//! container's labels from the runtime's metadata ([`crate::runtime`]);
+//! those can only add to an ADD, never make it fail.
 
+use crate::runtime;
 use crate::spec::{self, code, Attached, CniError, Command, Env, NetConf};
 use pilus_api_types as api;
 use pilus_api_types::paths;
@@ -24,7 +27,9 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one command: `Ok(Some(json))` is printed on stdout, `Ok(None)`
 /// prints nothing (DEL, STATUS, GC), `Err` is printed as a CNI error.
-pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+/// `notes` gets what the runtime's user should read although the command
+/// succeeded (runtime labels skipped or unreadable), one line each.
+pub fn run(env: &Env, stdin: &[u8], notes: &mut Vec<String>) -> Result<Option<Value>, CniError> {
     if env.command == Command::Version {
         // VERSION may come with an empty stdin, or just {"cniVersion": ...}.
         let requested = serde_json::from_slice::<Value>(stdin).ok().and_then(|v| {
@@ -37,7 +42,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
     let conf = NetConf::parse(stdin)?;
     let agent = Client::new(&conf.socket).with_timeout(AGENT_TIMEOUT);
     match env.command {
-        Command::Add => add(env, &conf, &agent).map(Some),
+        Command::Add => add(env, &conf, &agent, notes).map(Some),
         Command::Del => del(env, &agent).map(|()| None),
         Command::Check => check(env, &conf, &agent).map(|()| None),
         Command::Status => status(&agent).map(|()| None),
@@ -118,7 +123,12 @@ fn added_twice(env: &Env, ep: &api::Endpoint) -> CniError {
     )
 }
 
-fn add(env: &Env, conf: &NetConf, agent: &Client) -> Result<Value, CniError> {
+fn add(
+    env: &Env,
+    conf: &NetConf,
+    agent: &Client,
+    notes: &mut Vec<String>,
+) -> Result<Value, CniError> {
     let netns = open_netns(&env.netns)?;
     // Ask before making anything: an agent that is down costs no veth.
     let status = agent
@@ -141,6 +151,9 @@ fn add(env: &Env, conf: &NetConf, agent: &Client) -> Result<Value, CniError> {
             ),
         ));
     }
+    // Before the veth exists, so that a slow runtime holds nothing.
+    let from_runtime = runtime::read(conf.runtime_labels, &env.container_id, &env.netns);
+    notes.extend(from_runtime.notes);
     let host_ifname = api::host_ifname(&env.container_id, &env.ifname);
     let mut nl = Netlink::open().map_err(|e| netlink_error("ADD: opening rtnetlink", e))?;
     let pair = match pod::create(&mut nl, &host_ifname, netns.as_fd(), &env.ifname) {
@@ -169,7 +182,7 @@ fn add(env: &Env, conf: &NetConf, agent: &Client) -> Result<Value, CniError> {
         let _ = nl.delete_link(&host_ifname);
     };
 
-    let req = api::EndpointCreate {
+    let mut req = api::EndpointCreate {
         container_id: env.container_id.clone(),
         netns: env.netns.clone(),
         ifname: env.ifname.clone(),
@@ -187,9 +200,22 @@ fn add(env: &Env, conf: &NetConf, agent: &Client) -> Result<Value, CniError> {
         host_ifname: Some(host_ifname.clone()),
         mac: Some(pod::mac_string(&pair.pod.mac)),
         cni_network: Some(conf.name.clone()),
-        runtime_labels: Vec::new(),
+        runtime_labels: from_runtime.labels,
     };
-    let created: api::EndpointCreated = match agent.post_json(paths::ENDPOINTS, &req) {
+    let mut created = agent.post_json::<_, api::EndpointCreated>(paths::ENDPOINTS, &req);
+    // The labels were checked as the agent checks them; should it refuse
+    // them all the same (a stricter agent), the pod still gets its network.
+    if let Err(pilus_client::Error::Status { status, message }) = &created {
+        if (400..500).contains(status) && !req.runtime_labels.is_empty() {
+            notes.push(format!(
+                "the Pilus agent refused the endpoint with the runtime labels {:?} ({message}); added without them",
+                req.runtime_labels
+            ));
+            req.runtime_labels.clear();
+            created = agent.post_json(paths::ENDPOINTS, &req);
+        }
+    }
+    let created = match created {
         Ok(c) => c,
         Err(e) => {
             undo_link(&mut nl);

@@ -225,6 +225,9 @@ pub struct NetConf {
     pub valid_attachments: Option<Value>,
     /// `gcGraceSeconds`: endpoints younger than this survive GC.
     pub gc_grace_seconds: u64,
+    /// `runtimeLabels`: whether ADD reads the container's labels from the
+    /// runtime's metadata ([`crate::runtime`]).
+    pub runtime_labels: crate::runtime::Mode,
 }
 
 fn bad_config(msg: String) -> CniError {
@@ -340,6 +343,15 @@ impl NetConf {
                     ))
                 })?,
         };
+        let runtime_labels = match string("runtimeLabels")? {
+            None => crate::runtime::Mode::default(),
+            Some(m) => crate::runtime::Mode::parse(&m).ok_or_else(|| {
+                bad_config(format!(
+                    "runtimeLabels {m:?} is not one of {}",
+                    crate::runtime::Mode::NAMES.join(", ")
+                ))
+            })?,
+        };
         Ok(NetConf {
             cni_version,
             name,
@@ -348,6 +360,7 @@ impl NetConf {
             prev_result,
             valid_attachments: obj.get("cni.dev/valid-attachments").cloned(),
             gc_grace_seconds,
+            runtime_labels,
         })
     }
 
@@ -568,6 +581,18 @@ mod tests {
         );
         let d = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","type":"pilus-cni"}"#).unwrap();
         assert_eq!(d.socket, DEFAULT_SOCKET);
+        assert_eq!(d.runtime_labels, crate::runtime::Mode::Auto);
+        for (v, m) in [
+            ("off", crate::runtime::Mode::Off),
+            ("containerd", crate::runtime::Mode::Containerd),
+            ("auto", crate::runtime::Mode::Auto),
+        ] {
+            let c = NetConf::parse(
+                format!(r#"{{"cniVersion":"1.0.0","name":"n","runtimeLabels":"{v}"}}"#).as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(c.runtime_labels, m);
+        }
     }
 
     #[test]
@@ -585,6 +610,8 @@ mod tests {
             (br#"{"cniVersion":"1.0.0","name":"n","args":{"cni":{"labels":["app=web"]}}}"#, code::INVALID_CONFIG, "labels"),
             (br#"{"cniVersion":"1.0.0","name":"n","args":{"cni":{"labels":[{"key":"","value":"x"}]}}}"#, code::INVALID_CONFIG, "labels"),
             (br#"{"cniVersion":"1.0.0","name":"n","prevResult":[]}"#, code::INVALID_CONFIG, "prevResult"),
+            (br#"{"cniVersion":"1.0.0","name":"n","runtimeLabels":"podman"}"#, code::INVALID_CONFIG, "runtimeLabels"),
+            (br#"{"cniVersion":"1.0.0","name":"n","runtimeLabels":true}"#, code::INVALID_CONFIG, "runtimeLabels"),
         ];
         for (input, code, needle) in cases {
             let e = NetConf::parse(input).unwrap_err();

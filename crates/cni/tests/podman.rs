@@ -3,7 +3,10 @@
 //! node namespace (podman runs under `nsenter --net` into that namespace,
 //! so the host side of every veth lives there, not in the root namespace).
 //! Containers get their address from Pilus, reach each other, and a policy
-//! imported with `pilus policy import` is enforced on them. Podman's own
+//! imported with `pilus policy import` is enforced on them. Podman passes a
+//! plugin no container labels (issue 14, docs/runtimes.md): a container's
+//! labels come from the network's `args.cni.labels`, or are given to its
+//! endpoint afterwards with `pilus endpoint labels`. Podman's own
 //! 10.88.0.0/16 network can never be used: its plugin directory holds only
 //! pilus-cni (see scripts/podman.sh).
 //!
@@ -44,6 +47,9 @@ struct Podman {
 impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = self.podman.bash("podman_cleanup \"$PODMAN_DIR\"", false);
+        // podman_cleanup removed $PODMAN_DIR; the plugin directory and the
+        // policy file are beside it.
+        let _ = std::fs::remove_dir_all(&self.podman.dir);
         if let Err(e) = Lab::down(&self.lab.paths) {
             eprintln!("tearing down the test lab: {e}");
         }
@@ -104,7 +110,9 @@ impl Podman {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    /// A node (lab `prefix`) and a podman of its own under
+    /// $TMPDIR/`dir_name`: tests of this file may run side by side.
+    fn new(prefix: &str, dir_name: &str) -> Fixture {
         assert!(
             unsafe { libc::geteuid() } == 0,
             "the podman test needs root"
@@ -119,7 +127,6 @@ impl Fixture {
                 "{tool} is not installed: scripts/test.sh installs it (apt)"
             );
         }
-        let prefix = "t8pm";
         let bin_dir = plugin().parent().unwrap().to_path_buf();
         let paths = Paths {
             dir: std::env::temp_dir().join(format!("pilus-{prefix}")),
@@ -129,7 +136,7 @@ impl Fixture {
         };
         let _ = Lab::down(&paths);
         let lab = Lab::up(paths, Plan::new(prefix, 1, 0).unwrap(), false).expect("lab up");
-        let dir = std::env::temp_dir().join("pilus-t8-podman");
+        let dir = std::env::temp_dir().join(dir_name);
         let podman = Podman {
             dir: dir.clone(),
             netns: lab.state.nodes[0].netns.clone(),
@@ -153,6 +160,73 @@ impl Fixture {
         self.client().get_json(paths::ENDPOINTS).unwrap()
     }
 
+    /// Runs the pilus CLI against the node's agent; asserts it succeeds.
+    fn pilus(&self, args: &[&str]) -> String {
+        let out = Command::new(self.lab.paths.bin_dir.join("pilus"))
+            .arg("--socket")
+            .arg(&self.lab.state.nodes[0].socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pilus {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Imports the policy that lets only app=client into app=web (port 80).
+    fn import_web_from_client(&self) {
+        let policy = self.podman.dir.join("web-from-client.yaml");
+        std::fs::write(&policy, WEB_FROM_CLIENT).unwrap();
+        self.pilus(&["policy", "import", &policy.display().to_string()]);
+    }
+
+    /// `wget` from inside running container `name`; the page, or None.
+    fn fetch_from(&self, name: &str, url: &str) -> Option<String> {
+        let (ok, out) = self.podman.bash(
+            &format!("pmn exec {name} sh -c 'timeout 3 wget -q -O - {url}; exit $?'"),
+            false,
+        );
+        ok.then(|| out.trim().to_string())
+    }
+
+    /// Starts the web container on the app=web network; its endpoint.
+    fn start_web(&self) -> api::Endpoint {
+        self.podman.bash(
+            "pmn run -d --name web --network pilus-web \"$PILUS_PODMAN_IMAGE\" \
+             sh -c 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www' >/dev/null",
+            true,
+        );
+        let eps = self.endpoints();
+        eps.into_iter()
+            .find(|e| e.pod_name.as_deref() == Some("web"))
+            .unwrap_or_else(|| panic!("no endpoint for the web container"))
+    }
+
+    /// Waits until no endpoint is left, then checks that no address and no
+    /// host link is either.
+    fn assert_all_gone(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.endpoints().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "endpoints left: {:?}",
+                self.endpoints()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let s: api::Status = self.client().get_json(paths::STATUS).unwrap();
+        assert_eq!(s.ipam_used, 0);
+        let links = Command::new("ip")
+            .args(["-n", &self.lab.state.nodes[0].netns, "-o", "link", "show"])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(!links.contains("lxc"), "host links left: {links}");
+    }
+
     /// `wget` from a fresh container on `network`; the page, or None.
     /// (busybox-static's `wget -T` crashes, so `timeout` bounds it; under a
     /// shell, because as PID 1 wget would ignore timeout's SIGTERM.)
@@ -165,21 +239,14 @@ impl Fixture {
     }
 }
 
+const WEB_FROM_CLIENT: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: web-from-client\n  namespace: default\nspec:\n  endpointSelector:\n    matchLabels:\n      app: web\n  ingress:\n  - fromEndpoints:\n    - matchLabels:\n        app: client\n    toPorts:\n    - ports:\n      - port: \"80\"\n        protocol: TCP\n";
+
 #[test]
 fn podman_containers_get_pilus_addresses_traffic_and_policy() {
-    let f = Fixture::new();
+    let f = Fixture::new("t8pm", "pilus-t8-podman");
 
     // A server container on the labelled network.
-    f.podman.bash(
-        "pmn run -d --name web --network pilus-web \"$PILUS_PODMAN_IMAGE\" \
-         sh -c 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www' >/dev/null",
-        true,
-    );
-    let eps = f.endpoints();
-    let web = eps
-        .iter()
-        .find(|e| e.pod_name.as_deref() == Some("web"))
-        .unwrap_or_else(|| panic!("no endpoint for the web container: {eps:?}"));
+    let web = &f.start_web();
     assert_eq!(web.ipv4.octets()[..3], [198, 18, 1], "{web:?}");
     assert!(
         web.labels.iter().any(|l| l.ends_with("app=web")),
@@ -210,25 +277,7 @@ fn podman_containers_get_pilus_addresses_traffic_and_policy() {
     assert_eq!(f.fetch("pilus", &url).as_deref(), Some("hello-from-web"));
 
     // A policy imported with `pilus policy import`: only app=client in.
-    let policy = f.podman.dir.join("web-from-client.yaml");
-    std::fs::write(
-        &policy,
-        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: web-from-client\n  namespace: default\nspec:\n  endpointSelector:\n    matchLabels:\n      app: web\n  ingress:\n  - fromEndpoints:\n    - matchLabels:\n        app: client\n    toPorts:\n    - ports:\n      - port: \"80\"\n        protocol: TCP\n",
-    )
-    .unwrap();
-    let pilus = f.lab.paths.bin_dir.join("pilus");
-    let out = Command::new(&pilus)
-        .arg("--socket")
-        .arg(&f.lab.state.nodes[0].socket)
-        .args(["policy", "import"])
-        .arg(&policy)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    f.import_web_from_client();
     assert_eq!(
         f.fetch("pilus-client", &url).as_deref(),
         Some("hello-from-web")
@@ -241,21 +290,77 @@ fn podman_containers_get_pilus_addresses_traffic_and_policy() {
 
     // Removing the containers removes their endpoints and links.
     f.podman.bash("pmn rm -f -t 0 web >/dev/null", true);
+    f.assert_all_gone();
+}
+
+/// Issue 14: `podman run --label` does not reach the plugin (podman 4.3
+/// passes none at ADD, and its container is locked meanwhile), so a policy
+/// on app=client denies such a container until its endpoint is labelled
+/// with `pilus endpoint labels`; deleting the label denies it again. Real
+/// connections from inside the running container each time.
+#[test]
+fn podman_container_labelled_with_pilus_endpoint_labels() {
+    let f = Fixture::new("t14rtpm", "pilus-t14rt-podman");
+    let web = f.start_web();
+    let url = format!("http://{}/", web.ipv4);
+    let (_, id) = f.podman.bash(
+        "pmn run -d --name client --label app=client --network pilus \"$PILUS_PODMAN_IMAGE\" sleep 600",
+        true,
+    );
+    let id = id.trim().to_string();
+    let client = f
+        .endpoints()
+        .into_iter()
+        .find(|e| e.container_id == id)
+        .unwrap_or_else(|| panic!("no endpoint for container {id}"));
+    let app_labels = |ep: &api::Endpoint| -> Vec<String> {
+        ep.labels
+            .iter()
+            .filter(|l| l.contains("app="))
+            .cloned()
+            .collect()
+    };
+    // Podman's --label never reached the endpoint.
+    assert_eq!(app_labels(&client), Vec::<String>::new(), "{client:?}");
+
+    // Before any policy the client reaches web (httpd may need a moment).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !f.endpoints().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "endpoints left: {:?}",
-            f.endpoints()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    while f.fetch_from("client", &url).as_deref() != Some("hello-from-web") {
+        assert!(Instant::now() < deadline, "web never answered the client");
+        std::thread::sleep(Duration::from_millis(200));
     }
-    let s: api::Status = f.client().get_json(paths::STATUS).unwrap();
-    assert_eq!(s.ipam_used, 0);
-    let links = Command::new("ip")
-        .args(["-n", &f.lab.state.nodes[0].netns, "-o", "link", "show"])
-        .output()
+    f.import_web_from_client();
+    assert_eq!(
+        f.fetch_from("client", &url),
+        None,
+        "an unlabelled podman container got through the policy"
+    );
+
+    // Labelled by its container id, as `podman run -d` printed it.
+    f.pilus(&["endpoint", "labels", &id, "--add", "app=client"]);
+    let ep: api::Endpoint = f
+        .client()
+        .get_json(&format!("{}/{}", paths::ENDPOINTS, client.id))
         .unwrap();
-    let links = String::from_utf8_lossy(&links.stdout);
-    assert!(!links.contains("lxc"), "host links left: {links}");
+    assert!(
+        ep.label_sources
+            .iter()
+            .any(|l| l.label.ends_with("app=client") && l.source == "user"),
+        "{ep:?}"
+    );
+    assert_eq!(
+        f.fetch_from("client", &url).as_deref(),
+        Some("hello-from-web"),
+        "the labelled client was denied"
+    );
+
+    f.pilus(&["endpoint", "labels", &id, "--delete", "app"]);
+    assert_eq!(
+        f.fetch_from("client", &url),
+        None,
+        "the client got through after its label was deleted"
+    );
+
+    f.podman.bash("pmn rm -f -t 0 client web >/dev/null", true);
+    f.assert_all_gone();
 }

@@ -21,6 +21,13 @@ pub fn plugin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pilus-cni"))
 }
 
+fn assert_root() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the CNI driver tests need root"
+    );
+}
+
 /// One node with its agent; removed on drop.
 pub struct Node {
     pub lab: Lab,
@@ -36,17 +43,20 @@ impl Drop for Node {
 
 impl Node {
     pub fn new(tag: &str) -> Node {
-        assert!(
-            unsafe { libc::geteuid() } == 0,
-            "the CNI driver tests need root"
-        );
-        let prefix = format!("t7{tag}");
+        assert_root();
+        pilus_netns::remove_stale("t7pod").unwrap();
+        Node::with_prefix(&format!("t7{tag}"))
+    }
+
+    /// A node whose lab, pins and namespaces are named after `prefix`.
+    pub fn with_prefix(prefix: &str) -> Node {
+        assert_root();
+        let prefix = prefix.to_string();
         let bin_dir = plugin().parent().unwrap().to_path_buf();
         assert!(
             bin_dir.join("pilusd").exists() && bin_dir.join("pilus").exists(),
             "pilusd and pilus must be built next to pilus-cni: run `cargo build --workspace --bins` first"
         );
-        pilus_netns::remove_stale("t7pod").unwrap();
         let paths = Paths {
             dir: std::env::temp_dir().join(format!("pilus-{prefix}")),
             pins: PathBuf::from(format!("/sys/fs/bpf/pilus-{prefix}")),
