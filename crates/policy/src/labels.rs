@@ -89,6 +89,15 @@ impl Label {
                 self.source
             )));
         }
+        // Pilus derives these from the pod's namespace: a pod label with
+        // one of these keys would pass for another namespace (or its
+        // labels) in every namespaceSelector.
+        if self.key == NAMESPACE_LABEL || self.key.starts_with(NAMESPACE_LABELS_PREFIX) {
+            return Err(fail(format!(
+                "the key {:?} is set by Pilus from the pod's namespace; pod labels cannot set it",
+                self.key
+            )));
+        }
         let (prefix, name) = match self.key.rsplit_once('/') {
             Some((p, n)) => (Some(p), n),
             None => (None, self.key.as_str()),
@@ -279,6 +288,9 @@ mod tests {
             "Bad.Prefix/app=x",
             "a/b/c=x",
             "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            // Found reviewing the runtime-label path: namespace spoofing.
+            "io.kubernetes.pod.namespace=kube-system",
+            "io.cilium.k8s.namespace.labels.team=ops",
         ];
         for l in bad {
             assert!(
