@@ -16,7 +16,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use pilus_abi::consts::{CALL_IPV4_FROM_LXC, CALL_IPV4_TO_LXC};
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsFd, BorrowedFd},
+    path::{Path, PathBuf},
+};
 
 /// The entry and tail-call programs of bpf_lxc.c.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +199,15 @@ impl Datapath {
             .ok_or(Error::MissingProgram { name: p.name() })?
             .try_into()
             .map_err(|e| Error::program(p.name(), e))
+    }
+
+    /// The fd of loaded program `p`, e.g. to attach it by fd.
+    pub fn program_fd(&self, p: Program) -> Result<BorrowedFd<'_>, Error> {
+        Ok(self
+            .classifier(p)?
+            .fd()
+            .map_err(|e| Error::program(p.name(), e))?
+            .as_fd())
     }
 
     pub(crate) fn classifier_mut(&mut self, p: Program) -> Result<&mut SchedClassifier, Error> {
