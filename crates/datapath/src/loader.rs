@@ -4,6 +4,7 @@
 //! array filled. After this, endpoints and policy only write maps.
 
 use crate::{
+    attach::AttachMode,
     bpffs, clock,
     config::{NodeConfig, PodCidr},
     objects,
@@ -80,6 +81,7 @@ pub struct Datapath {
     pin_dir: Option<PathBuf>,
     hz: u32,
     pub(crate) pod_cidr: PodCidr,
+    pub(crate) attach_mode: AttachMode,
 }
 
 /// Map sizes that depend on the node. The one table both aya's loader and
@@ -144,6 +146,7 @@ impl Datapath {
             pin_dir: opts.pin_dir.clone(),
             hz,
             pod_cidr,
+            attach_mode: AttachMode::default(),
         };
         dp.fill_tail_calls()?;
         tracing::debug!(pin_dir = ?dp.pin_dir, "datapath loaded");
