@@ -94,15 +94,15 @@ impl PolicyMap for Pinned {
 impl Links for Pinned {
     fn attach(&self, host_ifname: &str) -> DpResult<()> {
         self.dp()
-            .attach_endpoint_pinned(host_ifname)
+            .attach_endpoint_lasting(host_ifname)
             .map_err(err("attach the pod programs"))
     }
     fn attached(&self, host_ifname: &str) -> bool {
-        self.dp().endpoint_links_pinned(host_ifname)
+        self.dp().endpoint_attached(host_ifname)
     }
     fn detach(&self, host_ifname: &str) -> DpResult<()> {
         self.dp()
-            .detach_endpoint_pinned(host_ifname)
+            .detach_endpoint_lasting(host_ifname)
             .map_err(err("detach the pod programs"))
     }
 }

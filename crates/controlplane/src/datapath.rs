@@ -51,7 +51,8 @@ pub trait PolicyMap: Send + Sync {
     fn revision(&self) -> DpResult<u32>;
 }
 
-/// The pod programs on a host-side veth (pinned so they outlive the agent).
+/// The pod programs on a host-side veth, attached so that they outlive the
+/// agent; `attached` tells a restarted agent what is already there.
 pub trait Links: Send + Sync {
     fn attach(&self, host_ifname: &str) -> DpResult<()>;
     fn attached(&self, host_ifname: &str) -> bool;

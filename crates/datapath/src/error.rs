@@ -87,8 +87,28 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("pinned links need a datapath loaded with a pin directory")]
+    #[error("lasting attachments need a datapath loaded with a pin directory")]
     NotPinned,
+    #[error("rtnetlink on {ifname}")]
+    Netlink {
+        ifname: String,
+        #[source]
+        source: Box<pilus_netlink::Error>,
+    },
+    #[error("no link called {ifname}")]
+    NoSuchLink { ifname: String },
+    /// Both ways of attaching failed: the first one's error (with its
+    /// causes) is in the message, the fallback's is the source.
+    #[error(
+        "attaching the pod programs to {ifname}: {}; the fallback failed too",
+        chain(first.as_ref())
+    )]
+    AttachEndpoint {
+        ifname: String,
+        first: Box<Error>,
+        #[source]
+        fallback: Box<Error>,
+    },
     #[error("invalid BTF in {what}: {reason}")]
     Btf { what: &'static str, reason: String },
     #[error("invalid pod CIDR {network}/{prefix_len}: {reason}")]
@@ -104,6 +124,18 @@ pub enum Error {
     },
     #[error("invalid policy entry")]
     PortRange(#[from] pilus_abi::PortRangeError),
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 impl Error {

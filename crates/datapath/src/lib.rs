@@ -1,7 +1,8 @@
 //! The Pilus datapath from userspace: the BPF objects compiled at build time,
 //! loaded with aya, configured through load-time globals, pinned under bpffs,
-//! attached to pod veths, and driven through typed maps. No syscalls happen
-//! anywhere else in Pilus; control-plane crates talk to this one.
+//! attached to pod veths (rtnetlink through pilus-netlink for the tc
+//! filters), and driven through typed maps. No BPF syscalls happen anywhere
+//! else in Pilus; control-plane crates talk to this one.
 
 mod attach;
 pub mod bpffs;
@@ -14,9 +15,10 @@ mod loader;
 mod maps;
 pub mod objects;
 pub mod pins;
+mod sys;
 pub mod testrun;
 
-pub use attach::EndpointLinks;
+pub use attach::{AttachMode, EndpointLinks};
 pub use config::{NodeConfig, PodCidr};
 pub use error::Error;
 pub use events::EventReader;

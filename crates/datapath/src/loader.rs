@@ -4,6 +4,7 @@
 //! array filled. After this, endpoints and policy only write maps.
 
 use crate::{
+    attach::AttachMode,
     bpffs, clock,
     config::{NodeConfig, PodCidr},
     objects,
@@ -16,7 +17,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use pilus_abi::consts::{CALL_IPV4_FROM_LXC, CALL_IPV4_TO_LXC};
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsFd, BorrowedFd},
+    path::{Path, PathBuf},
+};
 
 /// The entry and tail-call programs of bpf_lxc.c.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +81,7 @@ pub struct Datapath {
     pin_dir: Option<PathBuf>,
     hz: u32,
     pub(crate) pod_cidr: PodCidr,
+    pub(crate) attach_mode: AttachMode,
 }
 
 /// Map sizes that depend on the node. The one table both aya's loader and
@@ -141,6 +146,7 @@ impl Datapath {
             pin_dir: opts.pin_dir.clone(),
             hz,
             pod_cidr,
+            attach_mode: AttachMode::default(),
         };
         dp.fill_tail_calls()?;
         tracing::debug!(pin_dir = ?dp.pin_dir, "datapath loaded");
@@ -196,6 +202,15 @@ impl Datapath {
             .ok_or(Error::MissingProgram { name: p.name() })?
             .try_into()
             .map_err(|e| Error::program(p.name(), e))
+    }
+
+    /// The fd of loaded program `p`, e.g. to attach it by fd.
+    pub fn program_fd(&self, p: Program) -> Result<BorrowedFd<'_>, Error> {
+        Ok(self
+            .classifier(p)?
+            .fd()
+            .map_err(|e| Error::program(p.name(), e))?
+            .as_fd())
     }
 
     pub(crate) fn classifier_mut(&mut self, p: Program) -> Result<&mut SchedClassifier, Error> {

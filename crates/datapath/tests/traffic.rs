@@ -1,6 +1,8 @@
 //! Tier 3: real traffic. A node namespace and two pod namespaces joined to it
-//! by veth pairs; the programs attached with TCX to the host-side veths; policy
-//! written by the test; real TCP, UDP and ICMP from the pods' own stacks.
+//! by veth pairs; the programs attached to the host-side veths (with TCX
+//! links the test owns, or lastingly as the agent attaches them: tc filters,
+//! TCX pins as the fallback); policy written by the test; real TCP, UDP and
+//! ICMP from the pods' own stacks.
 //!
 //! The node has no address for the pods' gateway (198.18.0.1) and
 //! ip_forward=0: pods only reach each other because the datapath answers the
@@ -10,7 +12,10 @@
 //! link and pin, also when an assertion fails.
 
 use pilus_abi::{consts::*, Be32, EndpointInfo, IpcacheValue};
-use pilus_datapath::{Datapath, EndpointLinks, LoadOptions, NodeConfig, PodCidr, PolicyEntry};
+use pilus_datapath::{
+    AttachMode, Datapath, EndpointLinks, LoadOptions, NodeConfig, PodCidr, PolicyEntry,
+};
+use pilus_netlink::{BpfFilter, Netlink, TcHook};
 use pilus_netns::{probe, veth_pair, NetNs};
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -59,8 +64,38 @@ struct Node {
 
 fn pod(node: &NetNs, host_if: &str, ip: Ipv4Addr, id: u32, ep_id: u16) -> Pod {
     let ns = NetNs::new("t3pod").expect("pod namespace");
-    veth_pair(node, host_if, &ns, "eth0").expect("veth");
     ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+    let ep = plug(node, host_if, &ns, ip, id, ep_id);
+    Pod { ns, ip, ep }
+}
+
+/// The pods' endpoints and ipcache entries, into a datapath's maps.
+fn write_pods(dp: &mut Datapath, a: &Pod, b: &Pod) {
+    dp.upsert_endpoint(&a.ep).unwrap();
+    dp.upsert_endpoint(&b.ep).unwrap();
+    for (ip, id) in [(IP_A, ID_A), (IP_B, ID_B)] {
+        dp.upsert_ipcache(
+            ip,
+            32,
+            &IpcacheValue {
+                sec_identity: id,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+}
+
+/// The veth pair of a pod, its address and routes; the endpoint it makes.
+fn plug(
+    node: &NetNs,
+    host_if: &str,
+    ns: &NetNs,
+    ip: Ipv4Addr,
+    id: u32,
+    ep_id: u16,
+) -> EndpointInfo {
+    veth_pair(node, host_if, ns, "eth0").expect("veth");
     ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])
         .unwrap();
     // As a CNI plugin configures a pod: the gateway is on-link, and default.
@@ -84,7 +119,7 @@ fn pod(node: &NetNs, host_if: &str, ip: Ipv4Addr, id: u32, ep_id: u16) -> Pod {
         "eth0",
     ])
     .unwrap();
-    let ep = EndpointInfo {
+    EndpointInfo {
         ifindex: node.ifindex(host_if).unwrap(),
         sec_identity: id,
         ip4: Be32::from(ip),
@@ -93,8 +128,7 @@ fn pod(node: &NetNs, host_if: &str, ip: Ipv4Addr, id: u32, ep_id: u16) -> Pod {
         mac: ns.mac("eth0").unwrap(),
         node_mac: node.mac(host_if).unwrap(),
         _pad: 0,
-    };
-    Pod { ns, ip, ep }
+    }
 }
 
 fn load(pins: &PinDir) -> Datapath {
@@ -111,7 +145,16 @@ fn load(pins: &PinDir) -> Datapath {
 }
 
 impl Node {
+    /// The node with both pods, their endpoints and ipcache entries, and
+    /// the programs attached with TCX links the test owns.
     fn new() -> Node {
+        let mut n = Node::unattached();
+        n.attach();
+        n
+    }
+
+    /// The same, with nothing attached yet.
+    fn unattached() -> Node {
         assert!(
             unsafe { libc::geteuid() } == 0,
             "the real-traffic tests need root"
@@ -131,24 +174,12 @@ impl Node {
             node.name()
         )));
         let mut dp = load(&pins);
-        dp.upsert_endpoint(&a.ep).unwrap();
-        dp.upsert_endpoint(&b.ep).unwrap();
-        for (ip, id) in [(IP_A, ID_A), (IP_B, ID_B)] {
-            dp.upsert_ipcache(
-                ip,
-                32,
-                &IpcacheValue {
-                    sec_identity: id,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        }
+        write_pods(&mut dp, &a, &b);
         let servers = vec![
             probe::EchoServer::start(&a.ns, &[80, 81]).unwrap(),
             probe::EchoServer::start(&b.ns, &[80, 81]).unwrap(),
         ];
-        let mut n = Node {
+        Node {
             _servers: servers,
             links: Vec::new(),
             dp: Some(dp),
@@ -156,9 +187,7 @@ impl Node {
             a,
             b,
             node,
-        };
-        n.attach();
-        n
+        }
     }
 
     fn attach(&mut self) {
@@ -176,6 +205,67 @@ impl Node {
 
     fn dp(&mut self) -> &mut Datapath {
         self.dp.as_mut().unwrap()
+    }
+
+    /// Attaches the pod programs to `ifname` as the agent does.
+    fn attach_lasting(&mut self, ifname: &str) {
+        let dp = self.dp.as_mut().unwrap();
+        self.node
+            .within(|| dp.attach_endpoint_lasting(ifname))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("lasting attach to {ifname}: {e:?}"));
+    }
+
+    fn detach_lasting(&mut self, ifname: &str) {
+        let dp = self.dp.as_ref().unwrap();
+        self.node
+            .within(|| dp.detach_endpoint_lasting(ifname))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("detach from {ifname}: {e:?}"));
+    }
+
+    fn attached(&self, ifname: &str) -> bool {
+        let dp = self.dp.as_ref().unwrap();
+        self.node.within(|| dp.endpoint_attached(ifname)).unwrap()
+    }
+
+    /// The cls_bpf filters on one hook of `ifname` in the node.
+    fn filters(&self, ifname: &str, hook: TcHook) -> Vec<BpfFilter> {
+        self.node
+            .within(|| {
+                let mut nl = Netlink::open().unwrap();
+                let index = nl.link(ifname).unwrap().expect("link").index;
+                nl.bpf_filters(index, hook).unwrap()
+            })
+            .unwrap()
+    }
+
+    /// The names of the cls_bpf filters on `ifname`, (ingress, egress).
+    fn filter_names(&self, ifname: &str) -> (Vec<String>, Vec<String>) {
+        let names = |hook| {
+            self.filters(ifname, hook)
+                .into_iter()
+                .map(|f| f.name.unwrap_or_default())
+                .collect()
+        };
+        (names(TcHook::Ingress), names(TcHook::Egress))
+    }
+
+    /// Pod B's veth deleted and made again under the same names (a new
+    /// ifindex and MACs), its endpoint entry rewritten.
+    fn replug_b(&mut self) {
+        self.node.ip(&["link", "del", "lxcb"]).unwrap();
+        let old = self.b.ep;
+        let mut ep = plug(&self.node, "lxcb", &self.b.ns, IP_B, ID_B, EP_B);
+        ep.flags = old.flags;
+        self.b.ep = ep;
+        let dp = self.dp();
+        dp.remove_endpoint(&old).unwrap();
+        dp.upsert_endpoint(&ep).unwrap();
+    }
+
+    fn pin_path(&self, ifname: &str, hook: &str) -> PathBuf {
+        self.pins.0.join("links").join(format!("{ifname}_{hook}"))
     }
 
     fn set_flags(&mut self, which: char, flags: u16) {
@@ -349,4 +439,197 @@ fn truncated_ipv4_headers_from_a_pod_are_dropped() {
         before + 20,
         "every cut dropped as DROP_INVALID_IPV4"
     );
+}
+
+/// B admits only A on TCP 80; A is unselected.
+fn police_b(n: &mut Node) {
+    n.set_flags('b', EP_F_INGRESS_ENFORCED);
+    n.allow(EP_B, DIR_INGRESS, ID_A, Some(6), Some((80, 80)));
+}
+
+fn assert_policed(n: &Node, when: &str) {
+    assert!(tcp(&n.a, &n.b, 80, YES), "TCP A->B:80 allowed, {when}");
+    assert!(!tcp(&n.a, &n.b, 81, NO), "TCP A->B:81 denied, {when}");
+    assert!(
+        tcp(&n.b, &n.a, 81, YES),
+        "TCP B->A:81 (A unselected), {when}"
+    );
+}
+
+/// One filter per hook, each running its program: (ingress, egress).
+fn one_each() -> (Vec<String>, Vec<String>) {
+    (vec!["from_container".into()], vec!["to_container".into()])
+}
+
+/// Issue 9: lasting attachments are tc filters, not pinned TCX links; they
+/// must outlive the datapath object (the agent), and a new load from the
+/// same pins must see them and leave them be.
+#[test]
+fn a_lasting_attachment_outlives_its_datapath_and_stays_policed() {
+    let mut n = Node::unattached();
+    police_b(&mut n);
+    assert!(!n.attached("lxca") && !n.attached("lxcb"));
+    n.attach_lasting("lxca");
+    n.attach_lasting("lxcb");
+    assert!(n.attached("lxca") && n.attached("lxcb"));
+    assert_eq!(n.filter_names("lxcb"), one_each(), "tc filters on 6.18");
+    assert!(
+        !n.pin_path("lxcb", "ingress").exists(),
+        "no TCX pin in tc mode"
+    );
+    assert_policed(&n, "attached");
+
+    // As when the agent exits: the datapath object goes, nothing else.
+    n.dp = None;
+    assert_policed(&n, "with no datapath object left in any process");
+
+    // As when it starts again.
+    n.dp = Some(load(&n.pins));
+    assert!(
+        n.attached("lxca") && n.attached("lxcb"),
+        "a new load sees both endpoints attached"
+    );
+    n.attach_lasting("lxcb");
+    assert_eq!(
+        n.filter_names("lxcb"),
+        one_each(),
+        "attaching an attached endpoint adds nothing"
+    );
+    assert_policed(&n, "after a reload from the pins");
+}
+
+#[test]
+fn attaching_and_detaching_twice_is_fine() {
+    let mut n = Node::unattached();
+    for _ in 0..2 {
+        n.attach_lasting("lxca");
+        n.attach_lasting("lxcb");
+        assert_eq!(n.filter_names("lxcb"), one_each());
+    }
+    police_b(&mut n);
+    assert_policed(&n, "attached twice");
+    for _ in 0..2 {
+        n.detach_lasting("lxcb");
+        assert!(!n.attached("lxcb"));
+        assert_eq!(n.filter_names("lxcb"), (vec![], vec![]));
+    }
+    // Without the programs on B's veth nothing reaches B (the node does
+    // not forward): detached means detached.
+    assert!(!tcp(&n.a, &n.b, 80, NO), "TCP A->B:80 after detach");
+    n.detach_lasting("nosuchveth");
+    n.attach_lasting("lxcb");
+    assert_policed(&n, "attached again");
+}
+
+#[test]
+fn a_veth_deleted_and_made_again_under_its_name_is_attached_afresh() {
+    let mut n = Node::unattached();
+    police_b(&mut n);
+    n.attach_lasting("lxca");
+    n.attach_lasting("lxcb");
+    n.replug_b();
+    assert!(!n.attached("lxcb"), "the new veth has nothing attached");
+    n.attach_lasting("lxcb");
+    assert!(n.attached("lxcb"));
+    assert_eq!(n.filter_names("lxcb"), one_each());
+    assert_policed(&n, "on the new veth");
+}
+
+/// The fallback, and a half-done attach: B's egress slot is taken by a
+/// filter the tc attach cannot replace (another kind, another protocol),
+/// so the tc attach fails after its ingress filter went in. That filter
+/// must be gone again, and both programs attached with pinned TCX links.
+#[test]
+fn a_half_done_tc_attach_is_undone_and_tcx_attaches_both() {
+    let mut n = Node::unattached();
+    police_b(&mut n);
+    n.attach_lasting("lxca");
+    let tc = |args: &str| {
+        let args: Vec<&str> = args.split(' ').collect();
+        n.node.run(&[&["tc"][..], &args].concat()).expect("tc")
+    };
+    tc("qdisc add dev lxcb clsact");
+    tc("filter add dev lxcb egress pref 1 protocol ip u32 match u32 0 0");
+    n.attach_lasting("lxcb");
+    assert_eq!(
+        n.filter_names("lxcb"),
+        (vec![], vec![]),
+        "the ingress filter of the failed tc attach was removed"
+    );
+    assert!(n.pin_path("lxcb", "ingress").exists());
+    assert!(n.pin_path("lxcb", "egress").exists());
+    assert!(n.attached("lxcb"), "attached with TCX");
+    assert_policed(&n, "attached with TCX");
+
+    // A restarted agent sees the TCX attachment too.
+    n.dp = Some(load(&n.pins));
+    assert!(n.attached("lxcb"));
+    n.detach_lasting("lxcb");
+    assert!(!n.attached("lxcb"));
+    assert!(!n.pin_path("lxcb", "ingress").exists());
+    assert!(!n.pin_path("lxcb", "egress").exists());
+}
+
+/// A TCX pin outlives the veth it was attached to. A veth made again under
+/// the same name must not pass for attached, and attaching it replaces the
+/// stale pins.
+#[test]
+fn a_tcx_pin_left_by_a_deleted_veth_is_not_taken_for_an_attachment() {
+    let mut n = Node::unattached();
+    police_b(&mut n);
+    n.attach_lasting("lxca");
+    n.dp().set_attach_mode(AttachMode::Tcx);
+    n.attach_lasting("lxcb");
+    assert_eq!(n.filter_names("lxcb"), (vec![], vec![]), "TCX, not tc");
+    assert!(n.attached("lxcb"));
+    assert_policed(&n, "attached with TCX");
+
+    n.replug_b();
+    assert!(n.pin_path("lxcb", "ingress").exists(), "the stale pin");
+    assert!(!n.attached("lxcb"), "a stale pin is no attachment");
+    n.dp().set_attach_mode(AttachMode::Tc);
+    n.attach_lasting("lxcb");
+    assert!(!n.pin_path("lxcb", "ingress").exists(), "stale pin removed");
+    assert!(!n.pin_path("lxcb", "egress").exists(), "stale pin removed");
+    assert_eq!(n.filter_names("lxcb"), one_each());
+    assert_policed(&n, "on the new veth");
+}
+
+/// The README's way out of an incompatible pin directory is to remove it.
+/// The tc filters (unlike pinned TCX links) stay, with the old programs on
+/// the old maps; a datapath loaded afresh must not take them for its own,
+/// but replace them, or what it writes would never be enforced.
+#[test]
+fn filters_left_on_the_maps_of_a_removed_pin_directory_are_replaced() {
+    let mut n = Node::unattached();
+    police_b(&mut n);
+    n.attach_lasting("lxca");
+    n.attach_lasting("lxcb");
+    n.dp = None;
+    std::fs::remove_dir_all(&n.pins.0).unwrap();
+    // With its last pin and fd gone the kernel empties the tail-call array
+    // (`prog_array_map_clear`, kernel/bpf/arraymap.c), so the old programs
+    // drop what they would tail-call: as with TCX links, whose pins went,
+    // the pods are cut off until the new datapath attaches.
+    assert!(
+        !tcp(&n.a, &n.b, 80, NO),
+        "the old programs lost their tail calls"
+    );
+
+    let mut dp = load(&n.pins);
+    write_pods(&mut dp, &n.a, &n.b);
+    n.dp = Some(dp);
+    assert!(
+        !n.attached("lxca") && !n.attached("lxcb"),
+        "filters running on other maps are not this datapath's"
+    );
+    // The new maps: B admits A on TCP 81 only.
+    n.set_flags('b', EP_F_INGRESS_ENFORCED);
+    n.allow(EP_B, DIR_INGRESS, ID_A, Some(6), Some((81, 81)));
+    n.attach_lasting("lxca");
+    n.attach_lasting("lxcb");
+    assert!(n.attached("lxca") && n.attached("lxcb"));
+    assert_eq!(n.filter_names("lxcb"), one_each(), "replaced, not added");
+    assert!(tcp(&n.a, &n.b, 81, YES), "the new policy admits 81");
+    assert!(!tcp(&n.a, &n.b, 80, NO), "and no longer 80");
 }

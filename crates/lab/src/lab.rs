@@ -510,7 +510,9 @@ impl Lab {
             }
             reap(pid);
         }
-        // Removing the pins detaches the pinned TCX links and frees maps.
+        // Removing the pins releases the maps (and detaches TCX links, where
+        // the kernel had no tc); the tc filters that keep the programs and
+        // maps alive go with the veths, in the namespaces removed next.
         if paths.pins.exists() {
             std::fs::remove_dir_all(&paths.pins)
                 .map_err(io(format!("remove {}", paths.pins.display())))?;

@@ -13,6 +13,9 @@
 //! - module `route`: IPv4 addresses, routes (exclusive add; dumps of the
 //!   main table or of all tables) and policy routing rules;
 //! - module `neigh`: ARP entries and the FDB entries of a VXLAN device;
+//! - module `tc`: the `clsact` qdisc and direct-action `cls_bpf` filters
+//!   (added by program fd, listed, deleted), for the datapath's pod
+//!   programs;
 //! - [`netns`]: the workspace's one way to move a thread into a network
 //!   namespace and back;
 //! - [`pod`]: a pod's whole interface, for the CNI plugin and the agent.
@@ -28,12 +31,14 @@ pub mod netns;
 pub mod pod;
 mod route;
 mod socket;
+mod tc;
 
 pub use link::{Link, VxlanLink, VxlanSpec};
 pub use neigh::{FdbEntry, Neigh};
 pub use netns::in_netns;
 pub use route::{Addr, Route, Rule};
 pub use socket::{Netlink, MAX_DUMP_ATTEMPTS};
+pub use tc::{BpfFilter, FilterSlot, TcHook};
 
 use std::{io, path::PathBuf};
 

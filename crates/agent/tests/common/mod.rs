@@ -56,7 +56,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.servers.clear();
         self.agent = None;
-        // Removing the pins detaches the pinned links and frees the maps.
+        // Removing the pins releases the maps; they are freed when the last
+        // program using them goes: its tc filters go with the veths, when
+        // the namespaces are deleted.
         if let Err(e) = std::fs::remove_dir_all(&self.pins) {
             eprintln!("could not remove {}: {e}", self.pins.display());
         }

@@ -1,0 +1,129 @@
+//! The few BPF syscalls aya 0.14 does not expose, by hand: where a pinned
+//! TCX link is attached (aya's `LinkInfo` hides the TCX part of
+//! `bpf_link_info`), and which maps a program found by id uses (aya has no
+//! public `ProgramInfo` by id). Both only read.
+
+use aya_obj::generated::{
+    bpf_attach_type, bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type, bpf_prog_info,
+};
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::Path,
+};
+
+/// bpf(2) with `attr`, which must be a zero-initialised union with the
+/// command's fields filled in.
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
+    // SAFETY: the kernel reads `size_of::<bpf_attr>()` bytes of `attr`, and
+    // writes only through the pointers the caller put in it, which point
+    // to live buffers of the sizes given alongside them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn zeroed_attr() -> bpf_attr {
+    // SAFETY: bpf_attr is a C union of integer fields; all zeroes is the
+    // value the kernel expects for every field left unset.
+    unsafe { std::mem::zeroed() }
+}
+
+/// # Safety
+/// `raw` must be a new fd that nothing else owns.
+unsafe fn own(raw: i64) -> OwnedFd {
+    OwnedFd::from_raw_fd(raw as i32)
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` into `info`.
+fn info_by_fd<T>(fd: &OwnedFd, info: &mut T) -> io::Result<()> {
+    let mut attr = zeroed_attr();
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of::<T>() as u32;
+    attr.info.info = info as *mut T as u64;
+    bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(|_| ())
+}
+
+/// A TCX link as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TcxLink {
+    /// 0 once its device is gone (`tcx_link_fill_info` in kernel/bpf/tcx.c).
+    pub ifindex: u32,
+    pub ingress: bool,
+    pub prog_id: u32,
+}
+
+/// The TCX link pinned at `path`; `None` if nothing is pinned there or it
+/// is no TCX link.
+pub(crate) fn pinned_tcx_link(path: &Path) -> io::Result<Option<TcxLink>> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_4.pathname = c_path.as_ptr() as u64;
+    let fd = match bpf(bpf_cmd::BPF_OBJ_GET, &mut attr) {
+        // SAFETY: BPF_OBJ_GET returned a new fd.
+        Ok(raw) => unsafe { own(raw) },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: as for bpf_attr: a C struct of integers and unions of them.
+    let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+    match info_by_fd(&fd, &mut info) {
+        Ok(()) => {}
+        // Pinned, but a map or a program: not ours to judge.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if info.type_ != bpf_link_type::BPF_LINK_TYPE_TCX as u32 {
+        return Ok(None);
+    }
+    // SAFETY: a TCX link fills the union's `tcx` member.
+    let tcx = unsafe { info.__bindgen_anon_1.tcx };
+    Ok(Some(TcxLink {
+        ifindex: tcx.ifindex,
+        ingress: tcx.attach_type == bpf_attach_type::BPF_TCX_INGRESS as u32,
+        prog_id: info.prog_id,
+    }))
+}
+
+/// The ids of the maps program `prog_id` uses; `None` if there is no such
+/// program (any more).
+pub(crate) fn prog_map_ids(prog_id: u32) -> io::Result<Option<Vec<u32>>> {
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_6.__bindgen_anon_1.prog_id = prog_id;
+    let fd = match bpf(bpf_cmd::BPF_PROG_GET_FD_BY_ID, &mut attr) {
+        // SAFETY: BPF_PROG_GET_FD_BY_ID returned a new fd.
+        Ok(raw) => unsafe { own(raw) },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut ids = vec![0u32; 32];
+    loop {
+        // SAFETY: as above.
+        let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+        info.nr_map_ids = ids.len() as u32;
+        info.map_ids = ids.as_mut_ptr() as u64;
+        info_by_fd(&fd, &mut info)?;
+        // The kernel wrote min(asked, used) ids and says how many it uses.
+        let used = info.nr_map_ids as usize;
+        if used <= ids.len() {
+            ids.truncate(used);
+            return Ok(Some(ids));
+        }
+        ids = vec![0u32; used];
+    }
+}
