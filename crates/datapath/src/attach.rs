@@ -530,3 +530,68 @@ fn remove_pin(path: &Path) -> Result<(), Error> {
         }),
     }
 }
+
+/// A device of the node itself, and the programs it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeDevice {
+    /// The VXLAN device (tunnel mode): `from_overlay` on ingress.
+    Overlay,
+    /// The uplink (direct routing): `from_netdev` on ingress, `to_netdev`
+    /// on egress.
+    Uplink,
+}
+
+impl NodeDevice {
+    fn hooks(self) -> &'static [(Program, TcHook)] {
+        match self {
+            NodeDevice::Overlay => &[(Program::FromOverlay, TcHook::Ingress)],
+            NodeDevice::Uplink => &[
+                (Program::FromNetdev, TcHook::Ingress),
+                (Program::ToNetdev, TcHook::Egress),
+            ],
+        }
+    }
+}
+
+impl Datapath {
+    /// Attaches the node programs of `role` to `ifname` (in the calling
+    /// thread's namespace) as lasting tc filters, replacing in place what
+    /// an earlier agent put there: the agent calls this at every start, so
+    /// the devices always run this build's programs, without a gap.
+    pub fn attach_node_device(&self, ifname: &str, role: NodeDevice) -> Result<(), Error> {
+        let mut nl = Netlink::open().map_err(netlink_err(ifname))?;
+        let index = link_index(&mut nl, ifname)?;
+        nl.add_clsact(index).map_err(netlink_err(ifname))?;
+        for &(program, hook) in role.hooks() {
+            let fd = self.program_fd(program)?;
+            let slot = FilterSlot {
+                hook,
+                priority: FILTER_PRIORITY,
+                handle: FILTER_HANDLE,
+            };
+            nl.put_bpf_filter(index, slot, fd, program.name())
+                .map_err(netlink_err(ifname))?;
+        }
+        tracing::debug!(ifname, role = ?role, "node programs attached");
+        Ok(())
+    }
+
+    /// Removes what [`attach_node_device`](Self::attach_node_device) put on
+    /// `ifname`; a missing device or filter is fine.
+    pub fn detach_node_device(&self, ifname: &str, role: NodeDevice) -> Result<(), Error> {
+        let mut nl = Netlink::open().map_err(netlink_err(ifname))?;
+        let Some(link) = nl.link(ifname).map_err(netlink_err(ifname))? else {
+            return Ok(());
+        };
+        for &(_, hook) in role.hooks() {
+            let slot = FilterSlot {
+                hook,
+                priority: FILTER_PRIORITY,
+                handle: FILTER_HANDLE,
+            };
+            nl.delete_bpf_filter(link.index, slot)
+                .map_err(netlink_err(ifname))?;
+        }
+        Ok(())
+    }
+}

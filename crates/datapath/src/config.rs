@@ -92,6 +92,11 @@ pub struct NodeConfig {
     pub trace: bool,
     /// The kernel's CONFIG_HZ; 0 = measure it at load.
     pub hz: u32,
+    /// Tunnel mode: the VXLAN device's ifindex (0: no tunnel, pods on other
+    /// nodes are reached through the stack: direct routing).
+    pub tunnel_ifindex: u32,
+    /// The largest IPv4 packet the tunnel carries (the pods' MTU then).
+    pub tunnel_mtu: u32,
 }
 
 impl Default for NodeConfig {
@@ -107,15 +112,23 @@ impl Default for NodeConfig {
             events_wakeup_bytes: 64 * 1024,
             trace: false,
             hz: 0,
+            tunnel_ifindex: 0,
+            tunnel_mtu: TUNNEL_MTU,
         }
     }
 }
 
-/// The values, owned, so the loader can borrow them while it loads.
+/// The pods' MTU in tunnel mode: a 1500-byte underlay less VXLAN's 50
+/// bytes (outer Ethernet is not counted; outer IPv4 20, UDP 8, VXLAN 8,
+/// inner Ethernet 14).
+pub const TUNNEL_MTU: u32 = 1450;
+
+/// The values, owned, so the loader can borrow them while it loads: one
+/// table of (global, value), so names and values cannot drift apart.
 pub(crate) struct Globals {
     router_ip4: Be32,
     pod_cidr: Be32,
-    values: [u32; 8],
+    values: Vec<(&'static str, u32)>,
 }
 
 impl NodeConfig {
@@ -124,35 +137,29 @@ impl NodeConfig {
         Globals {
             router_ip4: Be32::from(self.router_ip4),
             pod_cidr: Be32::from(self.pod_cidr.network()),
-            values: [
-                self.ct_lifetime_tcp,
-                self.ct_lifetime_nontcp,
-                self.ct_syn_timeout,
-                self.ct_close_timeout,
-                self.events_wakeup_bytes,
-                u32::from(self.trace),
-                hz,
-                self.pod_cidr.size(),
+            values: vec![
+                ("CONFIG_CT_LIFETIME_TCP", self.ct_lifetime_tcp),
+                ("CONFIG_CT_LIFETIME_NONTCP", self.ct_lifetime_nontcp),
+                ("CONFIG_CT_SYN_TIMEOUT", self.ct_syn_timeout),
+                ("CONFIG_CT_CLOSE_TIMEOUT", self.ct_close_timeout),
+                ("CONFIG_EVENTS_WAKEUP_BYTES", self.events_wakeup_bytes),
+                ("CONFIG_TRACE_ENABLED", u32::from(self.trace)),
+                ("CONFIG_HZ", hz),
+                ("CONFIG_POD_CIDR4_SIZE", self.pod_cidr.size()),
+                ("CONFIG_TUNNEL_IFINDEX", self.tunnel_ifindex),
+                ("CONFIG_TUNNEL_MTU", self.tunnel_mtu),
             ],
         }
     }
 }
 
 impl Globals {
+    /// Sets every global; each object must have them all (they all include
+    /// bpf/lib/config.h), so a missing one is an error, not a default.
     pub(crate) fn apply<'a>(&'a self, loader: &mut aya::EbpfLoader<'a>) {
-        const NAMES: [&str; 8] = [
-            "CONFIG_CT_LIFETIME_TCP",
-            "CONFIG_CT_LIFETIME_NONTCP",
-            "CONFIG_CT_SYN_TIMEOUT",
-            "CONFIG_CT_CLOSE_TIMEOUT",
-            "CONFIG_EVENTS_WAKEUP_BYTES",
-            "CONFIG_TRACE_ENABLED",
-            "CONFIG_HZ",
-            "CONFIG_POD_CIDR4_SIZE",
-        ];
         loader.override_global("CONFIG_ROUTER_IP4", &self.router_ip4, true);
         loader.override_global("CONFIG_POD_CIDR4", &self.pod_cidr, true);
-        for (name, value) in NAMES.iter().zip(self.values.iter()) {
+        for (name, value) in &self.values {
             loader.override_global(name, value, true);
         }
     }

@@ -18,10 +18,10 @@ pub mod pins;
 mod sys;
 pub mod testrun;
 
-pub use attach::{AttachMode, EndpointLinks};
+pub use attach::{AttachMode, EndpointLinks, NodeDevice};
 pub use config::{NodeConfig, PodCidr};
 pub use error::Error;
 pub use events::EventReader;
-pub use loader::{Datapath, LoadOptions, Program};
+pub use loader::{Datapath, LoadOptions, Object, Program};
 pub use maps::{DropCount, PolicyEntry};
 pub use pins::{MapDef, PinMismatch};

@@ -22,7 +22,39 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The entry and tail-call programs of bpf_lxc.c.
+/// The BPF objects, one per kind of attach point (as Cilium splits them).
+/// They share every map through the pin directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Object {
+    /// bpf_lxc.c: pods' veths.
+    Lxc,
+    /// bpf_overlay.c: the VXLAN device.
+    Overlay,
+    /// bpf_host.c: the node's uplink.
+    Host,
+}
+
+impl Object {
+    pub const ALL: [Object; 3] = [Object::Lxc, Object::Overlay, Object::Host];
+
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Object::Lxc => objects::BPF_LXC,
+            Object::Overlay => objects::BPF_OVERLAY,
+            Object::Host => objects::BPF_HOST,
+        }
+    }
+
+    fn file(self) -> &'static str {
+        match self {
+            Object::Lxc => "bpf_lxc.o",
+            Object::Overlay => "bpf_overlay.o",
+            Object::Host => "bpf_host.o",
+        }
+    }
+}
+
+/// The entry and tail-call programs of every object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Program {
     /// tc ingress of the host-side veth: packets leaving the pod.
@@ -33,23 +65,46 @@ pub enum Program {
     Ipv4FromLxc,
     /// Tail call: IPv4 to a pod.
     Ipv4ToLxc,
+    /// tc ingress of the VXLAN device: other nodes' pods, decapsulated.
+    FromOverlay,
+    /// tc ingress of the uplink: packets from the network (direct routing).
+    FromNetdev,
+    /// tc egress of the uplink: packets leaving the node.
+    ToNetdev,
 }
 
 impl Program {
-    pub const ALL: [Program; 4] = [
+    pub const ALL: [Program; 7] = [
         Program::FromContainer,
         Program::ToContainer,
         Program::Ipv4FromLxc,
         Program::Ipv4ToLxc,
+        Program::FromOverlay,
+        Program::FromNetdev,
+        Program::ToNetdev,
     ];
 
-    /// The function name in bpf_lxc.c.
+    /// The function name in its C file.
     pub fn name(self) -> &'static str {
         match self {
             Program::FromContainer => "from_container",
             Program::ToContainer => "to_container",
             Program::Ipv4FromLxc => "ipv4_from_lxc",
             Program::Ipv4ToLxc => "ipv4_to_lxc",
+            Program::FromOverlay => "from_overlay",
+            Program::FromNetdev => "from_netdev",
+            Program::ToNetdev => "to_netdev",
+        }
+    }
+
+    pub fn object(self) -> Object {
+        match self {
+            Program::FromContainer
+            | Program::ToContainer
+            | Program::Ipv4FromLxc
+            | Program::Ipv4ToLxc => Object::Lxc,
+            Program::FromOverlay => Object::Overlay,
+            Program::FromNetdev | Program::ToNetdev => Object::Host,
         }
     }
 }
@@ -77,7 +132,11 @@ impl Default for LoadOptions {
 
 /// A loaded datapath: the programs, verified, and handles to its maps.
 pub struct Datapath {
+    /// bpf_lxc.o, whose map handles the typed accessors use.
     pub(crate) ebpf: Ebpf,
+    /// bpf_overlay.o and bpf_host.o, on the same maps.
+    overlay: Ebpf,
+    host: Ebpf,
     pin_dir: Option<PathBuf>,
     hz: u32,
     pub(crate) pod_cidr: PodCidr,
@@ -91,7 +150,8 @@ fn max_entries(pod_cidr: &PodCidr) -> [(&'static str, u32); 1] {
 }
 
 impl Datapath {
-    /// Loads bpf_lxc.o. With a pin directory, maps pinned there by an earlier
+    /// Loads bpf_lxc.o, bpf_overlay.o and bpf_host.o, all on the same maps.
+    /// With a pin directory, maps pinned there by an earlier
     /// load (an agent before a restart) are reused, so state survives; but
     /// only if they are the maps this build and these options create, and
     /// the directory's ABI stamp is this build's. Otherwise the load fails
@@ -106,11 +166,6 @@ impl Datapath {
         let maps = pins::object_maps(objects::BPF_LXC, &sizes)?;
         let stamp = pins::expected_stamp()?;
         let globals = opts.node.globals(hz);
-        let mut loader = EbpfLoader::new();
-        globals.apply(&mut loader);
-        for (name, n) in sizes {
-            loader.map_max_entries(name, n);
-        }
         // The maps ask to be pinned by name. A load without a pin directory
         // (the BPF_PROG_TEST_RUN tests) pins them in a private directory and
         // removes the pins at once: the maps then live as long as this process.
@@ -121,20 +176,39 @@ impl Datapath {
             }
             None => (private_pin_dir(&opts.bpffs_root)?, true),
         };
-        let loaded = pins::prepare(&dir, &maps, &stamp).and_then(|_| {
+        // bpf_lxc.o first: its load creates (or reuses, once checked) the
+        // pinned maps the other objects then reuse by name.
+        let load = |object: Object| -> Result<Ebpf, Error> {
+            let mut loader = EbpfLoader::new();
+            globals.apply(&mut loader);
+            for (name, n) in sizes {
+                loader.map_max_entries(name, n);
+            }
             loader.default_map_pin_directory(&dir);
-            loader.load(objects::BPF_LXC).map_err(|e| Error::Load {
-                object: "bpf_lxc.o",
+            loader.load(object.bytes()).map_err(|e| Error::Load {
+                object: object.file(),
                 source: Box::new(e),
             })
+        };
+        let loaded = pins::prepare(&dir, &maps, &stamp).and_then(|_| {
+            Ok((
+                load(Object::Lxc)?,
+                load(Object::Overlay)?,
+                load(Object::Host)?,
+            ))
         });
         if private {
             remove_pins(&dir, &maps);
         }
-        let mut ebpf = loaded?;
+        let (mut ebpf, mut overlay, mut host) = loaded?;
 
         for p in Program::ALL {
-            let prog: &mut SchedClassifier = ebpf
+            let obj = match p.object() {
+                Object::Lxc => &mut ebpf,
+                Object::Overlay => &mut overlay,
+                Object::Host => &mut host,
+            };
+            let prog: &mut SchedClassifier = obj
                 .program_mut(p.name())
                 .ok_or(Error::MissingProgram { name: p.name() })?
                 .try_into()
@@ -143,6 +217,8 @@ impl Datapath {
         }
         let mut dp = Datapath {
             ebpf,
+            overlay,
+            host,
             pin_dir: opts.pin_dir.clone(),
             hz,
             pod_cidr,
@@ -196,8 +272,16 @@ impl Datapath {
         self.pin_dir.as_deref()
     }
 
+    fn object(&self, o: Object) -> &Ebpf {
+        match o {
+            Object::Lxc => &self.ebpf,
+            Object::Overlay => &self.overlay,
+            Object::Host => &self.host,
+        }
+    }
+
     pub(crate) fn classifier(&self, p: Program) -> Result<&SchedClassifier, Error> {
-        self.ebpf
+        self.object(p.object())
             .program(p.name())
             .ok_or(Error::MissingProgram { name: p.name() })?
             .try_into()
@@ -214,8 +298,12 @@ impl Datapath {
     }
 
     pub(crate) fn classifier_mut(&mut self, p: Program) -> Result<&mut SchedClassifier, Error> {
-        self.ebpf
-            .program_mut(p.name())
+        let obj = match p.object() {
+            Object::Lxc => &mut self.ebpf,
+            Object::Overlay => &mut self.overlay,
+            Object::Host => &mut self.host,
+        };
+        obj.program_mut(p.name())
             .ok_or(Error::MissingProgram { name: p.name() })?
             .try_into()
             .map_err(|e| Error::program(p.name(), e))

@@ -3,6 +3,13 @@
 /// bpf/bpf_lxc.c: the pod veth programs.
 pub static BPF_LXC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_lxc.o"));
 
+/// bpf/bpf_overlay.c: the VXLAN device's program (tunnel mode).
+pub static BPF_OVERLAY: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_overlay.o"));
+
+/// bpf/bpf_host.c: the uplink's programs (direct routing).
+pub static BPF_HOST: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_host.o"));
+
 /// bpf/abi_layout.c: one instance of every shared struct, for the layout test
 /// and the layout hash of the pins' ABI stamp (never loaded).
 pub static ABI_LAYOUT: &[u8] =
