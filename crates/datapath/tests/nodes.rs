@@ -225,7 +225,7 @@ fn two_nodes(tunnel: bool, pod_mtu: u32) -> (Node, Node) {
 /// its own node's stack for the probes' ARP, which never reaches policy).
 fn allow_only(n: &mut Node, from: u32) {
     let mut ep = n.ep;
-    ep.flags = EP_F_INGRESS_ENFORCED as u16;
+    ep.flags = EP_F_INGRESS_ENFORCED;
     n.dp.upsert_endpoint(&ep).unwrap();
     // A fresh entry set: the old one (another identity) goes first.
     let old: Vec<_> =
