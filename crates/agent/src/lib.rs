@@ -6,4 +6,5 @@
 pub mod api;
 pub mod datapath;
 pub mod monitor;
+pub mod node;
 pub mod plumbing;

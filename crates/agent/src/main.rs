@@ -12,10 +12,17 @@ use pilus_agent::{
     api::{self, Limits},
     datapath::Pinned,
     monitor,
+    node::{self, RoutingArg},
     plumbing::NetlinkPlumbing,
 };
-use pilus_controlplane::{ControlPlane, Settings};
-use pilus_datapath::{Datapath, EventReader, LoadOptions, NodeConfig, PodCidr};
+use pilus_controlplane::{
+    cluster::{ClusterSettings, NodeRoutes, Routing},
+    ControlPlane, Settings,
+};
+use pilus_datapath::{
+    config::TUNNEL_MTU, Datapath, EventReader, LoadOptions, NodeConfig, NodeDevice, PodCidr,
+};
+use pilus_kvstore::{EtcdConfig, EtcdKv};
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -73,6 +80,32 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
+    /// The cluster store: etcd client URLs (comma-separated). With it the
+    /// node joins a cluster (identities, pods, nodes and policies shared
+    /// through etcd); without, it is on its own and keeps its state
+    /// locally only.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// With --etcd: how pods on different nodes reach each other. `tunnel`:
+    /// VXLAN, the VNI carries the sender's identity. `direct`: pod CIDRs are
+    /// routed on the underlay (through --uplink).
+    #[arg(long, value_enum, default_value = "tunnel")]
+    routing: RoutingArg,
+    /// With --etcd: this node's address on the underlay (the other nodes'
+    /// tunnel endpoint and next hop for its pods).
+    #[arg(long)]
+    underlay_ip: Option<Ipv4Addr>,
+    /// With --etcd: the uplink device (direct routing: it carries the routes
+    /// to other nodes' pods and gets the host programs).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Seconds this node's keys in etcd outlive it (a stopped agent's pods
+    /// stay known this long, so a restart is seamless).
+    #[arg(long, default_value_t = 15)]
+    lease_ttl: u64,
+    /// The VXLAN UDP port (tunnel mode).
+    #[arg(long, default_value_t = 8472)]
+    vxlan_port: u16,
 }
 
 fn hostname() -> String {
@@ -147,17 +180,41 @@ fn run() -> Result<()> {
         .pin_dir
         .clone()
         .unwrap_or_else(|| args.bpffs.join("pilus"));
+    let clustered = !args.etcd.is_empty();
+    let routing = Routing::from(args.routing);
+    let underlay = match (clustered, args.underlay_ip) {
+        (true, None) => bail!("--etcd needs --underlay-ip (this node's address on the underlay)"),
+        (_, u) => u,
+    };
+    let uplink = match (clustered, routing, &args.uplink) {
+        (true, Routing::Direct, None) => bail!("--routing direct needs --uplink"),
+        (true, _, Some(u)) => Some((u.clone(), node::uplink_index(u)?)),
+        _ => None,
+    };
+    let tunnel_ifindex = match (clustered, routing, underlay) {
+        (true, Routing::Tunnel, Some(local)) => node::ensure_vxlan(local, args.vxlan_port)?,
+        _ => 0,
+    };
     let mut dp = Datapath::load(&LoadOptions {
         node: NodeConfig {
             router_ip4: router,
             pod_cidr,
             trace: args.trace,
+            tunnel_ifindex,
             ..Default::default()
         },
         bpffs_root: args.bpffs.clone(),
         pin_dir: Some(pin_dir.clone()),
     })
     .context("loading the datapath")?;
+    if tunnel_ifindex != 0 {
+        dp.attach_node_device(node::VXLAN_DEVICE, NodeDevice::Overlay)
+            .context("attaching the overlay program")?;
+    }
+    if let (Routing::Direct, Some((name, _))) = (routing, &uplink) {
+        dp.attach_node_device(name, NodeDevice::Uplink)
+            .context("attaching the uplink programs")?;
+    }
     let event_reader =
         EventReader::new(&mut dp).context("opening the datapath's event ring buffer")?;
     let store = pilus_kvstore::LocalKv::open(&args.state_dir)
@@ -169,15 +226,55 @@ fn run() -> Result<()> {
         pin_dir,
         socket: args.socket.clone(),
         state_dir: args.state_dir.clone(),
+        pod_mtu: (tunnel_ifindex != 0).then_some(TUNNEL_MTU),
     };
-    let agent = ControlPlane::start(
-        settings,
-        Arc::new(Pinned::new(dp)),
-        Arc::new(NetlinkPlumbing),
-        Arc::new(store),
-    )
-    .context("restoring state")?;
+    let cluster = match underlay {
+        Some(underlay_ip) if clustered => {
+            let store =
+                EtcdKv::connect(EtcdConfig::new(args.etcd.clone())).context("the etcd client")?;
+            let routes: Arc<dyn NodeRoutes> = match &uplink {
+                Some((_, index)) if routing == Routing::Direct => {
+                    Arc::new(node::NetlinkRoutes { uplink: *index })
+                }
+                _ => Arc::new(node::NoRoutes),
+            };
+            Some(ClusterSettings {
+                store: Arc::new(store),
+                underlay_ip,
+                lease_ttl: Duration::from_secs(args.lease_ttl),
+                routing,
+                routes,
+            })
+        }
+        _ => None,
+    };
+    let dp: Arc<Pinned> = Arc::new(Pinned::new(dp));
+    let store: Arc<dyn pilus_kvstore::KvStore> = Arc::new(store);
+    // With etcd away at start, wait for it (the datapath keeps running on
+    // what it has meanwhile); every other error ends the start.
+    let mut wait = Duration::from_millis(200);
+    let agent = loop {
+        match ControlPlane::start_with(
+            settings.clone(),
+            dp.clone(),
+            Arc::new(NetlinkPlumbing),
+            store.clone(),
+            cluster.clone(),
+        ) {
+            Ok(a) => break a,
+            Err(e @ pilus_controlplane::Error::ClusterStore { .. })
+            | Err(e @ pilus_controlplane::Error::Store(_))
+                if clustered =>
+            {
+                tracing::warn!(error = %e.message(), retry_in = ?wait, "the cluster store is not available; waiting for it");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("restoring state")),
+        }
+    };
     let agent = Arc::new(agent);
+    let _cluster_threads = agent.spawn_cluster().context("following the cluster")?;
 
     let limits = Limits::default();
     // The connections, plus room for the maps, links and the state files.
@@ -188,8 +285,12 @@ fn run() -> Result<()> {
     let runtime = runtime()?;
     runtime.block_on(serve(&args, Arc::clone(&agent), event_reader, &limits))?;
     // A change still running on the blocking pool finishes before the
-    // process exits: it is never cut in half by the exit.
+    // process exits: it is never cut in half by the exit. The node's keys
+    // in etcd stay for their ttl: a restart takes them over and other
+    // nodes never lose its pods; a node that does not come back is removed
+    // when they run out.
     agent.wait_idle();
+    agent.keep_cluster_keys_on_exit();
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }

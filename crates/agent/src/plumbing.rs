@@ -32,9 +32,9 @@ impl Plumbing for NetlinkPlumbing {
                 req.host_ifname, req.ifname
             )),
         )?;
-        pod::configure(ns.as_fd(), &req.ifname, req.ip, req.router).map_err(netlink_error(
-            format!("configuring {} in the pod", req.ifname),
-        ))?;
+        pod::configure(ns.as_fd(), &req.ifname, req.ip, req.router, req.mtu).map_err(
+            netlink_error(format!("configuring {} in the pod", req.ifname)),
+        )?;
         Ok(Plumbed {
             host_ifindex: pair.host.index,
             host_mac: pair.host.mac,

@@ -68,6 +68,7 @@ impl Server {
                 pin_dir: "/nonexistent".into(),
                 socket: dir.0.join("run/pilus.sock"),
                 state_dir: "/nonexistent".into(),
+                pod_mtu: None,
             },
             Arc::new(FakeDatapath::default()),
             Arc::new(FakePlumbing::default()),

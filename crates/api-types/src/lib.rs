@@ -163,6 +163,9 @@ pub struct Endpoint {
     /// Where each label came from.
     #[serde(default)]
     pub label_sources: Vec<EndpointLabel>,
+    /// The pod interface's MTU, when not the default (tunnel mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// A label of an endpoint and who gave it: `cni` (the network

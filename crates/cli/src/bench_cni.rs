@@ -125,7 +125,7 @@ fn plumb_create(netns: &Path, host_ifname: &str, ip: Ipv4Addr, gw: Ipv4Addr) -> 
     let ns = File::open(netns).with_context(|| format!("open {}", netns.display()))?;
     let mut nl = Netlink::open()?;
     pod::create(&mut nl, host_ifname, ns.as_fd(), "eth0")?;
-    pod::configure(ns.as_fd(), "eth0", ip, gw)?;
+    pod::configure(ns.as_fd(), "eth0", ip, gw, None)?;
     Ok(t.elapsed())
 }
 

@@ -223,7 +223,7 @@ fn add(
         }
     };
     let ep = created.endpoint;
-    if let Err(e) = pod::configure(netns.as_fd(), &env.ifname, ep.ipv4, ep.gateway) {
+    if let Err(e) = pod::configure(netns.as_fd(), &env.ifname, ep.ipv4, ep.gateway, ep.mtu) {
         let _ = agent.delete_json::<api::Deleted>(&attachment_path(env));
         undo_link(&mut nl);
         return Err(netlink_error("ADD: configuring the pod's interface", e));

@@ -41,6 +41,9 @@ pub struct Settings {
     pub pin_dir: PathBuf,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// The pods' MTU when it is not the default (tunnel mode: what the
+    /// tunnel carries).
+    pub pod_mtu: Option<u32>,
 }
 
 pub struct ControlPlane {
@@ -323,6 +326,7 @@ impl ControlPlane {
         let mut eps = EndpointManager::new(
             settings.pod_cidr,
             settings.router,
+            settings.pod_mtu,
             plumbing,
             dp.clone(),
             dp.clone(),
@@ -985,6 +989,15 @@ impl ControlPlane {
             resync_removed: self.resync.1,
             uptime_seconds: self.started.elapsed().as_secs(),
             cluster: self.cluster_status(),
+        }
+    }
+
+    /// Makes this node's cluster keys (its record, its pods) outlive the
+    /// agent by their lease's ttl instead of going with it: for a stop
+    /// before a restart, so other nodes never lose this node's pods.
+    pub fn keep_cluster_keys_on_exit(&self) {
+        if let Some(c) = &self.cluster {
+            c.lease.keep_on_drop();
         }
     }
 

@@ -124,6 +124,7 @@ pub struct EndpointManager {
     records: BTreeMap<u16, StoredEndpoint>,
     ipam: Ipam,
     router: Ipv4Addr,
+    mtu: Option<u32>,
     plumbing: Arc<dyn Plumbing>,
     map: Arc<dyn EndpointMap>,
     links: Arc<dyn Links>,
@@ -133,6 +134,7 @@ impl EndpointManager {
     pub fn new(
         pod_cidr: ipnet::Ipv4Net,
         router: Ipv4Addr,
+        mtu: Option<u32>,
         plumbing: Arc<dyn Plumbing>,
         map: Arc<dyn EndpointMap>,
         links: Arc<dyn Links>,
@@ -141,6 +143,7 @@ impl EndpointManager {
             records: BTreeMap::new(),
             ipam: Ipam::new(pod_cidr.network(), pod_cidr.prefix_len(), router),
             router,
+            mtu,
             plumbing,
             map,
             links,
@@ -241,6 +244,7 @@ impl EndpointManager {
                     host_ifname: host_ifname.clone(),
                     ip,
                     router: self.router,
+                    mtu: self.mtu,
                 });
                 match made {
                     Ok(p) => (host_ifname.clone(), p),

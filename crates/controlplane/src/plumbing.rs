@@ -33,6 +33,8 @@ pub struct PlumbRequest {
     pub host_ifname: String,
     pub ip: Ipv4Addr,
     pub router: Ipv4Addr,
+    /// The pod interface's MTU, if not the default (tunnel mode).
+    pub mtu: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -118,6 +118,7 @@ impl ControlPlane {
             host_ifindex: ep.ifindex,
             cni_network: ep.cni_network.clone(),
             created_unix_ms: ep.created_unix_ms,
+            mtu: self.settings.pod_mtu,
             label_sources: ep
                 .labels
                 .iter()

@@ -90,6 +90,7 @@ fn node(store: &Store, n: u8, routing: Routing) -> Node {
             pin_dir: PathBuf::from("/nonexistent"),
             socket: PathBuf::from("/nonexistent.sock"),
             state_dir: PathBuf::from("/nonexistent"),
+            pod_mtu: None,
         },
         Arc::new(dp.clone()),
         Arc::new(FakePlumbing::default()),

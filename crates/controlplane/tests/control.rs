@@ -21,6 +21,7 @@ fn settings() -> Settings {
         pin_dir: PathBuf::from("/nonexistent"),
         socket: PathBuf::from("/nonexistent.sock"),
         state_dir: PathBuf::from("/nonexistent"),
+        pod_mtu: None,
     }
 }
 

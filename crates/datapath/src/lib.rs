@@ -8,7 +8,7 @@ mod attach;
 pub mod bpffs;
 pub mod btf;
 pub mod clock;
-mod config;
+pub mod config;
 mod error;
 pub mod events;
 mod loader;

@@ -257,6 +257,9 @@ pub(crate) type EndLease = Box<dyn FnOnce(bool) -> Result<(), KvError> + Send + 
 pub struct Lease {
     shared: Arc<LeaseShared>,
     end: Option<EndLease>,
+    /// Set by [`Lease::keep_on_drop`]: dropping abandons instead of
+    /// revoking.
+    keep: std::sync::atomic::AtomicBool,
 }
 
 impl Lease {
@@ -264,6 +267,7 @@ impl Lease {
         Lease {
             shared,
             end: Some(end),
+            keep: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -308,9 +312,20 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// From now on, dropping the lease abandons it (as [`Lease::abandon`])
+    /// instead of revoking it: its keys stay until the ttl runs out. For a
+    /// holder shared behind an `Arc` that is stopping for a restart, whose
+    /// successor takes the keys over within the ttl.
+    pub fn keep_on_drop(&self) {
+        self.keep.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Err(e) = self.finish(true) {
+        let revoke = !self.keep.load(Ordering::Relaxed);
+        if let Err(e) = self.finish(revoke) {
             tracing::warn!(lease = %self.id(), error = %e, "cannot revoke the lease; the store drops it after its ttl");
         }
     }

@@ -68,6 +68,7 @@ pub fn configure(
     ifname: &str,
     ip: Ipv4Addr,
     gateway: Ipv4Addr,
+    mtu: Option<u32>,
 ) -> Result<(), Error> {
     in_netns(netns, || -> Result<(), Error> {
         let mut nl = Netlink::open()?;
@@ -81,6 +82,11 @@ pub fn configure(
         match nl.add_addr(link.index, ip, 32) {
             Err(e) if e.errno() != Some(libc::EEXIST) => return Err(e),
             _ => {}
+        }
+        // Before the link is up, so the pod never sends what the node's
+        // tunnel cannot carry.
+        if let Some(mtu) = mtu {
+            nl.set_mtu(link.index, mtu)?;
         }
         nl.set_up(link.index)?;
         // Added, never replaced: in a namespace where another interface

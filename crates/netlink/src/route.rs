@@ -241,6 +241,27 @@ impl Netlink {
         Ok(())
     }
 
+    /// Deletes the main table's route to `dst/dst_len`; true if it was
+    /// there (a missing one is fine: deleting is idempotent).
+    pub fn delete_route(&mut self, dst: Ipv4Addr, dst_len: u8) -> Result<bool, Error> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = dst_len;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.scope = RouteScope::NoWhere;
+        if dst_len > 0 {
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        }
+        match self.request(RouteNetlinkMessage::DelRoute(msg), 0, &|| {
+            format!("delete route {dst}/{dst_len}")
+        }) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The IPv4 routes of the main table.
     pub fn routes(&mut self) -> Result<Vec<Route>, Error> {
         let mut all = self.routes_all()?;
