@@ -212,6 +212,9 @@ fn run() -> Result<()> {
             .context("attaching the overlay program")?;
     }
     if let (Routing::Direct, Some((name, _))) = (routing, &uplink) {
+        // Pods' traffic to other nodes leaves through the stack, which
+        // routes it to the uplink only when the node forwards.
+        node::enable_forwarding().context("enabling IPv4 forwarding (direct routing)")?;
         dp.attach_node_device(name, NodeDevice::Uplink)
             .context("attaching the uplink programs")?;
     }

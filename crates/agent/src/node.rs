@@ -74,6 +74,18 @@ pub fn ensure_vxlan(local: Ipv4Addr, port: u16) -> Result<u32, NodeError> {
     Ok(link.index)
 }
 
+/// Turns on IPv4 forwarding in the agent's network namespace (as Cilium's
+/// agent does): with direct routing the node routes its pods' packets to
+/// the other nodes.
+pub fn enable_forwarding() -> std::io::Result<()> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(path)?.trim() != "1" {
+        tracing::info!("enabling IPv4 forwarding (net.ipv4.ip_forward=1)");
+        std::fs::write(path, "1")?;
+    }
+    Ok(())
+}
+
 /// The index of the uplink `name`.
 pub fn uplink_index(name: &str) -> Result<u32, NodeError> {
     let mut nl = Netlink::open().map_err(|source| NodeError::Uplink {

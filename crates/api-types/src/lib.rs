@@ -33,6 +33,9 @@ pub mod paths {
     pub const BPF_IPCACHE: &str = "/v1/bpf/ipcache";
     /// GET: the ipcache with every entry's sources.
     pub const IPCACHE: &str = "/v1/ipcache";
+    /// GET: the cluster's nodes as this node knows them (empty when it is
+    /// on its own).
+    pub const NODES: &str = "/v1/nodes";
     /// GET list of the endpoint map.
     pub const BPF_ENDPOINTS: &str = "/v1/bpf/endpoints";
     /// GET list, DELETE flush.
@@ -480,6 +483,18 @@ pub struct ClusterStatus {
     pub pending_publish: bool,
 }
 
+/// A node of the cluster (`GET /v1/nodes`, `pilus node list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    pub pod_cidr: String,
+    /// `tunnel` or `direct`.
+    pub routing: String,
+    /// This node (the one answering).
+    pub local: bool,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
@@ -623,7 +638,8 @@ pub struct MonitorEvent {
     /// Set for drops.
     pub reason: Option<MonitorDropReason>,
     /// Where the datapath saw the packet: `from-endpoint`, `to-endpoint`,
-    /// `to-stack`, `from-stack`.
+    /// `to-stack`, `from-stack`; from and to other nodes: `from-overlay`,
+    /// `to-overlay` (tunnel), `from-network`, `to-network` (direct routing).
     pub observation_point: String,
     /// `ingress` or `egress`: for a drop, the direction of the policy (or
     /// check) that dropped it.

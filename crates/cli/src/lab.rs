@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use pilus_api_types::{self as api, paths};
 use pilus_lab::{
+    plan::Routing,
     serve::{self, Probe, Proto},
     Lab, Paths, Plan,
 };
@@ -32,6 +33,13 @@ pub struct LabArgs {
     command: LabCommand,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabRouting {
+    Tunnel,
+    Direct,
+    None,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum LabCommand {
     /// Build the lab: node namespaces on an underlay, one pilusd per node,
@@ -44,6 +52,19 @@ pub enum LabCommand {
         /// Don't emit per-packet trace events (drops are always reported).
         #[arg(long)]
         no_trace: bool,
+        /// How nodes' pods reach each other: `tunnel` (VXLAN, the VNI
+        /// carries the sender's identity), `direct` (pod CIDRs routed on
+        /// the underlay) or `none` (no etcd, each node on its own). Any
+        /// but `none` starts an etcd on the underlay and points every
+        /// agent at it. Default: tunnel with 2 or more nodes, none with 1.
+        #[arg(long, value_enum)]
+        routing: Option<LabRouting>,
+        /// Members of the lab's etcd (1, 3 or 5).
+        #[arg(long, default_value_t = 1)]
+        etcd_members: u32,
+        /// Seconds a node's keys outlive its agent (pilusd --lease-ttl).
+        #[arg(long, default_value_t = 15)]
+        lease_ttl: u64,
     },
     /// Remove everything the lab made: pods (CNI DEL), agents, pins,
     /// namespaces, state.
@@ -66,6 +87,9 @@ pub enum LabCommand {
         port: u16,
         #[arg(long)]
         udp: bool,
+        /// An ICMP echo instead (--port is not used).
+        #[arg(long, conflicts_with = "udp")]
+        icmp: bool,
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
@@ -105,9 +129,23 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
             nodes,
             pods_per_node,
             no_trace,
+            routing,
+            etcd_members,
+            lease_ttl,
         } => {
             let plan = Plan::new(&p.prefix, nodes, pods_per_node)
                 .map_err(|e| InvalidInput(e.to_string()))?;
+            let routing = routing.unwrap_or(if nodes > 1 {
+                LabRouting::Tunnel
+            } else {
+                LabRouting::None
+            });
+            let plan = match routing {
+                LabRouting::None => Ok(plan),
+                LabRouting::Tunnel => plan.clustered(Routing::Tunnel, etcd_members, lease_ttl),
+                LabRouting::Direct => plan.clustered(Routing::Direct, etcd_members, lease_ttl),
+            }
+            .map_err(|e| InvalidInput(e.to_string()))?;
             let start = Instant::now();
             let lab = Lab::up(p, plan, !no_trace)?;
             if out == Output::Json {
@@ -154,10 +192,15 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
             to,
             port,
             udp,
+            icmp,
             timeout_ms,
         } => {
             let lab = Lab::load(&p)?;
-            let proto = if udp { Proto::Udp } else { Proto::Tcp };
+            let proto = match (udp, icmp) {
+                (true, _) => Proto::Udp,
+                (_, true) => Proto::Icmp,
+                _ => Proto::Tcp,
+            };
             let r = connect(
                 &lab,
                 &from,
@@ -215,6 +258,22 @@ pub fn describe(from: &str, to: &str, port: u16, proto: Proto, r: &Probe) -> Str
 }
 
 pub fn print_status(lab: &Lab) {
+    match &lab.state.plan.cluster {
+        Some(c) => {
+            let members: Vec<String> = lab
+                .state
+                .etcd
+                .iter()
+                .map(|e| format!("{} ({})", e.name, e.url))
+                .collect();
+            println!(
+                "cluster: routing {}, etcd {}\n",
+                c.routing.name(),
+                members.join(", ")
+            );
+        }
+        None => println!("nodes on their own (no etcd)\n"),
+    }
     let mut t = Table::new(&["NODE", "NETNS", "POD CIDR", "AGENT", "ENDPOINTS", "SOCKET"]);
     for n in &lab.state.nodes {
         let st = lab.client(&n.name).get_json::<api::Status>(paths::STATUS);

@@ -15,6 +15,7 @@ mod lab;
 mod labels;
 mod monitor;
 mod namespace;
+mod node;
 mod policy;
 mod status;
 mod table;
@@ -75,6 +76,9 @@ enum Command {
     /// the datapath sees first.
     #[command(subcommand)]
     Ipcache(ipcache::IpcacheCommand),
+    /// The cluster's nodes (with pilusd --etcd).
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Namespace labels, as Kubernetes namespaceSelectors see them.
     #[command(subcommand)]
     Namespace(namespace::NamespaceCommand),
@@ -112,6 +116,10 @@ enum Command {
 }
 
 fn main() {
+    // `pilus ... | head` ends quietly, as a Unix tool does, instead of
+    // panicking on the closed pipe.
+    // SAFETY: restoring a signal's default disposition before any thread.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -134,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Identity(cmd) => identity::run(&c, cmd, out),
         Command::Policy(cmd) => policy::run(&c, cmd, out),
         Command::Ipcache(cmd) => ipcache::run(&c, cmd, out),
+        Command::Node(cmd) => node::run(&c, cmd, out),
         Command::Namespace(cmd) => namespace::run(&c, cmd, out),
         Command::Bpf(cmd) => bpf::run(&c, cmd, out),
         Command::Monitor(args) => monitor::run(&c, args, out),

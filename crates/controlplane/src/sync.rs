@@ -521,4 +521,29 @@ impl ControlPlane {
             pending_publish: c.dirty.load(Ordering::Relaxed),
         })
     }
+
+    /// This node and the others it knows, by name; empty on its own.
+    pub fn nodes_view(&self) -> Vec<api::Node> {
+        let Some(c) = self.cluster.as_ref() else {
+            return Vec::new();
+        };
+        let view = |n: &crate::cluster::NodeRecord, local| api::Node {
+            name: n.name.clone(),
+            underlay_ip: n.underlay_ip,
+            pod_cidr: n.pod_cidr.to_string(),
+            routing: n.routing.name().into(),
+            local,
+        };
+        let mut all: Vec<api::Node> = std::iter::once(view(&c.me, true))
+            .chain(
+                c.nodes
+                    .lock()
+                    .expect("lock")
+                    .values()
+                    .map(|n| view(n, false)),
+            )
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
 }

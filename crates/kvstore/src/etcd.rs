@@ -33,6 +33,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// pings more often than every 5 s (`--grpc-keepalive-min-time`).
 const PING_EVERY: Duration = Duration::from_secs(10);
 
+/// One try of a request that [`Net::call_retrying`] may try again: etcd
+/// holds a proposal made while its leader is gone until its own timeout,
+/// and a new leader is there well before (an election timeout, 1 s by
+/// default).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// The key the health check reads (count only; nothing is written).
 const HEALTH_KEY: &str = "pilus/.health";
 
@@ -131,19 +138,77 @@ impl Net {
     where
         F: Future<Output = Result<T, etcd::Error>>,
     {
-        let r = match tokio::time::timeout(self.timeout, f).await {
+        let r = self.attempt(what, lease, f).await;
+        match &r {
+            Err(e @ KvError::Unavailable { .. }) => self.down(e),
+            _ => self.up(),
+        }
+        r
+    }
+
+    /// [`Net::call`] for a request that is safe to send again (a read, or
+    /// a transaction: every one Pilus commits either writes the same
+    /// values again or is guarded by a comparison that a first, unanswered
+    /// success makes fail). While the store is believed reachable, a try
+    /// that gets no answer is repeated until the request's timeout: one
+    /// member of several going, or an election, is not an outage. A store
+    /// known to be unreachable is tried once, so callers fail fast.
+    async fn call_retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        lease: Option<LeaseId>,
+        mut make: F,
+    ) -> Result<T, KvError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let reachable = !matches!(self.connection(), Connection::Unreachable { .. });
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let r = match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), make()).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(classify(what, e, lease)),
+                Err(elapsed) => Err(KvError::Unavailable {
+                    what: format!("{what}: no answer within {:?}", left.min(ATTEMPT_TIMEOUT)),
+                    source: Some(Box::new(elapsed)),
+                }),
+            };
+            let again = reachable
+                && matches!(r, Err(KvError::Unavailable { .. }))
+                && tokio::time::Instant::now() + RETRY_PAUSE < deadline;
+            if !again {
+                match &r {
+                    Err(e @ KvError::Unavailable { .. }) => self.down(e),
+                    _ => self.up(),
+                }
+                return r;
+            }
+            if let Err(e) = &r {
+                tracing::debug!(error = %chain(e), "no answer from etcd; trying again");
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    fn connection(&self) -> Connection {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// [`Net::call`] without noting the outcome.
+    async fn attempt<T, F>(&self, what: &str, lease: Option<LeaseId>, f: F) -> Result<T, KvError>
+    where
+        F: Future<Output = Result<T, etcd::Error>>,
+    {
+        match tokio::time::timeout(self.timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(what, e, lease)),
             Err(elapsed) => Err(KvError::Unavailable {
                 what: format!("{what}: no answer within {:?}", self.timeout),
                 source: Some(Box::new(elapsed)),
             }),
-        };
-        match &r {
-            Err(e @ KvError::Unavailable { .. }) => self.down(e),
-            _ => self.up(),
         }
-        r
     }
 
     fn up(&self) {
@@ -361,12 +426,26 @@ impl EtcdKv {
             let every = config.health_every;
             rt.get().spawn(async move {
                 loop {
-                    let mut kv = net.client.kv_client();
-                    let probe = etcd::GetOptions::new().with_count_only();
-                    // The result is in the connection state.
-                    let _ = net
-                        .call("health check", None, kv.get(HEALTH_KEY, Some(probe)))
-                        .await;
+                    // A failed check is tried once more at once before it
+                    // counts: with several members, the one it went to may
+                    // have just gone, and the next request goes to another.
+                    for last in [false, true] {
+                        let mut kv = net.client.kv_client();
+                        let probe = etcd::GetOptions::new().with_count_only();
+                        let check = kv.get(HEALTH_KEY, Some(probe));
+                        let r = if last {
+                            // The result is in the connection state.
+                            net.call("health check", None, check).await.map(|_| ())
+                        } else {
+                            net.attempt("health check", None, check).await.map(|_| ())
+                        };
+                        if !matches!(r, Err(KvError::Unavailable { .. })) {
+                            if !last {
+                                net.up();
+                            }
+                            break;
+                        }
+                    }
                     tokio::time::sleep(every).await;
                 }
             })
@@ -437,12 +516,18 @@ impl EtcdKv {
 impl KvStore for EtcdKv {
     fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), KvError> {
         check_prefix(prefix)?;
-        let mut kv = self.net.client.kv_client();
+        let client = &self.net.client;
         // etcd returns a range in key order unless asked otherwise.
-        let resp = self.block_on(self.net.call(
+        let resp = self.block_on(self.net.call_retrying(
             &format!("list {prefix:?}"),
             None,
-            kv.get(prefix, Some(etcd::GetOptions::new().with_prefix())),
+            || {
+                let mut kv = client.kv_client();
+                async move {
+                    kv.get(prefix, Some(etcd::GetOptions::new().with_prefix()))
+                        .await
+                }
+            },
         ))?;
         let kvs = resp.kvs().iter().filter_map(key_value).collect();
         Ok((kvs, header_rev(resp.header())))
@@ -450,12 +535,11 @@ impl KvStore for EtcdKv {
 
     fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
         check_key(key)?;
-        let mut kv = self.net.client.kv_client();
-        let resp = self.block_on(self.net.call(
-            &format!("get {key:?}"),
-            None,
-            kv.get(key, None),
-        ))?;
+        let client = &self.net.client;
+        let resp = self.block_on(self.net.call_retrying(&format!("get {key:?}"), None, || {
+            let mut kv = client.kv_client();
+            async move { kv.get(key, None).await }
+        }))?;
         Ok(resp.kvs().first().and_then(key_value))
     }
 
@@ -463,12 +547,12 @@ impl KvStore for EtcdKv {
         // Everything is checked before anything is sent.
         txn.check()?;
         let lease = txn.first_leased().map(|(_, l)| l);
-        let mut kv = self.net.client.kv_client();
-        let resp = self.block_on(self.net.call(
-            "commit a transaction",
-            lease,
-            kv.txn(to_etcd(&txn)),
-        ))?;
+        let client = &self.net.client;
+        let resp = self.block_on(self.net.call_retrying("commit a transaction", lease, || {
+            let mut kv = client.kv_client();
+            let t = to_etcd(&txn);
+            async move { kv.txn(t).await }
+        }))?;
         if resp.succeeded() {
             self.remember(&txn);
         }
@@ -564,11 +648,7 @@ impl ClusterStore for EtcdKv {
     }
 
     fn connection(&self) -> Connection {
-        self.net
-            .conn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.net.connection()
     }
 }
 
@@ -891,8 +971,10 @@ async fn deliver(
                 return Ended::Broken;
             }
             Err(e) => {
+                // Not itself a sign that the store is away: with several
+                // members, the one this stream ran over may have gone while
+                // the others serve. Opening the watch again tells.
                 let e = classify(&format!("watch {prefix:?}"), e, None);
-                net.down(&e);
                 tracing::debug!(prefix, error = %chain(&e), "the watch stream broke; reconnecting");
                 return Ended::Broken;
             }

@@ -6,7 +6,7 @@
 
 use crate::{
     cni,
-    plan::{Plan, PodPlan, POD_NAMESPACE},
+    plan::{ClusterPlan, EtcdPlan, Plan, PodPlan, POD_NAMESPACE},
 };
 use pilus_api_types as api;
 use pilus_api_types::paths;
@@ -104,10 +104,23 @@ pub struct PodRun {
     pub add_ms: f64,
 }
 
+/// A running etcd member (a clustered lab).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EtcdRun {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub url: String,
+    pub pid: u32,
+    pub log: PathBuf,
+    pub data_dir: PathBuf,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct State {
     pub plan: Plan,
     pub trace: bool,
+    #[serde(default)]
+    pub etcd: Vec<EtcdRun>,
     pub nodes: Vec<NodeRun>,
     pub pods: Vec<PodRun>,
 }
@@ -161,6 +174,34 @@ fn spawn_in(mut cmd: Command, netns: &Path, log: &Path) -> Result<u32, LabError>
     Ok(child.id())
 }
 
+/// Sends `signal` to `pid` and waits (10 s at most, then SIGKILL) until it
+/// is gone.
+fn stop(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a pid the lab started.
+    unsafe { libc::kill(pid as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) && Instant::now() < deadline {
+        reap(pid);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if alive(pid) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    reap(pid);
+}
+
+/// `name` found on PATH (or the usual places when PATH is bare).
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/local/bin", "/usr/bin", "/bin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found
+}
+
 fn alive(pid: u32) -> bool {
     // A zombie (exited, not yet reaped by us) counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -210,6 +251,7 @@ impl Lab {
             state: State {
                 plan,
                 trace,
+                etcd: Vec::new(),
                 nodes: Vec::new(),
                 pods: Vec::new(),
             },
@@ -245,6 +287,24 @@ impl Lab {
             "bridge",
         ])?;
         ip(&["-n", &plan.underlay_netns, "link", "set", "br0", "up"])?;
+        if let Some(cluster) = &plan.cluster {
+            for member in &cluster.etcd {
+                ip(&[
+                    "-n",
+                    &plan.underlay_netns,
+                    "addr",
+                    "add",
+                    &format!("{}/24", member.ip),
+                    "dev",
+                    "br0",
+                ])?;
+            }
+            for member in &cluster.etcd {
+                let run = self.spawn_etcd(member, cluster)?;
+                self.state.etcd.push(run);
+                self.save()?;
+            }
+        }
         for (i, node) in plan.nodes.iter().enumerate() {
             new_netns(&node.netns)?;
             let port = format!("n{}", i + 1);
@@ -291,7 +351,184 @@ impl Lab {
             self.state.pods.push(run);
             self.save()?;
         }
+        if plan.cluster.is_some() {
+            self.wait_converged(Duration::from_secs(30))?;
+        }
         Ok(())
+    }
+
+    /// Starts one member of the lab's etcd in the underlay namespace; its
+    /// data directory is kept, so a member started again rejoins with its
+    /// data.
+    fn spawn_etcd(&self, member: &EtcdPlan, cluster: &ClusterPlan) -> Result<EtcdRun, LabError> {
+        let etcd = which("etcd").ok_or_else(|| {
+            LabError::Setup(
+                "etcd is not installed (a lab of many nodes runs one): apt-get install etcd-server"
+                    .into(),
+            )
+        })?;
+        let dir = self.paths.dir.join("etcd");
+        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        let data_dir = dir.join(&member.name);
+        let log = dir.join(format!("{}.log", member.name));
+        let initial: Vec<String> = cluster
+            .etcd
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        let state = if data_dir.exists() { "existing" } else { "new" };
+        let mut cmd = Command::new(etcd);
+        cmd.arg("--name")
+            .arg(&member.name)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen-client-urls", &member.client_url()])
+            .args(["--advertise-client-urls", &member.client_url()])
+            .args(["--listen-peer-urls", &member.peer_url()])
+            .args(["--initial-advertise-peer-urls", &member.peer_url()])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", state])
+            .args(["--initial-cluster-token", &self.state.plan.prefix])
+            // A node publishes its pods in transactions of up to 100 keys.
+            .args(["--max-txn-ops", "1024"])
+            // One machine, no real network: elections may be quick.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        // etcd also reads ETCD_* variables: none of the caller's apply.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let pid = spawn_in(cmd, &netns_path(&self.state.plan.underlay_netns), &log)?;
+        Ok(EtcdRun {
+            name: member.name.clone(),
+            ip: member.ip,
+            url: member.client_url(),
+            pid,
+            log,
+            data_dir,
+        })
+    }
+
+    /// Kills an etcd member (SIGKILL, as a crash would).
+    pub fn kill_etcd(&mut self, name: &str) -> Result<(), LabError> {
+        let run = self
+            .state
+            .etcd
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| LabError::Setup(format!("no etcd member {name:?} in the lab")))?;
+        stop(run.pid, libc::SIGKILL);
+        Ok(())
+    }
+
+    /// Starts a killed etcd member again on its data.
+    pub fn start_etcd(&mut self, name: &str) -> Result<(), LabError> {
+        let cluster = self
+            .state
+            .plan
+            .cluster
+            .clone()
+            .ok_or_else(|| LabError::Setup("the lab has no etcd".into()))?;
+        let member = cluster
+            .etcd
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| LabError::Setup(format!("no etcd member {name:?} in the lab")))?;
+        if let Some(run) = self.state.etcd.iter().find(|e| e.name == name) {
+            if alive(run.pid) {
+                return Err(LabError::Setup(format!("etcd member {name} is running")));
+            }
+        }
+        let run = self.spawn_etcd(member, &cluster)?;
+        self.state.etcd.retain(|e| e.name != name);
+        self.state.etcd.push(run);
+        self.save()
+    }
+
+    /// Stops a node's agent (SIGTERM: it exits cleanly and leaves its
+    /// datapath and its keys in etcd, which live on for the lease's ttl).
+    pub fn stop_agent(&mut self, node: &str) -> Result<(), LabError> {
+        let run = self
+            .node(node)
+            .ok_or_else(|| LabError::Setup(format!("no node {node:?} in the lab")))?;
+        stop(run.pid, libc::SIGTERM);
+        Ok(())
+    }
+
+    /// Starts a stopped agent again, as it was started.
+    pub fn start_agent_again(&mut self, node: &str) -> Result<(), LabError> {
+        let plan = self
+            .state
+            .plan
+            .node(node)
+            .cloned()
+            .ok_or_else(|| LabError::Setup(format!("no node {node:?} in the lab")))?;
+        if self.node(node).is_some_and(|n| alive(n.pid)) {
+            return Err(LabError::Setup(format!("the agent of {node} is running")));
+        }
+        let run = self.start_agent(&plan.name, &plan.netns, &plan.pod_cidr)?;
+        for n in &mut self.state.nodes {
+            if n.name == node {
+                *n = run.clone();
+            }
+        }
+        self.save()
+    }
+
+    /// Waits until every node knows every other node and every pod of the
+    /// lab (its ipcache has each pod's address with the pod's identity).
+    pub fn wait_converged(&self, limit: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let missing = self.not_converged();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Setup(format!(
+                    "the cluster did not converge within {} s: {}",
+                    limit.as_secs(),
+                    missing.join("; ")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What some node does not know yet (empty when the lab converged).
+    pub fn not_converged(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for node in &self.state.nodes {
+            let c = self.client(&node.name).with_timeout(Duration::from_secs(2));
+            match c.get_json::<Vec<api::Node>>(paths::NODES) {
+                Ok(nodes) if nodes.len() == self.state.nodes.len() => {}
+                Ok(nodes) => missing.push(format!(
+                    "{} knows {} of {} nodes",
+                    node.name,
+                    nodes.len(),
+                    self.state.nodes.len()
+                )),
+                Err(e) => missing.push(format!("{}: {e}", node.name)),
+            }
+            let Ok(ipcache) = c.get_json::<Vec<api::IpcacheEntry>>(paths::IPCACHE) else {
+                continue;
+            };
+            for pod in &self.state.pods {
+                let prefix = format!("{}/32", pod.ip);
+                let known = ipcache
+                    .iter()
+                    .any(|e| e.prefix == prefix && e.identity == pod.identity);
+                if !known {
+                    missing.push(format!(
+                        "{} does not know {} ({})",
+                        node.name, pod.name, pod.ip
+                    ));
+                }
+            }
+        }
+        missing
     }
 
     fn start_agent(&self, name: &str, netns: &str, pod_cidr: &str) -> Result<NodeRun, LabError> {
@@ -313,6 +550,18 @@ impl Lab {
             .args(["--log", "info"]);
         if self.state.trace {
             cmd.arg("--trace");
+        }
+        if let Some(cluster) = &self.state.plan.cluster {
+            let node = self
+                .state
+                .plan
+                .node(name)
+                .ok_or_else(|| LabError::Setup(format!("no node {name} in the plan")))?;
+            cmd.args(["--etcd", &cluster.etcd_urls()])
+                .args(["--routing", cluster.routing.name()])
+                .args(["--underlay-ip", &node.underlay_ip.to_string()])
+                .args(["--uplink", "eth0"])
+                .args(["--lease-ttl", &cluster.lease_ttl_s.to_string()]);
         }
         let pid = spawn_in(cmd, &netns_path(netns), &log)?;
         let run = NodeRun {

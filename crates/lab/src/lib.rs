@@ -21,4 +21,4 @@ pub mod plan;
 pub mod serve;
 
 pub use lab::{Lab, LabError, Paths};
-pub use plan::{NodePlan, Plan, PodPlan};
+pub use plan::{NodePlan, Plan, PodPlan, Routing};

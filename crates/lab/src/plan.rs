@@ -12,6 +12,73 @@ pub const ROLES: &[&str] = &["frontend", "backend", "db", "cache", "worker", "ba
 pub const POD_NAMESPACE: &str = "demo";
 pub const MAX_NODES: u8 = 32;
 pub const MAX_PODS_PER_NODE: u16 = 200;
+/// etcd members a clustered lab may run (odd: a majority must survive).
+pub const ETCD_MEMBERS: &[u8] = &[1, 3, 5];
+/// The first etcd member's address on the underlay (the others follow);
+/// above every node's address.
+pub const ETCD_BASE: u8 = 200;
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+
+/// How pods on different nodes reach each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// VXLAN between the nodes; the VNI carries the sender's identity.
+    Tunnel,
+    /// Pod CIDRs routed on the underlay.
+    Direct,
+}
+
+impl Routing {
+    /// The name pilusd's `--routing` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Routing::Tunnel => "tunnel",
+            Routing::Direct => "direct",
+        }
+    }
+}
+
+/// One member of the lab's etcd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdPlan {
+    /// `etcd-1`, ...
+    pub name: String,
+    /// Its address on the underlay bridge (198.19.0.200 and up).
+    pub ip: Ipv4Addr,
+}
+
+impl EtcdPlan {
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{ETCD_CLIENT_PORT}", self.ip)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://{}:{ETCD_PEER_PORT}", self.ip)
+    }
+}
+
+/// A lab whose nodes form one cluster: an etcd on the underlay, every
+/// agent pointed at it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPlan {
+    pub routing: Routing,
+    pub etcd: Vec<EtcdPlan>,
+    /// Seconds a node's keys outlive its agent.
+    pub lease_ttl_s: u64,
+}
+
+impl ClusterPlan {
+    /// Every member's client URL, comma-separated (pilusd's `--etcd`).
+    pub fn etcd_urls(&self) -> String {
+        self.etcd
+            .iter()
+            .map(EtcdPlan::client_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePlan {
@@ -41,6 +108,10 @@ pub struct Plan {
     pub underlay_netns: String,
     pub nodes: Vec<NodePlan>,
     pub pods: Vec<PodPlan>,
+    /// None: every node on its own (no etcd, pods reach only pods of
+    /// their node).
+    #[serde(default)]
+    pub cluster: Option<ClusterPlan>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,6 +122,10 @@ pub enum PlanError {
     Pods(u32),
     #[error("lab prefix {0:?} must be 1-12 lowercase letters or digits, starting with a letter")]
     Prefix(String),
+    #[error("--etcd-members must be one of {ETCD_MEMBERS:?}, not {0}")]
+    EtcdMembers(u32),
+    #[error("--lease-ttl must be 2 to 3600 seconds, not {0}")]
+    LeaseTtl(u64),
 }
 
 impl Plan {
@@ -75,6 +150,7 @@ impl Plan {
             underlay_netns: format!("{prefix}-underlay"),
             nodes: Vec::new(),
             pods: Vec::new(),
+            cluster: None,
         };
         for i in 1..=nodes {
             let node = format!("node-{i}");
@@ -102,6 +178,33 @@ impl Plan {
             }
         }
         Ok(plan)
+    }
+
+    /// The same lab as one cluster: `etcd_members` etcd servers on the
+    /// underlay, nodes connected by `routing`.
+    pub fn clustered(
+        mut self,
+        routing: Routing,
+        etcd_members: u32,
+        lease_ttl_s: u64,
+    ) -> Result<Plan, PlanError> {
+        if !ETCD_MEMBERS.iter().any(|&m| u32::from(m) == etcd_members) {
+            return Err(PlanError::EtcdMembers(etcd_members));
+        }
+        if !(2..=3600).contains(&lease_ttl_s) {
+            return Err(PlanError::LeaseTtl(lease_ttl_s));
+        }
+        self.cluster = Some(ClusterPlan {
+            routing,
+            etcd: (0..etcd_members as u8)
+                .map(|k| EtcdPlan {
+                    name: format!("etcd-{}", k + 1),
+                    ip: Ipv4Addr::new(198, 19, 0, ETCD_BASE + k),
+                })
+                .collect(),
+            lease_ttl_s,
+        });
+        Ok(self)
     }
 
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
@@ -147,6 +250,43 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), 14);
         assert!(p.pod("frontend3-1").is_some());
+    }
+
+    #[test]
+    fn a_cluster_has_its_etcd_on_the_underlay() {
+        let p = Plan::new("plab", 3, 2)
+            .unwrap()
+            .clustered(Routing::Direct, 3, 15)
+            .unwrap();
+        let c = p.cluster.as_ref().unwrap();
+        assert_eq!(c.routing.name(), "direct");
+        assert_eq!(c.etcd.len(), 3);
+        assert_eq!(
+            c.etcd_urls(),
+            "http://198.19.0.200:2379,http://198.19.0.201:2379,http://198.19.0.202:2379"
+        );
+        for e in &c.etcd {
+            assert!(in_benchmark_range(e.ip));
+            assert!(p.nodes.iter().all(|n| n.underlay_ip != e.ip));
+        }
+        // The largest lab's nodes stay below the etcd addresses.
+        let big = Plan::new("plab", u32::from(MAX_NODES), 0).unwrap();
+        assert!(big
+            .nodes
+            .iter()
+            .all(|n| n.underlay_ip.octets()[3] < ETCD_BASE));
+        assert_eq!(
+            Plan::new("plab", 3, 2)
+                .unwrap()
+                .clustered(Routing::Tunnel, 2, 15),
+            Err(PlanError::EtcdMembers(2))
+        );
+        assert_eq!(
+            Plan::new("plab", 3, 2)
+                .unwrap()
+                .clustered(Routing::Tunnel, 1, 0),
+            Err(PlanError::LeaseTtl(0))
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub fn serve(name: &str, port: u16) -> std::io::Result<()> {
 pub enum Proto {
     Tcp,
     Udp,
+    /// An ICMP echo (the port is not used).
+    Icmp,
 }
 
 impl std::fmt::Display for Proto {
@@ -52,6 +54,7 @@ impl std::fmt::Display for Proto {
         f.write_str(match self {
             Proto::Tcp => "TCP",
             Proto::Udp => "UDP",
+            Proto::Icmp => "ICMP",
         })
     }
 }
@@ -80,6 +83,17 @@ pub fn probe(netns: &Path, dst: SocketAddrV4, proto: Proto, timeout: Duration) -
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
         )
     };
+    if proto == Proto::Icmp {
+        let name = netns.display().to_string();
+        return match pilus_netns::probe::ping_here(&name, *dst.ip(), timeout) {
+            Ok(true) => Probe::Reply {
+                reply: "echo reply".into(),
+                elapsed: start.elapsed(),
+            },
+            Ok(false) => Probe::Timeout,
+            Err(e) => Probe::Failed(e.to_string()),
+        };
+    }
     let mut buf = [0u8; 256];
     let got = match proto {
         Proto::Tcp => TcpStream::connect_timeout(&dst.into(), timeout).and_then(|mut s| {
@@ -91,6 +105,7 @@ pub fn probe(netns: &Path, dst: SocketAddrV4, proto: Proto, timeout: Duration) -
             s.send_to(b"ping\n", dst)?;
             s.recv(&mut buf)
         }),
+        Proto::Icmp => unreachable!("answered above"),
     };
     match got {
         Ok(n) => Probe::Reply {

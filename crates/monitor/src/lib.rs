@@ -62,9 +62,13 @@ pub fn decode(
 /// the endpoint whose program ran: the sender's in from-container (drops
 /// at from-endpoint, whatever the direction of the policy that dropped,
 /// and the to-endpoint/to-stack traces, which are egress), the receiver's
-/// in to-container (to-endpoint, ingress).
+/// in to-container (to-endpoint, ingress). bpf_overlay.c and bpf_host.c
+/// report the local receiver of what arrives from another node
+/// (from-overlay, from-network) and the local sender of what leaves
+/// (to-overlay, to-network).
 fn endpoint_is_destination(obs: u8, dir: u8) -> bool {
-    obs == OBS_TO_ENDPOINT && dir == DIR_INGRESS
+    matches!(obs, OBS_FROM_OVERLAY | OBS_FROM_NETWORK)
+        || (obs == OBS_TO_ENDPOINT && dir == DIR_INGRESS)
 }
 
 /// The reason for a drop code, from the drop table of `pilus_abi`.
@@ -483,6 +487,39 @@ mod tests {
     }
 
     #[test]
+    fn arrivals_from_other_nodes_name_the_local_receiver_only() {
+        // A pod of another node (not in this node's endpoints) sends to B.
+        let remote = Ipv4Addr::new(198, 18, 2, 3);
+        let pkt = PacketBuilder::new(MAC_A, MAC_B)
+            .ipv4(remote, B)
+            .tcp(40000, 80, SYN)
+            .build();
+        for obs in [OBS_FROM_OVERLAY, OBS_FROM_NETWORK] {
+            let ev = event(EVENT_DROP, DROP_POLICY, obs, DIR_INGRESS, 13, &pkt);
+            let e = decode(&ev, 1, 0, eps);
+            assert_eq!(
+                (e.src_endpoint, e.dst_endpoint),
+                (None, Some(13)),
+                "obs {obs}"
+            );
+        }
+        // B sends to it: the local sender.
+        let pkt = PacketBuilder::new(MAC_A, MAC_B)
+            .ipv4(B, remote)
+            .tcp(80, 40000, SYN)
+            .build();
+        for obs in [OBS_TO_OVERLAY, OBS_TO_NETWORK] {
+            let ev = event(EVENT_TRACE, 0, obs, DIR_EGRESS, 13, &pkt);
+            let e = decode(&ev, 1, 0, eps);
+            assert_eq!(
+                (e.src_endpoint, e.dst_endpoint),
+                (Some(13), None),
+                "obs {obs}"
+            );
+        }
+    }
+
+    #[test]
     fn drop_without_an_endpoint_names_the_interface_and_unknown_codes_stay_numeric() {
         let ev = event(EVENT_DROP, 200, OBS_TO_ENDPOINT, DIR_INGRESS, 0, &syn());
         let e = decode(&ev, 1, 0, eps);
@@ -494,12 +531,12 @@ mod tests {
             "{}",
             format_line(&e)
         );
-        let ev = event(9, 0, 7, 5, 3, &syn());
+        let ev = event(9, 0, 9, 5, 3, &syn());
         let e = decode(&ev, 1, 0, eps);
         assert_eq!(e.kind, MonitorKind::Unknown);
         assert_eq!(
             (e.observation_point.as_str(), e.direction.as_str()),
-            ("obs-7", "dir-5")
+            ("obs-9", "dir-5")
         );
     }
 

@@ -41,10 +41,15 @@ static NONCE: AtomicU32 = AtomicU32::new(0);
 /// concurrent pings in one namespace never answer for each other. A request
 /// the kernel cannot send (no route, link down) counts as unanswered.
 pub fn ping(ns: &NetNs, dst: Ipv4Addr, timeout: Duration) -> Result<bool, Error> {
+    ns.within(|| ping_here(ns.name(), dst, timeout))?
+}
+
+/// [`ping`] from the namespace the calling thread is in (`ns` names it in
+/// errors): for a caller that entered it already.
+pub fn ping_here(ns: &str, dst: Ipv4Addr, timeout: Duration) -> Result<bool, Error> {
     let deadline = deadline(timeout)?;
     let fail = |op, source| socket_error(ns, op, dst, source);
-    let sock = ns
-        .within(|| socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP))?
+    let sock = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP)
         .map_err(|source| fail("open a raw ICMP socket for", source))?;
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
@@ -91,12 +96,14 @@ pub fn tcp(ns: &NetNs, dst: SocketAddrV4, timeout: Duration) -> Result<bool, Err
     let stream = match ns.within(|| TcpStream::connect_timeout(&dst.into(), timeout))? {
         Ok(stream) => stream,
         Err(err) if unanswered(&err) => return Ok(false),
-        Err(err) => return Err(socket_error(ns, "connect to", dst, err)),
+        Err(err) => return Err(socket_error(ns.name(), "connect to", dst, err)),
     };
     let line = probe_message("tcp");
     match echo_line(&stream, &line, deadline) {
         Err(err) if unanswered(&err) => Ok(false),
-        result => result.map_err(|source| socket_error(ns, "exchange a line with", dst, source)),
+        result => {
+            result.map_err(|source| socket_error(ns.name(), "exchange a line with", dst, source))
+        }
     }
 }
 
@@ -107,7 +114,7 @@ pub fn udp(ns: &NetNs, dst: SocketAddrV4, timeout: Duration) -> Result<bool, Err
     let deadline = deadline(timeout)?;
     let sock = ns
         .within(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?
-        .map_err(|source| socket_error(ns, "open a UDP socket for", dst, source))?;
+        .map_err(|source| socket_error(ns.name(), "open a UDP socket for", dst, source))?;
     let message = probe_message("udp");
     let exchange = || -> io::Result<bool> {
         // Connected, so only `dst` can answer and an ICMP error from it
@@ -126,9 +133,8 @@ pub fn udp(ns: &NetNs, dst: SocketAddrV4, timeout: Duration) -> Result<bool, Err
     };
     match exchange() {
         Err(err) if unanswered(&err) => Ok(false),
-        result => {
-            result.map_err(|source| socket_error(ns, "exchange a datagram with", dst, source))
-        }
+        result => result
+            .map_err(|source| socket_error(ns.name(), "exchange a datagram with", dst, source)),
     }
 }
 
@@ -168,10 +174,10 @@ impl EchoServer {
                     let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
                     let tcp = TcpListener::bind(addr)
                         .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-                        .map_err(|source| socket_error(ns, "listen on TCP", addr, source))?;
+                        .map_err(|source| socket_error(ns.name(), "listen on TCP", addr, source))?;
                     let udp = UdpSocket::bind(addr)
                         .and_then(|sock| sock.set_nonblocking(true).map(|()| sock))
-                        .map_err(|source| socket_error(ns, "bind UDP", addr, source))?;
+                        .map_err(|source| socket_error(ns.name(), "bind UDP", addr, source))?;
                     Ok((port, tcp, udp))
                 })
                 .collect::<Result<Vec<_>, Error>>()
@@ -242,7 +248,7 @@ pub fn send_raw_frame(ns: &NetNs, ifname: &str, frame: &[u8]) -> Result<(), Erro
     }
     // Also checks the name and reports a missing link as NoSuchLink.
     let ifindex = ns.ifindex(ifname)?;
-    let fail = |op, source| socket_error(ns, op, ifname, source);
+    let fail = |op, source| socket_error(ns.name(), op, ifname, source);
     // Protocol 0: the socket only sends, it never queues received frames.
     let sock = ns
         .within(|| socket(libc::AF_PACKET, libc::SOCK_RAW, 0))?
@@ -492,11 +498,11 @@ fn retry(err: &io::Error) -> bool {
     )
 }
 
-fn socket_error(ns: &NetNs, op: &'static str, target: impl ToString, source: io::Error) -> Error {
+fn socket_error(ns: &str, op: &'static str, target: impl ToString, source: io::Error) -> Error {
     Error::Socket {
         op,
         target: target.to_string(),
-        ns: ns.name().to_owned(),
+        ns: ns.to_owned(),
         source,
     }
 }

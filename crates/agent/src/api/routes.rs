@@ -68,6 +68,7 @@ pub fn router() -> Router<Shared> {
             put(namespace_labels).post(namespace_labels),
         )
         .route(paths::IPCACHE, get(ipcache))
+        .route(paths::NODES, get(nodes))
         .route(paths::BPF_POLICY, get(bpf_policy_all))
         .route(&format!("{}/{{key}}", paths::BPF_POLICY), get(bpf_policy))
         .route(paths::BPF_IPCACHE, get(bpf_ipcache))
@@ -283,6 +284,11 @@ async fn bpf_policy(
 /// The ipcache as the control plane holds it, with every entry's sources.
 async fn ipcache(State(s): State<Shared>) -> Result<Response, ApiError> {
     let v = s.read(|a| a.ipcache_view()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn nodes(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let v = s.read(|a| a.nodes_view()).await?;
     Ok(json(StatusCode::OK, &v))
 }
 

@@ -1,0 +1,893 @@
+//! Many nodes, through `pilus lab` as a user builds it: node namespaces on
+//! an underlay bridge, a real etcd on the underlay, one real pilusd per node
+//! pointed at it, pods attached by the real pilus-cni, real TCP, UDP and
+//! ICMP between pods of different nodes — in tunnel mode (VXLAN, the VNI
+//! carries the sender's identity) and in direct-routing mode.
+//!
+//! Needs root and etcd (`scripts/deps.sh` installs etcd-server); fails,
+//! never skips, without them. Each test's lab is removed when its fixture
+//! drops, also on failure (agents, etcd, pods' servers, pins, namespaces).
+
+use pilus_api_types::{self as api, paths};
+use pilus_client::blocking::Client;
+use pilus_lab::{
+    plan::Routing,
+    serve::{self, Probe, Proto},
+    Lab, Paths, Plan, PodPlan,
+};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+const YES: Duration = Duration::from_secs(3);
+const NO: Duration = Duration::from_millis(400);
+const VXLAN_PORT: u16 = 8472;
+
+/// A lab for one test; removed on drop.
+struct Fixture {
+    lab: Lab,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.lab.state.nodes {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- {} pilusd log (last lines) ---", n.name);
+                for l in &lines[lines.len().saturating_sub(25)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        if let Err(e) = Lab::down(&self.lab.paths) {
+            eprintln!("tearing down the test lab: {e}");
+        }
+    }
+}
+
+fn paths(prefix: &str) -> Paths {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the many-node tests build namespaces and load BPF: run them as root"
+    );
+    assert!(
+        Path::new("/usr/bin/etcd").exists(),
+        "etcd is not installed: `source scripts/deps.sh; pilus_build_deps` installs etcd-server"
+    );
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_pilusd"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for b in ["pilus", "pilus-cni"] {
+        assert!(
+            bin_dir.join(b).exists(),
+            "{b} must be built next to pilusd: run `cargo build --workspace --bins` first"
+        );
+    }
+    Paths {
+        dir: std::env::temp_dir().join(format!("pilus-{prefix}")),
+        pins: PathBuf::from(format!("/sys/fs/bpf/pilus-{prefix}")),
+        bin_dir,
+        prefix: prefix.to_string(),
+    }
+}
+
+/// `nodes` × `pods` (frontend-N, backend-N, ...) in one cluster.
+fn cluster(
+    prefix: &str,
+    routing: Routing,
+    nodes: u32,
+    pods: u32,
+    etcd_members: u32,
+    lease_ttl: u64,
+) -> Fixture {
+    let paths = paths(prefix);
+    let _ = Lab::down(&paths);
+    let plan = Plan::new(prefix, nodes, pods)
+        .unwrap()
+        .clustered(routing, etcd_members, lease_ttl)
+        .unwrap();
+    Fixture {
+        lab: Lab::up(paths, plan, false).expect("lab up"),
+    }
+}
+
+impl Fixture {
+    fn client(&self, node: &str) -> Client {
+        self.lab.client(node).with_timeout(Duration::from_secs(10))
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        self.lab
+            .state
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    fn ip(&self, pod: &str) -> Ipv4Addr {
+        self.lab.pod(pod).unwrap().ip
+    }
+
+    fn identity(&self, pod: &str) -> u32 {
+        self.lab.pod(pod).unwrap().identity
+    }
+
+    fn probe(&self, from: &str, to: &str, proto: Proto, timeout: Duration) -> Probe {
+        let src = self.lab.pod(from).unwrap();
+        serve::probe(
+            &PathBuf::from(format!("/run/netns/{}", src.netns)),
+            SocketAddrV4::new(self.ip(to), 80),
+            proto,
+            timeout,
+        )
+    }
+
+    fn reaches(&self, from: &str, to: &str, proto: Proto) -> bool {
+        matches!(self.probe(from, to, proto, YES), Probe::Reply { .. })
+    }
+
+    /// Every pod to every other pod over TCP, UDP and ICMP; the pairs
+    /// that did not get through.
+    fn unreachable_pairs(&self) -> Vec<String> {
+        let names: Vec<String> = self.lab.state.pods.iter().map(|p| p.name.clone()).collect();
+        let mut failed = Vec::new();
+        for a in &names {
+            for b in names.iter().filter(|b| *b != a) {
+                for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
+                    let r = self.probe(a, b, proto, YES);
+                    if !matches!(r, Probe::Reply { .. }) {
+                        failed.push(format!("{a} -> {b} {proto}: {r:?}"));
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    fn import(&self, node: &str, yaml: &str) -> Result<api::PolicyImported, pilus_client::Error> {
+        self.client(node).post_json(
+            paths::POLICIES,
+            &api::PolicyImport {
+                files: vec![api::PolicyFile {
+                    name: "policy.yaml".into(),
+                    text: yaml.into(),
+                }],
+            },
+        )
+    }
+
+    fn status(&self, node: &str) -> api::Status {
+        self.client(node).get_json(paths::STATUS).unwrap()
+    }
+
+    fn store_state(&self, node: &str) -> String {
+        self.status(node).cluster.expect("a clustered node").store
+    }
+
+    fn drops(&self, node: &str) -> Vec<api::MonitorEvent> {
+        let b: api::MonitorBatch = self
+            .client(node)
+            .get_json(&format!("{}?type=drop&last=200", paths::MONITOR))
+            .unwrap();
+        b.events
+    }
+
+    fn policies(&self, node: &str) -> Vec<api::PolicySummary> {
+        self.client(node).get_json(paths::POLICIES).unwrap()
+    }
+
+    fn cluster_identities(&self, node: &str) -> BTreeMap<u32, Vec<String>> {
+        let ids: Vec<api::Identity> = self.client(node).get_json(paths::IDENTITIES).unwrap();
+        ids.into_iter()
+            .filter(|i| i.kind == "cluster")
+            .map(|i| (i.id, i.labels))
+            .collect()
+    }
+
+    fn ipcache_prefixes(&self, node: &str) -> BTreeSet<String> {
+        let v: Vec<api::IpcacheEntry> = self.client(node).get_json(paths::IPCACHE).unwrap();
+        v.into_iter().map(|e| e.prefix).collect()
+    }
+
+    fn bpf_ipcache_prefixes(&self, node: &str) -> BTreeSet<String> {
+        let v: Vec<api::BpfIpcacheEntry> = self.client(node).get_json(paths::BPF_IPCACHE).unwrap();
+        v.into_iter().map(|e| e.prefix).collect()
+    }
+
+    fn node_names(&self, node: &str) -> Vec<String> {
+        let v: Vec<api::Node> = self.client(node).get_json(paths::NODES).unwrap();
+        v.into_iter().map(|n| n.name).collect()
+    }
+
+    fn pod_plan(&self, name: &str, node: &str, app: &str) -> PodPlan {
+        let prefix = &self.lab.state.plan.prefix;
+        PodPlan {
+            name: name.into(),
+            node: node.into(),
+            netns: format!("{prefix}-{name}"),
+            container_id: format!("{prefix}-{name}"),
+            app: app.into(),
+        }
+    }
+
+    /// Writes raw bytes into the lab's etcd, as something other than Pilus
+    /// would, from a thread inside the underlay namespace.
+    fn etcd_put(&self, entries: &[(&str, &[u8])]) {
+        let url = self.lab.state.etcd[0].url.clone();
+        let ns = PathBuf::from(format!("/run/netns/{}", self.lab.state.plan.underlay_netns));
+        let entries: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        std::thread::spawn(move || {
+            pilus_netlink::netns::enter_path(&ns).unwrap().stay();
+            let kv = pilus_kvstore::EtcdKv::connect(pilus_kvstore::EtcdConfig::new([url])).unwrap();
+            let mut txn = pilus_kvstore::Txn::new();
+            for (k, v) in entries {
+                txn = txn.put(k, v);
+            }
+            use pilus_kvstore::KvStore;
+            kv.commit(txn).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// A VXLAN frame seen on the underlay: its VNI and the inner packet's
+/// addresses.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Vxlan {
+    vni: u32,
+    inner_src: Ipv4Addr,
+    inner_dst: Ipv4Addr,
+}
+
+/// What a capture on the underlay saw.
+#[derive(Default, Debug)]
+struct Capture {
+    vxlan: BTreeSet<Vxlan>,
+    /// Plain IPv4 packets (not VXLAN): source and destination.
+    plain: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+}
+
+fn ipv4_addrs(ip: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, usize, u8)> {
+    if ip.len() < 20 || ip[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    Some((src, dst, ihl, ip[9]))
+}
+
+fn parse_frame(frame: &[u8], into: &mut Capture) {
+    if frame.len() < 14 || frame[12..14] != [0x08, 0x00] {
+        return;
+    }
+    let Some((src, dst, ihl, proto)) = ipv4_addrs(&frame[14..]) else {
+        return;
+    };
+    let l4 = &frame[14 + ihl..];
+    if proto == 17 && l4.len() >= 8 + 8 + 14 + 20 {
+        let dport = u16::from_be_bytes([l4[2], l4[3]]);
+        if dport == VXLAN_PORT {
+            let vx = &l4[8..16];
+            let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+            let inner = &l4[16..];
+            if inner[12..14] == [0x08, 0x00] {
+                if let Some((s, d, _, _)) = ipv4_addrs(&inner[14..]) {
+                    into.vxlan.insert(Vxlan {
+                        vni,
+                        inner_src: s,
+                        inner_dst: d,
+                    });
+                }
+            }
+            return;
+        }
+    }
+    into.plain.insert((src, dst));
+}
+
+/// Captures every frame in the underlay namespace (a raw packet socket on
+/// all its interfaces) while `traffic` runs.
+fn capture_underlay(fx: &Fixture, traffic: impl FnOnce()) -> Capture {
+    let ns = PathBuf::from(format!("/run/netns/{}", fx.lab.state.plan.underlay_netns));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stop2 = stop.clone();
+    let reader = std::thread::spawn(move || {
+        pilus_netlink::netns::enter_path(&ns).unwrap().stay();
+        // SAFETY: plain socket(2)/setsockopt(2)/recv(2) on a descriptor we own.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from((libc::ETH_P_ALL as u16).to_be()),
+            )
+        };
+        assert!(
+            fd >= 0,
+            "a packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        ready_tx.send(()).unwrap();
+        let mut cap = Capture::default();
+        let mut buf = vec![0u8; 65536];
+        while !stop2.load(Ordering::Relaxed) {
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 {
+                parse_frame(&buf[..n as usize], &mut cap);
+            }
+        }
+        unsafe { libc::close(fd) };
+        cap
+    });
+    ready_rx.recv().unwrap();
+    traffic();
+    // Let the last frames arrive.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap()
+}
+
+const BACKEND_FROM_FRONTEND: &str = "
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: backend-from-frontend
+  namespace: demo
+spec:
+  endpointSelector:
+    matchLabels:
+      app: backend
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: frontend
+";
+
+// ---------------------------------------------------------------------
+// Reachability and what is on the wire
+// ---------------------------------------------------------------------
+
+#[test]
+fn tunnel_every_pod_reaches_every_other_with_its_identity_in_the_vni() {
+    let fx = cluster("t10tun", Routing::Tunnel, 3, 2, 1, 15);
+    let failed = fx.unreachable_pairs();
+    assert!(failed.is_empty(), "unreachable in tunnel mode: {failed:#?}");
+
+    // Pods get an MTU that leaves room for the encapsulation.
+    let mtu = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &fx.lab.pod("frontend-1").unwrap().netns,
+            "-o",
+            "link",
+            "show",
+            "eth0",
+        ])
+        .output()
+        .unwrap();
+    let mtu = String::from_utf8_lossy(&mtu.stdout).to_string();
+    assert!(mtu.contains("mtu 1450"), "pod MTU in tunnel mode: {mtu}");
+
+    let cap = capture_underlay(&fx, || {
+        assert!(fx.reaches("frontend-1", "backend-2", Proto::Tcp));
+        assert!(fx.reaches("backend-3", "frontend-1", Proto::Udp));
+    });
+    let (f1, b2, b3) = (fx.ip("frontend-1"), fx.ip("backend-2"), fx.ip("backend-3"));
+    let want = [
+        // The request carries frontend's identity, the reply backend's.
+        Vxlan {
+            vni: fx.identity("frontend-1"),
+            inner_src: f1,
+            inner_dst: b2,
+        },
+        Vxlan {
+            vni: fx.identity("backend-2"),
+            inner_src: b2,
+            inner_dst: f1,
+        },
+        Vxlan {
+            vni: fx.identity("backend-3"),
+            inner_src: b3,
+            inner_dst: f1,
+        },
+        Vxlan {
+            vni: fx.identity("frontend-1"),
+            inner_src: f1,
+            inner_dst: b3,
+        },
+    ];
+    for w in &want {
+        assert!(
+            cap.vxlan.contains(w),
+            "no VXLAN frame {w:?} on the underlay: {cap:?}"
+        );
+    }
+    // Every frame's VNI is its sender's identity, and no pod address
+    // travels unencapsulated.
+    let identity_of: BTreeMap<Ipv4Addr, u32> = fx
+        .lab
+        .state
+        .pods
+        .iter()
+        .map(|p| (p.ip, p.identity))
+        .collect();
+    for v in &cap.vxlan {
+        assert_eq!(Some(&v.vni), identity_of.get(&v.inner_src), "VNI of {v:?}");
+    }
+    let bare: Vec<_> = cap
+        .plain
+        .iter()
+        .filter(|(s, d)| identity_of.contains_key(s) || identity_of.contains_key(d))
+        .collect();
+    assert!(bare.is_empty(), "pod packets outside the tunnel: {bare:?}");
+}
+
+#[test]
+fn direct_routing_every_pod_reaches_every_other_without_encapsulation() {
+    let fx = cluster("t10dir", Routing::Direct, 3, 2, 1, 15);
+    let failed = fx.unreachable_pairs();
+    assert!(
+        failed.is_empty(),
+        "unreachable with direct routing: {failed:#?}"
+    );
+
+    // The agent routes the other nodes' pod CIDRs through the uplink.
+    let routes = std::process::Command::new("ip")
+        .args(["-n", &fx.lab.state.nodes[0].netns, "route", "show"])
+        .output()
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout).to_string();
+    for want in [
+        "198.18.2.0/24 via 198.19.0.2 dev eth0",
+        "198.18.3.0/24 via 198.19.0.3 dev eth0",
+    ] {
+        assert!(
+            routes.contains(want),
+            "no route {want:?} on node-1: {routes}"
+        );
+    }
+    let cap = capture_underlay(&fx, || {
+        assert!(fx.reaches("frontend-1", "backend-2", Proto::Tcp));
+    });
+    assert!(cap.vxlan.is_empty(), "VXLAN with direct routing: {cap:?}");
+    let (f1, b2) = (fx.ip("frontend-1"), fx.ip("backend-2"));
+    assert!(
+        cap.plain.contains(&(f1, b2)) && cap.plain.contains(&(b2, f1)),
+        "the pods' packets, as they are, on the underlay: {cap:?}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// Policy across nodes
+// ---------------------------------------------------------------------
+
+/// A policy imported on node-1 is enforced by node-3 on traffic from the
+/// other nodes; node-3's drop event names the remote sender's identity.
+fn cross_node_policy(prefix: &str, routing: Routing, arrival: &str) {
+    let fx = cluster(prefix, routing, 3, 2, 1, 15);
+    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    for n in fx.nodes() {
+        wait_for(
+            &format!("the policy on {n}"),
+            Duration::from_secs(5),
+            || {
+                fx.policies(&n)
+                    .iter()
+                    .any(|p| p.name == "backend-from-frontend")
+            },
+        );
+    }
+    for from in ["frontend-1", "frontend-2", "frontend-3"] {
+        for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
+            assert!(
+                fx.reaches(from, "backend-3", proto),
+                "{from} -> backend-3 {proto}"
+            );
+        }
+    }
+    for from in ["backend-1", "backend-2"] {
+        for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
+            let r = fx.probe(from, "backend-3", proto, NO);
+            assert_eq!(
+                r,
+                Probe::Timeout,
+                "{from} -> backend-3 {proto} must be dropped"
+            );
+        }
+    }
+    // Egress is not restricted: backend-3 still reaches a frontend.
+    assert!(fx.reaches("backend-3", "frontend-1", Proto::Tcp));
+
+    let (b1, b3) = (fx.ip("backend-1"), fx.ip("backend-3"));
+    let ev = wait_for_drop(&fx, "node-3", b1, b3);
+    assert_eq!(ev.src_identity, fx.identity("backend-1"), "{ev:?}");
+    assert_eq!(ev.dst_identity, fx.identity("backend-3"), "{ev:?}");
+    assert_eq!(ev.direction, "ingress", "{ev:?}");
+    assert_eq!(ev.observation_point, arrival, "{ev:?}");
+    let reason = ev.reason.as_ref().unwrap();
+    assert_eq!(reason.name, "DROP_POLICY", "{ev:?}");
+    // The sending node let it out: its egress had nothing against it.
+    assert!(
+        !fx.drops("node-1")
+            .iter()
+            .any(|e| e.packet.src_ip == Some(b1)),
+        "node-1 dropped its own pod's packet"
+    );
+}
+
+fn wait_for_drop(fx: &Fixture, node: &str, src: Ipv4Addr, dst: Ipv4Addr) -> api::MonitorEvent {
+    let mut found = None;
+    wait_for("the drop event", Duration::from_secs(3), || {
+        found = fx
+            .drops(node)
+            .into_iter()
+            .find(|e| e.packet.src_ip == Some(src) && e.packet.dst_ip == Some(dst));
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+#[test]
+fn tunnel_policy_is_enforced_on_arrival_with_the_vni_identity() {
+    cross_node_policy("t10ptun", Routing::Tunnel, "from-overlay");
+}
+
+#[test]
+fn direct_routing_policy_is_enforced_on_arrival_with_the_ipcache_identity() {
+    cross_node_policy("t10pdir", Routing::Direct, "from-network");
+}
+
+// ---------------------------------------------------------------------
+// Identities
+// ---------------------------------------------------------------------
+
+#[test]
+fn the_same_labels_get_the_same_number_everywhere_until_the_last_user_goes() {
+    let fx = cluster("t10ids", Routing::Tunnel, 3, 0, 1, 15);
+    // One pod with the same new labels on each node, all at once.
+    let plans: Vec<PodPlan> = (1..=3)
+        .map(|i| fx.pod_plan(&format!("solo-{i}"), &format!("node-{i}"), "solo"))
+        .collect();
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = plans
+            .iter()
+            .map(|p| s.spawn(|| fx.lab.add_pod(p).expect("add pod")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let id = runs[0].identity;
+    assert!(id >= 256, "a cluster identity: {id}");
+    for r in &runs {
+        assert_eq!(r.identity, id, "{} got another number", r.name);
+    }
+    for n in fx.nodes() {
+        let ids = fx.cluster_identities(&n);
+        assert!(
+            ids.contains_key(&id),
+            "{n} does not know identity {id}: {ids:?}"
+        );
+        assert_eq!(ids.len(), 1, "{n}: {ids:?}");
+    }
+    // Two of three users leave: the number stays, on every node.
+    for p in &plans[..2] {
+        let out = fx.lab.cni("DEL", p).unwrap();
+        assert!(out.success, "DEL {}: {}", p.name, out.error_msg());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for n in fx.nodes() {
+        assert!(
+            fx.cluster_identities(&n).contains_key(&id),
+            "{n} lost {id} early"
+        );
+    }
+    // A pod with those labels on node-1 again gets the same number back.
+    let again = fx.pod_plan("solo-again", "node-1", "solo");
+    assert_eq!(fx.lab.add_pod(&again).unwrap().identity, id);
+    for p in [&again, &plans[2]] {
+        let out = fx.lab.cni("DEL", p).unwrap();
+        assert!(out.success, "DEL {}: {}", p.name, out.error_msg());
+    }
+    // The last user anywhere is gone: released everywhere.
+    for n in fx.nodes() {
+        wait_for(
+            &format!("identity {id} released on {n}"),
+            Duration::from_secs(5),
+            || fx.cluster_identities(&n).is_empty(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Failures: a node, etcd, one etcd member, bad entries
+// ---------------------------------------------------------------------
+
+#[test]
+fn a_stopped_node_goes_from_every_map_when_its_lease_expires() {
+    const TTL: u64 = 4;
+    let mut fx = cluster("t10loss", Routing::Direct, 3, 2, 1, TTL);
+    let gone: Vec<String> = ["frontend-3", "backend-3"]
+        .iter()
+        .map(|p| format!("{}/32", fx.ip(p)))
+        .collect();
+    for n in ["node-1", "node-2"] {
+        let bpf = fx.bpf_ipcache_prefixes(n);
+        assert!(gone.iter().all(|g| bpf.contains(g)), "{n}: {bpf:?}");
+        assert!(bpf.contains("198.19.0.3/32"), "{n}: {bpf:?}");
+    }
+    let stopped = Instant::now();
+    fx.lab.stop_agent("node-3").unwrap();
+    // A stopped agent's pods stay known for the lease's ttl (a restart
+    // within it is seamless) ...
+    assert!(stopped.elapsed() < Duration::from_secs(TTL - 1));
+    assert!(fx.ipcache_prefixes("node-1").contains(&gone[0]));
+    // ... and then go from every other node's maps, routes included.
+    for n in ["node-1", "node-2"] {
+        wait_for(
+            &format!("node-3 gone from {n}"),
+            Duration::from_secs(TTL + 10),
+            || {
+                fx.node_names(n) == ["node-1", "node-2"]
+                    && fx
+                        .bpf_ipcache_prefixes(n)
+                        .is_disjoint(&gone.iter().cloned().collect())
+                    && !fx.bpf_ipcache_prefixes(n).contains("198.19.0.3/32")
+            },
+        );
+        assert!(fx
+            .ipcache_prefixes(n)
+            .is_disjoint(&gone.iter().cloned().collect()));
+    }
+    let routes = std::process::Command::new("ip")
+        .args(["-n", &fx.lab.state.nodes[0].netns, "route", "show"])
+        .output()
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout).to_string();
+    assert!(
+        !routes.contains("198.18.3.0/24"),
+        "route to node-3 left: {routes}"
+    );
+    assert!(routes.contains("198.18.2.0/24 via 198.19.0.2"), "{routes}");
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(TTL - 1),
+        "removed before the lease could expire"
+    );
+    // The node comes back: everyone knows it and its pods again.
+    fx.lab.start_agent_again("node-3").unwrap();
+    fx.lab.wait_converged(Duration::from_secs(15)).unwrap();
+    assert!(fx.reaches("frontend-1", "backend-3", Proto::Tcp));
+}
+
+#[test]
+fn while_etcd_is_down_traffic_flows_policy_changes_are_refused_and_all_converge_after() {
+    let mut fx = cluster("t10etcd", Routing::Tunnel, 3, 2, 1, 15);
+    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    for n in fx.nodes() {
+        wait_for("the policy everywhere", Duration::from_secs(5), || {
+            !fx.policies(&n).is_empty()
+        });
+    }
+    let etcd = fx.lab.state.etcd[0].name.clone();
+    fx.lab.kill_etcd(&etcd).unwrap();
+    let down = Instant::now();
+    for n in fx.nodes() {
+        wait_for(
+            &format!("{n} sees etcd unreachable"),
+            Duration::from_secs(10),
+            || fx.store_state(&n) == "unreachable",
+        );
+    }
+    // A policy change is refused, clearly, and changes nothing.
+    let other = BACKEND_FROM_FRONTEND.replace("backend-from-frontend", "while-down");
+    let err = fx.import("node-2", &other).unwrap_err();
+    match &err {
+        pilus_client::Error::Status { status, message } => {
+            assert_eq!(*status, 503, "{err}");
+            assert!(message.contains("nothing was changed"), "{message}");
+        }
+        e => panic!("expected a 503, got {e}"),
+    }
+    assert_eq!(fx.policies("node-2").len(), 1);
+    // A pod added meanwhile works on its node and waits to be published.
+    let late = fx.pod_plan("late-2", "node-2", "frontend");
+    let late_run = fx.lab.add_pod(&late).unwrap();
+    fx.lab.state.pods.push(late_run);
+    assert!(fx.reaches("late-2", "backend-2", Proto::Tcp));
+    assert!(fx.status("node-2").cluster.unwrap().pending_publish);
+    // For 30 s, what the nodes had keeps working: traffic across nodes
+    // flows, the policy is enforced.
+    let mut rounds = 0;
+    while down.elapsed() < Duration::from_secs(30) {
+        for (a, b) in [
+            ("frontend-1", "backend-2"),
+            ("frontend-2", "backend-3"),
+            ("frontend-3", "frontend-1"),
+        ] {
+            assert!(fx.reaches(a, b, Proto::Tcp), "{a} -> {b} during the outage");
+            assert!(
+                fx.reaches(a, b, Proto::Icmp),
+                "{a} -> {b} during the outage"
+            );
+        }
+        assert_eq!(
+            fx.probe("backend-1", "backend-3", Proto::Tcp, NO),
+            Probe::Timeout
+        );
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(rounds > 10);
+    for n in fx.nodes() {
+        assert_eq!(fx.store_state(&n), "unreachable");
+    }
+    // etcd returns: every node reconnects, the late pod is published, and
+    // all converge.
+    fx.lab.start_etcd(&etcd).unwrap();
+    for n in fx.nodes() {
+        wait_for(&format!("{n} reconnects"), Duration::from_secs(20), || {
+            fx.store_state(&n) == "connected"
+        });
+    }
+    fx.lab.wait_converged(Duration::from_secs(15)).unwrap();
+    assert!(fx.reaches("late-2", "backend-1", Proto::Tcp));
+    assert!(!fx.status("node-2").cluster.unwrap().pending_publish);
+    fx.import("node-2", &other).unwrap();
+    for n in fx.nodes() {
+        wait_for("the new policy everywhere", Duration::from_secs(5), || {
+            fx.policies(&n).len() == 2
+        });
+    }
+}
+
+#[test]
+fn a_three_member_etcd_loses_one_and_no_agent_notices() {
+    let fx = cluster("t10quorum", Routing::Tunnel, 3, 2, 3, 15);
+    let mut fx = fx;
+    // Every member in turn: whichever one an agent talks to, or the leader.
+    for k in 0..3 {
+        let member = fx.lab.state.etcd[k].name.clone();
+        fx.lab.kill_etcd(&member).unwrap();
+        let name = format!("survives-{k}");
+        let yaml = BACKEND_FROM_FRONTEND.replace("backend-from-frontend", &name);
+        let node = format!("node-{}", k + 1);
+        let started = Instant::now();
+        let r = loop {
+            match fx.import(&node, &yaml) {
+                Ok(r) => break r,
+                // A leader election may hold writes for a moment; the
+                // agent says so and changes nothing.
+                Err(e) if started.elapsed() < Duration::from_secs(5) => {
+                    eprintln!("import during the election: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("import with one etcd member down: {e}"),
+            }
+        };
+        assert!(r.policies.iter().any(|p| p.contains(&name)));
+        for n in fx.nodes() {
+            wait_for(&format!("{name} on {n}"), Duration::from_secs(5), || {
+                fx.policies(&n).iter().any(|p| p.name == name)
+            });
+            let s = fx.status(&n).cluster.unwrap();
+            assert_eq!(
+                s.store, "connected",
+                "{n} noticed the loss of {member}: {s:?}"
+            );
+        }
+        assert!(fx.reaches("frontend-1", "backend-3", Proto::Tcp));
+        fx.lab.start_etcd(&member).unwrap();
+        // Back to three before the next one goes.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn entries_written_by_something_else_are_skipped_whole() {
+    let fx = cluster("t10bad", Routing::Tunnel, 2, 2, 1, 15);
+    let before: Vec<_> = fx.nodes().iter().map(|n| fx.ipcache_prefixes(n)).collect();
+    fx.etcd_put(&[
+        ("pilus/v1/cluster/nodes/intruder", b"not json"),
+        (
+            "pilus/v1/cluster/nodes/half",
+            br#"{"name":"half","underlay_ip":"198.19.0.9"}"#,
+        ),
+        ("pilus/v1/cluster/ipcache/198.18.9.9", b"\x00\xff garbage"),
+        (
+            "pilus/v1/cluster/ipcache/not-an-address",
+            br#"{"identity":300,"node":"x","tunnel_endpoint":"198.19.0.9"}"#,
+        ),
+        (
+            "pilus/v1/cluster/ipcache/198.18.9.10",
+            br#"{"identity":"many","node":"x"}"#,
+        ),
+        ("pilus/v1/identities/ids/4242", b"{"),
+        ("pilus/v1/identities/ids/not-a-number", b"[]"),
+        (
+            "pilus/v1/policies/demo/broken",
+            b"kind: CiliumNetworkPolicy\n  - [",
+        ),
+        (
+            "pilus/v1/policies/demo/wrong",
+            br#"{"source":{"kind":"CiliumNetworkPolicy","spec":{"endpointSelector":7}}}"#,
+        ),
+        ("pilus/v1/namespaces/demo", b"\"labels\""),
+    ]);
+    // A good change after the bad ones still arrives.
+    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    for n in fx.nodes() {
+        wait_for(
+            &format!("the good policy on {n}"),
+            Duration::from_secs(5),
+            || {
+                fx.policies(&n)
+                    .iter()
+                    .any(|p| p.name == "backend-from-frontend")
+            },
+        );
+    }
+    for (i, n) in fx.nodes().iter().enumerate() {
+        let s = fx.status(n);
+        assert_eq!(s.policies, 1, "{n}: only the good policy");
+        assert_eq!(
+            fx.ipcache_prefixes(n),
+            before[i],
+            "{n}: the ipcache took a bad entry"
+        );
+        assert_eq!(fx.node_names(n), ["node-1", "node-2"], "{n}");
+        assert!(!fx.cluster_identities(n).contains_key(&4242), "{n}");
+        let log = std::fs::read_to_string(&fx.lab.state.nodes[i].log).unwrap();
+        assert!(
+            log.contains("cannot be read"),
+            "{n} did not log the bad entries"
+        );
+    }
+    assert_eq!(
+        fx.probe("backend-1", "backend-2", Proto::Tcp, NO),
+        Probe::Timeout
+    );
+    assert!(fx.reaches("frontend-1", "backend-2", Proto::Tcp));
+    // An agent starting with the bad entries in the store starts.
+    let mut fx = fx;
+    fx.lab.stop_agent("node-2").unwrap();
+    fx.lab.start_agent_again("node-2").unwrap();
+    fx.lab.wait_converged(Duration::from_secs(15)).unwrap();
+    assert_eq!(fx.status("node-2").policies, 1);
+    assert!(fx.reaches("frontend-2", "backend-1", Proto::Tcp));
+}
