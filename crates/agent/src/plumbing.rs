@@ -35,6 +35,10 @@ impl Plumbing for NetlinkPlumbing {
         pod::configure(ns.as_fd(), &req.ifname, req.ip, req.router, req.mtu).map_err(
             netlink_error(format!("configuring {} in the pod", req.ifname)),
         )?;
+        pod::route_host(&mut nl, req.ip, pair.host.index).map_err(netlink_error(format!(
+            "route {}/32 dev {}",
+            req.ip, req.host_ifname
+        )))?;
         Ok(Plumbed {
             host_ifindex: pair.host.index,
             host_mac: pair.host.mac,

@@ -891,3 +891,73 @@ fn entries_written_by_something_else_are_skipped_whole() {
     assert_eq!(fx.status("node-2").policies, 1);
     assert!(fx.reaches("frontend-2", "backend-1", Proto::Tcp));
 }
+
+// ---------------------------------------------------------------------
+// The ipcache's sources across nodes
+// ---------------------------------------------------------------------
+
+/// A remote pod's address named by a policy's toCIDR /32 stays that pod
+/// in the ipcache: traffic the stack routes to a local pod (to-container,
+/// here with node-1's uplink program taken away so arrivals go through the
+/// stack) is judged with the remote pod's identity, before and after the
+/// policy goes.
+#[test]
+fn the_stack_path_judges_a_remote_pod_by_its_identity_despite_a_cidr_rule() {
+    let fx = cluster("t10stack", Routing::Direct, 2, 3, 1, 15);
+    let f2 = fx.ip("frontend-2");
+    let cidr_rule = format!(
+        "
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: db-to-frontend-2
+  namespace: demo
+spec:
+  endpointSelector:
+    matchLabels:
+      app: db
+  egress:
+  - toCIDR: [\"{f2}/32\"]
+"
+    );
+    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.import("node-1", &cidr_rule).unwrap();
+    let node1 = &fx.lab.state.nodes[0].netns;
+    let tc = std::process::Command::new("tc")
+        .args(["-n", node1, "filter", "del", "dev", "eth0", "ingress"])
+        .output()
+        .expect("tc (iproute2)");
+    assert!(
+        tc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tc.stderr)
+    );
+    let f2_entry = |fx: &Fixture| -> Option<u32> {
+        let v: Vec<api::BpfIpcacheEntry> =
+            fx.client("node-1").get_json(paths::BPF_IPCACHE).unwrap();
+        v.into_iter()
+            .find(|e| e.prefix == format!("{f2}/32"))
+            .map(|e| e.identity)
+    };
+    let check = |phase: &str, policies: usize| {
+        wait_for(
+            &format!("{phase}: policies on node-2"),
+            Duration::from_secs(5),
+            || fx.policies("node-2").len() == policies,
+        );
+        assert_eq!(f2_entry(&fx), Some(fx.identity("frontend-2")), "{phase}");
+        assert!(fx.reaches("frontend-2", "backend-1", Proto::Tcp), "{phase}");
+        let (b1, b2) = (fx.ip("backend-1"), fx.ip("backend-2"));
+        let r = fx.probe("backend-2", "backend-1", Proto::Tcp, NO);
+        assert_eq!(r, Probe::Timeout, "{phase}");
+        let ev = wait_for_drop(&fx, "node-1", b2, b1);
+        assert_eq!(ev.observation_point, "to-endpoint", "{phase}: {ev:?}");
+        assert_eq!(ev.src_identity, fx.identity("backend-2"), "{phase}: {ev:?}");
+    };
+    check("with the CIDR rule", 2);
+    let _: api::Deleted = fx
+        .client("node-1")
+        .delete_json(&format!("{}/db-to-frontend-2", paths::POLICIES))
+        .unwrap();
+    check("after the CIDR rule is deleted", 1);
+}

@@ -223,10 +223,16 @@ fn add(
         }
     };
     let ep = created.endpoint;
-    if let Err(e) = pod::configure(netns.as_fd(), &env.ifname, ep.ipv4, ep.gateway, ep.mtu) {
+    let configured = pod::configure(netns.as_fd(), &env.ifname, ep.ipv4, ep.gateway, ep.mtu)
+        .map_err(|e| netlink_error("ADD: configuring the pod's interface", e))
+        .and_then(|()| {
+            pod::route_host(&mut nl, ep.ipv4, pair.host.index)
+                .map_err(|e| netlink_error("ADD: routing the pod's address on the host", e))
+        });
+    if let Err(e) = configured {
         let _ = agent.delete_json::<api::Deleted>(&attachment_path(env));
         undo_link(&mut nl);
-        return Err(netlink_error("ADD: configuring the pod's interface", e));
+        return Err(e);
     }
     Ok(spec::result_json(
         &conf.cni_version,

@@ -2,7 +2,8 @@
 //! the agent: a veth pair whose host side (`lxc…`) stays in the caller's
 //! namespace and whose pod side is created inside the pod's namespace; a
 //! /32 address; an on-link route to the gateway and a default route via it
-//! (the gateway's ARP is answered by the datapath on the host side).
+//! (the gateway's ARP is answered by the datapath on the host side); and on
+//! the host, a /32 route to the pod through its veth.
 
 use crate::{in_netns, Error, Link, Netlink};
 use std::{net::Ipv4Addr, os::fd::BorrowedFd};
@@ -135,6 +136,22 @@ pub struct Expected<'a> {
 
 /// Checks that the pod's interface is still as [`create`] and
 /// [`configure`] left it; `Ok(problems)` lists every difference found.
+/// On the host (the caller's namespace): the route to the pod's address
+/// through its veth, as Cilium's per-endpoint routes. The node's own
+/// traffic to the pod, and what its stack forwards to it, take it and
+/// enter the pod through the to-container program. The route goes with
+/// the veth. A route to `ip` already there names an address the agent has
+/// just given to this pod: it is replaced.
+pub fn route_host(nl: &mut Netlink, ip: Ipv4Addr, host_index: u32) -> Result<(), Error> {
+    match nl.add_route(ip, 32, None, host_index) {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {
+            nl.delete_route(ip, 32)?;
+            nl.add_route(ip, 32, None, host_index)
+        }
+        other => other,
+    }
+}
+
 pub fn check(
     host: &mut Netlink,
     netns: BorrowedFd<'_>,
@@ -143,8 +160,20 @@ pub fn check(
     let mut problems = Vec::new();
     match host.link(want.host_ifname)? {
         None => problems.push(format!("host interface {} is missing", want.host_ifname)),
-        Some(l) if !l.up => problems.push(format!("host interface {} is down", want.host_ifname)),
-        Some(_) => {}
+        Some(l) => {
+            if !l.up {
+                problems.push(format!("host interface {} is down", want.host_ifname));
+            }
+            let routed = host.routes()?.iter().any(|r| {
+                r.dst == want.ip && r.dst_len == 32 && r.gateway.is_none() && r.oif == Some(l.index)
+            });
+            if !routed {
+                problems.push(format!(
+                    "the host has no route to {}/32 through {}",
+                    want.ip, want.host_ifname
+                ));
+            }
+        }
     }
     let mut nl = Netlink::open_in(netns)?;
     let Some(link) = nl.link(want.ifname)? else {
