@@ -7,7 +7,6 @@ mod bench_policy;
 mod bpf;
 mod client;
 mod cni;
-mod demo;
 mod endpoint;
 mod identity;
 mod ipcache;
