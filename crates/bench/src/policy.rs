@@ -8,6 +8,10 @@
 //! /v1/status`), and `iptables -A` into a chain of as many rules, when
 //! iptables is installed. Memory is pilusd's VmRSS before the endpoints,
 //! after them and after the rules.
+//!
+//! Each endpoint is a pod of its own: a namespace, and a veth pair the
+//! agent makes (as it does for `POST /v1/endpoints` without a host
+//! interface).
 
 use crate::{agent::Agent, error::Context, stats, stats::Latency, Error};
 use pilus_api_types::{
@@ -180,22 +184,27 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     check(opts)?;
     let mut agent = Agent::start(&opts.pilusd, "pbnode", POD_CIDR)?;
     pilus_netns::remove_stale("pbpods").context("removing a killed run's namespaces")?;
-    let pods = NetNs::new("pbpods").context("creating the pods' namespace")?;
+    // A namespace per pod: the agent gives a pod one primary interface and
+    // refuses a second whose routes would take the first one's.
+    tracing::info!(endpoints = opts.endpoints, "creating pod namespaces");
+    let pods = (0..opts.endpoints)
+        .map(|_| NetNs::new("pbpods").context("creating a pod's namespace"))
+        .collect::<Result<Vec<_>, _>>()?;
     let c = agent.client();
     let pid = agent.pid();
     let rss_start = stats::rss_kib(pid)?;
 
     tracing::info!(endpoints = opts.endpoints, "creating endpoints");
     let mut create = Vec::new();
-    for i in 0..opts.endpoints {
+    for (i, pod) in pods.iter().enumerate() {
         let t = Instant::now();
         let _: EndpointCreated = c
             .post_json(
                 paths::ENDPOINTS,
                 &EndpointCreate {
                     container_id: format!("bench-{i}"),
-                    netns: pods.path().display().to_string(),
-                    ifname: format!("e{i}"),
+                    netns: pod.path().display().to_string(),
+                    ifname: "eth0".into(),
                     namespace: format!("ns{}", i % opts.apps % 10),
                     pod_name: Some(format!("p{i}")),
                     labels: vec![format!("app=a{}", i % opts.apps)],
