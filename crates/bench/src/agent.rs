@@ -124,6 +124,10 @@ impl Agent {
         self.process.pid()
     }
 
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     pub(crate) fn node(&self) -> &NetNs {
         &self.node
     }

@@ -11,14 +11,17 @@
 //! - [`cni`]: CNI ADD/DEL latency of `pilus-cni` as a runtime runs it,
 //!   against in-process veth plumbing and a bare plugin exec;
 //! - [`policy`]: policy change → enforced latency and the agent's memory
-//!   per endpoint, against the API's round trip.
+//!   per endpoint, against the API's round trip;
+//! - [`api`]: `GET /v1/status` latency, threads and RSS of an idle agent
+//!   and of the same agent holding 1,000 half-open connections.
 //!
 //! [`stats`] has the latency summary and the `/proc` readings they share;
-//! the private agent of [`policy`] is `agent`'s.
+//! the private agent of [`policy`] and [`api`] is `agent`'s.
 //!
 //! All of them need root (BPF, namespaces, bpffs) and say so as an error.
 
 mod agent;
+pub mod api;
 pub mod cni;
 pub mod datapath;
 mod error;

@@ -2,6 +2,7 @@
 //! subcommand. Each turns its flags into the library's options, runs it
 //! and prints the report: a table, or the report itself with `-o json`.
 
+mod api;
 mod cni;
 mod datapath;
 mod policy;
@@ -21,6 +22,10 @@ pub enum BenchCommand {
     /// CNI ADD/DEL latency of pilus-cni over 100 pods (one-node lab with a
     /// private pilusd) vs. in-process veth plumbing and a bare plugin exec.
     Cni(cni::CniArgs),
+    /// GET /v1/status latency, threads and RSS of an idle pilusd vs. the
+    /// same pilusd holding 1,000 half-open connections (starts a private
+    /// pilusd).
+    Api(api::ApiArgs),
 }
 
 pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
@@ -28,6 +33,7 @@ pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
         BenchCommand::Datapath(args) => datapath::run(args, output),
         BenchCommand::Policy(args) => policy::run(args, output),
         BenchCommand::Cni(args) => cni::run(args, output),
+        BenchCommand::Api(args) => api::run(args, output),
     }
 }
 
