@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod endpoints;
 mod error;
 pub mod fake;
+mod intern;
 pub mod ipam;
 pub mod ipcache;
 pub mod persist;
