@@ -1,5 +1,6 @@
 //! `pilus lab`: up, down, status, exec, connect, demo (and the pods'
-//! `serve`), over the pilus-lab library.
+//! `serve`), over the pilus-lab library (the demo is `pilus_lab::demo`,
+//! written to stdout).
 
 use crate::{client::InvalidInput, table::Table, Output};
 use anyhow::{bail, Context, Result};
@@ -11,7 +12,6 @@ use pilus_lab::{
     Lab, Paths, Plan,
 };
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -195,66 +195,25 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
             icmp,
             timeout_ms,
         } => {
+            if port == 0 {
+                bail!(InvalidInput("--port must be 1-65535".into()));
+            }
             let lab = Lab::load(&p)?;
             let proto = match (udp, icmp) {
                 (true, _) => Proto::Udp,
                 (_, true) => Proto::Icmp,
                 _ => Proto::Tcp,
             };
-            let r = connect(
-                &lab,
-                &from,
-                &to,
-                port,
-                proto,
-                Duration::from_millis(timeout_ms),
-            )?;
-            println!("{}", describe(&from, &to, port, proto, &r));
+            let r = lab.connect(&from, &to, port, proto, Duration::from_millis(timeout_ms))?;
+            println!("{}", r.describe(&from, &to, port, proto));
             if !matches!(r, Probe::Reply { .. }) {
                 std::process::exit(1);
             }
         }
-        LabCommand::Demo => crate::demo::run(p)?,
+        LabCommand::Demo => pilus_lab::demo::run(p, &mut std::io::stdout().lock())?,
         LabCommand::Serve { .. } => unreachable!("handled above"),
     }
     Ok(())
-}
-
-/// Resolves `to` (pod name or address) and probes it from `from`.
-pub fn connect(
-    lab: &Lab,
-    from: &str,
-    to: &str,
-    port: u16,
-    proto: Proto,
-    timeout: Duration,
-) -> Result<Probe> {
-    let src = lab.pod(from)?;
-    let dst: Ipv4Addr = match to.parse() {
-        Ok(ip) => ip,
-        Err(_) => lab.pod(to)?.ip,
-    };
-    if port == 0 {
-        bail!(InvalidInput("--port must be 1-65535".into()));
-    }
-    Ok(serve::probe(
-        &PathBuf::from(format!("/run/netns/{}", src.netns)),
-        SocketAddrV4::new(dst, port),
-        proto,
-        timeout,
-    ))
-}
-
-pub fn describe(from: &str, to: &str, port: u16, proto: Proto, r: &Probe) -> String {
-    let what = format!("{from} -> {to}:{port}/{proto}");
-    match r {
-        Probe::Reply { reply, elapsed } => format!(
-            "{what}: connected, reply {reply:?} ({:.2} ms)",
-            elapsed.as_secs_f64() * 1e3
-        ),
-        Probe::Timeout => format!("{what}: no answer (dropped)"),
-        Probe::Failed(e) => format!("{what}: failed: {e}"),
-    }
 }
 
 pub fn print_status(lab: &Lab) {

@@ -2,12 +2,9 @@
 //! in the agent (over its API socket) and the library crates.
 
 mod bench;
-mod bench_cni;
-mod bench_policy;
 mod bpf;
 mod client;
 mod cni;
-mod demo;
 mod endpoint;
 mod identity;
 mod ipcache;
@@ -120,13 +117,20 @@ fn main() {
     // panicking on the closed pipe.
     // SAFETY: restoring a signal's default disposition before any thread.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = Cli::parse();
+    // A benchmark runs for minutes: its progress (the library's info
+    // events) is shown unless RUST_LOG says otherwise.
+    let default_filter = match cli.command {
+        Command::Bench(_) => "warn,pilus_bench=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("pilus: {e:#}");
         std::process::exit(client::exit_code(&e));

@@ -43,7 +43,7 @@ fn every_command_has_help() {
         (&["namespace", "--help"], &["label"]),
         (&["bpf", "--help"], &["policy", "ipcache", "ct"]),
         (&["bpf", "ct", "--help"], &["list", "flush"]),
-        (&["bench", "--help"], &["datapath", "policy"]),
+        (&["bench", "--help"], &["datapath", "policy", "cni", "api"]),
         (
             &["monitor", "--help"],
             &[

@@ -12,7 +12,7 @@
 use crate::{
     cluster::{Cluster, ClusterSettings, NodeRecord},
     datapath::Datapath,
-    endpoints::{label_key, EndpointManager, LabelSource, Pair, StoredEndpoint},
+    endpoints::{label_key, EndpointManager, LabelSource, LabelSources, Pair, StoredEndpoint},
     identities::ClusterAllocator,
     ipcache::{Entry, IpcacheManager, Source},
     persist::{self, Layout, StoredLabels, StoredPolicy},
@@ -125,9 +125,9 @@ fn relabel(
     ep: &StoredEndpoint,
     item: &api::EndpointLabelsItem,
     override_cni: bool,
-) -> Result<(Labels, BTreeMap<String, LabelSource>), Error> {
+) -> Result<(Labels, LabelSources), Error> {
     let mut labels = ep.labels.clone();
-    let mut sources = ep.label_sources.clone();
+    let mut sources = BTreeMap::clone(&ep.label_sources);
     let guard = |l: &pilus_policy::Label, doing: &str| -> Result<(), Error> {
         if ep.source_of(l) == LabelSource::Cni && !override_cni {
             return Err(Error::invalid(
@@ -178,7 +178,7 @@ fn relabel(
         sources.insert(label_key(&l), LabelSource::User);
         labels.insert(l);
     }
-    Ok((labels, sources))
+    Ok((labels, Arc::new(sources)))
 }
 
 /// Writes one engine change into the maps and the ipcache, and follows the
@@ -334,9 +334,11 @@ impl ControlPlane {
         let mut forgotten = Vec::new();
         for kv in local.list(&layout.endpoints())?.0 {
             let ep: StoredEndpoint = persist::decode(&kv)?;
-            let (id, ns, labels) = (ep.id, ep.namespace.clone(), ep.labels.clone());
+            let id = ep.id;
             if eps.restore(ep) {
-                engine.upsert_endpoint(id, &ns, &labels)?;
+                // The record's (interned) set, so the engine shares it.
+                let ep = eps.get(id).expect("just restored");
+                engine.upsert_endpoint(id, &ep.namespace, &ep.labels)?;
             } else {
                 forgotten.push(id);
             }
@@ -624,19 +626,23 @@ impl ControlPlane {
             host_ifname: host.clone(),
             namespace: req.namespace.clone(),
             pod_name: req.pod_name.clone(),
-            labels: labels.clone(),
+            labels,
             ipv4: ip,
             ifindex: plumbed.host_ifindex,
             mac: plumbed.mac,
             host_mac: plumbed.host_mac,
             cni_network: req.cni_network.clone(),
             created_unix_ms: unix_ms(),
-            label_sources,
+            label_sources: Arc::new(label_sources),
         };
         let mut eps = self.eps_mut();
         let mut pol = self.pol_mut();
         let mut ipc = self.ipc_mut();
-        let change = match pol.engine.upsert_endpoint(id, &req.namespace, &labels) {
+        // The shared copies, so the record and the engine's record hold one
+        // set with every endpoint of the same labels.
+        let mut ep = ep;
+        (ep.labels, ep.label_sources) = eps.intern(ep.labels, ep.label_sources);
+        let change = match pol.engine.upsert_endpoint(id, &req.namespace, &ep.labels) {
             Ok(c) => c,
             Err(e) => {
                 eps.abandon(ip, &host, made_here);
@@ -799,7 +805,7 @@ impl ControlPlane {
             return Err(Error::invalid("labels", "no endpoint to change"));
         }
         let _w = self.write_lock();
-        let mut plan: Vec<(u16, Labels, BTreeMap<String, LabelSource>)> = Vec::new();
+        let mut plan: Vec<(u16, Labels, LabelSources)> = Vec::new();
         {
             let eps = self.eps();
             for item in items {
@@ -824,8 +830,9 @@ impl ControlPlane {
         let mut txn = Txn::new();
         for (id, labels, sources) in &plan {
             let ns = eps.get(*id).expect("checked").namespace.clone();
-            let change = pol.engine.upsert_endpoint(*id, &ns, labels)?;
-            eps.set_labels(*id, labels.clone(), sources.clone());
+            let (labels, sources) = eps.intern(labels.clone(), sources.clone());
+            let change = pol.engine.upsert_endpoint(*id, &ns, &labels)?;
+            eps.set_labels(*id, labels, sources);
             apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
             txn = persist::put_endpoint(txn, &self.layout, eps.get(*id).expect("checked"));
         }

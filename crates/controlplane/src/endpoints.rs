@@ -2,10 +2,13 @@
 //! interface), their addresses (IPAM over the node's pod CIDR), their
 //! plumbing, their programs on the host-side veth and their entries in the
 //! endpoint map. Identities and policy are the policy manager's; this one
-//! only writes what they decided into the endpoint map.
+//! only writes what they decided into the endpoint map. Records with equal
+//! labels share one label set and one map of label sources
+//! ([`crate::intern`]).
 
 use crate::{
     datapath::{DpResult, EndpointMap, Links},
+    intern::Interner,
     ipam::Ipam,
     plumbing::{PlumbRequest, Plumbed, Plumbing},
     Error,
@@ -41,11 +44,15 @@ pub struct StoredEndpoint {
     pub created_unix_ms: u64,
     /// Who gave each label, by `source:key` (absent: the user).
     #[serde(default)]
-    pub label_sources: BTreeMap<String, LabelSource>,
+    pub label_sources: LabelSources,
 }
 
+/// Who gave each of an endpoint's labels, by `source:key`; shared, as the
+/// label set is, by the endpoints of a workload (see [`crate::intern`]).
+pub type LabelSources = Arc<BTreeMap<String, LabelSource>>;
+
 /// Who gave an endpoint a label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LabelSource {
     /// The CNI network configuration (`args.cni.labels`).
@@ -122,6 +129,8 @@ pub enum Pair {
 
 pub struct EndpointManager {
     records: BTreeMap<u16, StoredEndpoint>,
+    label_sets: Interner<Labels>,
+    label_sources: Interner<LabelSources>,
     ipam: Ipam,
     router: Ipv4Addr,
     mtu: Option<u32>,
@@ -141,6 +150,8 @@ impl EndpointManager {
     ) -> EndpointManager {
         EndpointManager {
             records: BTreeMap::new(),
+            label_sets: Interner::new(Labels::holders),
+            label_sources: Interner::new(Arc::strong_count),
             ipam: Ipam::new(pod_cidr.network(), pod_cidr.prefix_len(), router),
             router,
             mtu,
@@ -212,8 +223,17 @@ impl EndpointManager {
         }
         ep.ifindex = ifindex;
         ep.host_mac = host_mac;
-        self.records.insert(ep.id, ep);
+        self.insert(ep);
         true
+    }
+
+    /// The shared copies of a label set and its sources: what a record
+    /// holds, and what the policy engine's record should be given.
+    pub fn intern(&mut self, labels: Labels, sources: LabelSources) -> (Labels, LabelSources) {
+        (
+            self.label_sets.intern(labels),
+            self.label_sources.intern(sources),
+        )
     }
 
     /// Allocates an id and an address and makes (or checks) the veth pair.
@@ -269,12 +289,14 @@ impl EndpointManager {
         self.ipam.release(ip);
     }
 
-    pub fn insert(&mut self, ep: StoredEndpoint) {
+    pub fn insert(&mut self, mut ep: StoredEndpoint) {
+        (ep.labels, ep.label_sources) = self.intern(ep.labels, ep.label_sources);
         self.records.insert(ep.id, ep);
     }
 
     /// Replaces an endpoint's labels (and their sources).
-    pub fn set_labels(&mut self, id: u16, labels: Labels, sources: BTreeMap<String, LabelSource>) {
+    pub fn set_labels(&mut self, id: u16, labels: Labels, sources: LabelSources) {
+        let (labels, sources) = self.intern(labels, sources);
         if let Some(e) = self.records.get_mut(&id) {
             e.labels = labels;
             e.label_sources = sources;
@@ -360,5 +382,69 @@ impl EndpointManager {
             host_mac,
             mac,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{FakeDatapath, FakePlumbing};
+
+    fn record(id: u16, app: &str) -> StoredEndpoint {
+        let labels = Labels::parse_all(&[format!("app={app}")], "k8s").unwrap();
+        let sources = labels
+            .iter()
+            .map(|l| (label_key(&l), LabelSource::Cni))
+            .collect();
+        StoredEndpoint {
+            id,
+            container_id: format!("c{id}"),
+            netns: format!("/run/netns/p{id}"),
+            ifname: "eth0".into(),
+            host_ifname: format!("lxc{id}"),
+            namespace: "shop".into(),
+            pod_name: None,
+            labels,
+            ipv4: Ipv4Addr::new(198, 18, 0, id as u8),
+            ifindex: u32::from(id),
+            mac: [2, 0, 0, 0, 0, id as u8],
+            host_mac: [2, 0, 0, 0, 1, id as u8],
+            cni_network: Some("pilus".into()),
+            created_unix_ms: 0,
+            label_sources: Arc::new(sources),
+        }
+    }
+
+    /// Issue 9: every endpoint kept its own copy of its labels and their
+    /// sources; the pods of a workload now share one of each.
+    #[test]
+    fn the_endpoints_of_a_workload_share_their_labels_and_sources() {
+        let dp = Arc::new(FakeDatapath::default());
+        let mut eps = EndpointManager::new(
+            "198.18.0.0/24".parse().unwrap(),
+            Ipv4Addr::new(198, 18, 0, 1),
+            None,
+            Arc::new(FakePlumbing::default()),
+            dp.clone(),
+            dp,
+        );
+        for (id, app) in [(1, "web"), (2, "web"), (3, "db")] {
+            eps.insert(record(id, app));
+        }
+        let (a, b, c) = (
+            eps.get(1).unwrap(),
+            eps.get(2).unwrap(),
+            eps.get(3).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.label_sources, &b.label_sources));
+        // Three holders of the web set: two records and the interner.
+        assert_eq!((a.labels.holders(), c.labels.holders()), (3, 2));
+        assert_eq!(a.labels, b.labels);
+        assert_ne!(a.labels, c.labels);
+        // Relabeling one shares the other workload's set.
+        let (db_labels, db_sources) = (c.labels.clone(), c.label_sources.clone());
+        eps.set_labels(2, db_labels, db_sources);
+        assert_eq!(eps.get(2).unwrap().labels.holders(), 3);
+        assert_eq!(eps.get(1).unwrap().labels.holders(), 2);
     }
 }

@@ -25,6 +25,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, in precedence order (their discriminants index
+    /// [`Sources`]).
+    pub const ALL: [Source; 4] = [
+        Source::LocalEndpoint,
+        Source::RemoteEndpoint,
+        Source::Node,
+        Source::PolicyCidr,
+    ];
+
     /// Whether entries of this source stand for an endpoint (whose address
     /// Kubernetes ipBlocks select).
     pub fn is_endpoint(self) -> bool {
@@ -57,6 +66,40 @@ impl Entry {
     }
 }
 
+/// Every source's entry for one prefix, in precedence order. Held inline
+/// (one slot per source) rather than in a map of its own: a prefix has
+/// one or two writers, and a map per prefix cost an allocation of eleven
+/// slots for every endpoint's /32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Sources([Option<Entry>; Source::ALL.len()]);
+
+impl Sources {
+    fn insert(&mut self, source: Source, entry: Entry) {
+        self.0[source as usize] = Some(entry);
+    }
+
+    /// Removes `source`'s entry; false if it had none.
+    fn remove(&mut self, source: Source) -> bool {
+        self.0[source as usize].take().is_some()
+    }
+
+    /// Every entry, the winner first.
+    fn iter(&self) -> impl Iterator<Item = (Source, Entry)> + '_ {
+        Source::ALL
+            .iter()
+            .zip(&self.0)
+            .filter_map(|(s, e)| e.map(|e| (*s, e)))
+    }
+
+    fn winner(&self) -> Option<(Source, Entry)> {
+        self.iter().next()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+}
+
 /// How the winner of a prefix changed with one write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WinnerChange {
@@ -79,7 +122,7 @@ impl WinnerChange {
 
 pub struct IpcacheManager {
     map: Arc<dyn IpcacheMap>,
-    prefixes: BTreeMap<Ipv4Net, BTreeMap<Source, Entry>>,
+    prefixes: BTreeMap<Ipv4Net, Sources>,
 }
 
 impl IpcacheManager {
@@ -91,10 +134,7 @@ impl IpcacheManager {
     }
 
     pub fn winner(&self, prefix: &Ipv4Net) -> Option<(Source, Entry)> {
-        self.prefixes
-            .get(prefix)
-            .and_then(|s| s.iter().next())
-            .map(|(s, e)| (*s, *e))
+        self.prefixes.get(prefix).and_then(Sources::winner)
     }
 
     /// Sets `source`'s entry for `prefix` in memory only (a restore, which
@@ -116,7 +156,7 @@ impl IpcacheManager {
     ) -> DpResult<Option<WinnerChange>> {
         let prefix = prefix.trunc();
         let before = self.winner(&prefix);
-        let mut sources = self.prefixes.get(&prefix).cloned().unwrap_or_default();
+        let mut sources = self.prefixes.get(&prefix).copied().unwrap_or_default();
         sources.insert(source, entry);
         self.commit(prefix, before, sources)
     }
@@ -125,10 +165,10 @@ impl IpcacheManager {
     pub fn remove(&mut self, prefix: Ipv4Net, source: Source) -> DpResult<Option<WinnerChange>> {
         let prefix = prefix.trunc();
         let before = self.winner(&prefix);
-        let Some(mut sources) = self.prefixes.get(&prefix).cloned() else {
+        let Some(mut sources) = self.prefixes.get(&prefix).copied() else {
             return Ok(None);
         };
-        if sources.remove(&source).is_none() {
+        if !sources.remove(source) {
             return Ok(None);
         }
         self.commit(prefix, before, sources)
@@ -138,9 +178,9 @@ impl IpcacheManager {
         &mut self,
         prefix: Ipv4Net,
         before: Option<(Source, Entry)>,
-        sources: BTreeMap<Source, Entry>,
+        sources: Sources,
     ) -> DpResult<Option<WinnerChange>> {
-        let after = sources.iter().next().map(|(s, e)| (*s, *e));
+        let after = sources.winner();
         let value = |w: Option<(Source, Entry)>| w.map(|(_, e)| e.value());
         if value(before) != value(after) {
             match after {
@@ -162,16 +202,14 @@ impl IpcacheManager {
 
     /// Every prefix with every source's entry, winner first.
     pub fn entries(&self) -> impl Iterator<Item = (Ipv4Net, Vec<(Source, Entry)>)> + '_ {
-        self.prefixes
-            .iter()
-            .map(|(p, s)| (*p, s.iter().map(|(s, e)| (*s, *e)).collect()))
+        self.prefixes.iter().map(|(p, s)| (*p, s.iter().collect()))
     }
 
     /// What the datapath should hold: each prefix's winner.
     pub fn desired(&self) -> BTreeMap<Ipv4Net, IpcacheValue> {
         self.prefixes
             .iter()
-            .filter_map(|(p, s)| s.values().next().map(|e| (*p, e.value())))
+            .filter_map(|(p, s)| s.winner().map(|(_, e)| (*p, e.value())))
             .collect()
     }
 
@@ -278,6 +316,23 @@ mod tests {
             ipc.remove(net("198.18.9.0/24"), Source::Node).unwrap(),
             None
         );
+    }
+
+    /// `Sources` indexes its slots by discriminant and reads them in slot
+    /// order: `Source::ALL` must be every source, in that order, which is
+    /// the precedence order.
+    #[test]
+    fn the_sources_table_is_in_precedence_order() {
+        for (i, s) in Source::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
+        assert!(Source::ALL.windows(2).all(|w| w[0] < w[1]));
+        let mut s = Sources::default();
+        s.insert(Source::PolicyCidr, Entry::identity(1 << 24));
+        s.insert(Source::Node, Entry::identity(6));
+        assert_eq!(s.winner(), Some((Source::Node, Entry::identity(6))));
+        assert!(s.remove(Source::Node) && !s.remove(Source::Node));
+        assert!(s.remove(Source::PolicyCidr) && s.is_empty());
     }
 
     #[test]

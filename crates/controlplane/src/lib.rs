@@ -14,6 +14,7 @@ pub mod endpoints;
 mod error;
 pub mod fake;
 pub mod identities;
+mod intern;
 pub mod ipam;
 pub mod ipcache;
 pub mod persist;

@@ -7,6 +7,7 @@
 use crate::{
     cni,
     plan::{ClusterPlan, EtcdPlan, Plan, PodPlan, POD_NAMESPACE},
+    serve::{self, Probe, Proto},
 };
 use pilus_api_types as api;
 use pilus_api_types::paths;
@@ -14,7 +15,7 @@ use pilus_client::blocking::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -606,6 +607,29 @@ impl Lab {
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| LabError::NoPod(name.to_string()))
+    }
+
+    /// Probes `to` (a pod name or an IPv4 address) on `port` from inside
+    /// the pod `from`'s namespace.
+    pub fn connect(
+        &self,
+        from: &str,
+        to: &str,
+        port: u16,
+        proto: Proto,
+        timeout: Duration,
+    ) -> Result<Probe, LabError> {
+        let src = self.pod(from)?;
+        let dst: Ipv4Addr = match to.parse() {
+            Ok(ip) => ip,
+            Err(_) => self.pod(to)?.ip,
+        };
+        Ok(serve::probe(
+            &netns_path(&src.netns),
+            SocketAddrV4::new(dst, port),
+            proto,
+            timeout,
+        ))
     }
 
     /// The agent of a node.

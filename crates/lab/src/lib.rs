@@ -10,12 +10,15 @@
 //!   through `pilus-cni`, a small server in each pod; the state of a lab
 //!   is a JSON file, so `down` works from another process (and after a
 //!   failed `up`);
-//! - [`serve`]: the pods' server and the probe that talks to it.
+//! - [`serve`]: the pods' server and the probe that talks to it;
+//! - [`demo`]: `pilus lab demo`, the tour on a lab of its own, whose every
+//!   claim is checked.
 //!
 //! Nothing is added to the root namespace: every link and address lives
 //! in a namespace the lab created.
 
 pub mod cni;
+pub mod demo;
 pub mod lab;
 pub mod plan;
 pub mod serve;

@@ -70,6 +70,22 @@ pub enum Probe {
     Failed(String),
 }
 
+impl Probe {
+    /// One line for people: `from -> to:port/proto: connected, reply
+    /// "..." (0.25 ms)`, `no answer (dropped)` or `failed: <why>`.
+    pub fn describe(&self, from: &str, to: &str, port: u16, proto: Proto) -> String {
+        let what = format!("{from} -> {to}:{port}/{proto}");
+        match self {
+            Probe::Reply { reply, elapsed } => format!(
+                "{what}: connected, reply {reply:?} ({:.2} ms)",
+                elapsed.as_secs_f64() * 1e3
+            ),
+            Probe::Timeout => format!("{what}: no answer (dropped)"),
+            Probe::Failed(e) => format!("{what}: failed: {e}"),
+        }
+    }
+}
+
 /// Probes `dst` from inside the namespace at `netns`.
 pub fn probe(netns: &Path, dst: SocketAddrV4, proto: Proto, timeout: Duration) -> Probe {
     let _inside = match pilus_netlink::netns::enter_path(netns) {

@@ -9,11 +9,13 @@
 
 use pilus_abi::{consts::*, DropReason, Event};
 use pilus_api_types::{MonitorDropReason, MonitorEvent, MonitorKind, MonitorPacket};
-use pilus_packet::{
+use std::net::Ipv4Addr;
+use wire::{
     tcp_flags, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
-use std::net::Ipv4Addr;
+
+mod wire;
 
 /// Decodes one event. `time_ns` is its wall-clock time (the caller turns
 /// the datapath's monotonic `ktime_ns` into it); `endpoint_by_ip` names the

@@ -2,7 +2,7 @@
 //! that keeps only the security-relevant ones.
 
 use serde::{Deserialize, Serialize};
-use std::{collections::BTreeMap, fmt};
+use std::{fmt, sync::Arc};
 
 /// The namespace a pod lives in, as Cilium labels it.
 pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
@@ -157,8 +157,17 @@ impl fmt::Display for Label {
 
 /// A set of labels, at most one per (source, key), in a stable order: equal
 /// sets compare equal and hash alike, which is what identities are keyed by.
+///
+/// Kept as one shared, sorted slice: cloning a set (the endpoint record,
+/// the engine's record and every endpoint of a workload hold the same one)
+/// costs a reference count, not a copy. A change makes a new slice.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Labels(BTreeMap<(String, String), String>);
+pub struct Labels(Arc<[Label]>);
+
+/// Where (source, key) is in a sorted slice of labels, or would be.
+fn find(labels: &[Label], source: &str, key: &str) -> Result<usize, usize> {
+    labels.binary_search_by(|l| (l.source.as_str(), l.key.as_str()).cmp(&(source, key)))
+}
 
 impl Labels {
     pub fn new() -> Labels {
@@ -166,11 +175,15 @@ impl Labels {
     }
 
     pub fn from_labels(it: impl IntoIterator<Item = Label>) -> Labels {
-        let mut l = Labels::new();
-        for x in it {
-            l.insert(x);
+        let mut v: Vec<Label> = Vec::new();
+        for l in it {
+            // A later label replaces an earlier one of the same source and key.
+            match find(&v, &l.source, &l.key) {
+                Ok(i) => v[i] = l,
+                Err(i) => v.insert(i, l),
+            }
         }
-        l
+        Labels(v.into())
     }
 
     /// Parses each string with [`Label::parse`].
@@ -187,14 +200,23 @@ impl Labels {
 
     /// Adds a label, replacing the value of the same source and key.
     pub fn insert(&mut self, l: Label) {
-        self.0.insert((l.source, l.key), l.value);
+        let mut v = self.0.to_vec();
+        match find(&v, &l.source, &l.key) {
+            Ok(i) => v[i] = l,
+            Err(i) => v.insert(i, l),
+        }
+        self.0 = v.into();
     }
 
     /// Removes the label of `source` and `key`; true if it was there.
     pub fn remove_key(&mut self, source: &str, key: &str) -> bool {
-        self.0
-            .remove(&(source.to_string(), key.to_string()))
-            .is_some()
+        let Ok(i) = find(&self.0, source, key) else {
+            return false;
+        };
+        let mut v = self.0.to_vec();
+        v.remove(i);
+        self.0 = v.into();
+        true
     }
 
     pub fn with(mut self, source: &str, key: &str, value: &str) -> Labels {
@@ -211,7 +233,13 @@ impl Labels {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Label> + '_ {
-        self.0.iter().map(|((s, k), v)| Label::new(s, k, v))
+        self.0.iter().cloned()
+    }
+
+    /// How many `Labels` values share this set's memory: an interner that
+    /// holds the only one left can let it go.
+    pub fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
     }
 
     /// The value of `key` from `source` (or from any source for
@@ -221,12 +249,12 @@ impl Labels {
             return self
                 .0
                 .iter()
-                .find(|((_, k), _)| k == key)
-                .map(|(_, v)| v.as_str());
+                .find(|l| l.key == key)
+                .map(|l| l.value.as_str());
         }
-        self.0
-            .get(&(source.to_string(), key.to_string()))
-            .map(String::as_str)
+        find(&self.0, source, key)
+            .ok()
+            .map(|i| self.0[i].value.as_str())
     }
 
     /// The pod's namespace, if it has one.
@@ -335,6 +363,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.security_relevant().to_strings(), vec!["k8s:app=web"]);
+    }
+
+    #[test]
+    fn a_later_label_replaces_one_of_the_same_key_and_clones_share() {
+        let mut l = Labels::parse_all(&["b=1", "a=1", "k8s:b=2", "x:b=3"], "k8s").unwrap();
+        assert_eq!(l.to_strings(), vec!["k8s:a=1", "k8s:b=2", "x:b=3"]);
+        let shared = l.clone();
+        assert_eq!(shared.holders(), 2);
+        l.insert(Label::new("k8s", "c", "3"));
+        assert!(l.remove_key("x", "b"));
+        assert!(!l.remove_key("x", "b"));
+        assert_eq!(l.to_strings(), vec!["k8s:a=1", "k8s:b=2", "k8s:c=3"]);
+        // A change makes a new set; the shared one is as it was.
+        assert_eq!(shared.to_strings(), vec!["k8s:a=1", "k8s:b=2", "x:b=3"]);
+        assert_eq!((shared.holders(), l.holders()), (1, 1));
     }
 
     #[test]

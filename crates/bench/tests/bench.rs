@@ -1,0 +1,129 @@
+//! Tier 3: each benchmark runs end to end, small, and leaves nothing
+//! behind. These check the measuring, never a measured time: a benchmark
+//! is a measurement, not an assertion. Needs root and the workspace's
+//! binaries (`cargo build --workspace --bins` first); fails without them.
+
+use pilus_bench::{api, cni, datapath, policy};
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::Duration,
+};
+
+/// One benchmark at a time: they share the machine's namespaces and bpffs.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    assert!(unsafe { libc::geteuid() } == 0, "the benchmarks need root");
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where cargo put the binaries: this test is target/<profile>/deps/<name>.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    for b in ["pilusd", "pilus-cni", "pilus"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{b} must be built in {}: run `cargo build --workspace --bins` first",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// What the benchmarks make: namespaces by prefix, pins and state by name.
+fn leftovers(prefixes: &[&str]) -> Vec<String> {
+    let mut left = Vec::new();
+    for (dir, names) in [
+        ("/run/netns", prefixes.to_vec()),
+        ("/sys/fs/bpf", vec!["pilus-bench-"]),
+        ("/tmp", vec!["pilus-bench-"]),
+    ] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if names.iter().any(|p| name.starts_with(p)) {
+                left.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    left
+}
+
+#[test]
+fn datapath_measures_every_case_with_its_verdict() {
+    let _one = serial();
+    let r = datapath::run(&datapath::Options {
+        repeat: 1000,
+        policy_entries: 100,
+        repeat_only: false,
+    })
+    .expect("bench datapath");
+    let verdicts: Vec<_> = r.cases.iter().map(|c| (c.method, c.verdict)).collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("repeat", "TC_ACT_OK"),
+            ("repeat", "TC_ACT_OK"),
+            ("repeat", "TC_ACT_SHOT"),
+            ("per-call", "TC_ACT_OK"),
+            ("per-call", "TC_ACT_REDIRECT"),
+            ("per-call", "TC_ACT_REDIRECT"),
+        ]
+    );
+    assert!(r.cases.iter().all(|c| c.ns_per_packet > 0.0));
+    assert_eq!(leftovers(&["pbench-"]), Vec::<String>::new());
+}
+
+#[test]
+fn policy_reports_changes_and_memory_of_a_private_agent() {
+    let _one = serial();
+    let r = policy::run(&policy::Options {
+        endpoints: 4,
+        rules: 6,
+        apps: 2,
+        changes: 5,
+        pilusd: bin_dir().join("pilusd"),
+    })
+    .expect("bench policy");
+    // Two workloads' identities besides the reserved ones.
+    assert_eq!(r.identities, 7 + 2);
+    assert_eq!((r.create_endpoint.runs, r.one_rule_change.runs), (4, 5));
+    assert!(r.rss_start_kib > 0 && r.rss_rules_kib > 0);
+    assert_eq!(leftovers(&["pbnode-", "pbpods-"]), Vec::<String>::new());
+}
+
+#[test]
+fn api_holds_half_open_connections_through_the_header_timeout() {
+    let _one = serial();
+    // A phase longer than pilusd's 5 s header timeout: the held set is
+    // closed once and reopened.
+    let r = api::run(&api::Options {
+        requests: 20,
+        half_open: 50,
+        phase: Duration::from_millis(5600),
+        pilusd: bin_dir().join("pilusd"),
+    })
+    .expect("bench api");
+    assert_eq!((r.idle.runs, r.held.runs, r.idle_after.runs), (20, 20, 20));
+    assert!(r.reopened >= 50, "reopened {}", r.reopened);
+    assert!(r.readings_held.open_fds >= r.readings_idle.open_fds + 50);
+    assert!(r.readings_after.open_fds < r.readings_idle.open_fds + 50);
+    assert_eq!(leftovers(&["pbapi-"]), Vec::<String>::new());
+}
+
+#[test]
+fn cni_adds_and_deletes_through_the_plugin() {
+    let _one = serial();
+    let r = cni::run(&cni::Options {
+        pods: 2,
+        bin_dir: bin_dir(),
+    })
+    .expect("bench cni");
+    assert_eq!((r.add.runs, r.del.runs, r.exec_version.runs), (2, 2, 2));
+    assert_eq!(leftovers(&["pbcni-"]), Vec::<String>::new());
+    assert!(!Path::new("/sys/fs/bpf/pilus-bench-cni").exists());
+}

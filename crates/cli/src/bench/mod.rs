@@ -1,0 +1,63 @@
+//! `pilus bench`: the benchmarks of `pilus-bench`, one file per
+//! subcommand. Each turns its flags into the library's options, runs it
+//! and prints the report: a table, or the report itself with `-o json`.
+
+mod api;
+mod cni;
+mod datapath;
+mod policy;
+
+use crate::Output;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// ns/packet of the pod programs (BPF_PROG_TEST_RUN) vs. an empty classifier.
+    Datapath(datapath::DatapathArgs),
+    /// Policy change → enforced latency and agent memory at 1,000 endpoints
+    /// and 1,000 rules (starts a private pilusd).
+    Policy(policy::PolicyArgs),
+    /// CNI ADD/DEL latency of pilus-cni over 100 pods (one-node lab with a
+    /// private pilusd) vs. in-process veth plumbing and a bare plugin exec.
+    Cni(cni::CniArgs),
+    /// GET /v1/status latency, threads and RSS of an idle pilusd vs. the
+    /// same pilusd holding 1,000 half-open connections (starts a private
+    /// pilusd).
+    Api(api::ApiArgs),
+}
+
+pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
+    match cmd {
+        BenchCommand::Datapath(args) => datapath::run(args, output),
+        BenchCommand::Policy(args) => policy::run(args, output),
+        BenchCommand::Cni(args) => cni::run(args, output),
+        BenchCommand::Api(args) => api::run(args, output),
+    }
+}
+
+/// Where the other binaries (pilusd, pilus-cni) are unless a flag says:
+/// next to this one, as `cargo build --bins` puts them.
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the pilus binary")?;
+    exe.parent()
+        .map(PathBuf::from)
+        .context("the pilus binary has no directory")
+}
+
+/// The path of `pilusd`: `--pilusd`, else next to this binary.
+fn pilusd(flag: Option<PathBuf>) -> Result<PathBuf> {
+    match flag {
+        Some(p) => Ok(p),
+        None => Ok(bin_dir()?.join("pilusd")),
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
