@@ -12,6 +12,7 @@
 #include "conntrack.h"
 #include "lxc.h"
 #include "policy.h"
+#include "lb.h"
 
 /* Does this packet need a policy decision? Replies and related ICMP errors of
  * an allowed flow never do; an established flow does again once after every
@@ -28,7 +29,8 @@ static __always_inline bool needs_policy(int ct_status, const struct ct_entry *e
 /*
  * A packet from another node for local endpoint `ep`, sent by a peer of
  * identity `src_id`: conntrack, `ep`'s ingress policy, then local delivery.
- * Returns TC_ACT_REDIRECT or -DROP_*.
+ * A reply from a service's backend on that node is reverse-NATed here, before
+ * the client sees it. Returns TC_ACT_REDIRECT or -DROP_*.
  */
 static __always_inline int ipv4_deliver_from_node(struct __sk_buff *ctx, const struct pkt4 *p,
 						  const struct endpoint_info *ep, __u32 src_id)
@@ -48,13 +50,16 @@ static __always_inline int ipv4_deliver_from_node(struct __sk_buff *ctx, const s
 				return ret;
 		}
 		if (ct_status == CT_NEW) {
-			ret = ct_create4(p, ctx->len, now, src_id, rev);
+			ret = ct_create4(p, ctx->len, now, src_id, rev, 0);
 			if (ret < 0)
 				return ret;
 		} else if (entry) {
 			entry->policy_rev = rev;
 		}
 	}
+	ret = lb4_rev_nat(ctx, p, entry, ct_status);
+	if (ret < 0)
+		return ret;
 	return ipv4_local_delivery(ctx, ep);
 }
 

@@ -118,6 +118,16 @@ pub const DROP_REASONS: &[DropReason] = &[
         "DROP_NOT_LOCAL",
         "From the overlay for an address no local endpoint has",
     ),
+    r(
+        DROP_NO_SERVICE_BACKEND,
+        "DROP_NO_SERVICE_BACKEND",
+        "Service has no backend to choose",
+    ),
+    r(
+        DROP_CSUM_L4,
+        "DROP_CSUM_L4",
+        "L4 checksum could not be updated (service NAT)",
+    ),
 ];
 
 const fn r(code: u8, name: &'static str, description: &'static str) -> DropReason {

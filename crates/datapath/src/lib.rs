@@ -1,7 +1,8 @@
 //! The Pilus datapath from userspace: the BPF objects compiled at build time,
 //! loaded with aya, configured through load-time globals, pinned under bpffs,
 //! attached to pod veths (rtnetlink through pilus-netlink for the tc
-//! filters), and driven through typed maps. No BPF syscalls happen anywhere
+//! filters), and driven through typed maps (endpoints, ipcache, policy,
+//! conntrack and its GC, services). No BPF syscalls happen anywhere
 //! else in Pilus; control-plane crates talk to this one.
 
 mod attach;
@@ -9,8 +10,10 @@ pub mod bpffs;
 pub mod btf;
 pub mod clock;
 pub mod config;
+pub mod ctgc;
 mod error;
 pub mod events;
+pub mod lb;
 mod loader;
 mod maps;
 pub mod objects;
@@ -20,6 +23,7 @@ pub mod testrun;
 
 pub use attach::{AttachMode, EndpointLinks, NodeDevice};
 pub use config::{NodeConfig, PodCidr};
+pub use ctgc::{CtTable, GcPass};
 pub use error::Error;
 pub use events::EventReader;
 pub use loader::{Datapath, LoadOptions, Object, Program};

@@ -261,7 +261,10 @@ impl Datapath {
     }
 }
 
-fn ignore_missing(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), Error> {
+pub(crate) fn ignore_missing(
+    r: Result<(), aya::maps::MapError>,
+    name: &'static str,
+) -> Result<(), Error> {
     match r {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(e))
