@@ -252,7 +252,8 @@ fn port_name_ok(s: &str) -> bool {
 
 /// An IPv4 address as the API gives it, with a message for IPv6.
 pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
-    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::Ipv6Addr>().is_ok() {
         return Err(format!(
             "{s:?}: IPv6 is not supported (the datapath is IPv4 only)"
         ));
@@ -596,9 +597,11 @@ pub fn parse_backend_flag(s: &str) -> Result<api::ServiceBackend, Error> {
             }
             Some(("state", v)) => b.state = v.into(),
             Some(("name", v)) => b.port_name = v.into(),
-            _ => return Err(bad(format!(
+            _ => {
+                return Err(bad(format!(
                 "{o:?}: options are weight=N, state=active|terminating|quarantined, name=PORTNAME"
-            ))),
+            )))
+            }
         }
     }
     Ok(b)
