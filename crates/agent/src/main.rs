@@ -251,7 +251,8 @@ fn run() -> Result<()> {
         }
         _ => None,
     };
-    let dp: Arc<Pinned> = Arc::new(Pinned::new(dp));
+    let dp: Arc<Pinned> =
+        Arc::new(Pinned::new(dp).context("opening the conntrack table for its GC")?);
     let store: Arc<dyn pilus_kvstore::KvStore> = Arc::new(store);
     // With etcd away at start, wait for it (the datapath keeps running on
     // what it has meanwhile); every other error ends the start.
@@ -278,6 +279,9 @@ fn run() -> Result<()> {
     };
     let agent = Arc::new(agent);
     let _cluster_threads = agent.spawn_cluster().context("following the cluster")?;
+    let _ct_gc = agent
+        .spawn_ct_gc(pilus_controlplane::ctgc::GcSchedule::default())
+        .context("starting the conntrack GC")?;
 
     let limits = Limits::default();
     // The connections, plus room for the maps, links and the state files.

@@ -468,6 +468,11 @@ pub struct BpfCtEntry {
     /// Seconds left before the entry expires.
     pub expires_in: i64,
     pub flags: u16,
+    /// A service flow: `to <backend>` on its service entry (the tuple the
+    /// client sent, pinned to that backend), `reply from frontend <id>` on
+    /// its flow entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<String>,
 }
 
 // ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ fn every_command_has_help() {
         "endpoint",
         "identity",
         "policy",
+        "service",
         "namespace",
         "bpf",
         "monitor",
@@ -43,6 +44,30 @@ fn every_command_has_help() {
         (&["namespace", "--help"], &["label"]),
         (&["bpf", "--help"], &["policy", "ipcache", "ct"]),
         (&["bpf", "ct", "--help"], &["list", "flush"]),
+        (&["bpf", "--help"], &["lb"]),
+        (
+            &["service", "--help"],
+            &["upsert", "delete", "list", "get", "import"],
+        ),
+        (
+            &["service", "import", "--help"],
+            &[
+                "EndpointSlice",
+                "All or nothing",
+                "service.cilium.io/lb-algorithm",
+            ],
+        ),
+        (
+            &["service", "upsert", "--help"],
+            &[
+                "--frontend",
+                "--backend",
+                "--algorithm",
+                "--affinity",
+                "nodeport",
+                "weight=",
+            ],
+        ),
         (&["bench", "--help"], &["datapath", "policy", "cni", "api"]),
         (
             &["monitor", "--help"],
