@@ -59,19 +59,22 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 	}
 
 	dst_ep = lookup_ep_by_ip(p.tuple.daddr);
-	if (dst_ep) {
+	if (dst_ep)
 		dst_id = dst_ep->sec_identity;
-	} else if (!lb_done && lb4_wants(&p)) {
-		/* A pod's address is never a frontend (the agent refuses one
-		 * in a pod CIDR), so traffic between pods never pays for the
-		 * service lookup. */
+
+	now = bpf_mono_now();
+	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
+	/* Only a new flow can be addressed to a frontend: a service flow's
+	 * own entry is keyed by its backend, so a packet to a frontend never
+	 * finds one (and ct_lookup4 changed nothing for it). A pod's address
+	 * is never a frontend (the agent refuses one in a pod CIDR). So
+	 * established flows, and traffic between pods, never pay for the
+	 * service lookup. */
+	if (ct_status == CT_NEW && !dst_ep && !lb_done && lb4_wants(&p)) {
 		bpf_tail_call(ctx, &pilus_calls, CALL_IPV4_LB);
 		ret = -DROP_MISSED_TAIL_CALL;
 		goto drop;
 	}
-
-	now = bpf_mono_now();
-	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
 	ret = lb4_rev_nat(ctx, &p, entry, ct_status);
 	if (ret < 0)
 		goto drop;

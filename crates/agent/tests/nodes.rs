@@ -8,98 +8,26 @@
 //! never skips, without them. Each test's lab is removed when its fixture
 //! drops, also on failure (agents, etcd, pods' servers, pins, namespaces).
 
+mod labs;
+
+use labs::{cluster, wait_for, Fixture};
 use pilus_api_types::{self as api, paths};
 use pilus_client::blocking::Client;
 use pilus_lab::{
     plan::Routing,
     serve::{self, Probe, Proto},
-    Lab, Paths, Plan, PodPlan,
+    PodPlan,
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4},
-    path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 const YES: Duration = Duration::from_secs(3);
 const NO: Duration = Duration::from_millis(400);
 const VXLAN_PORT: u16 = 8472;
-
-/// A lab for one test; removed on drop.
-struct Fixture {
-    lab: Lab,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for n in &self.lab.state.nodes {
-                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                eprintln!("--- {} pilusd log (last lines) ---", n.name);
-                for l in &lines[lines.len().saturating_sub(25)..] {
-                    eprintln!("{l}");
-                }
-            }
-        }
-        if let Err(e) = Lab::down(&self.lab.paths) {
-            eprintln!("tearing down the test lab: {e}");
-        }
-    }
-}
-
-fn paths(prefix: &str) -> Paths {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the many-node tests build namespaces and load BPF: run them as root"
-    );
-    assert!(
-        Path::new("/usr/bin/etcd").exists(),
-        "etcd is not installed: `source scripts/deps.sh; pilus_build_deps` installs etcd-server"
-    );
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_pilusd"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    for b in ["pilus", "pilus-cni"] {
-        assert!(
-            bin_dir.join(b).exists(),
-            "{b} must be built next to pilusd: run `cargo build --workspace --bins` first"
-        );
-    }
-    Paths {
-        dir: std::env::temp_dir().join(format!("pilus-{prefix}")),
-        pins: PathBuf::from(format!("/sys/fs/bpf/pilus-{prefix}")),
-        bin_dir,
-        prefix: prefix.to_string(),
-    }
-}
-
-/// `nodes` × `pods` (frontend-N, backend-N, ...) in one cluster.
-fn cluster(
-    prefix: &str,
-    routing: Routing,
-    nodes: u32,
-    pods: u32,
-    etcd_members: u32,
-    lease_ttl: u64,
-) -> Fixture {
-    let paths = paths(prefix);
-    let _ = Lab::down(&paths);
-    let plan = Plan::new(prefix, nodes, pods)
-        .unwrap()
-        .clustered(routing, etcd_members, lease_ttl)
-        .unwrap();
-    Fixture {
-        lab: Lab::up(paths, plan, false).expect("lab up"),
-    }
-}
 
 impl Fixture {
     fn client(&self, node: &str) -> Client {
@@ -245,15 +173,6 @@ impl Fixture {
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
 /// A VXLAN frame seen on the underlay: its VNI and the inner packet's
 /// addresses.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -310,59 +229,14 @@ fn parse_frame(frame: &[u8], into: &mut Capture) {
     into.plain.insert((src, dst));
 }
 
-/// Captures every frame in the underlay namespace (a raw packet socket on
-/// all its interfaces) while `traffic` runs.
+/// What crosses the underlay namespace's interfaces while `traffic` runs.
 fn capture_underlay(fx: &Fixture, traffic: impl FnOnce()) -> Capture {
     let ns = PathBuf::from(format!("/run/netns/{}", fx.lab.state.plan.underlay_netns));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let stop2 = stop.clone();
-    let reader = std::thread::spawn(move || {
-        pilus_netlink::netns::enter_path(&ns).unwrap().stay();
-        // SAFETY: plain socket(2)/setsockopt(2)/recv(2) on a descriptor we own.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                i32::from((libc::ETH_P_ALL as u16).to_be()),
-            )
-        };
-        assert!(
-            fd >= 0,
-            "a packet socket: {}",
-            std::io::Error::last_os_error()
-        );
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        ready_tx.send(()).unwrap();
-        let mut cap = Capture::default();
-        let mut buf = vec![0u8; 65536];
-        while !stop2.load(Ordering::Relaxed) {
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 {
-                parse_frame(&buf[..n as usize], &mut cap);
-            }
-        }
-        unsafe { libc::close(fd) };
-        cap
-    });
-    ready_rx.recv().unwrap();
-    traffic();
-    // Let the last frames arrive.
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    reader.join().unwrap()
+    let mut cap = Capture::default();
+    for frame in labs::capture(&ns, traffic) {
+        parse_frame(&frame, &mut cap);
+    }
+    cap
 }
 
 const BACKEND_FROM_FRONTEND: &str = "

@@ -11,23 +11,21 @@
 //! Needs root and etcd; fails, never skips, without them. Each lab is
 //! removed when its fixture drops, also on failure.
 
+mod labs;
+
+use labs::{cluster, wait_for, Fixture};
 use pilus_api_types::{self as api, paths};
 use pilus_client::blocking::Client;
 use pilus_lab::{
     plan::Routing,
     serve::{self, Probe, Proto},
-    Lab, Paths, Plan,
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket},
-    path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
+    path::PathBuf,
+    time::Duration,
 };
 
 /// Frontends are in 198.19.128.0/17: neither a pod CIDR (198.18.<n>.0/24)
@@ -37,70 +35,8 @@ const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 128, 11);
 const YES: Duration = Duration::from_secs(3);
 const NO: Duration = Duration::from_millis(500);
 
-struct Fixture {
-    lab: Lab,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for n in &self.lab.state.nodes {
-                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                eprintln!("--- {} pilusd log (last lines) ---", n.name);
-                for l in &lines[lines.len().saturating_sub(25)..] {
-                    eprintln!("{l}");
-                }
-            }
-        }
-        if let Err(e) = Lab::down(&self.lab.paths) {
-            eprintln!("tearing down the test lab: {e}");
-        }
-    }
-}
-
 fn lab(prefix: &str, routing: Routing, nodes: u32) -> Fixture {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the service tests build namespaces and load BPF: run them as root"
-    );
-    assert!(
-        Path::new("/usr/bin/etcd").exists(),
-        "etcd is not installed: `source scripts/deps.sh; pilus_build_deps` installs etcd-server"
-    );
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_pilusd"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    for b in ["pilus", "pilus-cni"] {
-        assert!(
-            bin_dir.join(b).exists(),
-            "{b} must be built next to pilusd: run `cargo build --workspace --bins` first"
-        );
-    }
-    let paths = Paths {
-        dir: std::env::temp_dir().join(format!("pilus-{prefix}")),
-        pins: PathBuf::from(format!("/sys/fs/bpf/pilus-{prefix}")),
-        bin_dir,
-        prefix: prefix.to_string(),
-    };
-    let _ = Lab::down(&paths);
-    let plan = Plan::new(prefix, nodes, 2)
-        .unwrap()
-        .clustered(routing, 1, 15)
-        .unwrap();
-    Fixture {
-        lab: Lab::up(paths, plan, false).expect("lab up"),
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster(prefix, routing, nodes, 2, 1, 15)
 }
 
 impl Fixture {
@@ -193,61 +129,19 @@ endpoints:
 /// The sources of TCP segments from port 80 that reach pod `pod`, captured
 /// on its eth0 while `traffic` runs.
 fn sources_seen_by(fx: &Fixture, pod: &str, traffic: impl FnOnce()) -> BTreeSet<Ipv4Addr> {
-    let ns = fx.netns(pod);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let stop2 = stop.clone();
-    let reader = std::thread::spawn(move || {
-        pilus_netlink::netns::enter_path(&ns).unwrap().stay();
-        // SAFETY: socket(2)/setsockopt(2)/recv(2)/close(2) on a descriptor
-        // this thread owns, into a buffer it owns.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                i32::from((libc::ETH_P_IP as u16).to_be()),
-            )
-        };
-        assert!(
-            fd >= 0,
-            "packet socket: {}",
-            std::io::Error::last_os_error()
-        );
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        ready_tx.send(()).unwrap();
-        let mut seen = BTreeSet::new();
-        let mut buf = vec![0u8; 65536];
-        while !stop2.load(Ordering::Relaxed) {
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 14 + 20 + 4 {
-                continue;
-            }
-            let ip = &buf[14..n as usize];
-            let ihl = usize::from(ip[0] & 0xf) * 4;
-            if ip[9] == 6 && ip.len() >= ihl + 4 && ip[ihl..ihl + 2] == [0, 80] {
-                seen.insert(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
-            }
+    let mut seen = BTreeSet::new();
+    for f in labs::capture(&fx.netns(pod), traffic) {
+        if f.len() < 14 + 20 + 4 || f[12..14] != [0x08, 0x00] {
+            continue;
         }
-        unsafe { libc::close(fd) };
-        seen
-    });
-    ready_rx.recv().unwrap();
-    traffic();
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    reader.join().unwrap()
+        let ip = &f[14..];
+        let ihl = usize::from(ip[0] & 0xf) * 4;
+        let incoming_from_80 = ip[9] == 6 && ip.len() >= ihl + 4 && ip[ihl..ihl + 2] == [0, 80];
+        if incoming_from_80 {
+            seen.insert(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
+        }
+    }
+    seen
 }
 
 /// A UDP datagram to the frontend from `pod`: the greeting and who it
@@ -613,9 +507,9 @@ fn services_in_a_tunnel_cluster() {
 
     // The conntrack GC has run and is reported.
     wait_for("a conntrack GC pass", Duration::from_secs(15), || {
-        let s: api::Status = fx.client("node-1").get_json(paths::STATUS).unwrap();
-        s.conntrack
-            .is_some_and(|c| c.gc_runs > 0 && c.max_entries > 0)
+        fx.client("node-1")
+            .get_json::<api::ConntrackStatus>(paths::CONNTRACK)
+            .is_ok_and(|c| c.gc_runs > 0 && c.max_entries > 0)
     });
 }
 

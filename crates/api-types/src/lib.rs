@@ -606,8 +606,9 @@ pub struct BpfLbFrontend {
     pub rev_nat: Option<String>,
 }
 
-/// Conntrack and its garbage collection (`GET /v1/conntrack`, `pilus
-/// status`).
+/// Conntrack and its garbage collection (`GET /v1/conntrack`, shown by
+/// `pilus status`). Not part of `GET /v1/status`, whose answer changes only
+/// when the agent's state does.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConntrackStatus {
     /// Entries after the last GC pass.
@@ -696,9 +697,6 @@ pub struct Status {
     pub services: usize,
     #[serde(default)]
     pub frontends: usize,
-    /// Conntrack and its GC (absent until the agent's GC has started).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conntrack: Option<ConntrackStatus>,
 }
 
 // ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use pilus_api_types::{
     ServicesImported,
 };
 use pilus_client::blocking::Client;
-use pilus_service::model::{parse_backend_flag, parse_frontend_flag};
+use pilus_service::model::from_flags;
 use std::io::Read;
 
 #[derive(Subcommand, Debug)]
@@ -92,32 +92,17 @@ fn invalid(e: impl std::fmt::Display) -> anyhow::Error {
     InvalidInput(e.to_string()).into()
 }
 
-fn from_flags(a: UpsertArgs) -> Result<api::Service> {
+fn service_of(a: UpsertArgs) -> Result<api::Service> {
     if let Some(f) = &a.from {
         // The API's form, strictly: an unknown field is refused here too.
         let text = read(f)?;
         return yaml_serde::from_str(&text).map_err(|e| invalid(format!("{f}: {e}")));
     }
-    let name = a.service.unwrap_or_default();
-    let (namespace, name) = name.split_once('/').unwrap_or(("default", &name));
-    Ok(api::Service {
-        namespace: namespace.into(),
-        name: name.into(),
-        frontends: a
-            .frontend
-            .iter()
-            .map(|f| parse_frontend_flag(f))
-            .collect::<Result<_, _>>()
-            .map_err(invalid)?,
-        backends: a
-            .backend
-            .iter()
-            .map(|b| parse_backend_flag(b))
-            .collect::<Result<_, _>>()
-            .map_err(invalid)?,
-        algorithm: a.algorithm,
-        session_affinity_seconds: a.affinity,
-    })
+    let mut s =
+        from_flags(&a.service.unwrap_or_default(), &a.frontend, &a.backend).map_err(invalid)?;
+    s.algorithm = a.algorithm;
+    s.session_affinity_seconds = a.affinity;
+    Ok(s)
 }
 
 fn path_of(service: &str) -> String {
@@ -128,7 +113,7 @@ fn path_of(service: &str) -> String {
 pub fn run(c: &Client, cmd: ServiceCommand, out: Output) -> Result<()> {
     match cmd {
         ServiceCommand::Upsert(a) => {
-            let s = from_flags(a)?;
+            let s = service_of(a)?;
             let r: ServiceUpserted = c.post_json(paths::SERVICES, &s)?;
             if out == Output::Json {
                 return print_json(&r);

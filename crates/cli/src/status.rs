@@ -3,6 +3,7 @@
 use crate::{table::print_json, Output};
 use anyhow::Result;
 use pilus_api_types::paths;
+use pilus_api_types::ConntrackStatus;
 use pilus_api_types::Status;
 use pilus_client::blocking::Client;
 
@@ -32,7 +33,9 @@ pub fn run(c: &Client, out: Output) -> Result<()> {
         "Services:        {} ({} frontends)",
         s.services, s.frontends
     );
-    match &s.conntrack {
+    // 404 until the GC's first pass.
+    let ct: Option<ConntrackStatus> = c.get_json(paths::CONNTRACK).ok();
+    match &ct {
         Some(ct) => {
             println!(
                 "Conntrack:       {}/{} entries; GC: {} passes, {} expired removed ({} affinity), next in {} ms{}",

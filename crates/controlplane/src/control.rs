@@ -1094,8 +1094,12 @@ impl ControlPlane {
             cluster: self.cluster_status(),
             services: self.svc().len(),
             frontends: self.svc().frontends(),
-            conntrack: self.ct_status.lock().expect("lock").clone(),
         }
+    }
+
+    /// Conntrack and its GC, once a pass has run.
+    pub fn conntrack_status(&self) -> Option<api::ConntrackStatus> {
+        self.ct_status.lock().expect("lock").clone()
     }
 
     /// Makes this node's cluster keys (its record, its pods) outlive the

@@ -308,24 +308,18 @@ fn entries_that_cannot_be_read_are_skipped() {
 /// unreachable a service change is refused whole.
 #[test]
 fn services_are_shared_like_policies() {
-    use pilus_service::model::{parse_backend_flag, parse_frontend_flag};
     let s = store();
     let a = node(&s, 1, Routing::Tunnel);
     let b = node(&s, 2, Routing::Tunnel);
     eventually("a knows node 2", || {
         a.cp.status().cluster.unwrap().nodes == 2
     });
-    let web = pilus_api_types::Service {
-        namespace: "shop".into(),
-        name: "web".into(),
-        frontends: vec![parse_frontend_flag("198.19.128.10:80").unwrap()],
-        backends: ["198.18.1.10:8080", "198.18.2.10:8080"]
-            .iter()
-            .map(|b| parse_backend_flag(b).unwrap())
-            .collect(),
-        algorithm: "random".into(),
-        session_affinity_seconds: None,
-    };
+    let web = pilus_service::model::from_flags(
+        "shop/web",
+        &["198.19.128.10:80"],
+        &["198.18.1.10:8080", "198.18.2.10:8080"],
+    )
+    .unwrap();
     a.cp.upsert_service(&web).unwrap();
     eventually("b has the frontend", || {
         b.dp.maps().lb_services.len() == 1 && b.dp.maps().lb_slots.len() == 2

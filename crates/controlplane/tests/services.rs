@@ -13,7 +13,7 @@ use pilus_controlplane::{
     ControlPlane, Settings,
 };
 use pilus_kvstore::{KvStore, MemKv};
-use pilus_service::model::{parse_backend_flag, parse_frontend_flag};
+use pilus_service::model::from_flags;
 use std::{
     collections::BTreeSet,
     net::Ipv4Addr,
@@ -51,20 +51,7 @@ fn fresh() -> (ControlPlane, FakeDatapath, Arc<dyn KvStore>) {
 }
 
 fn svc(name: &str, frontends: &[&str], backends: &[&str]) -> api::Service {
-    api::Service {
-        namespace: "shop".into(),
-        name: name.into(),
-        frontends: frontends
-            .iter()
-            .map(|f| parse_frontend_flag(f).unwrap())
-            .collect(),
-        backends: backends
-            .iter()
-            .map(|b| parse_backend_flag(b).unwrap())
-            .collect(),
-        algorithm: "random".into(),
-        session_affinity_seconds: None,
-    }
+    from_flags(&format!("shop/{name}"), frontends, backends).unwrap()
 }
 
 /// Every frontend entry names a generation whose slots (or table) are all
@@ -456,7 +443,7 @@ fn the_gc_counts_and_adapts() {
     let dp = FakeDatapath::default();
     let store: Arc<dyn KvStore> = Arc::new(MemKv::default());
     let cp = start(&dp, &store);
-    assert!(cp.status().conntrack.is_none(), "before the first pass");
+    assert!(cp.conntrack_status().is_none(), "before the first pass");
     {
         let mut m = dp.maps();
         m.ct_max_entries = 1000;
@@ -469,7 +456,7 @@ fn the_gc_counts_and_adapts() {
     let s = GcSchedule::default();
     let next = cp.ct_gc_once(Duration::from_secs(10), &s);
     assert_eq!(next, Duration::from_secs(5), "half expired: sooner");
-    let st = cp.status().conntrack.unwrap();
+    let st = cp.conntrack_status().unwrap();
     assert_eq!(
         (
             st.entries,
@@ -492,7 +479,7 @@ fn the_gc_counts_and_adapts() {
     }
     let next = cp.ct_gc_once(Duration::from_secs(10), &s);
     assert_eq!(next, s.min);
-    let st = cp.status().conntrack.unwrap();
+    let st = cp.conntrack_status().unwrap();
     assert_eq!((st.insert_failures, st.gc_runs, st.entries), (7, 2, 1000));
     assert_eq!(dp.maps().ct_gc_passes, 2);
 }

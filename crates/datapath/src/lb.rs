@@ -73,6 +73,44 @@ fn dump<K: aya::Pod, V: aya::Pod>(
 }
 
 impl Datapath {
+    /// Writes a whole random frontend at once, in the order that keeps it
+    /// consistent (backends, slots of `svc.generation`, reverse NAT, the
+    /// entry): one slot per backend, `count` set to match. For tests and
+    /// benchmarks; the control plane does its own changes step by step.
+    pub fn put_lb_frontend(
+        &mut self,
+        key: &Lb4Key,
+        mut svc: Lb4Service,
+        backends: &[(u32, Lb4Backend)],
+    ) -> Result<(), Error> {
+        self.put_lb_backends(backends)?;
+        let slots: Vec<(Lb4SlotKey, u32)> = backends
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| {
+                (
+                    Lb4SlotKey {
+                        id: svc.id,
+                        generation: svc.generation,
+                        slot: i as u32,
+                    },
+                    *id,
+                )
+            })
+            .collect();
+        self.put_lb_slots(&slots)?;
+        self.put_lb_rev_nat(&[(
+            svc.id,
+            Lb4ReverseNat {
+                address: key.address,
+                port: key.dport,
+                _pad: 0,
+            },
+        )])?;
+        svc.count = backends.len() as u32;
+        self.put_lb_services(&[(*key, svc)])
+    }
+
     pub fn put_lb_services(&mut self, entries: &[(Lb4Key, Lb4Service)]) -> Result<(), Error> {
         let mut m: HashMap<&mut MapData, Lb4Key, Lb4Service> = hash!(self, SERVICES);
         put_all(&mut m, SERVICES, entries)

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use pilus_abi::{
     consts::*, Be16, Be32, CtEntry, CtKey4, Lb4Affinity, Lb4AffinityKey, Lb4Backend, Lb4Key,
-    Lb4Maglev, Lb4MaglevKey, Lb4ReverseNat, Lb4Service, Lb4SlotKey,
+    Lb4Maglev, Lb4MaglevKey, Lb4Service, Lb4SlotKey,
 };
 use pilus_datapath::{testrun::TC_ACT_SHOT, Program};
 use pilus_packet::{parse, tcp_flags::*, L4Info, PacketBuilder};
@@ -58,8 +58,8 @@ fn key(proto: u8) -> Lb4Key {
     }
 }
 
-/// Writes a frontend the way the control plane does: backends, the slots
-/// (or Maglev table) of generation 1, reverse NAT, then the entry.
+/// Writes a frontend as the control plane would: backends, the slots (or
+/// Maglev table) of generation 1, reverse NAT, then the entry.
 fn install(fx: &mut Fx, s: &Svc) {
     let backends: Vec<(u32, Lb4Backend)> = s
         .backends
@@ -76,17 +76,25 @@ fn install(fx: &mut Fx, s: &Svc) {
             )
         })
         .collect();
-    fx.dp.put_lb_backends(&backends).unwrap();
-    let active: Vec<u32> = s
-        .backends
-        .iter()
-        .filter(|b| b.3 == LB_BACKEND_ACTIVE)
-        .map(|b| b.0)
-        .collect();
-    let count = if s.algorithm == LB_ALG_MAGLEV {
+    let svc = Lb4Service {
+        id: FE,
+        generation: 1,
+        count: 0,
+        affinity_timeout: s.affinity_timeout,
+        svc_type: LB_TYPE_CLUSTER_IP,
+        algorithm: s.algorithm,
+        flags: s.flags,
+        _pad: [0; 5],
+    };
+    // The datapath chooses among the slots: only active backends get one.
+    let (active, idle): (Vec<_>, Vec<_>) = backends
+        .into_iter()
+        .partition(|(_, b)| b.state == LB_BACKEND_ACTIVE);
+    fx.dp.put_lb_backends(&idle).unwrap();
+    if s.algorithm == LB_ALG_MAGLEV {
         let mut t = Box::<Lb4Maglev>::default();
         for (i, e) in t.backend_ids.iter_mut().enumerate() {
-            *e = active[i % active.len()];
+            *e = active[i % active.len()].0;
         }
         fx.dp
             .put_lb_maglev(
@@ -97,50 +105,8 @@ fn install(fx: &mut Fx, s: &Svc) {
                 &t,
             )
             .unwrap();
-        active.len() as u32
-    } else {
-        let slots: Vec<(Lb4SlotKey, u32)> = active
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                (
-                    Lb4SlotKey {
-                        id: FE,
-                        generation: 1,
-                        slot: i as u32,
-                    },
-                    *id,
-                )
-            })
-            .collect();
-        fx.dp.put_lb_slots(&slots).unwrap();
-        slots.len() as u32
-    };
-    fx.dp
-        .put_lb_rev_nat(&[(
-            FE,
-            Lb4ReverseNat {
-                address: Be32::from(VIP),
-                port: Be16::new(VPORT),
-                _pad: 0,
-            },
-        )])
-        .unwrap();
-    fx.dp
-        .put_lb_services(&[(
-            key(s.proto),
-            Lb4Service {
-                id: FE,
-                generation: 1,
-                count,
-                affinity_timeout: s.affinity_timeout,
-                svc_type: LB_TYPE_CLUSTER_IP,
-                algorithm: s.algorithm,
-                flags: s.flags,
-                _pad: [0; 5],
-            },
-        )])
-        .unwrap();
+    }
+    fx.dp.put_lb_frontend(&key(s.proto), svc, &active).unwrap();
 }
 
 /// What pod A sends to the frontend.

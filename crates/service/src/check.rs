@@ -83,25 +83,11 @@ pub fn check_change<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{parse_backend_flag, parse_frontend_flag};
-    use pilus_api_types as api;
+    use crate::model::from_flags;
 
     fn svc(name: &str, frontends: &[&str], backends: &[&str]) -> Service {
-        Service::from_api(&api::Service {
-            namespace: "shop".into(),
-            name: name.into(),
-            frontends: frontends
-                .iter()
-                .map(|f| parse_frontend_flag(f).unwrap())
-                .collect(),
-            backends: backends
-                .iter()
-                .map(|b| parse_backend_flag(b).unwrap())
-                .collect(),
-            algorithm: "random".into(),
-            session_affinity_seconds: None,
-        })
-        .unwrap()
+        let s = from_flags(&format!("shop/{name}"), frontends, backends).unwrap();
+        Service::from_api(&s).unwrap()
     }
 
     fn cidrs() -> Vec<Ipv4Net> {

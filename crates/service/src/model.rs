@@ -533,6 +533,32 @@ pub fn selectable<'a>(backends: impl Iterator<Item = &'a Backend> + Clone) -> Ve
 
 // ----- the CLI's text forms -----
 
+/// A service in the API's form from `namespace/name` (namespace `default`
+/// when omitted) and the text forms of its frontends and backends; random,
+/// no affinity. Only the text forms are checked here:
+/// [`Service::from_api`] checks the rest.
+pub fn from_flags<S: AsRef<str>>(
+    service: &str,
+    frontends: &[S],
+    backends: &[S],
+) -> Result<api::Service, Error> {
+    let (namespace, name) = service.split_once('/').unwrap_or(("default", service));
+    Ok(api::Service {
+        namespace: namespace.into(),
+        name: name.into(),
+        frontends: frontends
+            .iter()
+            .map(|f| parse_frontend_flag(f.as_ref()))
+            .collect::<Result<_, _>>()?,
+        backends: backends
+            .iter()
+            .map(|b| parse_backend_flag(b.as_ref()))
+            .collect::<Result<_, _>>()?,
+        algorithm: api::default_algorithm(),
+        session_affinity_seconds: None,
+    })
+}
+
 /// `[TYPE:]ADDRESS:PORT[/PROTOCOL][,name=PORTNAME]`, TYPE one of
 /// clusterip (default), nodeport, externalip, loadbalancer.
 pub fn parse_frontend_flag(s: &str) -> Result<api::ServiceFrontend, Error> {

@@ -373,8 +373,7 @@ async fn bpf_lb(State(s): State<Shared>) -> Result<Response, ApiError> {
 async fn conntrack(State(s): State<Shared>) -> Result<Response, ApiError> {
     let v = s
         .read(|a| {
-            a.status()
-                .conntrack
+            a.conntrack_status()
                 .ok_or(pilus_controlplane::Error::NotFound {
                     what: "conntrack GC state",
                     name: "(no pass has run yet)".into(),
