@@ -11,6 +11,7 @@
 use pilus_api_types::{self as api, paths};
 use pilus_client::blocking::Client;
 use pilus_lab::{
+    capture::{Capture, Vxlan},
     plan::Routing,
     serve::{self, Probe, Proto},
     Lab, Paths, Plan, PodPlan,
@@ -19,16 +20,11 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     time::{Duration, Instant},
 };
 
 const YES: Duration = Duration::from_secs(3);
 const NO: Duration = Duration::from_millis(400);
-const VXLAN_PORT: u16 = 8472;
 
 /// A lab for one test; removed on drop.
 struct Fixture {
@@ -254,115 +250,11 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Durati
     start.elapsed()
 }
 
-/// A VXLAN frame seen on the underlay: its VNI and the inner packet's
-/// addresses.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Vxlan {
-    vni: u32,
-    inner_src: Ipv4Addr,
-    inner_dst: Ipv4Addr,
-}
-
-/// What a capture on the underlay saw.
-#[derive(Default, Debug)]
-struct Capture {
-    vxlan: BTreeSet<Vxlan>,
-    /// Plain IPv4 packets (not VXLAN): source and destination.
-    plain: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
-}
-
-fn ipv4_addrs(ip: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, usize, u8)> {
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(ip[0] & 0xf) * 4;
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    Some((src, dst, ihl, ip[9]))
-}
-
-fn parse_frame(frame: &[u8], into: &mut Capture) {
-    if frame.len() < 14 || frame[12..14] != [0x08, 0x00] {
-        return;
-    }
-    let Some((src, dst, ihl, proto)) = ipv4_addrs(&frame[14..]) else {
-        return;
-    };
-    let l4 = &frame[14 + ihl..];
-    if proto == 17 && l4.len() >= 8 + 8 + 14 + 20 {
-        let dport = u16::from_be_bytes([l4[2], l4[3]]);
-        if dport == VXLAN_PORT {
-            let vx = &l4[8..16];
-            let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-            let inner = &l4[16..];
-            if inner[12..14] == [0x08, 0x00] {
-                if let Some((s, d, _, _)) = ipv4_addrs(&inner[14..]) {
-                    into.vxlan.insert(Vxlan {
-                        vni,
-                        inner_src: s,
-                        inner_dst: d,
-                    });
-                }
-            }
-            return;
-        }
-    }
-    into.plain.insert((src, dst));
-}
-
-/// Captures every frame in the underlay namespace (a raw packet socket on
-/// all its interfaces) while `traffic` runs.
 fn capture_underlay(fx: &Fixture, traffic: impl FnOnce()) -> Capture {
-    let ns = PathBuf::from(format!("/run/netns/{}", fx.lab.state.plan.underlay_netns));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let stop2 = stop.clone();
-    let reader = std::thread::spawn(move || {
-        pilus_netlink::netns::enter_path(&ns).unwrap().stay();
-        // SAFETY: plain socket(2)/setsockopt(2)/recv(2) on a descriptor we own.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                i32::from((libc::ETH_P_ALL as u16).to_be()),
-            )
-        };
-        assert!(
-            fd >= 0,
-            "a packet socket: {}",
-            std::io::Error::last_os_error()
-        );
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        ready_tx.send(()).unwrap();
-        let mut cap = Capture::default();
-        let mut buf = vec![0u8; 65536];
-        while !stop2.load(Ordering::Relaxed) {
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 {
-                parse_frame(&buf[..n as usize], &mut cap);
-            }
-        }
-        unsafe { libc::close(fd) };
-        cap
-    });
-    ready_rx.recv().unwrap();
-    traffic();
-    // Let the last frames arrive.
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    reader.join().unwrap()
+    fx.lab
+        .capture_underlay(traffic)
+        .expect("capture on the underlay")
+        .0
 }
 
 const BACKEND_FROM_FRONTEND: &str = "

@@ -478,6 +478,18 @@ impl Lab {
         self.save()
     }
 
+    /// Captures what crosses the underlay while `traffic` runs.
+    pub fn capture_underlay<T>(
+        &self,
+        traffic: impl FnOnce() -> T,
+    ) -> Result<(crate::capture::Capture, T), crate::capture::CaptureError> {
+        crate::capture::capture(
+            &netns_path(&self.state.plan.underlay_netns),
+            crate::capture::VXLAN_PORT,
+            traffic,
+        )
+    }
+
     /// Waits until every node knows every other node and every pod of the
     /// lab (its ipcache has each pod's address with the pod's identity).
     pub fn wait_converged(&self, limit: Duration) -> Result<(), LabError> {
