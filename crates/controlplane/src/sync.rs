@@ -517,7 +517,7 @@ impl ControlPlane {
             nodes: c.nodes.lock().expect("lock").len() + 1,
             routing: c.me.routing.name().into(),
             underlay_ip: c.me.underlay_ip,
-            lease: format!("{:?}", c.lease.status().state),
+            lease: lease_text(&c.lease.status().state),
             pending_publish: c.dirty.load(Ordering::Relaxed),
         })
     }
@@ -545,5 +545,27 @@ impl ControlPlane {
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+}
+
+/// The lease's state in words, ages in seconds.
+fn lease_text(state: &pilus_kvstore::LeaseState) -> String {
+    use pilus_kvstore::LeaseState;
+    let ago = |t: &SystemTime| {
+        SystemTime::now()
+            .duration_since(*t)
+            .map_or(0, |d| d.as_secs())
+    };
+    match state {
+        LeaseState::Alive { renewed } => format!("alive (renewed {}s ago)", ago(renewed)),
+        LeaseState::Unconfirmed { since, renewed } => format!(
+            "unconfirmed for {}s (last renewed {}s ago)",
+            ago(since),
+            ago(renewed)
+        ),
+        LeaseState::Expired { since } => {
+            format!("expired {}s ago (being granted anew)", ago(since))
+        }
+        LeaseState::Ended => "ended".into(),
     }
 }
