@@ -473,6 +473,9 @@ pub struct ClusterStatus {
     pub error: Option<String>,
     /// Nodes known, this one included.
     pub nodes: usize,
+    /// Pods of other nodes in this node's ipcache.
+    #[serde(default)]
+    pub remote_endpoints: usize,
     /// `tunnel` or `direct`.
     pub routing: String,
     pub underlay_ip: Ipv4Addr,

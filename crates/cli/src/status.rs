@@ -38,8 +38,8 @@ pub fn run(c: &Client, out: Output) -> Result<()> {
         None => println!("Cluster:         none (this node is on its own)"),
         Some(c) => {
             println!(
-                "Cluster:         {} nodes, routing {}, underlay {}",
-                c.nodes, c.routing, c.underlay_ip
+                "Cluster:         {} nodes, {} pods on other nodes, routing {}, underlay {}",
+                c.nodes, c.remote_endpoints, c.routing, c.underlay_ip
             );
             let ago = c.since_unix.map(|t| {
                 let now = std::time::SystemTime::now()

@@ -334,13 +334,8 @@ impl ControlPlane {
                 .as_ref()
                 .map(|c| c.nodes.lock().expect("lock").keys().cloned().collect())
                 .unwrap_or_default(),
-            Feed::Pods => self
-                .ipc()
-                .entries()
-                .filter(|(p, s)| {
-                    p.prefix_len() == 32 && s.iter().any(|(s, _)| *s == Source::RemoteEndpoint)
-                })
-                .map(|(p, _)| ipcache_key(p.addr()))
+            Feed::Pods => remote_pods(&self.ipc())
+                .map(|p| ipcache_key(p.addr()))
                 .collect(),
             Feed::Identities => self
                 .pol()
@@ -515,6 +510,7 @@ impl ControlPlane {
             since_unix: since,
             error,
             nodes: c.nodes.lock().expect("lock").len() + 1,
+            remote_endpoints: remote_pods(&self.ipc()).count(),
             routing: c.me.routing.name().into(),
             underlay_ip: c.me.underlay_ip,
             lease: lease_text(&c.lease.status().state),
@@ -546,6 +542,15 @@ impl ControlPlane {
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
+}
+
+/// The /32s of other nodes' pods in the ipcache.
+fn remote_pods(ipc: &crate::ipcache::IpcacheManager) -> impl Iterator<Item = ipnet::Ipv4Net> + '_ {
+    ipc.entries()
+        .filter(|(p, s)| {
+            p.prefix_len() == 32 && s.iter().any(|(s, _)| *s == Source::RemoteEndpoint)
+        })
+        .map(|(p, _)| p)
 }
 
 /// The lease's state in words, ages in seconds.

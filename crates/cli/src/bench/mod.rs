@@ -3,6 +3,7 @@
 //! and prints the report: a table, or the report itself with `-o json`.
 
 mod api;
+mod cluster;
 mod cni;
 mod datapath;
 mod policy;
@@ -26,6 +27,10 @@ pub enum BenchCommand {
     /// same pilusd holding 1,000 half-open connections (starts a private
     /// pilusd).
     Api(api::ApiArgs),
+    /// Many nodes: how fast a new pod is known on every node of a 3-node
+    /// lab (vs. CNI ADD), and one agent's ingest time and memory for 100
+    /// simulated nodes with 10,000 pods in etcd.
+    Cluster(cluster::ClusterArgs),
 }
 
 pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
@@ -34,6 +39,7 @@ pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
         BenchCommand::Policy(args) => policy::run(args, output),
         BenchCommand::Cni(args) => cni::run(args, output),
         BenchCommand::Api(args) => api::run(args, output),
+        BenchCommand::Cluster(args) => cluster::run(args, output),
     }
 }
 
