@@ -126,6 +126,18 @@ pub struct State {
     pub pods: Vec<PodRun>,
 }
 
+/// Removes the lab at these paths when dropped, however the code holding
+/// it ends (a failed step, a panic).
+pub struct Teardown(pub Paths);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if let Err(e) = Lab::down(&self.0) {
+            tracing::warn!(dir = %self.0.dir.display(), error = %e, "tearing down a lab");
+        }
+    }
+}
+
 /// A lab that is up.
 pub struct Lab {
     pub paths: Paths,
