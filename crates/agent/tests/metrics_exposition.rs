@@ -21,14 +21,14 @@ use pilus_agent::{
 };
 use pilus_api_types::EndpointCreate;
 use pilus_controlplane::{
-    fake::{FakeDatapath, FakePlumbing},
-    ControlPlane, Settings,
+    fake::{self, FakeDatapath, FakePlumbing},
+    ControlPlane,
 };
 use pilus_datapath::{
     inspect::{Counters, MapUsage, Usage},
     DropCount, Error, HookStatus, NodeDevice,
 };
-use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 use tower::ServiceExt;
 
 /// A datapath view with fixed answers; `broken` makes every read fail.
@@ -85,15 +85,7 @@ impl DatapathView for FakeView {
 fn control_plane() -> Arc<ControlPlane> {
     let dir = std::env::temp_dir().join(format!("pilus-metrics-expo-{}", std::process::id()));
     let cp = ControlPlane::start(
-        Settings {
-            node_name: "n1".into(),
-            pod_cidr: "198.18.0.0/24".parse().unwrap(),
-            router: Ipv4Addr::new(198, 18, 0, 1),
-            pin_dir: "/nonexistent".into(),
-            socket: dir.join("pilus.sock"),
-            state_dir: "/nonexistent".into(),
-            pod_mtu: None,
-        },
+        fake::settings("n1", &dir),
         Arc::new(FakeDatapath::default()),
         Arc::new(FakePlumbing::default()),
         Arc::new(pilus_kvstore::MemKv::default()),
@@ -111,20 +103,9 @@ fn control_plane() -> Arc<ControlPlane> {
 }
 
 fn drop_event() -> Event {
-    Event {
-        kind: EVENT_DROP,
-        subtype: DROP_POLICY,
-        obs_point: 0,
-        direction: DIR_INGRESS,
-        ep_id: 1,
-        cap_len: 0,
-        orig_len: 60,
-        ifindex: 5,
-        src_identity: 256,
-        dst_identity: 257,
-        ktime_ns: 0,
-        data: [0; 128],
-    }
+    let mut e = Event::from_bytes(&[0; std::mem::size_of::<Event>()]).unwrap();
+    (e.kind, e.subtype, e.direction) = (EVENT_DROP, DROP_POLICY, DIR_INGRESS);
+    e
 }
 
 fn metrics(broken: bool, gc: Option<&ConntrackGcMetrics>) -> (Metrics, Instruments) {

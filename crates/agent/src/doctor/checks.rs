@@ -34,15 +34,16 @@ pub fn all(f: &Facts) -> Vec<DoctorCheck> {
     ]
 }
 
+/// The worst of some severities; `ok` for none.
+pub fn worst(all: impl IntoIterator<Item = Severity>) -> Severity {
+    all.into_iter().max().unwrap_or(Severity::Ok)
+}
+
 fn check(name: &str, title: &str, summary: String, findings: Vec<DoctorFinding>) -> DoctorCheck {
     DoctorCheck {
         name: name.into(),
         title: title.into(),
-        status: findings
-            .iter()
-            .map(|f| f.severity)
-            .max()
-            .unwrap_or(Severity::Ok),
+        status: worst(findings.iter().map(|f| f.severity)),
         summary,
         findings,
     }
@@ -66,6 +67,16 @@ fn finding(
         evidence,
         fix: fix.into(),
     }
+}
+
+/// A check that could not look at `what` at all.
+fn not_checked(name: &str, title: &str, what: &str, error: &str) -> DoctorCheck {
+    check(
+        name,
+        title,
+        "not checked".into(),
+        vec![could_not(what, error)],
+    )
 }
 
 /// A check that could not look: a warning that says why.
@@ -171,14 +182,7 @@ pub fn routing(f: &Facts) -> DoctorCheck {
     const TITLE: &str = "ip rules and routes send pod traffic the way Pilus routes it";
     let net = match &f.net {
         Ok(n) => n,
-        Err(e) => {
-            return check(
-                NAME,
-                TITLE,
-                "not checked".into(),
-                vec![could_not("the rules and routes", e)],
-            )
-        }
+        Err(e) => return not_checked(NAME, TITLE, "the rules and routes", e),
     };
     let mut findings = Vec::new();
     let main_pref = net
@@ -561,14 +565,7 @@ pub fn map_pressure(f: &Facts) -> DoctorCheck {
     const TITLE: &str = "no BPF map is near full";
     let usage = match &f.usage {
         Ok(u) => u,
-        Err(e) => {
-            return check(
-                NAME,
-                TITLE,
-                "not checked".into(),
-                vec![could_not("the maps", e)],
-            )
-        }
+        Err(e) => return not_checked(NAME, TITLE, "the maps", e),
     };
     let mut findings = Vec::new();
     for m in &usage.maps {
@@ -634,14 +631,7 @@ pub fn events_lost(f: &Facts) -> DoctorCheck {
     const TITLE: &str = "the datapath's ring buffer loses no events";
     let lost = match &f.events_lost {
         Ok(l) => l,
-        Err(e) => {
-            return check(
-                NAME,
-                TITLE,
-                "not checked".into(),
-                vec![could_not("the event counters", e)],
-            )
-        }
+        Err(e) => return not_checked(NAME, TITLE, "the event counters", e),
     };
     let mut findings = Vec::new();
     if lost.since_start > 0 {

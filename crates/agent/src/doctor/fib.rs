@@ -214,19 +214,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn rule(priority: u32, table: u32) -> Rule {
-        Rule {
-            priority,
-            table,
-            src: Ipv4Addr::UNSPECIFIED,
-            src_len: 0,
-            dst: Ipv4Addr::UNSPECIFIED,
-            dst_len: 0,
-            iif: None,
-            oif: None,
-            fwmark: None,
-            fwmask: None,
-            action: ACTION_TO_TABLE,
-        }
+        Rule::to_table(priority, table)
     }
 
     /// The three rules every namespace starts with.

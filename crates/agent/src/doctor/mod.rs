@@ -22,7 +22,7 @@ mod tests;
 
 use crate::view::DatapathView;
 use facts::{Facts, NodeSetup};
-use pilus_api_types::{DoctorReport, Severity};
+use pilus_api_types::DoctorReport;
 use pilus_controlplane::ControlPlane;
 use std::sync::Arc;
 
@@ -70,11 +70,7 @@ pub fn report(facts: &Facts) -> DoctorReport {
     let checks = checks::all(facts);
     DoctorReport {
         node_name: facts.node_name.clone(),
-        status: checks
-            .iter()
-            .map(|c| c.status)
-            .max()
-            .unwrap_or(Severity::Ok),
+        status: checks::worst(checks.iter().map(|c| c.status)),
         checks,
     }
 }

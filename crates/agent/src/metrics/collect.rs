@@ -14,7 +14,7 @@ use pilus_abi::{
 use pilus_api_types::Status;
 use pilus_datapath::inspect::{Counters, Usage};
 use prometheus_client::{
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric},
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
 };
 use std::{
@@ -83,44 +83,49 @@ impl prometheus_client::collector::Collector for Collector {
     }
 }
 
-/// A counter family: one sample per label set.
+/// A family of `kind`: one sample per label set.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in samples {
+        v.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 fn counter<L: EncodeLabelSet>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     samples: impl IntoIterator<Item = (L, u64)>,
 ) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in samples {
-        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
-    }
-    Ok(())
+    let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+    family(enc, name, help, MetricType::Counter, samples)
 }
 
-/// A gauge family: one sample per label set.
-fn gauge<L: EncodeLabelSet, V: prometheus_client::encoding::EncodeGaugeValue>(
+fn gauge<L: EncodeLabelSet, V: EncodeGaugeValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     samples: impl IntoIterator<Item = (L, V)>,
 ) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in samples {
-        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
-    }
-    Ok(())
+    let samples = samples.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
+    family(enc, name, help, MetricType::Gauge, samples)
 }
 
 /// A gauge without labels.
 fn gauge1(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
-    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    ConstGauge::new(v).encode(m)
+    ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
 /// A counter without labels.
 fn counter1(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
-    let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    ConstCounter::new(v).encode(m)
+    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
 
 fn direction(d: u8) -> &'static str {
