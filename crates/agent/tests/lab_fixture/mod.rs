@@ -103,9 +103,21 @@ impl LabNode {
         let paths = paths(prefix);
         let _ = Lab::down(&paths);
         let plan = Plan::new(prefix, 1, pods).unwrap();
-        LabNode {
-            lab: Lab::up(paths, plan, false).expect("lab up"),
+        LabNode::serving(Lab::up(paths, plan, false).expect("lab up"))
+    }
+
+    /// `lab` once every pod's server answers: `Lab::up` starts them and
+    /// returns, and a probe that comes first is refused (RST), not dropped.
+    fn serving(lab: Lab) -> LabNode {
+        let lab = LabNode { lab };
+        for pod in &lab.lab.state.pods {
+            wait_for(
+                &format!("the server of {}", pod.name),
+                Duration::from_secs(15),
+                || replied(&lab.probe_from_node(&pod.node, &pod.name, Proto::Tcp, YES)),
+            );
         }
+        lab
     }
 
     /// `nodes` nodes in one cluster (one etcd member) with `routing`.
@@ -120,9 +132,7 @@ impl LabNode {
             .unwrap()
             .clustered(routing, 1, 15)
             .unwrap();
-        LabNode {
-            lab: Lab::up(paths, plan, false).expect("lab up"),
-        }
+        LabNode::serving(Lab::up(paths, plan, false).expect("lab up"))
     }
 
     pub fn netns(&self, node: &str) -> PathBuf {
