@@ -1,6 +1,8 @@
 //! Attaching the already-loaded pod programs to a pod's host-side veth:
 //! `from_container` on its ingress, `to_container` on its egress. Attaching
-//! re-verifies nothing.
+//! re-verifies nothing. What is attached where is also reported hook by
+//! hook, with the filters found, for `pilus doctor` ([`HookStatus`], read
+//! through [`crate::Inspector`]).
 //!
 //! Two kinds of attachment:
 //!
