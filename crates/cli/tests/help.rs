@@ -23,6 +23,7 @@ fn every_command_has_help() {
         "namespace",
         "bpf",
         "monitor",
+        "doctor",
         "bench",
         "Exit codes",
     ] {
