@@ -35,8 +35,12 @@ static __always_inline void emit_event(struct __sk_buff *ctx, __u8 type, __u8 su
 	__u64 flags;
 
 	ev = bpf_ringbuf_reserve(&pilus_events, sizeof(*ev), 0);
-	if (!ev)
+	if (!ev) {
+		/* The reader fell behind and the ring is full: count the loss, so
+		 * it is never silent (pilus_datapath_events_lost_total). */
+		metrics_count(ctx, METRIC_EVENTS_LOST, dir);
 		return;
+	}
 	ev->kind = type;
 	ev->subtype = subtype;
 	ev->obs_point = obs;

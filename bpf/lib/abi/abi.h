@@ -76,6 +76,9 @@
 
 /* Metric reason 0 counts packets that were forwarded, not dropped. */
 #define METRIC_FORWARDED	0
+/* Metric reason 1 counts packets whose event found the ring buffer full
+ * (the event was lost; the packet's verdict is counted as usual). */
+#define METRIC_EVENTS_LOST	1
 
 /* ---------------------------------------------------------------- endpoints */
 

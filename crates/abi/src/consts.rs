@@ -51,6 +51,7 @@ consts! {
     DROP_CSUM_L4: u8 = 153;
     DROP_REASON_MAX: u32 = 256;
     METRIC_FORWARDED: u8 = 0;
+    METRIC_EVENTS_LOST: u8 = 1;
 
     EP_F_INGRESS_ENFORCED: u16 = 1 << 0;
     EP_F_EGRESS_ENFORCED: u16 = 1 << 1;

@@ -11,7 +11,9 @@
 //! decoding.
 //!
 //! The reader is a task: it drains the ring buffer every [`TICK`] and
-//! whenever the buffer's fd turns readable ([`AsyncFd`]).
+//! whenever the buffer's fd turns readable ([`AsyncFd`]). Every event it
+//! reads is counted by kind ([`Monitor::totals`], for the metrics), without
+//! the ring's lock.
 
 use pilus_abi::{
     consts::{EVENT_DROP, EVENT_TRACE},
@@ -21,7 +23,10 @@ use pilus_api_types::{MonitorFilter, MonitorKind};
 use std::{
     collections::VecDeque,
     os::fd::{AsRawFd, RawFd},
-    sync::{Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, MutexGuard,
+    },
     time::Duration,
 };
 use tokio::{io::unix::AsyncFd, sync::watch};
@@ -76,6 +81,18 @@ pub struct Monitor {
     ring: Mutex<Ring>,
     /// The newest sequence number, for long polls to await.
     grew: watch::Sender<u64>,
+    /// Events read from the datapath since the agent started, by kind
+    /// (drop, trace, other).
+    totals: [AtomicU64; 3],
+}
+
+/// Events read from the datapath since the agent started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventTotals {
+    pub drops: u64,
+    pub traces: u64,
+    /// Kinds this agent does not know (from a newer datapath).
+    pub other: u64,
 }
 
 fn kind_of(e: &Event) -> MonitorKind {
@@ -148,6 +165,17 @@ impl Monitor {
                 last_seq: 0,
             }),
             grew: watch::Sender::new(0),
+            totals: Default::default(),
+        }
+    }
+
+    /// Events read from the datapath since the agent started, by kind.
+    pub fn totals(&self) -> EventTotals {
+        let [drops, traces, other] = self.totals.each_ref().map(|t| t.load(Ordering::Relaxed));
+        EventTotals {
+            drops,
+            traces,
+            other,
         }
     }
 
@@ -161,6 +189,14 @@ impl Monitor {
     pub fn push(&self, events: &[Event], wall_offset_ns: i64) {
         if events.is_empty() {
             return;
+        }
+        for e in events {
+            let slot = match kind_of(e) {
+                MonitorKind::Drop => 0,
+                MonitorKind::Trace => 1,
+                MonitorKind::Unknown => 2,
+            };
+            self.totals[slot].fetch_add(1, Ordering::Relaxed);
         }
         let mut ring = self.lock();
         for e in events {
@@ -349,6 +385,16 @@ mod tests {
         m.push(&drops(2), 0);
         assert_eq!(seqs(&m.query_now(&q(3))), [4, 5]);
         assert_eq!(m.last_seq(), 5);
+        m.push(&[ev(EVENT_TRACE, 0), ev(9, 0)], 0);
+        assert_eq!(
+            m.totals(),
+            EventTotals {
+                drops: 5,
+                traces: 1,
+                other: 1
+            },
+            "every event read is counted by kind"
+        );
     }
 
     #[test]

@@ -8,32 +8,41 @@
 //! never skips, without them. Each test's lab is removed when its fixture
 //! drops, also on failure (agents, etcd, pods' servers, pins, namespaces).
 
-mod labs;
+mod lab_fixture;
 
-use labs::{cluster, wait_for, Fixture};
+use lab_fixture::{wait_for, LabNode};
 use pilus_api_types::{self as api, paths};
-use pilus_client::blocking::Client;
 use pilus_lab::{
+    capture::{Capture, Vxlan},
     plan::Routing,
-    serve::{self, Probe, Proto},
+    serve::{Probe, Proto},
     PodPlan,
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::Ipv4Addr,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 const YES: Duration = Duration::from_secs(3);
 const NO: Duration = Duration::from_millis(400);
-const VXLAN_PORT: u16 = 8472;
 
-impl Fixture {
-    fn client(&self, node: &str) -> Client {
-        self.lab.client(node).with_timeout(Duration::from_secs(10))
-    }
+/// `nodes` × `pods` (frontend-N, backend-N, ...) in one cluster.
+fn cluster(
+    prefix: &str,
+    routing: Routing,
+    nodes: u32,
+    pods: u32,
+    etcd_members: u32,
+    lease_ttl: u64,
+) -> LabNode {
+    LabNode::cluster_of(prefix, routing, nodes, pods, etcd_members, lease_ttl)
+}
 
+/// This file's helpers: a pod's address and identity, reachability between
+/// pods, the agents' views.
+impl LabNode {
     fn nodes(&self) -> Vec<String> {
         self.lab
             .state
@@ -43,22 +52,12 @@ impl Fixture {
             .collect()
     }
 
-    fn ip(&self, pod: &str) -> Ipv4Addr {
+    fn pod_ip(&self, pod: &str) -> Ipv4Addr {
         self.lab.pod(pod).unwrap().ip
     }
 
     fn identity(&self, pod: &str) -> u32 {
         self.lab.pod(pod).unwrap().identity
-    }
-
-    fn probe(&self, from: &str, to: &str, proto: Proto, timeout: Duration) -> Probe {
-        let src = self.lab.pod(from).unwrap();
-        serve::probe(
-            &PathBuf::from(format!("/run/netns/{}", src.netns)),
-            SocketAddrV4::new(self.ip(to), 80),
-            proto,
-            timeout,
-        )
     }
 
     fn reaches(&self, from: &str, to: &str, proto: Proto) -> bool {
@@ -83,7 +82,12 @@ impl Fixture {
         failed
     }
 
-    fn import(&self, node: &str, yaml: &str) -> Result<api::PolicyImported, pilus_client::Error> {
+    /// A policy import that may be refused.
+    fn try_import(
+        &self,
+        node: &str,
+        yaml: &str,
+    ) -> Result<api::PolicyImported, pilus_client::Error> {
         self.client(node).post_json(
             paths::POLICIES,
             &api::PolicyImport {
@@ -173,70 +177,11 @@ impl Fixture {
     }
 }
 
-/// A VXLAN frame seen on the underlay: its VNI and the inner packet's
-/// addresses.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Vxlan {
-    vni: u32,
-    inner_src: Ipv4Addr,
-    inner_dst: Ipv4Addr,
-}
-
-/// What a capture on the underlay saw.
-#[derive(Default, Debug)]
-struct Capture {
-    vxlan: BTreeSet<Vxlan>,
-    /// Plain IPv4 packets (not VXLAN): source and destination.
-    plain: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
-}
-
-fn ipv4_addrs(ip: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, usize, u8)> {
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(ip[0] & 0xf) * 4;
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    Some((src, dst, ihl, ip[9]))
-}
-
-fn parse_frame(frame: &[u8], into: &mut Capture) {
-    if frame.len() < 14 || frame[12..14] != [0x08, 0x00] {
-        return;
-    }
-    let Some((src, dst, ihl, proto)) = ipv4_addrs(&frame[14..]) else {
-        return;
-    };
-    let l4 = &frame[14 + ihl..];
-    if proto == 17 && l4.len() >= 8 + 8 + 14 + 20 {
-        let dport = u16::from_be_bytes([l4[2], l4[3]]);
-        if dport == VXLAN_PORT {
-            let vx = &l4[8..16];
-            let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-            let inner = &l4[16..];
-            if inner[12..14] == [0x08, 0x00] {
-                if let Some((s, d, _, _)) = ipv4_addrs(&inner[14..]) {
-                    into.vxlan.insert(Vxlan {
-                        vni,
-                        inner_src: s,
-                        inner_dst: d,
-                    });
-                }
-            }
-            return;
-        }
-    }
-    into.plain.insert((src, dst));
-}
-
-/// What crosses the underlay namespace's interfaces while `traffic` runs.
-fn capture_underlay(fx: &Fixture, traffic: impl FnOnce()) -> Capture {
-    let ns = PathBuf::from(format!("/run/netns/{}", fx.lab.state.plan.underlay_netns));
-    let mut cap = Capture::default();
-    for frame in labs::capture(&ns, traffic) {
-        parse_frame(&frame, &mut cap);
-    }
-    cap
+fn capture_underlay(fx: &LabNode, traffic: impl FnOnce()) -> Capture {
+    fx.lab
+        .capture_underlay(traffic)
+        .expect("capture on the underlay")
+        .0
 }
 
 const BACKEND_FROM_FRONTEND: &str = "
@@ -284,7 +229,11 @@ fn tunnel_every_pod_reaches_every_other_with_its_identity_in_the_vni() {
         assert!(fx.reaches("frontend-1", "backend-2", Proto::Tcp));
         assert!(fx.reaches("backend-3", "frontend-1", Proto::Udp));
     });
-    let (f1, b2, b3) = (fx.ip("frontend-1"), fx.ip("backend-2"), fx.ip("backend-3"));
+    let (f1, b2, b3) = (
+        fx.pod_ip("frontend-1"),
+        fx.pod_ip("backend-2"),
+        fx.pod_ip("backend-3"),
+    );
     let want = [
         // The request carries frontend's identity, the reply backend's.
         Vxlan {
@@ -362,7 +311,7 @@ fn direct_routing_every_pod_reaches_every_other_without_encapsulation() {
         assert!(fx.reaches("frontend-1", "backend-2", Proto::Tcp));
     });
     assert!(cap.vxlan.is_empty(), "VXLAN with direct routing: {cap:?}");
-    let (f1, b2) = (fx.ip("frontend-1"), fx.ip("backend-2"));
+    let (f1, b2) = (fx.pod_ip("frontend-1"), fx.pod_ip("backend-2"));
     assert!(
         cap.plain.contains(&(f1, b2)) && cap.plain.contains(&(b2, f1)),
         "the pods' packets, as they are, on the underlay: {cap:?}"
@@ -377,7 +326,7 @@ fn direct_routing_every_pod_reaches_every_other_without_encapsulation() {
 /// other nodes; node-3's drop event names the remote sender's identity.
 fn cross_node_policy(prefix: &str, routing: Routing, arrival: &str) {
     let fx = cluster(prefix, routing, 3, 2, 1, 15);
-    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.try_import("node-1", BACKEND_FROM_FRONTEND).unwrap();
     for n in fx.nodes() {
         wait_for(
             &format!("the policy on {n}"),
@@ -410,7 +359,7 @@ fn cross_node_policy(prefix: &str, routing: Routing, arrival: &str) {
     // Egress is not restricted: backend-3 still reaches a frontend.
     assert!(fx.reaches("backend-3", "frontend-1", Proto::Tcp));
 
-    let (b1, b3) = (fx.ip("backend-1"), fx.ip("backend-3"));
+    let (b1, b3) = (fx.pod_ip("backend-1"), fx.pod_ip("backend-3"));
     let ev = wait_for_drop(&fx, "node-3", b1, b3);
     assert_eq!(ev.src_identity, fx.identity("backend-1"), "{ev:?}");
     assert_eq!(ev.dst_identity, fx.identity("backend-3"), "{ev:?}");
@@ -427,7 +376,7 @@ fn cross_node_policy(prefix: &str, routing: Routing, arrival: &str) {
     );
 }
 
-fn wait_for_drop(fx: &Fixture, node: &str, src: Ipv4Addr, dst: Ipv4Addr) -> api::MonitorEvent {
+fn wait_for_drop(fx: &LabNode, node: &str, src: Ipv4Addr, dst: Ipv4Addr) -> api::MonitorEvent {
     let mut found = None;
     wait_for("the drop event", Duration::from_secs(3), || {
         found = fx
@@ -519,7 +468,7 @@ fn a_stopped_node_goes_from_every_map_when_its_lease_expires() {
     let mut fx = cluster("t10loss", Routing::Direct, 3, 2, 1, TTL);
     let gone: Vec<String> = ["frontend-3", "backend-3"]
         .iter()
-        .map(|p| format!("{}/32", fx.ip(p)))
+        .map(|p| format!("{}/32", fx.pod_ip(p)))
         .collect();
     for n in ["node-1", "node-2"] {
         let bpf = fx.bpf_ipcache_prefixes(n);
@@ -572,7 +521,7 @@ fn a_stopped_node_goes_from_every_map_when_its_lease_expires() {
 #[test]
 fn while_etcd_is_down_traffic_flows_policy_changes_are_refused_and_all_converge_after() {
     let mut fx = cluster("t10etcd", Routing::Tunnel, 3, 2, 1, 15);
-    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.try_import("node-1", BACKEND_FROM_FRONTEND).unwrap();
     for n in fx.nodes() {
         wait_for("the policy everywhere", Duration::from_secs(5), || {
             !fx.policies(&n).is_empty()
@@ -590,7 +539,7 @@ fn while_etcd_is_down_traffic_flows_policy_changes_are_refused_and_all_converge_
     }
     // A policy change is refused, clearly, and changes nothing.
     let other = BACKEND_FROM_FRONTEND.replace("backend-from-frontend", "while-down");
-    let err = fx.import("node-2", &other).unwrap_err();
+    let err = fx.try_import("node-2", &other).unwrap_err();
     match &err {
         pilus_client::Error::Status { status, message } => {
             assert_eq!(*status, 503, "{err}");
@@ -642,7 +591,7 @@ fn while_etcd_is_down_traffic_flows_policy_changes_are_refused_and_all_converge_
     fx.lab.wait_converged(Duration::from_secs(15)).unwrap();
     assert!(fx.reaches("late-2", "backend-1", Proto::Tcp));
     assert!(!fx.status("node-2").cluster.unwrap().pending_publish);
-    fx.import("node-2", &other).unwrap();
+    fx.try_import("node-2", &other).unwrap();
     for n in fx.nodes() {
         wait_for("the new policy everywhere", Duration::from_secs(5), || {
             fx.policies(&n).len() == 2
@@ -663,7 +612,7 @@ fn a_three_member_etcd_loses_one_and_no_agent_notices() {
         let node = format!("node-{}", k + 1);
         let started = Instant::now();
         let r = loop {
-            match fx.import(&node, &yaml) {
+            match fx.try_import(&node, &yaml) {
                 Ok(r) => break r,
                 // A leader election may hold writes for a moment; the
                 // agent says so and changes nothing.
@@ -724,7 +673,7 @@ fn entries_written_by_something_else_are_skipped_whole() {
         ("pilus/v1/namespaces/demo", b"\"labels\""),
     ]);
     // A good change after the bad ones still arrives.
-    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.try_import("node-1", BACKEND_FROM_FRONTEND).unwrap();
     for n in fx.nodes() {
         wait_for(
             &format!("the good policy on {n}"),
@@ -778,7 +727,7 @@ fn entries_written_by_something_else_are_skipped_whole() {
 #[test]
 fn the_stack_path_judges_a_remote_pod_by_its_identity_despite_a_cidr_rule() {
     let fx = cluster("t10stack", Routing::Direct, 2, 3, 1, 15);
-    let f2 = fx.ip("frontend-2");
+    let f2 = fx.pod_ip("frontend-2");
     let cidr_rule = format!(
         "
 apiVersion: cilium.io/v2
@@ -794,8 +743,8 @@ spec:
   - toCIDR: [\"{f2}/32\"]
 "
     );
-    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
-    fx.import("node-1", &cidr_rule).unwrap();
+    fx.try_import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.try_import("node-1", &cidr_rule).unwrap();
     let node1 = &fx.lab.state.nodes[0].netns;
     let tc = std::process::Command::new("tc")
         .args(["-n", node1, "filter", "del", "dev", "eth0", "ingress"])
@@ -806,7 +755,7 @@ spec:
         "{}",
         String::from_utf8_lossy(&tc.stderr)
     );
-    let f2_entry = |fx: &Fixture| -> Option<u32> {
+    let f2_entry = |fx: &LabNode| -> Option<u32> {
         let v: Vec<api::BpfIpcacheEntry> =
             fx.client("node-1").get_json(paths::BPF_IPCACHE).unwrap();
         v.into_iter()
@@ -821,7 +770,7 @@ spec:
         );
         assert_eq!(f2_entry(&fx), Some(fx.identity("frontend-2")), "{phase}");
         assert!(fx.reaches("frontend-2", "backend-1", Proto::Tcp), "{phase}");
-        let (b1, b2) = (fx.ip("backend-1"), fx.ip("backend-2"));
+        let (b1, b2) = (fx.pod_ip("backend-1"), fx.pod_ip("backend-2"));
         let r = fx.probe("backend-2", "backend-1", Proto::Tcp, NO);
         assert_eq!(r, Probe::Timeout, "{phase}");
         let ev = wait_for_drop(&fx, "node-1", b2, b1);

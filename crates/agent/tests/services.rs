@@ -11,12 +11,12 @@
 //! Needs root and etcd; fails, never skips, without them. Each lab is
 //! removed when its fixture drops, also on failure.
 
-mod labs;
+mod lab_fixture;
 
-use labs::{cluster, wait_for, Fixture};
+use lab_fixture::{wait_for, LabNode};
 use pilus_api_types::{self as api, paths};
-use pilus_client::blocking::Client;
 use pilus_lab::{
+    capture::{capture, VXLAN_PORT},
     plan::Routing,
     serve::{self, Probe, Proto},
 };
@@ -35,25 +35,29 @@ const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 128, 11);
 const YES: Duration = Duration::from_secs(3);
 const NO: Duration = Duration::from_millis(500);
 
-fn lab(prefix: &str, routing: Routing, nodes: u32) -> Fixture {
-    cluster(prefix, routing, nodes, 2, 1, 15)
+fn lab(prefix: &str, routing: Routing, nodes: u32) -> LabNode {
+    LabNode::cluster(prefix, nodes, 2, routing)
 }
 
-impl Fixture {
-    fn client(&self, node: &str) -> Client {
-        self.lab.client(node).with_timeout(Duration::from_secs(10))
-    }
-
-    fn ip(&self, pod: &str) -> Ipv4Addr {
+/// This file's helpers: pods' addresses and namespaces, connections to a
+/// frontend, the agents' service maps and drops.
+impl LabNode {
+    fn pod_ip(&self, pod: &str) -> Ipv4Addr {
         self.lab.pod(pod).unwrap().ip
     }
 
-    fn netns(&self, pod: &str) -> PathBuf {
+    fn pod_netns(&self, pod: &str) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.lab.pod(pod).unwrap().netns))
     }
 
-    fn probe(&self, from: &str, to: Ipv4Addr, proto: Proto, timeout: Duration) -> Probe {
-        serve::probe(&self.netns(from), SocketAddrV4::new(to, 80), proto, timeout)
+    /// Port 80 of `to` (a frontend or a pod's address) from the pod `from`.
+    fn probe_addr(&self, from: &str, to: Ipv4Addr, proto: Proto, timeout: Duration) -> Probe {
+        serve::probe(
+            &self.pod_netns(from),
+            SocketAddrV4::new(to, 80),
+            proto,
+            timeout,
+        )
     }
 
     /// `n` new TCP connections from `from` to the frontend: how many each
@@ -61,23 +65,12 @@ impl Fixture {
     fn spread(&self, from: &str, n: usize) -> BTreeMap<String, usize> {
         let mut seen = BTreeMap::new();
         for i in 0..n {
-            match self.probe(from, VIP, Proto::Tcp, YES) {
+            match self.probe_addr(from, VIP, Proto::Tcp, YES) {
                 Probe::Reply { reply, .. } => *seen.entry(reply).or_insert(0) += 1,
                 other => panic!("connection {i} from {from} to the frontend: {other:?}"),
             }
         }
         seen
-    }
-
-    /// Runs the pilus CLI against `node`'s agent.
-    fn pilus(&self, node: &str, args: &[&str]) -> std::process::Output {
-        let socket = &self.lab.node(node).unwrap().socket;
-        std::process::Command::new(self.lab.paths.bin_dir.join("pilus"))
-            .arg("--socket")
-            .arg(socket)
-            .args(args)
-            .output()
-            .expect("run pilus")
     }
 
     fn bpf_lb(&self, node: &str) -> Vec<api::BpfLbFrontend> {
@@ -126,28 +119,22 @@ endpoints:
     )
 }
 
-/// The sources of TCP segments from port 80 that reach pod `pod`, captured
-/// on its eth0 while `traffic` runs.
-fn sources_seen_by(fx: &Fixture, pod: &str, traffic: impl FnOnce()) -> BTreeSet<Ipv4Addr> {
-    let mut seen = BTreeSet::new();
-    for f in labs::capture(&fx.netns(pod), traffic) {
-        if f.len() < 14 + 20 + 4 || f[12..14] != [0x08, 0x00] {
-            continue;
-        }
-        let ip = &f[14..];
-        let ihl = usize::from(ip[0] & 0xf) * 4;
-        let incoming_from_80 = ip[9] == 6 && ip.len() >= ihl + 4 && ip[ihl..ihl + 2] == [0, 80];
-        if incoming_from_80 {
-            seen.insert(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
-        }
-    }
-    seen
+/// The sources of every IPv4 packet addressed to pod `pod`, captured in its
+/// namespace while `traffic` runs.
+fn sources_seen_by(fx: &LabNode, pod: &str, traffic: impl FnOnce()) -> BTreeSet<Ipv4Addr> {
+    let me = fx.pod_ip(pod);
+    let (cap, ()) = capture(&fx.pod_netns(pod), VXLAN_PORT, traffic).expect("capture in the pod");
+    cap.plain
+        .into_iter()
+        .filter(|(_, dst)| *dst == me)
+        .map(|(src, _)| src)
+        .collect()
 }
 
 /// A UDP datagram to the frontend from `pod`: the greeting and who it
 /// came from, as the client's socket sees it.
-fn udp_to_vip(fx: &Fixture, pod: &str) -> (String, Ipv4Addr) {
-    let _inside = pilus_netlink::netns::enter_path(&fx.netns(pod)).unwrap();
+fn udp_to_vip(fx: &LabNode, pod: &str) -> (String, Ipv4Addr) {
+    let _inside = pilus_netlink::netns::enter_path(&fx.pod_netns(pod)).unwrap();
     let s = UdpSocket::bind("0.0.0.0:0").unwrap();
     s.set_read_timeout(Some(YES)).unwrap();
     s.send_to(b"ping\n", SocketAddrV4::new(VIP, 80)).unwrap();
@@ -165,8 +152,8 @@ fn udp_to_vip(fx: &Fixture, pod: &str) -> (String, Ipv4Addr) {
 
 /// A TCP connection to the frontend from `pod`, kept open, with the
 /// backend's greeting.
-fn connect_vip(fx: &Fixture, pod: &str) -> (TcpStream, String) {
-    let inside = pilus_netlink::netns::enter_path(&fx.netns(pod)).unwrap();
+fn connect_vip(fx: &LabNode, pod: &str) -> (TcpStream, String) {
+    let inside = pilus_netlink::netns::enter_path(&fx.pod_netns(pod)).unwrap();
     let mut s = TcpStream::connect_timeout(&SocketAddrV4::new(VIP, 80).into(), YES)
         .expect("connect to the frontend");
     drop(inside);
@@ -235,7 +222,7 @@ fn services_in_a_tunnel_cluster() {
     let fx = lab("t11tun", Routing::Tunnel, 3);
     let backends: Vec<Ipv4Addr> = ["backend-1", "backend-2", "backend-3"]
         .iter()
-        .map(|p| fx.ip(p))
+        .map(|p| fx.pod_ip(p))
         .collect();
 
     // Imported from Kubernetes YAML with the CLI on node-1; every node
@@ -301,7 +288,7 @@ fn services_in_a_tunnel_cluster() {
     let rest: Vec<Ipv4Addr> = ["backend-1", "backend-2", "backend-3"]
         .into_iter()
         .filter(|b| *b != gone)
-        .map(|b| fx.ip(b))
+        .map(|b| fx.pod_ip(b))
         .collect();
     let r: api::ServiceUpserted = fx
         .client("node-2")
@@ -360,7 +347,7 @@ fn services_in_a_tunnel_cluster() {
         .unwrap();
     assert_eq!(
         serve::probe(
-            &fx.netns("frontend-1"),
+            &fx.pod_netns("frontend-1"),
             SocketAddrV4::new(EMPTY_VIP, 80),
             Proto::Tcp,
             NO
@@ -403,7 +390,7 @@ fn services_in_a_tunnel_cluster() {
         ),
         (
             "a backend outside every known range",
-            service(&[fx.ip("backend-1"), outside], |_| {}),
+            service(&[fx.pod_ip("backend-1"), outside], |_| {}),
             "198.18.99.1 is outside every known range",
         ),
     ];
@@ -476,13 +463,13 @@ fn services_in_a_tunnel_cluster() {
     }
     for _ in 0..6 {
         assert_eq!(
-            fx.probe("frontend-1", VIP, Proto::Tcp, NO),
+            fx.probe_addr("frontend-1", VIP, Proto::Tcp, NO),
             Probe::Timeout,
             "through the frontend"
         );
     }
     assert_eq!(
-        fx.probe("frontend-1", fx.ip("backend-2"), Proto::Tcp, NO),
+        fx.probe_addr("frontend-1", fx.pod_ip("backend-2"), Proto::Tcp, NO),
         Probe::Timeout,
         "directly"
     );
@@ -491,7 +478,7 @@ fn services_in_a_tunnel_cluster() {
     let policy_drop = |n: &str| {
         fx.drops(n).iter().any(|e| {
             e.reason.as_ref().is_some_and(|r| r.name == "DROP_POLICY")
-                && e.packet.src_ip == Some(fx.ip("frontend-1"))
+                && e.packet.src_ip == Some(fx.pod_ip("frontend-1"))
                 && backends.iter().any(|b| e.packet.dst_ip == Some(*b))
         })
     };
@@ -511,12 +498,38 @@ fn services_in_a_tunnel_cluster() {
             .get_json::<api::ConntrackStatus>(paths::CONNTRACK)
             .is_ok_and(|c| c.gc_runs > 0 && c.max_entries > 0)
     });
+    // ... and its Prometheus metrics are the real GC's: the same passes and
+    // removals as the status (read again until no pass falls between).
+    wait_for(
+        "the GC's passes in the metrics",
+        Duration::from_secs(15),
+        || {
+            let st: api::ConntrackStatus = fx.client("node-1").get_json(paths::CONNTRACK).unwrap();
+            let m = fx
+                .http_get("node-1", METRICS, "/metrics", "text/plain")
+                .body;
+            sample(&m, "pilus_conntrack_gc_runs_total") == Some(st.gc_runs as f64)
+                && sample(&m, "pilus_conntrack_gc_deleted_entries_total")
+                    == Some(st.gc_deleted as f64)
+                && sample(&m, "pilus_conntrack_gc_duration_seconds_count")
+                    == Some(st.gc_runs as f64)
+        },
+    );
+}
+
+/// The agent's metrics address inside its node's namespace (the default).
+const METRICS: &str = "127.0.0.1:9962";
+
+/// The value of `series` (name and labels exactly) in a text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[test]
 fn services_with_direct_routing() {
     let fx = lab("t11dir", Routing::Direct, 2);
-    let backends = [fx.ip("backend-1"), fx.ip("backend-2")];
+    let backends = [fx.pod_ip("backend-1"), fx.pod_ip("backend-2")];
     let _: api::ServiceUpserted = fx
         .client("node-2")
         .post_json(paths::SERVICES, &service(&backends, |_| {}))

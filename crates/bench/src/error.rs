@@ -57,6 +57,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The cluster store (a lab's etcd) refused or did not answer.
+    #[error("{what}")]
+    Store {
+        what: String,
+        #[source]
+        source: pilus_kvstore::KvError,
+    },
     #[error("pilusd did not answer on {} within {timeout:?}", socket.display())]
     AgentStart { socket: PathBuf, timeout: Duration },
     #[error("pilusd exited during the benchmark ({status})")]
@@ -92,3 +99,4 @@ context_for!(pilus_netlink::Error, Netlink);
 context_for!(pilus_client::Error, Api);
 context_for!(pilus_lab::LabError, Lab);
 context_for!(io::Error, Io);
+context_for!(pilus_kvstore::KvError, Store);

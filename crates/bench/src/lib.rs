@@ -13,7 +13,10 @@
 //! - [`policy`]: policy change → enforced latency and the agent's memory
 //!   per endpoint, against the API's round trip;
 //! - [`api`]: `GET /v1/status` latency, threads and RSS of an idle agent
-//!   and of the same agent holding 1,000 half-open connections.
+//!   and of the same agent holding 1,000 half-open connections;
+//! - [`cluster`]: many nodes — how fast a new pod is known on every node
+//!   (against CNI ADD), and one agent's ingest time and memory for a large
+//!   simulated cluster (against its own empty-cluster RSS).
 //!
 //! [`stats`] has the latency summary and the `/proc` readings they share;
 //! the private agent of [`policy`] and [`api`] is `agent`'s.
@@ -22,6 +25,7 @@
 
 mod agent;
 pub mod api;
+pub mod cluster;
 pub mod cni;
 pub mod datapath;
 mod error;

@@ -3,7 +3,7 @@
 //! is a measurement, not an assertion. Needs root and the workspace's
 //! binaries (`cargo build --workspace --bins` first); fails without them.
 
-use pilus_bench::{api, cni, datapath, policy};
+use pilus_bench::{api, cluster, cni, datapath, policy};
 use std::{
     path::{Path, PathBuf},
     sync::Mutex,
@@ -129,4 +129,26 @@ fn cni_adds_and_deletes_through_the_plugin() {
     assert_eq!((r.add.runs, r.del.runs, r.exec_version.runs), (2, 2, 2));
     assert_eq!(leftovers(&["pbcni-"]), Vec::<String>::new());
     assert!(!Path::new("/sys/fs/bpf/pilus-bench-cni").exists());
+}
+
+#[test]
+fn cluster_propagates_pods_and_ingests_a_simulated_cluster() {
+    let _one = serial();
+    let mut opts = cluster::ClusterOptions::new(bin_dir());
+    opts.pods = 4;
+    opts.sim_nodes = 3;
+    opts.endpoints_per_node = 5;
+    opts.one_more = 2;
+    let r = cluster::run(&opts).expect("bench cluster");
+    assert_eq!(
+        (
+            r.propagation.cni_add.runs,
+            r.propagation.from_add_start.runs
+        ),
+        (4, 4)
+    );
+    assert_eq!((r.scale.endpoints, r.scale.one_more.runs), (15, 2));
+    assert!(r.scale.rss_before_kib > 0 && r.scale.restart_rss_kib > 0);
+    assert_eq!(leftovers(&["pbprop-", "pbscale-"]), Vec::<String>::new());
+    assert!(!Path::new("/sys/fs/bpf/pilus-bench-pbprop").exists());
 }

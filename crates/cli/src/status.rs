@@ -60,5 +60,36 @@ pub fn run(c: &Client, out: Output) -> Result<()> {
         "Last resync:     {} written, {} removed",
         s.resync_written, s.resync_removed
     );
+    match &s.cluster {
+        None => println!("Cluster:         none (this node is on its own)"),
+        Some(c) => {
+            println!(
+                "Cluster:         {} nodes, {} pods on other nodes, routing {}, underlay {}",
+                c.nodes, c.remote_endpoints, c.routing, c.underlay_ip
+            );
+            let ago = c.since_unix.map(|t| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                format!(" for {}s", now.saturating_sub(t))
+            });
+            let error = c
+                .error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            println!(
+                "Cluster store:   etcd {}{}{error}",
+                c.store,
+                ago.unwrap_or_default()
+            );
+            println!("Node lease:      {}", c.lease);
+            if c.pending_publish {
+                println!(
+                    "                 this node's pods wait to be published (etcd was unreachable)"
+                );
+            }
+        }
+    }
     Ok(())
 }

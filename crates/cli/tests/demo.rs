@@ -1,6 +1,6 @@
-//! Tier 3: `pilus lab demo` end to end, as the README runs it (with its
-//! own lab directory and namespace prefix, so a lab a developer has up is
-//! not touched). The demo checks its own claims (allowed traffic passes,
+//! Tier 3: `pilus lab demo` end to end (two nodes, an etcd, the tunnel), as
+//! the README runs it (with its own lab directory and namespace prefix, so
+//! a lab a developer has up is not touched). The demo checks its own claims (allowed traffic passes,
 //! denied traffic is dropped and reported); this test checks that it ran
 //! every step and left nothing behind.
 
@@ -30,15 +30,24 @@ fn lab_demo_runs_end_to_end_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     for needle in [
-        "[1/5]",
+        "[1/6]",
+        "the same labels have the same identity on both nodes",
         "frontend-1 -> backend-1:80/TCP: connected, reply \"hello from backend-1\"",
         "-> endpoint",
         "(to-endpoint)",
+        "frontend-1 -> backend-2:80/TCP: connected, reply \"hello from backend-2\"",
+        "-> overlay (to-overlay)",
+        "<- overlay (from-overlay)",
+        "udp/8472 VXLAN VNI",
+        "i.e. the VNI carries identity",
         "imported; revision",
+        "node-2 has it too (through etcd)",
         "db-1 -> backend-1:80/TCP: no answer (dropped)",
         "xx drop (Policy denied",
         "is selected by CiliumNetworkPolicy demo/backend-from-frontend",
-        "[5/5]",
+        "db-1 -> backend-2:80/TCP: no answer (dropped)",
+        "node-2 judged the packet on arrival (from-overlay)",
+        "[6/6]",
         "Lab removed",
     ] {
         assert!(

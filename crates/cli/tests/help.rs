@@ -24,6 +24,7 @@ fn every_command_has_help() {
         "namespace",
         "bpf",
         "monitor",
+        "doctor",
         "bench",
         "Exit codes",
     ] {

@@ -7,7 +7,8 @@
 //! new flows. As Cilium does, the interval adapts to pressure: a pass that
 //! found much to delete, a table filling up, or new flows refused since the
 //! last pass bring the next one closer; a quiet table lets it drift out to
-//! the maximum.
+//! the maximum. Each completed pass is also handed to whoever watches the
+//! GC (the agent's Prometheus metrics) as a [`GcRun`].
 
 use crate::{control::ControlPlane, datapath::CtGcPass};
 use std::{
@@ -32,6 +33,23 @@ impl Default for GcSchedule {
             first: Duration::from_secs(10),
         }
     }
+}
+
+/// One pass as it went: what [`ControlPlane::ct_gc_once`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcOutcome {
+    /// The wait before the next pass.
+    pub next: Duration,
+    /// The pass's removals and time; `None` when the pass failed (the
+    /// status keeps its error), so a watcher counts only real passes.
+    pub run: Option<GcRun>,
+}
+
+/// A completed pass: expired entries deleted and how long it took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcRun {
+    pub deleted: u64,
+    pub took: Duration,
 }
 
 /// What the next interval depends on.
@@ -72,8 +90,9 @@ fn unix_now() -> u64 {
 
 impl ControlPlane {
     /// One pass now: removes expired entries, updates the counts, returns
-    /// the wait before the next pass (`prev`: the current wait).
-    pub fn ct_gc_once(&self, prev: Duration, schedule: &GcSchedule) -> Duration {
+    /// what it did and the wait before the next pass (`prev`: the current
+    /// wait).
+    pub fn ct_gc_once(&self, prev: Duration, schedule: &GcSchedule) -> GcOutcome {
         let started = Instant::now();
         let dp = self.dp.as_ref();
         let result = dp
@@ -81,7 +100,7 @@ impl ControlPlane {
             .and_then(|pass| Ok((pass, dp.ct_max_entries()?, dp.ct_insert_failures()?)));
         let mut st = self.ct_status.lock().expect("lock");
         let s = st.get_or_insert_with(Default::default);
-        let next = match result {
+        let (next, deleted) = match result {
             Ok((pass, max, failures)) => {
                 let p = Pressure {
                     pass,
@@ -110,23 +129,32 @@ impl ControlPlane {
                     next_ms = next.as_millis() as u64,
                     "conntrack GC pass"
                 );
-                next
+                (next, Some(pass.deleted))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "conntrack GC pass failed");
                 s.last_error = Some(crate::Error::from(e).message());
-                schedule.min.max(prev)
+                (schedule.min.max(prev), None)
             }
         };
+        let took = started.elapsed();
         s.last_gc_unix = Some(unix_now());
-        s.last_gc_ms = started.elapsed().as_millis() as u64;
+        s.last_gc_ms = took.as_millis() as u64;
         s.next_gc_in_ms = next.as_millis() as u64;
-        next
+        GcOutcome {
+            next,
+            run: deleted.map(|deleted| GcRun { deleted, took }),
+        }
     }
 
     /// The GC thread: passes on the adaptive schedule until the control
-    /// plane is dropped.
-    pub fn spawn_ct_gc(self: &Arc<Self>, schedule: GcSchedule) -> std::io::Result<JoinHandle<()>> {
+    /// plane is dropped; `on_run` sees every completed pass (outside the
+    /// status lock, so a slow watcher delays only the next pass).
+    pub fn spawn_ct_gc(
+        self: &Arc<Self>,
+        schedule: GcSchedule,
+        on_run: impl Fn(GcRun) + Send + 'static,
+    ) -> std::io::Result<JoinHandle<()>> {
         let cp = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("ct-gc".into())
@@ -143,7 +171,12 @@ impl ControlPlane {
                         }
                     }
                     let Some(c) = cp.upgrade() else { return };
-                    wait = c.ct_gc_once(wait, &schedule);
+                    let outcome = c.ct_gc_once(wait, &schedule);
+                    drop(c);
+                    if let Some(run) = outcome.run {
+                        on_run(run);
+                    }
+                    wait = outcome.next;
                 }
             })
     }

@@ -43,6 +43,8 @@ pub struct FakeMaps {
     /// When set, the next map write of the service maps fails (and this
     /// is cleared): a datapath failure in the middle of a change.
     pub fail_next_lb_write: bool,
+    /// When set, the next conntrack GC pass fails (and this is cleared).
+    pub fail_next_ct_gc: bool,
 }
 
 /// Called with the maps after every write (to check a property of every
@@ -201,6 +203,12 @@ impl Conntrack for FakeDatapath {
     }
     fn ct_gc(&self) -> DpResult<CtGcPass> {
         let mut m = self.maps();
+        if std::mem::take(&mut m.fail_next_ct_gc) {
+            return Err(crate::datapath::DatapathError::new(
+                "walk pilus_ct4",
+                std::io::Error::other("injected failure"),
+            ));
+        }
         m.ct_gc_passes += 1;
         Ok(m.ct_next_pass)
     }
@@ -343,5 +351,20 @@ impl Plumbing for FakePlumbing {
             .iter()
             .find(|(n, _)| n == host_ifname)
             .map(|(_, i)| (*i, [2, 0, 0, 0, 0, *i as u8]))
+    }
+}
+
+/// Settings for a control plane on fakes: node `node_name`, pod CIDR
+/// 198.18.0.0/24 with its router at .1, the socket under `scratch`, no
+/// pins and no state on disk.
+pub fn settings(node_name: &str, scratch: &std::path::Path) -> crate::Settings {
+    crate::Settings {
+        node_name: node_name.into(),
+        pod_cidr: "198.18.0.0/24".parse().expect("a CIDR"),
+        router: std::net::Ipv4Addr::new(198, 18, 0, 1),
+        pin_dir: "/nonexistent".into(),
+        socket: scratch.join("pilus.sock"),
+        state_dir: "/nonexistent".into(),
+        pod_mtu: None,
     }
 }

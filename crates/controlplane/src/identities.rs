@@ -35,7 +35,7 @@ pub fn ids_prefix() -> String {
     format!("{ROOT}identities/ids/")
 }
 
-fn id_key(id: u32) -> String {
+pub fn id_key(id: u32) -> String {
     format!("{}{id}", ids_prefix())
 }
 

@@ -345,13 +345,8 @@ impl ControlPlane {
                 .as_ref()
                 .map(|c| c.nodes.lock().expect("lock").keys().cloned().collect())
                 .unwrap_or_default(),
-            Feed::Pods => self
-                .ipc()
-                .entries()
-                .filter(|(p, s)| {
-                    p.prefix_len() == 32 && s.iter().any(|(s, _)| *s == Source::RemoteEndpoint)
-                })
-                .map(|(p, _)| ipcache_key(p.addr()))
+            Feed::Pods => remote_pods(&self.ipc())
+                .map(|p| ipcache_key(p.addr()))
                 .collect(),
             Feed::Identities => self
                 .pol()
@@ -528,9 +523,10 @@ impl ControlPlane {
             since_unix: since,
             error,
             nodes: c.nodes.lock().expect("lock").len() + 1,
+            remote_endpoints: remote_pods(&self.ipc()).count(),
             routing: c.me.routing.name().into(),
             underlay_ip: c.me.underlay_ip,
-            lease: format!("{:?}", c.lease.status().state),
+            lease: lease_text(&c.lease.status().state),
             pending_publish: c.dirty.load(Ordering::Relaxed),
         })
     }
@@ -558,5 +554,36 @@ impl ControlPlane {
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+}
+
+/// The /32s of other nodes' pods in the ipcache.
+fn remote_pods(ipc: &crate::ipcache::IpcacheManager) -> impl Iterator<Item = ipnet::Ipv4Net> + '_ {
+    ipc.entries()
+        .filter(|(p, s)| {
+            p.prefix_len() == 32 && s.iter().any(|(s, _)| *s == Source::RemoteEndpoint)
+        })
+        .map(|(p, _)| p)
+}
+
+/// The lease's state in words, ages in seconds.
+fn lease_text(state: &pilus_kvstore::LeaseState) -> String {
+    use pilus_kvstore::LeaseState;
+    let ago = |t: &SystemTime| {
+        SystemTime::now()
+            .duration_since(*t)
+            .map_or(0, |d| d.as_secs())
+    };
+    match state {
+        LeaseState::Alive { renewed } => format!("alive (renewed {}s ago)", ago(renewed)),
+        LeaseState::Unconfirmed { since, renewed } => format!(
+            "unconfirmed for {}s (last renewed {}s ago)",
+            ago(since),
+            ago(renewed)
+        ),
+        LeaseState::Expired { since } => {
+            format!("expired {}s ago (being granted anew)", ago(since))
+        }
+        LeaseState::Ended => "ended".into(),
     }
 }

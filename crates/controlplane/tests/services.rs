@@ -454,8 +454,13 @@ fn the_gc_counts_and_adapts() {
         };
     }
     let s = GcSchedule::default();
-    let next = cp.ct_gc_once(Duration::from_secs(10), &s);
-    assert_eq!(next, Duration::from_secs(5), "half expired: sooner");
+    let pass = cp.ct_gc_once(Duration::from_secs(10), &s);
+    assert_eq!(pass.next, Duration::from_secs(5), "half expired: sooner");
+    assert_eq!(
+        pass.run.map(|r| r.deleted),
+        Some(200),
+        "the run a watcher sees"
+    );
     let st = cp.conntrack_status().unwrap();
     assert_eq!(
         (
@@ -477,9 +482,19 @@ fn the_gc_counts_and_adapts() {
             affinity_deleted: 0,
         };
     }
-    let next = cp.ct_gc_once(Duration::from_secs(10), &s);
-    assert_eq!(next, s.min);
+    let pass = cp.ct_gc_once(Duration::from_secs(10), &s);
+    assert_eq!(pass.next, s.min);
+    assert_eq!(pass.run.map(|r| r.deleted), Some(0));
     let st = cp.conntrack_status().unwrap();
     assert_eq!((st.insert_failures, st.gc_runs, st.entries), (7, 2, 1000));
     assert_eq!(dp.maps().ct_gc_passes, 2);
+    // A failed pass is no run (a watcher's run count stays), keeps the
+    // interval and shows its error.
+    dp.maps().fail_next_ct_gc = true;
+    let pass = cp.ct_gc_once(Duration::from_secs(10), &s);
+    assert_eq!(pass.run, None);
+    assert_eq!(pass.next, Duration::from_secs(10));
+    let st = cp.conntrack_status().unwrap();
+    assert_eq!(st.gc_runs, 2);
+    assert!(st.last_error.is_some(), "{st:?}");
 }

@@ -1,8 +1,9 @@
 //! The Pilus datapath from userspace: the BPF objects compiled at build time,
 //! loaded with aya, configured through load-time globals, pinned under bpffs,
 //! attached to pod veths (rtnetlink through pilus-netlink for the tc
-//! filters), and driven through typed maps (endpoints, ipcache, policy,
-//! conntrack and its GC, services). No BPF syscalls happen anywhere
+//! filters), driven through typed maps (endpoints, ipcache, policy,
+//! conntrack and its GC, services), and read without the loader for
+//! metrics and `pilus doctor` ([`inspect`]). No BPF syscalls happen anywhere
 //! else in Pilus; control-plane crates talk to this one.
 
 mod attach;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod ctgc;
 mod error;
 pub mod events;
+pub mod inspect;
 pub mod lb;
 mod loader;
 mod maps;
@@ -21,11 +23,12 @@ pub mod pins;
 mod sys;
 pub mod testrun;
 
-pub use attach::{AttachMode, EndpointLinks, NodeDevice};
+pub use attach::{AttachMode, EndpointLinks, HookStatus, NodeDevice};
 pub use config::{NodeConfig, PodCidr};
 pub use ctgc::{CtTable, GcPass};
-pub use error::Error;
+pub use error::{chain as error_chain, Error};
 pub use events::EventReader;
+pub use inspect::Inspector;
 pub use loader::{Datapath, LoadOptions, Object, Program};
 pub use maps::{DropCount, PolicyEntry};
 pub use pins::{MapDef, PinMismatch};

@@ -255,10 +255,7 @@ fn a_map_with_another_value_size_is_refused() {
     );
     for needle in [
         "map pilus_ct4".to_string(),
-        format!(
-            "HASH key {key} value {} max 262144 flags 0x0",
-            value + 8
-        ),
+        format!("HASH key {key} value {} max 262144 flags 0x0", value + 8),
         format!("HASH key {key} value {value} max 262144 flags 0x0"),
     ] {
         assert!(text.contains(&needle), "{needle:?} not in: {text}");

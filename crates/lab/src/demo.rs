@@ -6,8 +6,9 @@
 //! a story. The lab is removed however the demo ends.
 
 use crate::{
+    plan::Routing,
     serve::{Probe, Proto},
-    Lab, LabError, Paths, Plan,
+    Lab, LabError, Paths, Plan, Teardown,
 };
 use pilus_api_types::{self as api, paths};
 use std::{
@@ -65,21 +66,13 @@ spec:
         protocol: TCP
 ";
 
+/// The tour's steps.
+const STEPS: u32 = 6;
+
 /// How long a connection that must succeed may take, and how long one
 /// that must be dropped is given to prove it.
 const YES: Duration = Duration::from_secs(2);
 const NO: Duration = Duration::from_millis(400);
-
-/// Removes the lab however the demo ends.
-struct Down(Paths);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        if let Err(e) = Lab::down(&self.0) {
-            tracing::warn!(error = %e, "pilus lab demo: tearing down the lab");
-        }
-    }
-}
 
 struct Demo<'a> {
     lab: Lab,
@@ -89,7 +82,7 @@ struct Demo<'a> {
 
 impl Demo<'_> {
     fn step(&mut self, n: u32, text: &str) -> Result<(), Error> {
-        writeln!(self.out, "\n[{n}/5] {text}")?;
+        writeln!(self.out, "\n[{n}/{STEPS}] {text}")?;
         Ok(())
     }
 
@@ -114,38 +107,44 @@ impl Demo<'_> {
         self.lab.client(&self.node)
     }
 
-    /// The newest monitor sequence number (events after it are new).
-    fn monitor_now(&self) -> Result<u64, Error> {
+    /// The newest monitor sequence number of `node` (events after it are
+    /// new).
+    fn monitor_now(&self, node: &str) -> Result<u64, Error> {
         let b: api::MonitorBatch = self
-            .client()
+            .lab
+            .client(node)
             .get_json(&format!("{}?last=0", paths::MONITOR))
             .map_err(api_err("reading the monitor"))?;
         Ok(b.next)
     }
 
-    /// Prints the datapath's events (`pilus monitor`) for the first packet
-    /// of the flow from `from` to `to` port 80 seen after `since`.
-    fn show_path(
-        &mut self,
+    fn pod_ip(&self, name: &str) -> Result<std::net::Ipv4Addr, Error> {
+        self.lab
+            .pod(name)
+            .map(|p| p.ip)
+            .map_err(lab_err("looking up a pod"))
+    }
+
+    /// `node`'s events (`pilus monitor`) about the first packet of the flow
+    /// from `from` to `to` port 80 seen after `since`, once one of kind
+    /// `want` is among them.
+    fn first_packet(
+        &self,
+        node: &str,
         since: u64,
         from: &str,
         to: &str,
         want: api::MonitorKind,
-    ) -> Result<(), Error> {
-        let pod_ip = |name| {
-            self.lab
-                .pod(name)
-                .map(|p| p.ip)
-                .map_err(lab_err("looking up a pod"))
-        };
-        let (src, dst) = (pod_ip(from)?, pod_ip(to)?);
+    ) -> Result<Vec<api::MonitorEvent>, Error> {
+        let (src, dst) = (self.pod_ip(from)?, self.pod_ip(to)?);
         // The agent drains the ring every 50 ms; give it a few ticks.
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut seen = Vec::new();
         let mut cursor = since;
         while Instant::now() < deadline {
             let b: api::MonitorBatch = self
-                .client()
+                .lab
+                .client(node)
                 .get_json(&format!("{}?since={cursor}&wait_ms=200", paths::MONITOR))
                 .map_err(api_err("reading the monitor"))?;
             cursor = b.next;
@@ -160,48 +159,148 @@ impl Demo<'_> {
         }
         let Some(first) = seen.iter().find(|e| e.kind == want) else {
             return Err(Error::Claim(format!(
-                "the monitor showed no {want:?} event for {from} -> {to}"
+                "{node}'s monitor showed no {want:?} event for {from} -> {to}"
             )));
         };
         // The flow's first packet (the SYN): every event about it.
-        let syn: Vec<_> = seen
-            .iter()
-            .filter(|e| {
-                e.packet.src_port == first.packet.src_port
-                    && e.packet.tcp_flags == first.packet.tcp_flags
-            })
-            .collect();
+        let (port, flags) = (first.packet.src_port, first.packet.tcp_flags.clone());
+        Ok(seen
+            .into_iter()
+            .filter(|e| e.packet.src_port == port && e.packet.tcp_flags == flags)
+            .collect())
+    }
+
+    fn print_events(&mut self, node: &str, events: &[api::MonitorEvent]) -> Result<(), Error> {
+        writeln!(self.out, "  on {node} (pilus monitor):")?;
+        for e in events {
+            writeln!(self.out, "    {}", pilus_monitor::format_line(e))?;
+        }
+        Ok(())
+    }
+
+    fn host_ifname(&self, ip: std::net::Ipv4Addr) -> Result<String, Error> {
         let eps: Vec<api::Endpoint> = self
             .client()
             .get_json(paths::ENDPOINTS)
             .map_err(api_err("listing endpoints"))?;
-        let host = |ip| {
-            eps.iter()
-                .find(|e| e.ipv4 == ip)
-                .map_or("?".to_string(), |e| e.host_ifname.clone())
-        };
-        writeln!(
-            self.out,
-            "  the SYN's path, as the datapath reported it (pilus monitor):"
-        )?;
-        for e in syn {
-            writeln!(self.out, "    {}", pilus_monitor::format_line(e))?;
-        }
+        Ok(eps
+            .iter()
+            .find(|e| e.ipv4 == ip)
+            .map_or("?".to_string(), |e| e.host_ifname.clone()))
+    }
+
+    /// Prints node-1's events for the first packet of a flow between two
+    /// of its pods, and what they mean.
+    fn show_path(
+        &mut self,
+        since: u64,
+        from: &str,
+        to: &str,
+        want: api::MonitorKind,
+    ) -> Result<(), Error> {
+        let node = self.node.clone();
+        let syn = self.first_packet(&node, since, from, to, want)?;
+        writeln!(self.out, "  the SYN's path, as the datapath reported it:")?;
+        self.print_events(&node, &syn)?;
+        let (src, dst) = (self.pod_ip(from)?, self.pod_ip(to)?);
+        let (src_if, dst_if) = (self.host_ifname(src)?, self.host_ifname(dst)?);
         if want == api::MonitorKind::Trace {
             writeln!(
                 self.out,
-                "    i.e. {from} eth0 -> {} (tc: egress policy, conntrack) -> redirect -> {} -> {to} eth0",
-                host(src),
-                host(dst)
+                "    i.e. {from} eth0 -> {src_if} (tc: egress policy, conntrack) -> redirect -> {dst_if} -> {to} eth0"
             )?;
         } else {
             writeln!(
                 self.out,
-                "    i.e. {from} eth0 -> {} (tc: {to}'s ingress policy, checked before delivery) -> dropped",
-                host(src)
+                "    i.e. {from} eth0 -> {src_if} (tc: {to}'s ingress policy, checked before delivery) -> dropped"
             )?;
         }
         Ok(())
+    }
+
+    /// A flow from a pod of node-1 to a pod of node-2: both nodes' events
+    /// and the VXLAN frame on the underlay, whose VNI is the sender's
+    /// identity.
+    fn show_tunnel(&mut self, from: &str, to: &str) -> Result<(), Error> {
+        let (n1, n2) = (
+            self.node.clone(),
+            self.lab
+                .pod(to)
+                .map_err(lab_err("looking up a pod"))?
+                .node
+                .clone(),
+        );
+        let (since1, since2) = (self.monitor_now(&n1)?, self.monitor_now(&n2)?);
+        let (cap, probe) = self
+            .lab
+            .capture_underlay(|| self.lab.connect(from, to, 80, Proto::Tcp, YES))
+            .map_err(|e| Error::Claim(format!("capturing on the underlay: {e}")))?;
+        let probe = probe.map_err(lab_err("probing from a pod"))?;
+        writeln!(self.out, "  {}", probe.describe(from, to, 80, Proto::Tcp))?;
+        if !matches!(probe, Probe::Reply { .. }) {
+            return Err(Error::Claim(format!(
+                "expected {from} -> {to} to be allowed"
+            )));
+        }
+        let sent = self.first_packet(&n1, since1, from, to, api::MonitorKind::Trace)?;
+        let arrived = self.first_packet(&n2, since2, from, to, api::MonitorKind::Trace)?;
+        if !sent.iter().any(|e| e.observation_point == "to-overlay")
+            || !arrived
+                .iter()
+                .any(|e| e.observation_point == "from-overlay")
+        {
+            return Err(Error::Claim(format!(
+                "the monitors did not show the tunnel hop: {sent:?} {arrived:?}"
+            )));
+        }
+        writeln!(
+            self.out,
+            "  the SYN's path, as both nodes' datapaths reported it:"
+        )?;
+        self.print_events(&n1, &sent)?;
+        self.print_events(&n2, &arrived)?;
+        let (src, dst) = (self.pod_ip(from)?, self.pod_ip(to)?);
+        let id = self
+            .lab
+            .pod(from)
+            .map_err(lab_err("looking up a pod"))?
+            .identity;
+        let Some(frame) = cap
+            .vxlan
+            .iter()
+            .find(|v| v.inner_src == src && v.inner_dst == dst)
+        else {
+            return Err(Error::Claim(format!(
+                "no VXLAN frame {src} -> {dst} on the underlay: {cap:?}"
+            )));
+        };
+        if frame.vni != id {
+            return Err(Error::Claim(format!(
+                "the VNI is {}, not {from}'s identity {id}",
+                frame.vni
+            )));
+        }
+        let (u1, u2) = (self.underlay_ip(&n1), self.underlay_ip(&n2));
+        writeln!(
+            self.out,
+            "  on the underlay (a packet socket in the underlay namespace):\n    {u1} -> {u2} udp/{} VXLAN VNI {} [inner {src} -> {dst} tcp]",
+            crate::capture::VXLAN_PORT,
+            frame.vni
+        )?;
+        writeln!(
+            self.out,
+            "    i.e. the VNI carries identity {id} ({from}'s app={}); {n2} enforces its policy with it, no lookup needed",
+            self.lab.pod(from).map_err(lab_err("looking up a pod"))?.app
+        )?;
+        Ok(())
+    }
+
+    fn underlay_ip(&self, node: &str) -> String {
+        self.lab
+            .state
+            .plan
+            .node(node)
+            .map_or("?".into(), |n| n.underlay_ip.to_string())
     }
 
     fn trace_reason(&mut self, from: &str, to: &str) -> Result<(), Error> {
@@ -261,22 +360,23 @@ pub fn run(paths: Paths, out: &mut dyn Write) -> Result<(), Error> {
     let started = Instant::now();
     writeln!(
         out,
-        "Pilus lab demo: a node, three pods, a policy. (Everything runs in network"
+        "Pilus lab demo: two nodes, six pods, a tunnel, a policy. (Everything runs in"
     )?;
     writeln!(
         out,
-        "namespaces on this machine, addresses in 198.18.0.0/15, and is removed at the end.)"
+        "network namespaces on this machine, addresses in 198.18.0.0/15, and is removed at the end.)"
     )?;
     writeln!(
         out,
-        "\n[1/5] Bring up a node (pilusd inside its own namespace) and 3 pods via pilus-cni"
+        "\n[1/{STEPS}] Bring up an etcd and two nodes (pilusd in each node's namespace), 3 pods per node via pilus-cni"
     )?;
-    let plan = Plan::new(&paths.prefix, 1, 3)
+    let plan = Plan::new(&paths.prefix, 2, 3)
+        .and_then(|p| p.clustered(Routing::Tunnel, 1, 15))
         .map_err(LabError::from)
         .map_err(lab_err("planning the lab"))?;
     let t = Instant::now();
     let lab = Lab::up(paths.clone(), plan, true).map_err(lab_err("bringing up the lab"))?;
-    let down = Down(paths);
+    let down = Teardown(paths);
     let node = lab.state.nodes[0].name.clone();
     let mut d = Demo {
         lab,
@@ -288,44 +388,56 @@ pub fn run(paths: Paths, out: &mut dyn Write) -> Result<(), Error> {
     drop(down);
     writeln!(
         out,
-        "\nLab removed (pods, agent, pins, namespaces). Demo took {:.1} s.",
+        "\nLab removed (pods, agents, etcd, pins, namespaces). Demo took {:.1} s.",
         started.elapsed().as_secs_f64()
     )?;
     Ok(())
 }
 
-/// Steps 1 (what is up) to 5, on the lab that is up.
+/// Steps 1 (what is up) to 6, on the lab that is up.
 fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
-    let n = &d.lab.state.nodes[0];
-    writeln!(
-        d.out,
-        "  {}: pod CIDR {}, agent socket {}",
-        n.name,
-        n.pod_cidr,
-        n.socket.display()
-    )?;
+    for e in &d.lab.state.etcd {
+        writeln!(d.out, "  {}: {} (on the underlay)", e.name, e.url)?;
+    }
+    for n in &d.lab.state.nodes {
+        let underlay = d.underlay_ip(&n.name);
+        writeln!(
+            d.out,
+            "  {}: pod CIDR {}, underlay {underlay}, tunnel mode (VXLAN), agent socket {}",
+            n.name,
+            n.pod_cidr,
+            n.socket.display()
+        )?;
+    }
     for pod in &d.lab.state.pods {
         writeln!(
             d.out,
-            "  pod {:<11} {:<13} identity {:<5} app={:<9} (CNI ADD {:.1} ms)",
-            pod.name, pod.ip, pod.identity, pod.app, pod.add_ms
+            "  pod {:<11} on {} {:<13} identity {:<5} app={:<9} (CNI ADD {:.1} ms)",
+            pod.name, pod.node, pod.ip, pod.identity, pod.app, pod.add_ms
         )?;
     }
     writeln!(
         d.out,
-        "  ready in {:.1} s",
+        "  the same labels have the same identity on both nodes (allocated in etcd); ready in {:.1} s",
         up_started.elapsed().as_secs_f64()
     )?;
 
     d.step(2, "No policy yet: every pod reaches every other")?;
-    let since = d.monitor_now()?;
+    let node = d.node.clone();
+    let since = d.monitor_now(&node)?;
     d.expect("frontend-1", "backend-1", true)?;
     d.show_path(since, "frontend-1", "backend-1", api::MonitorKind::Trace)?;
     d.expect("db-1", "backend-1", true)?;
 
     d.step(
         3,
-        "Import a policy: backend accepts TCP/80 only from app=frontend",
+        "Across nodes: frontend-1 (node-1) to backend-2 (node-2), through the tunnel",
+    )?;
+    d.show_tunnel("frontend-1", "backend-2")?;
+
+    d.step(
+        4,
+        "Import a policy on node-1: backend accepts TCP/80 only from app=frontend",
     )?;
     for line in POLICY.lines() {
         writeln!(d.out, "    {line}")?;
@@ -349,18 +461,66 @@ fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
         imported.revision,
         t.elapsed().as_secs_f64() * 1e3
     )?;
+    let t = Instant::now();
+    loop {
+        let on2: Vec<api::PolicySummary> = d
+            .lab
+            .client("node-2")
+            .get_json(paths::POLICIES)
+            .map_err(api_err("listing node-2's policies"))?;
+        if on2.iter().any(|p| p.name == "backend-from-frontend") {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(5) {
+            return Err(Error::Claim("node-2 never got the policy".into()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    writeln!(
+        d.out,
+        "  node-2 has it too (through etcd) {:.1} ms later",
+        t.elapsed().as_secs_f64() * 1e3
+    )?;
 
     d.step(
-        4,
-        "frontend is still allowed; db is now denied, and Pilus says why",
+        5,
+        "frontend is still allowed; db is now denied, on either node, and Pilus says why",
     )?;
     d.expect("frontend-1", "backend-1", true)?;
-    let since = d.monitor_now()?;
+    d.expect("frontend-1", "backend-2", true)?;
+    let since = d.monitor_now(&node)?;
     d.expect("db-1", "backend-1", false)?;
     d.show_path(since, "db-1", "backend-1", api::MonitorKind::Drop)?;
+    let since2 = d.monitor_now("node-2")?;
+    d.expect("db-1", "backend-2", false)?;
+    let drop = d.first_packet(
+        "node-2",
+        since2,
+        "db-1",
+        "backend-2",
+        api::MonitorKind::Drop,
+    )?;
+    d.print_events("node-2", &drop)?;
+    let db = d
+        .lab
+        .pod("db-1")
+        .map_err(lab_err("looking up a pod"))?
+        .identity;
+    if !drop
+        .iter()
+        .any(|e| e.kind == api::MonitorKind::Drop && e.src_identity == db)
+    {
+        return Err(Error::Claim(format!(
+            "node-2's drop does not name db-1's identity {db}: {drop:?}"
+        )));
+    }
+    writeln!(
+        d.out,
+        "    i.e. node-2 judged the packet on arrival (from-overlay) with identity {db} from the VNI: app=db on node-1"
+    )?;
     d.trace_reason("db-1", "backend-1")?;
 
-    d.step(5, "Delete the policy: db reaches backend again")?;
+    d.step(6, "Delete the policy: db reaches backend again")?;
     let del: api::Deleted = d
         .client()
         .delete_json(&format!("{}/demo/backend-from-frontend", paths::POLICIES))
@@ -371,5 +531,17 @@ fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
         del.deleted, del.revision
     )?;
     d.expect("db-1", "backend-1", true)?;
+    let t = Instant::now();
+    while !matches!(
+        d.lab
+            .connect("db-1", "backend-2", 80, Proto::Tcp, NO)
+            .map_err(lab_err("probing from a pod"))?,
+        Probe::Reply { .. }
+    ) {
+        if t.elapsed() > Duration::from_secs(5) {
+            return Err(Error::Claim("db-1 -> backend-2 stayed denied".into()));
+        }
+    }
+    d.expect("db-1", "backend-2", true)?;
     Ok(())
 }

@@ -63,6 +63,18 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// A test's lab named after `prefix`: state under the temporary
+    /// directory, pins under `/sys/fs/bpf/pilus-<prefix>`, the binaries in
+    /// `bin_dir`.
+    pub fn scratch(prefix: &str, bin_dir: PathBuf) -> Paths {
+        Paths {
+            dir: std::env::temp_dir().join(format!("pilus-{prefix}")),
+            pins: PathBuf::from(format!("/sys/fs/bpf/pilus-{prefix}")),
+            bin_dir,
+            prefix: prefix.to_string(),
+        }
+    }
+
     fn state_file(&self) -> PathBuf {
         self.dir.join("lab.json")
     }
@@ -124,6 +136,18 @@ pub struct State {
     pub etcd: Vec<EtcdRun>,
     pub nodes: Vec<NodeRun>,
     pub pods: Vec<PodRun>,
+}
+
+/// Removes the lab at these paths when dropped, however the code holding
+/// it ends (a failed step, a panic).
+pub struct Teardown(pub Paths);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if let Err(e) = Lab::down(&self.0) {
+            tracing::warn!(dir = %self.0.dir.display(), error = %e, "tearing down a lab");
+        }
+    }
 }
 
 /// A lab that is up.
@@ -478,6 +502,18 @@ impl Lab {
         self.save()
     }
 
+    /// Captures what crosses the underlay while `traffic` runs.
+    pub fn capture_underlay<T>(
+        &self,
+        traffic: impl FnOnce() -> T,
+    ) -> Result<(crate::capture::Capture, T), crate::capture::CaptureError> {
+        crate::capture::capture(
+            &netns_path(&self.state.plan.underlay_netns),
+            crate::capture::VXLAN_PORT,
+            traffic,
+        )
+    }
+
     /// Waits until every node knows every other node and every pod of the
     /// lab (its ipcache has each pod's address with the pod's identity).
     pub fn wait_converged(&self, limit: Duration) -> Result<(), LabError> {
@@ -595,6 +631,22 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The last `lines` lines of every agent's log, each under a header
+    /// naming its node (for a test that failed).
+    pub fn agent_logs(&self, lines: usize) -> String {
+        self.state
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {} pilusd log (last lines) ---\n{}\n",
+                    n.name,
+                    tail(&n.log, lines)
+                )
+            })
+            .collect()
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeRun> {

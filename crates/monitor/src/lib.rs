@@ -362,6 +362,11 @@ pub fn format_line(e: &MonitorEvent) -> String {
             ),
             "to-stack" => format!("-> stack ({obs}) {who} {ids}: {pkt}"),
             "from-stack" => format!("<- stack ({obs}) {who} {ids}: {pkt}"),
+            // The hops between nodes (Cilium's names for the points).
+            "to-overlay" => format!("-> overlay ({obs}) {who} {ids}: {pkt}"),
+            "from-overlay" => format!("<- overlay ({obs}) {who} {ids}: {pkt}"),
+            "to-network" => format!("-> network ({obs}) {who} {ids}: {pkt}"),
+            "from-network" => format!("<- network ({obs}) {who} {ids}: {pkt}"),
             _ => format!("-> ? ({obs}) {who} {ids}: {pkt}"),
         },
         MonitorKind::Unknown => format!("?? event ({obs}) {who} {ids}: {pkt}"),
@@ -519,6 +524,9 @@ mod tests {
                 "obs {obs}"
             );
         }
+        let ev = event(EVENT_TRACE, 0, OBS_TO_OVERLAY, DIR_EGRESS, 13, &pkt);
+        let line = format_line(&decode(&ev, 1, 0, eps));
+        assert!(line.starts_with("-> overlay (to-overlay) ep 13"), "{line}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and prints the report: a table, or the report itself with `-o json`.
 
 mod api;
+mod cluster;
 mod cni;
 mod datapath;
 mod policy;
@@ -26,6 +27,10 @@ pub enum BenchCommand {
     /// same pilusd holding 1,000 half-open connections (starts a private
     /// pilusd).
     Api(api::ApiArgs),
+    /// Many nodes: how fast a new pod is known on every node of a 3-node
+    /// lab (vs. CNI ADD), and one agent's ingest time and memory for 100
+    /// simulated nodes with 10,000 pods in etcd.
+    Cluster(cluster::ClusterArgs),
 }
 
 pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
@@ -34,6 +39,7 @@ pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
         BenchCommand::Policy(args) => policy::run(args, output),
         BenchCommand::Cni(args) => cni::run(args, output),
         BenchCommand::Api(args) => api::run(args, output),
+        BenchCommand::Cluster(args) => cluster::run(args, output),
     }
 }
 
@@ -52,6 +58,25 @@ fn pilusd(flag: Option<PathBuf>) -> Result<PathBuf> {
         Some(p) => Ok(p),
         None => Ok(bin_dir()?.join("pilusd")),
     }
+}
+
+/// Prints a report: the report itself with `-o json`, else its table.
+fn emit<R: serde::Serialize>(report: &R, output: Output, table: fn(&R)) -> Result<()> {
+    match output {
+        Output::Json => crate::table::print_json(report),
+        Output::Human => {
+            table(report);
+            Ok(())
+        }
+    }
+}
+
+/// A latency summary on one line.
+fn latency(x: &pilus_bench::stats::Latency) -> String {
+    format!(
+        "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        x.p50_ms, x.p99_ms, x.max_ms
+    )
 }
 
 fn met(ok: bool) -> &'static str {
