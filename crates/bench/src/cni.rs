@@ -85,7 +85,7 @@ pub struct Report {
 }
 
 /// Removes the lab (agent, pins, namespaces, state) however the bench ends.
-struct Teardown(Paths);
+pub(crate) struct Teardown(pub(crate) Paths);
 
 impl Drop for Teardown {
     fn drop(&mut self) {
