@@ -210,23 +210,20 @@ fn control_plane(s: &mut String, r: &Report) {
     }
     let c = &r.cni;
     let _ = writeln!(s, "\n## CNI ADD and DEL (`pilus bench cni`)\n");
-    let _ = writeln!(s, "{} pods, one at a time.\n\n| case | p50 ms | p90 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|", c.pods);
-    for (name, l) in [
-        ("CNI ADD", &c.add),
-        ("CNI DEL", &c.del),
-        (
-            "baseline: veth + address + routes, in-process",
-            &c.plumbing_create,
-        ),
-        ("baseline: veth delete, in-process", &c.plumbing_delete),
-        ("baseline: exec pilus-cni VERSION", &c.exec_version),
-    ] {
-        let _ = writeln!(
-            s,
-            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
-        );
-    }
+    let _ = writeln!(s, "{} pods, one at a time.\n", c.pods);
+    latency_table(
+        s,
+        &[
+            ("CNI ADD", &c.add),
+            ("CNI DEL", &c.del),
+            (
+                "baseline: veth + address + routes, in-process",
+                &c.plumbing_create,
+            ),
+            ("baseline: veth delete, in-process", &c.plumbing_delete),
+            ("baseline: exec pilus-cni VERSION", &c.exec_version),
+        ],
+    );
     let p = &r.policy;
     let _ = writeln!(
         s,
@@ -234,25 +231,21 @@ fn control_plane(s: &mut String, r: &Report) {
     );
     let _ = writeln!(
         s,
-        "{} endpoints, {} rules, {} identities.\n\n| measure | p50 | p99 | max |\n|---|---:|---:|---:|",
+        "{} endpoints, {} rules, {} identities.\n",
         p.endpoints, p.rules, p.identities
     );
-    let mut lat = |name: &str, l: &crate::stats::Latency| {
-        let _ = writeln!(
-            s,
-            "| {name} | {:.2} ms | {:.2} ms | {:.2} ms |",
-            l.p50_ms, l.p99_ms, l.max_ms
-        );
-    };
-    lat("one-rule change → enforced", &p.one_rule_change);
-    lat(
-        "baseline: API round trip (GET /v1/status)",
-        &p.api_round_trip,
-    );
-    lat("endpoint create (API)", &p.create_endpoint);
+    let mut rows = vec![
+        ("one-rule change → enforced", &p.one_rule_change),
+        (
+            "baseline: API round trip (GET /v1/status)",
+            &p.api_round_trip,
+        ),
+        ("endpoint create (API)", &p.create_endpoint),
+    ];
     if let Some(i) = &p.iptables_append {
-        lat("iptables -A into as many rules", i);
+        rows.push(("iptables -A into as many rules", i));
     }
+    latency_table(s, &rows);
     let _ = writeln!(
         s,
         "\nAgent RSS: {} KiB at start, {} KiB with the endpoints, {} KiB with the rules: **{:.2} KiB per endpoint**.\n",
@@ -286,20 +279,33 @@ fn control_plane(s: &mut String, r: &Report) {
     );
     let _ = writeln!(
         s,
-        "pilusd stopped (SIGTERM) and started again on its state and pins, timed until it answers.\n\n| restart | runs | p50 ms | p90 ms | max ms |\n|---|---:|---:|---:|---:|"
+        "pilusd stopped (SIGTERM) and started again on its state and pins, timed until it answers.\n"
     );
-    let empty = ("no endpoints (baseline)".to_string(), &x.empty);
-    let full = (format!("{} endpoints restored", x.endpoints), &x.restored);
-    for (name, l) in [empty, full] {
-        let _ = writeln!(
-            s,
-            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
-            l.runs, l.p50_ms, l.p90_ms, l.max_ms
-        );
-    }
+    let full = format!("{} endpoints restored", x.endpoints);
+    latency_table(
+        s,
+        &[
+            ("no endpoints (baseline)", &x.empty),
+            (full.as_str(), &x.restored),
+        ],
+    );
     let _ = writeln!(
         s,
         "\nRestored / empty at the median: ×{:.2}; the last resync wrote {} and removed {} map entries.",
         x.ratio_p50, x.resync_written, x.resync_removed
     );
+}
+
+/// Latencies as a table: a row per measure, in ms.
+fn latency_table(s: &mut String, rows: &[(&str, &crate::stats::Latency)]) {
+    s.push_str(
+        "| measure | runs | p50 ms | p90 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, l) in rows {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            l.runs, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+        );
+    }
 }

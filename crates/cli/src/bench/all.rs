@@ -2,7 +2,7 @@
 //! with `--docs` the generated page and its plots
 //! (`pilus_bench::{all, docs, plot}`).
 
-use crate::{table::print_json, Output};
+use crate::Output;
 use anyhow::{Context, Result};
 use clap::Args;
 use pilus_bench::{
@@ -89,13 +89,7 @@ pub fn run(a: AllArgs, output: Output) -> Result<()> {
             tracing::info!(path = %p.display(), "written");
         }
     }
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
+    super::emit(&report, output, print_table)
 }
 
 fn print_table(r: &Report) {

@@ -72,6 +72,17 @@ fn pilusd(flag: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// Prints a report: the report itself with `-o json`, else its table.
+fn emit<T: serde::Serialize>(report: &T, output: Output, table: fn(&T)) -> Result<()> {
+    match output {
+        Output::Json => crate::table::print_json(report),
+        Output::Human => {
+            table(report);
+            Ok(())
+        }
+    }
+}
+
 fn met(ok: bool) -> &'static str {
     if ok {
         "met"

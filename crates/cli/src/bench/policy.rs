@@ -3,7 +3,7 @@
 //! (`pilus_bench::policy`).
 
 use super::met;
-use crate::{table::print_json, Output};
+use crate::Output;
 use anyhow::Result;
 use clap::Args;
 use pilus_bench::{
@@ -39,13 +39,7 @@ pub fn run(a: PolicyArgs, output: Output) -> Result<()> {
         changes: a.changes,
         pilusd: super::pilusd(a.pilusd)?,
     })?;
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
+    super::emit(&report, output, print_table)
 }
 
 fn latency(x: &Latency) -> String {

@@ -2,7 +2,7 @@
 //! endpoints restored, against the same restart with none
 //! (`pilus_bench::restart`).
 
-use crate::{table::print_json, Output};
+use crate::Output;
 use anyhow::Result;
 use clap::Args;
 use pilus_bench::restart::{self, Options, Report, MAX_ENDPOINTS};
@@ -27,13 +27,7 @@ pub fn run(a: RestartArgs, output: Output) -> Result<()> {
         restarts: a.restarts as usize,
         pilusd: super::pilusd(a.pilusd)?,
     })?;
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
+    super::emit(&report, output, print_table)
 }
 
 fn print_table(r: &Report) {

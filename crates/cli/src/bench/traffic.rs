@@ -3,7 +3,7 @@
 //! the same topologies, interleaved, with the noise floor
 //! (`pilus_bench::traffic`).
 
-use crate::{client::InvalidInput, table::print_json, Output};
+use crate::{client::InvalidInput, Output};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use pilus_bench::{
@@ -112,13 +112,7 @@ impl TrafficArgs {
 
 pub fn run(a: TrafficArgs, output: Output) -> Result<()> {
     let report = traffic::run(&a.options()?)?;
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
+    super::emit(&report, output, print_table)
 }
 
 /// The report as a table: one block per phase, a line per configuration.
