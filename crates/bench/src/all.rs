@@ -231,10 +231,16 @@ fn traffic_ratio(
     };
     let noise = g
         .noise
-        .map(|n| format!("noise floor ±{:.1} %", n.reach_from_one_pct()))
+        .map(|n| {
+            format!(
+                "noise floor ±{:.1} % (middle half of the rounds; ±{:.1} % in the worst)",
+                n.middle_reach_from_one_pct(),
+                n.reach_from_one_pct()
+            )
+        })
         .unwrap_or_default();
     let within = g.noise.is_some_and(|n| {
-        let reach = n.reach_from_one_pct() / 100.0;
+        let reach = n.middle_reach_from_one_pct() / 100.0;
         (ratio.median - 1.0).abs() <= reach
     });
     let note = if within && against.is_none() {
@@ -245,7 +251,10 @@ fn traffic_ratio(
     (
         Some((
             ratio.median,
-            format!("{:.3} [{:.3}–{:.3}]", ratio.median, ratio.min, ratio.max),
+            format!(
+                "{:.3} [{:.3}–{:.3}] ({:.3}–{:.3})",
+                ratio.median, ratio.p25, ratio.p75, ratio.min, ratio.max
+            ),
         )),
         note,
     )

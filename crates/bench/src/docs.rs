@@ -111,7 +111,7 @@ fn traffic_section(s: &mut String, t: &traffic::Report, plots: &[String]) {
         "Rates are medians over the rounds; *range* is (max − min) / median of the rounds; *ratio* \
          is the rate over `bare`'s in the same round, its median and [min–max] over the rounds; \
          `bare-again` is the baseline measured a second time in each round, so its ratio is the \
-         noise floor. Latency percentiles are medians over the rounds; CPU is each thread's CPU \
+         noise floor (its middle half: one disturbed round does not set it). Latency percentiles are medians over the rounds; CPU is each thread's CPU \
          time (softirq work done in its context included) per transaction, or per MiB for \
          TCP_STREAM.\n"
     );
@@ -141,7 +141,13 @@ fn traffic_section(s: &mut String, t: &traffic::Report, plots: &[String]) {
 fn group(s: &mut String, p: &Phase, g: &Group, plots: &[String]) {
     let noise = g
         .noise
-        .map(|n| format!("; noise floor ±{:.1} %", n.reach_from_one_pct()))
+        .map(|n| {
+            format!(
+                "; noise floor ±{:.1} % (middle half of the rounds), ±{:.1} % (worst round)",
+                n.middle_reach_from_one_pct(),
+                n.reach_from_one_pct()
+            )
+        })
         .unwrap_or_default();
     let _ = writeln!(
         s,
@@ -152,7 +158,7 @@ fn group(s: &mut String, p: &Phase, g: &Group, plots: &[String]) {
     );
     let _ = writeln!(
         s,
-        "| config | what | rate | range | ratio to bare [min–max] | p50 µs | p90 µs | p99 µs | CPU client {u} | CPU server {u} |",
+        "| config | what | rate | range | ratio to bare [p25–p75] (min–max) | p50 µs | p90 µs | p99 µs | CPU client {u} | CPU server {u} |",
         u = g.cpu_unit
     );
     s.push_str("|---|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
@@ -164,7 +170,7 @@ fn group(s: &mut String, p: &Phase, g: &Group, plots: &[String]) {
         };
         let _ = writeln!(
             s,
-            "| {}{} | {} | {:.2} | {:.1} % | {:.3} [{:.3}–{:.3}] | {} | {} | {} | {:.2} | {:.2} |",
+            "| {}{} | {} | {:.2} | {:.1} % | {:.3} [{:.3}–{:.3}] ({:.3}–{:.3}) | {} | {} | {} | {:.2} | {:.2} |",
             if row.config == Config::Pilus {
                 "**pilus**"
             } else {
@@ -175,6 +181,8 @@ fn group(s: &mut String, p: &Phase, g: &Group, plots: &[String]) {
             row.rate.median,
             row.range_pct,
             row.ratio.median,
+            row.ratio.p25,
+            row.ratio.p75,
             row.ratio.min,
             row.ratio.max,
             opt(row.p50_us, 1),

@@ -136,14 +136,19 @@ pub struct Options {
 }
 
 impl Options {
-    /// What `pilus bench traffic` runs by default: 5 rounds of 3 s
-    /// windows after 0.5 s of warm-up.
+    /// What `pilus bench traffic` runs by default: 10 rounds of 1.5 s
+    /// windows after 0.3 s of warm-up. Many short rounds rather than a
+    /// few long ones: on a shared machine, load from elsewhere comes in
+    /// bursts of seconds; the closer in time the two measurements of a
+    /// pair, and the more pairs, the more of it the paired median cancels
+    /// (5 rounds of 3 s left a noise floor of ±25–240 % on this VM while
+    /// others compiled).
     pub fn full(bin_dir: PathBuf) -> Options {
         Options {
             bin_dir,
-            warmup: Duration::from_millis(500),
-            duration: Duration::from_secs(3),
-            repetitions: 5,
+            warmup: Duration::from_millis(300),
+            duration: Duration::from_millis(1500),
+            repetitions: 10,
             tests: Test::ALL.to_vec(),
             cross_node_tests: vec![Test::TcpRr, Test::TcpStream],
             scaling_tests: vec![Test::TcpRr, Test::TcpCrr],

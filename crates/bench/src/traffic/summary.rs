@@ -8,10 +8,13 @@
 
 use serde::Serialize;
 
-/// The median and the range of a set of values.
+/// The median, the middle half and the range of a set of values.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Spread {
     pub median: f64,
+    /// The quartiles (nearest rank): half of the values lie between.
+    pub p25: f64,
+    pub p75: f64,
     pub min: f64,
     pub max: f64,
 }
@@ -22,14 +25,19 @@ impl Spread {
         if v.is_empty() {
             return Spread {
                 median: 0.0,
+                p25: 0.0,
+                p75: 0.0,
                 min: 0.0,
                 max: 0.0,
             };
         }
         let mut s = v.to_vec();
         s.sort_by(f64::total_cmp);
+        let rank = |q: f64| s[((s.len() as f64 - 1.0) * q).round() as usize];
         Spread {
             median: median_sorted(&s),
+            p25: rank(0.25),
+            p75: rank(0.75),
             min: s[0],
             max: s[s.len() - 1],
         }
@@ -43,10 +51,18 @@ impl Spread {
         (self.max - self.min) / self.median * 100.0
     }
 
-    /// How far from 1.0 the range reaches, in percent: for ratios, the
-    /// noise floor a difference must exceed to mean something.
+    /// How far from 1.0 the range reaches, in percent: for the ratios of
+    /// the baseline to itself, the noise of the worst round.
     pub fn reach_from_one_pct(&self) -> f64 {
         (self.max - 1.0).abs().max((1.0 - self.min).abs()) * 100.0
+    }
+
+    /// How far from 1.0 the middle half reaches, in percent: for the
+    /// ratios of the baseline to itself, the noise floor a difference of
+    /// medians must exceed to mean something (one disturbed round does
+    /// not set it).
+    pub fn middle_reach_from_one_pct(&self) -> f64 {
+        (self.p75 - 1.0).abs().max((1.0 - self.p25).abs()) * 100.0
     }
 }
 
@@ -101,6 +117,10 @@ mod tests {
     fn median_and_range() {
         let s = Spread::of(&[3.0, 1.0, 2.0]);
         assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        let q = Spread::of(&[0.5, 0.98, 1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 2.0]);
+        assert_eq!((q.p25, q.p75), (1.0, 1.04));
+        assert!((q.middle_reach_from_one_pct() - 4.0).abs() < 1e-9);
+        assert!((q.reach_from_one_pct() - 100.0).abs() < 1e-9);
         assert_eq!(Spread::of(&[1.0, 2.0, 3.0, 10.0]).median, 2.5);
         assert_eq!(s.range_pct(), 100.0);
         assert_eq!(Spread::of(&[]).median, 0.0);

@@ -59,15 +59,23 @@ pub struct TrafficArgs {
     #[arg(long)]
     pub no_scaling: bool,
     /// The server's policy entries, the main phase's and the series' (e.g. 10,10000).
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',', value_name = "SMALL,LARGE")]
     pub policy_entries: Vec<usize>,
     /// Endpoints on the node, the main phase's and the series' (e.g. 10,500).
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',', value_name = "SMALL,LARGE")]
     pub endpoints: Vec<usize>,
 }
 
 fn seconds(flag: &str, s: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(s).map_err(|e| InvalidInput(format!("--{flag} {s}: {e}")).into())
+}
+
+/// `SMALL,LARGE`: exactly two values.
+fn pair(flag: &str, v: &[usize]) -> Result<[usize; 2]> {
+    match v {
+        [a, b] => Ok([*a, *b]),
+        _ => Err(InvalidInput(format!("--{flag} takes two values, SMALL,LARGE")).into()),
+    }
 }
 
 impl TrafficArgs {
@@ -100,11 +108,11 @@ impl TrafficArgs {
         if self.no_scaling {
             o.scaling_tests.clear();
         }
-        if let [a, b] = self.policy_entries[..] {
-            o.policy_entries = [a, b];
+        if !self.policy_entries.is_empty() {
+            o.policy_entries = pair("policy-entries", &self.policy_entries)?;
         }
-        if let [a, b] = self.endpoints[..] {
-            o.endpoints = [a, b];
+        if !self.endpoints.is_empty() {
+            o.endpoints = pair("endpoints", &self.endpoints)?;
         }
         Ok(o)
     }
@@ -129,7 +137,13 @@ pub fn print_table(r: &Report) {
         for g in &p.groups {
             let noise = g
                 .noise
-                .map(|n| format!(", noise floor ±{:.1} %", n.reach_from_one_pct()))
+                .map(|n| {
+                    format!(
+                        ", noise floor ±{:.1} % (middle half), ±{:.1} % (worst round)",
+                        n.middle_reach_from_one_pct(),
+                        n.reach_from_one_pct()
+                    )
+                })
                 .unwrap_or_default();
             println!(
                 "{} {} ({}{noise})",
