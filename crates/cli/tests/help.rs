@@ -44,7 +44,12 @@ fn every_command_has_help() {
         (&["namespace", "--help"], &["label"]),
         (&["bpf", "--help"], &["policy", "ipcache", "ct"]),
         (&["bpf", "ct", "--help"], &["list", "flush"]),
-        (&["bench", "--help"], &["datapath", "policy", "cni", "api"]),
+        (
+            &["bench", "--help"],
+            &[
+                "datapath", "policy", "cni", "api", "traffic", "restart", "all",
+            ],
+        ),
         (
             &["monitor", "--help"],
             &[
