@@ -69,7 +69,12 @@ fn every_command_has_help() {
                 "weight=",
             ],
         ),
-        (&["bench", "--help"], &["datapath", "policy", "cni", "api"]),
+        (
+            &["bench", "--help"],
+            &[
+                "datapath", "policy", "cni", "api", "traffic", "restart", "all",
+            ],
+        ),
         (
             &["monitor", "--help"],
             &[
