@@ -24,6 +24,7 @@ fn every_command_has_help() {
         "bpf",
         "monitor",
         "doctor",
+        "prefilter",
         "bench",
         "Exit codes",
     ] {
@@ -44,6 +45,8 @@ fn every_command_has_help() {
         (&["namespace", "--help"], &["label"]),
         (&["bpf", "--help"], &["policy", "ipcache", "ct"]),
         (&["bpf", "ct", "--help"], &["list", "flush"]),
+        (&["prefilter", "--help"], &["update", "delete", "list"]),
+        (&["prefilter", "update", "--help"], &["--cidr"]),
         (
             &["bench", "--help"],
             &[
