@@ -13,7 +13,7 @@ use crate::{
 };
 use aya::{
     maps::ProgramArray,
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
 use pilus_abi::consts::{CALL_IPV4_FROM_LXC, CALL_IPV4_TO_LXC};
@@ -211,14 +211,7 @@ impl Datapath {
             remove_pins(&dir, &maps);
         }
         let (ebpf, overlay, host, mut xdp) = loaded?;
-        let prefilter: &mut Xdp = xdp
-            .program_mut(XDP_PREFILTER)
-            .ok_or(Error::MissingProgram {
-                name: XDP_PREFILTER,
-            })?
-            .try_into()
-            .map_err(|e| Error::program(XDP_PREFILTER, e))?;
-        prefilter
+        crate::prefilter::prefilter_program(&mut xdp)?
             .load()
             .map_err(|e| Error::program(XDP_PREFILTER, e))?;
         let mut dp = Datapath {

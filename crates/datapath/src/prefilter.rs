@@ -199,9 +199,8 @@ impl Datapath {
             .program(XDP_PREFILTER)
             .ok_or(Error::MissingProgram {
                 name: XDP_PREFILTER,
-            })?
-            .try_into()
-            .map_err(|e| Error::program(XDP_PREFILTER, e))?;
+            })
+            .and_then(|p| p.try_into().map_err(|e| Error::program(XDP_PREFILTER, e)))?;
         let mut out = vec![0u8; frame.len() + 256];
         let r = prog
             .test_run(TestRunOptions {
@@ -213,6 +212,16 @@ impl Datapath {
             .map_err(|e| Error::program(XDP_PREFILTER, e))?;
         Ok(r.return_value)
     }
+}
+
+/// The prefilter's program in bpf_xdp.o.
+pub(crate) fn prefilter_program(xdp: &mut aya::Ebpf) -> Result<&mut Xdp, Error> {
+    xdp.program_mut(XDP_PREFILTER)
+        .ok_or(Error::MissingProgram {
+            name: XDP_PREFILTER,
+        })?
+        .try_into()
+        .map_err(|e| Error::program(XDP_PREFILTER, e))
 }
 
 /// Where the prefilter's link on `ifname` is pinned under `pin_dir`.
@@ -231,14 +240,7 @@ impl Datapath {
         let index = if_index(ifname).ok_or_else(|| Error::NoSuchLink {
             ifname: ifname.to_string(),
         })?;
-        let prog: &mut Xdp = self
-            .xdp
-            .program_mut(XDP_PREFILTER)
-            .ok_or(Error::MissingProgram {
-                name: XDP_PREFILTER,
-            })?
-            .try_into()
-            .map_err(|e| Error::program(XDP_PREFILTER, e))?;
+        let prog = prefilter_program(&mut self.xdp)?;
         let attach_err = |source| Error::Attach {
             program: XDP_PREFILTER,
             ifname: ifname.to_string(),
