@@ -128,6 +128,11 @@ pub const DROP_REASONS: &[DropReason] = &[
         "DROP_CSUM_L4",
         "L4 checksum could not be updated (service NAT)",
     ),
+    r(
+        DROP_PREFILTER,
+        "DROP_PREFILTER",
+        "Source denied by the XDP prefilter",
+    ),
 ];
 
 const fn r(code: u8, name: &'static str, description: &'static str) -> DropReason {

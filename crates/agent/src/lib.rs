@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod monitor;
 pub mod node;
 pub mod plumbing;
+pub mod prefilter;
 pub mod view;

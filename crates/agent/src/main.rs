@@ -16,6 +16,7 @@ use pilus_agent::{
     monitor,
     node::{self, RoutingArg},
     plumbing::NetlinkPlumbing,
+    prefilter::PrefilterApi,
     view::DatapathView,
 };
 use pilus_controlplane::{
@@ -24,6 +25,7 @@ use pilus_controlplane::{
 };
 use pilus_datapath::{
     config::TUNNEL_MTU, Datapath, EventReader, LoadOptions, NodeConfig, NodeDevice, PodCidr,
+    Prefilter,
 };
 use pilus_kvstore::{EtcdConfig, EtcdKv};
 use std::{
@@ -225,6 +227,16 @@ fn run() -> Result<()> {
         dp.attach_node_device(name, NodeDevice::Uplink)
             .context("attaching the uplink programs")?;
     }
+    // The prefilter drops listed senders on the uplink before the stack
+    // (or from-netdev) sees them, in either routing mode.
+    if let Some((name, _)) = &uplink {
+        dp.attach_prefilter(name)
+            .context("attaching the XDP prefilter to the uplink")?;
+    }
+    let prefilter = Arc::new(PrefilterApi::new(
+        Prefilter::open(&pin_dir).context("opening the prefilter's deny list")?,
+        uplink.as_ref().map(|(name, _)| name.clone()),
+    ));
     let event_reader =
         EventReader::new(&mut dp).context("opening the datapath's event ring buffer")?;
     // Its own descriptors of the pinned maps: metrics and the doctor read
@@ -323,6 +335,7 @@ fn run() -> Result<()> {
         view,
         setup,
         ct_gc: ct_gc_metrics,
+        prefilter,
     };
     runtime.block_on(serve(
         &args,
@@ -348,6 +361,7 @@ struct Observe {
     setup: NodeSetup,
     /// The conntrack GC thread's runs.
     ct_gc: ConntrackGcMetrics,
+    prefilter: Arc<PrefilterApi>,
 }
 
 /// Serves the API and the metrics and reads the monitor's events until
@@ -405,7 +419,8 @@ async fn serve(
     let doctor = Arc::new(Doctor::new(Arc::clone(&agent), observe.view, observe.setup));
     let shared = api::Shared::new(agent, events, stopping.clone())
         .with_instruments(instruments)
-        .with_doctor(doctor);
+        .with_doctor(doctor)
+        .with_prefilter(observe.prefilter);
     let app = api::router(shared, limits);
     let server = {
         let limits = limits.clone();

@@ -15,6 +15,7 @@ mod monitor;
 mod namespace;
 mod node;
 mod policy;
+mod prefilter;
 mod service;
 mod status;
 mod table;
@@ -84,6 +85,11 @@ enum Command {
     /// The cluster's nodes (with pilusd --etcd).
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// The XDP prefilter on the node's uplink: source CIDRs dropped before
+    /// the kernel's stack sees them. update and delete change the list all
+    /// or nothing; list shows what each entry dropped.
+    #[command(subcommand)]
+    Prefilter(prefilter::PrefilterCommand),
     /// Namespace labels, as Kubernetes namespaceSelectors see them.
     #[command(subcommand)]
     Namespace(namespace::NamespaceCommand),
@@ -169,6 +175,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Service(cmd) => service::run(&c, cmd, out),
         Command::Ipcache(cmd) => ipcache::run(&c, cmd, out),
         Command::Node(cmd) => node::run(&c, cmd, out),
+        Command::Prefilter(cmd) => prefilter::run(&c, cmd, out),
         Command::Namespace(cmd) => namespace::run(&c, cmd, out),
         Command::Bpf(cmd) => bpf::run(&c, cmd, out),
         Command::Monitor(args) => monitor::run(&c, args, out),

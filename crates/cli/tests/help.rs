@@ -25,6 +25,7 @@ fn every_command_has_help() {
         "bpf",
         "monitor",
         "doctor",
+        "prefilter",
         "bench",
         "Exit codes",
     ] {
@@ -69,6 +70,8 @@ fn every_command_has_help() {
                 "weight=",
             ],
         ),
+        (&["prefilter", "--help"], &["update", "delete", "list"]),
+        (&["prefilter", "update", "--help"], &["--cidr"]),
         (
             &["bench", "--help"],
             &[

@@ -20,6 +20,7 @@ mod loader;
 mod maps;
 pub mod objects;
 pub mod pins;
+pub mod prefilter;
 mod sys;
 pub mod testrun;
 
@@ -32,3 +33,4 @@ pub use inspect::Inspector;
 pub use loader::{Datapath, LoadOptions, Object, Program};
 pub use maps::{DropCount, PolicyEntry};
 pub use pins::{MapDef, PinMismatch};
+pub use prefilter::{Prefilter, PrefilterEntry, PrefilterError};

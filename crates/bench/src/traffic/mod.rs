@@ -29,6 +29,7 @@
 
 mod bare;
 pub mod iptables;
+pub mod kube_proxy;
 mod pilus;
 pub mod summary;
 
