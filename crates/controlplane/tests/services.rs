@@ -337,6 +337,11 @@ fn bad_input_is_refused_and_the_maps_are_unchanged() {
     );
     assert_eq!(dp.maps().writes, before.writes);
     assert!(cp.service_view("default/good").is_err());
+    // ... and the services that were there are still there, in the maps
+    // and in the store.
+    assert!(cp.service_view("shop/web").is_ok());
+    assert_eq!(dp.maps().lb_services, before.lb_services);
+    assert_eq!(store.list("pilus/").unwrap().0, stored);
     // Nothing is read as "delete everything": deleting needs a name that
     // exists, and an import of nothing is refused.
     assert_eq!(cp.delete_service("shop/nope").unwrap_err().status(), 404);
