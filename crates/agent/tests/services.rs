@@ -157,6 +157,14 @@ fn connect_vip(fx: &LabNode, pod: &str) -> (TcpStream, String) {
     let mut s = TcpStream::connect_timeout(&SocketAddrV4::new(VIP, 80).into(), YES)
         .expect("connect to the frontend");
     drop(inside);
+    // getpeername: the VIP. Per-packet LB never tells the socket about the
+    // backend; once connect() is translated at the socket (issue 11's
+    // socket-level LB) this is what the getpeername4 hook must keep true.
+    assert_eq!(
+        s.peer_addr().unwrap(),
+        SocketAddrV4::new(VIP, 80).into(),
+        "getpeername of a connection to the frontend"
+    );
     s.set_read_timeout(Some(YES)).unwrap();
     let mut buf = [0u8; 256];
     let n = s.read(&mut buf).unwrap();
