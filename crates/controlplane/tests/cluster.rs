@@ -293,7 +293,12 @@ fn entries_that_cannot_be_read_are_skipped() {
     }
     let a = node(&s, 1, Routing::Tunnel);
     let (_, ip) = pod(&a, "web", &["app=web"]);
-    eventually("b still learns good entries", || ipcache(&b, ip).is_some());
+    // a's node and its pod arrive on separate watches, in either order:
+    // wait for both (under load the pod came first and the count was
+    // read one short).
+    eventually("b still learns good entries", || {
+        ipcache(&b, ip).is_some() && b.dp.maps().ipcache.len() >= maps.ipcache.len() + 2
+    });
     let now = b.dp.maps().clone();
     assert_eq!(now.policy, maps.policy);
     assert_eq!(
