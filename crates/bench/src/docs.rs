@@ -121,21 +121,27 @@ fn traffic_section(s: &mut String, t: &traffic::Report, plots: &[String]) {
             "### Phase `{}`: server policy entries {} (pilusd resolved {}; iptables rules {}), endpoints on the node {}\n",
             p.name, p.policy_entries, p.pilus_policy_entries, p.iptables_rules, p.endpoints
         );
+        if p.name == "services" {
+            let _ = writeln!(
+                s,
+                "**{} services.** pilusd imported all of them so far in {} s (imports of {}); iptables-restore wrote kube-proxy's nat table ({} rules) in {} s.\n",
+                p.services,
+                p.pilus_services_apply_s.unwrap_or(0.0),
+                traffic::services::BATCH,
+                p.iptables_nat_rules,
+                p.iptables_services_apply_s.unwrap_or(0.0)
+            );
+        }
         for g in &p.groups {
             group(s, p, g, plots);
         }
     }
-    for series in ["policy", "endpoints"] {
+    for series in ["policy", "endpoints", "services"] {
         let name = format!("scaling-{series}.svg");
         if plots.contains(&name) {
             let _ = writeln!(s, "![{series} scaling]({}/{name})\n", PLOTS);
         }
     }
-    let _ = writeln!(
-        s,
-        "Services (pod→service TCP_CRR at 1 / 1k / 10k / 100k services, pilus vs. iptables): {}.\n",
-        t.services
-    );
 }
 
 fn group(s: &mut String, p: &Phase, g: &Group, plots: &[String]) {

@@ -187,7 +187,10 @@ fn all_quick_reports_a_ratio_for_every_row() {
     // with its rate and its ratio to bare of the same rounds.
     let phases = r["traffic"]["phases"].as_array().expect("phases");
     let names: Vec<_> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["main", "policy", "endpoints"]);
+    assert_eq!(
+        names,
+        ["main", "policy", "endpoints", "services", "services"]
+    );
     let mut groups = 0;
     for p in phases {
         for g in p["groups"].as_array().unwrap() {
@@ -210,8 +213,25 @@ fn all_quick_reports_a_ratio_for_every_row() {
             }
         }
     }
-    // main: 4 same-node tests + 2 each on tunnel and direct; 2 per series.
-    assert_eq!(groups, 8 + 2 + 2);
+    // main: 4 same-node tests + 2 each on tunnel and direct; 2 per series;
+    // 2 per service count (TCP_CRR, TCP_RR through the ClusterIP).
+    assert_eq!(groups, 8 + 2 + 2 + 2 + 2);
+    let counts: Vec<_> = phases[3..].iter().map(|p| p["services"].clone()).collect();
+    assert_eq!(counts, [1, 10]);
+    for p in &phases[3..] {
+        positive(&p["pilus_services_apply_s"], "pilus import time");
+        positive(&p["iptables_services_apply_s"], "iptables-restore time");
+        for g in p["groups"].as_array().unwrap() {
+            assert_eq!(g["topology"], "service");
+            let configs: Vec<_> = g["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["config"].as_str().unwrap())
+                .collect();
+            assert_eq!(configs, ["bare", "pilus", "iptables"]);
+        }
+    }
     assert_eq!(phases[2]["endpoints"], 16);
 
     // The other benchmarks' rows carry their baselines' ratios.
@@ -224,14 +244,14 @@ fn all_quick_reports_a_ratio_for_every_row() {
     positive(&r["restart"]["ratio_p50"], "restart");
 
     // The target table: issue 13's ten rows and issue 10's four; only the
-    // service rows unmeasured (services are not built yet).
+    // row at 10k services unmeasured (the quick series stops at 10).
     let targets = r["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 14);
     for t in targets {
         let unmeasured = t["verdict"] == "not-measured";
         assert_eq!(
             unmeasured,
-            t["metric"].as_str().unwrap().contains("service"),
+            t["metric"].as_str().unwrap().contains("at 10k services"),
             "{t}"
         );
         assert_eq!(unmeasured, t["measured"].is_null(), "{t}");
@@ -239,15 +259,15 @@ fn all_quick_reports_a_ratio_for_every_row() {
 
     // The page and its plots.
     let page = std::fs::read_to_string(docs.join("benchmarks-current.md")).expect("the page");
-    assert!(page.contains("## Targets") && page.contains("not yet built"));
+    assert!(page.contains("## Targets") && page.contains("**10 services.** pilusd imported"));
     let plots: Vec<_> = std::fs::read_dir(docs.join("bench"))
         .unwrap()
         .flatten()
         .collect();
     assert_eq!(
         plots.len(),
-        5 + 2,
-        "a latency plot per RR group, two scaling plots"
+        5 + 3,
+        "a latency plot per RR group, two scaling plots, the service plot"
     );
     for p in plots {
         let svg = std::fs::read_to_string(p.path()).unwrap();

@@ -164,6 +164,20 @@ impl SameNode {
         Ok(())
     }
 
+    /// Runs `iptables-restore` with `text` in the node (it replaces the
+    /// tables the text names, and no other).
+    pub(crate) fn restore(&self, text: &str) -> Result<(), Error> {
+        let cmd = self
+            .node
+            .command(&["iptables-restore"])
+            .context("iptables-restore")?;
+        run_with_stdin(
+            cmd,
+            text,
+            "iptables-restore (is iptables installed? apt-get install iptables)",
+        )
+    }
+
     /// Installs the iptables configuration for the benchmark's policy
     /// with `entries` rules on the server and a chain per filler; returns
     /// the rules in the filter table.
@@ -176,15 +190,7 @@ impl SameNode {
             },
             entries,
         );
-        let cmd = self
-            .node
-            .command(&["iptables-restore"])
-            .context("iptables-restore")?;
-        run_with_stdin(
-            cmd,
-            &text,
-            "iptables-restore (is iptables installed? apt-get install iptables)",
-        )?;
+        self.restore(&text)?;
         Ok(text.lines().filter(|l| l.starts_with("-A ")).count())
     }
 }

@@ -23,14 +23,15 @@
 //! endpoint sizes), then the scaling series on the same node — `policy`
 //! (the server's policy entries / iptables rules at the large size) and
 //! `endpoints` (filler endpoints up to the large size) — each interleaved
-//! with `bare` again. Services: the ClusterIP path exists (part 1 of
-//! issue 11) but its pod→service rows (N services vs. kube-proxy's
-//! iptables) are not built yet.
+//! with `bare` again. Then the service series ([`services`]): pod to a
+//! ClusterIP with 1, 1k, 10k and 100k services, `pilus` against kube-proxy's
+//! iptables, `bare` pod to pod as the floor.
 
 mod bare;
 pub mod iptables;
 pub mod kube_proxy;
 mod pilus;
+pub mod services;
 pub mod summary;
 
 use crate::{
@@ -46,17 +47,14 @@ use summary::{cdf_points, paired_ratios, quantile_us, round, Spread};
 
 pub use pilus::{policy_yaml, MAX_ENDPOINTS};
 
-/// What the service rows say until their benchmark exists (the ClusterIP
-/// path does; its per-packet cost is in `bench datapath`).
-pub const SERVICES: &str =
-    "not yet built (ClusterIP services exist; their per-packet cost is in bench datapath)";
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Topology {
     SameNode,
     Tunnel,
     Direct,
+    /// The same node's client to a ClusterIP whose endpoint is the server.
+    Service,
 }
 
 impl Topology {
@@ -65,6 +63,7 @@ impl Topology {
             Topology::SameNode => "pod to pod, same node",
             Topology::Tunnel => "pod to pod, two nodes, tunnel",
             Topology::Direct => "pod to pod, two nodes, direct routing",
+            Topology::Service => "pod to service (ClusterIP), same node",
         }
     }
 
@@ -73,6 +72,7 @@ impl Topology {
             Topology::SameNode => "same-node",
             Topology::Tunnel => "tunnel",
             Topology::Direct => "direct",
+            Topology::Service => "service",
         }
     }
 }
@@ -115,6 +115,15 @@ impl Config {
             (Topology::Direct, Config::Pilus) => {
                 "pilus direct routing (bpf_host on the uplink), allow policy"
             }
+            (Topology::Service, Config::Bare | Config::BareAgain) => {
+                "pod to pod directly (no service), veth pairs + kernel routing"
+            }
+            (Topology::Service, Config::Pilus) => {
+                "pilusd: the ClusterIP load-balanced in from-container, allow policy"
+            }
+            (Topology::Service, Config::Iptables) => {
+                "kube-proxy iptables (KUBE-SERVICES -> SVC -> SEP DNAT) + per-pod chains"
+            }
             (_, Config::Iptables) => "kernel routing + per-pod iptables chains, same policy",
         }
     }
@@ -138,6 +147,10 @@ pub struct Options {
     pub policy_entries: [usize; 2],
     /// Endpoints on the node: the main phase's, the endpoints series'.
     pub endpoints: [usize; 2],
+    /// Tests of the service series (empty: no service phases).
+    pub service_tests: Vec<Test>,
+    /// The service counts of the series, increasing.
+    pub services: Vec<usize>,
 }
 
 impl Options {
@@ -159,6 +172,8 @@ impl Options {
             scaling_tests: vec![Test::TcpRr, Test::TcpCrr],
             policy_entries: [10, 10_000],
             endpoints: [10, 500],
+            service_tests: vec![Test::TcpCrr, Test::TcpRr],
+            services: vec![1, 1_000, 10_000, 100_000],
         }
     }
 
@@ -170,6 +185,7 @@ impl Options {
             repetitions: 2,
             policy_entries: [10, 100],
             endpoints: [10, 16],
+            services: vec![1, 10],
             ..Options::full(bin_dir)
         }
     }
@@ -192,6 +208,22 @@ impl Options {
                 format!(
                     "need 2 <= small <= large <= {}, not {small} / {large}",
                     iptables::MAX_ENTRIES
+                ),
+            );
+        }
+        if self.services.windows(2).any(|w| w[0] >= w[1])
+            || self.services.first().is_some_and(|&n| n == 0)
+            || self
+                .services
+                .last()
+                .is_some_and(|&n| n > kube_proxy::MAX_SERVICES)
+        {
+            return bad(
+                "services",
+                format!(
+                    "need increasing counts from 1 to {}, not {:?}",
+                    kube_proxy::MAX_SERVICES,
+                    self.services
                 ),
             );
         }
@@ -278,6 +310,15 @@ pub struct Phase {
     pub iptables_rules: usize,
     /// Endpoints on the node, as pilusd counts them.
     pub endpoints: usize,
+    /// Services that exist (the service series; 0 elsewhere).
+    pub services: usize,
+    /// Seconds the agent took to import every service so far, in imports
+    /// of [`services::BATCH`] (the service series).
+    pub pilus_services_apply_s: Option<f64>,
+    /// Seconds iptables-restore took to write this step's nat table, and
+    /// its rules.
+    pub iptables_services_apply_s: Option<f64>,
+    pub iptables_nat_rules: usize,
     pub groups: Vec<Group>,
 }
 
@@ -292,13 +333,18 @@ pub struct Report {
     /// The quantiles of every row's `cdf_us`.
     pub cdf_points: Vec<f64>,
     pub phases: Vec<Phase>,
-    /// Service rows: not yet built ([`SERVICES`]).
-    pub services: &'static str,
 }
 
 impl Report {
     pub fn phase(&self, name: &str) -> Option<&Phase> {
         self.phases.iter().find(|p| p.name == name)
+    }
+
+    /// The service series' phase at `n` services.
+    pub fn service_phase(&self, n: usize) -> Option<&Phase> {
+        self.phases
+            .iter()
+            .find(|p| p.name == "services" && p.services == n)
     }
 
     pub fn group(&self, phase: &str, t: Topology, test: Test) -> Option<&Group> {
@@ -317,6 +363,10 @@ struct Hosts {
     same_pilus: AgentNode,
     /// Tunnel (kernel VXLAN, pilus) and direct (kernel routes, pilus).
     cross: Option<[(TwoNodes, LabPair); 2]>,
+    /// The same nodes' client and server, the server reached at
+    /// [`services::VIP`].
+    svc_pilus: Ends,
+    svc_ipt: Ends,
 }
 
 impl Hosts {
@@ -334,6 +384,9 @@ impl Hosts {
             (Topology::SameNode, Config::Pilus) => &self.same_pilus.ends,
             (Topology::Tunnel, _) => cross(0),
             (Topology::Direct, _) => cross(1),
+            (Topology::Service, Config::Bare | Config::BareAgain) => &self.same_bare.ends,
+            (Topology::Service, Config::Pilus) => &self.svc_pilus,
+            (Topology::Service, Config::Iptables) => &self.svc_ipt,
         }
     }
 
@@ -394,10 +447,18 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             ),
         ])
     };
+    let same_ipt = SameNode::build("b13i")?;
+    let same_pilus = AgentNode::start(&opts.bin_dir)?;
+    let at_vip = |e: &Ends| Ends {
+        server_ip: services::VIP,
+        ..e.clone()
+    };
     let mut hosts = Hosts {
         same_bare: SameNode::build("b13b")?,
-        same_ipt: SameNode::build("b13i")?,
-        same_pilus: AgentNode::start(&opts.bin_dir)?,
+        svc_pilus: at_vip(&same_pilus.ends),
+        svc_ipt: at_vip(&same_ipt.ends),
+        same_ipt,
+        same_pilus,
         cross,
     };
     let timing = Timing {
@@ -442,6 +503,10 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         pilus_policy_entries: pe,
         iptables_rules: rules,
         endpoints: hosts.same_pilus.endpoints()?,
+        services: 0,
+        pilus_services_apply_s: None,
+        iptables_services_apply_s: None,
+        iptables_nat_rules: 0,
         groups: m.phase("main", &hosts, &items)?,
     }];
     hosts.same_pilus.check_alive()?;
@@ -460,6 +525,10 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             pilus_policy_entries: pe,
             iptables_rules: rules,
             endpoints: hosts.same_pilus.endpoints()?,
+            services: 0,
+            pilus_services_apply_s: None,
+            iptables_services_apply_s: None,
+            iptables_nat_rules: 0,
             groups: m.phase("policy", &hosts, &items)?,
         });
         hosts.grow(e_large)?;
@@ -471,9 +540,44 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             pilus_policy_entries: pe,
             iptables_rules: rules,
             endpoints: hosts.same_pilus.endpoints()?,
+            services: 0,
+            pilus_services_apply_s: None,
+            iptables_services_apply_s: None,
+            iptables_nat_rules: 0,
             groups: m.phase("endpoints", &hosts, &items)?,
         });
         hosts.same_pilus.check_alive()?;
+    }
+
+    if !opts.service_tests.is_empty() && !opts.services.is_empty() {
+        let three = [Config::Bare, Config::Pilus, Config::Iptables];
+        let items: Vec<(Topology, Test, &[Config])> = opts
+            .service_tests
+            .iter()
+            .map(|&t| (Topology::Service, t, &three[..]))
+            .collect();
+        let (pe, rules) = hosts.policy(p_small)?;
+        let mut have = 0;
+        let mut pilus_s = 0.0;
+        for &n in &opts.services {
+            tracing::info!(services = n, "adding services");
+            pilus_s += services::add_to_pilus(&hosts.same_pilus, have, n)?.as_secs_f64();
+            have = n;
+            let (ipt, nat_rules) = services::apply_to_iptables(&hosts.same_ipt, n)?;
+            phases.push(Phase {
+                name: "services",
+                policy_entries: p_small,
+                pilus_policy_entries: pe,
+                iptables_rules: rules,
+                endpoints: hosts.same_pilus.endpoints()?,
+                services: n,
+                pilus_services_apply_s: Some(round(pilus_s, 3)),
+                iptables_services_apply_s: Some(round(ipt.as_secs_f64(), 3)),
+                iptables_nat_rules: nat_rules,
+                groups: m.phase("services", &hosts, &items)?,
+            });
+            hosts.same_pilus.check_alive()?;
+        }
     }
     tracing::info!("removing the hosts");
     drop(hosts);
@@ -486,7 +590,6 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         iptables,
         cdf_points: cdf_points(),
         phases,
-        services: SERVICES,
     })
 }
 

@@ -156,6 +156,11 @@ impl AgentNode {
         Ok(())
     }
 
+    /// A client of the private agent.
+    pub(crate) fn client(&self) -> pilus_client::blocking::Client {
+        self.agent.client()
+    }
+
     /// Endpoints on the node, as the agent counts them.
     pub(crate) fn endpoints(&self) -> Result<usize, Error> {
         let s: api::Status = self

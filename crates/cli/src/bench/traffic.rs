@@ -64,6 +64,12 @@ pub struct TrafficArgs {
     /// Endpoints on the node, the main phase's and the series' (e.g. 10,500).
     #[arg(long, value_delimiter = ',', value_name = "SMALL,LARGE")]
     pub endpoints: Vec<usize>,
+    /// The service series' counts, increasing (default 1,1000,10000,100000).
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub services: Vec<usize>,
+    /// No service series (pod to a ClusterIP, pilus vs. kube-proxy iptables).
+    #[arg(long)]
+    pub no_services: bool,
 }
 
 fn seconds(flag: &str, s: f64) -> Result<Duration> {
@@ -114,6 +120,12 @@ impl TrafficArgs {
         if !self.endpoints.is_empty() {
             o.endpoints = pair("endpoints", &self.endpoints)?;
         }
+        if !self.services.is_empty() {
+            o.services = self.services.clone();
+        }
+        if self.no_services {
+            o.service_tests.clear();
+        }
         Ok(o)
     }
 }
@@ -134,6 +146,15 @@ pub fn print_table(r: &Report) {
             "\nphase {}: policy entries {} (pilus {}, iptables rules {}), endpoints {}",
             p.name, p.policy_entries, p.pilus_policy_entries, p.iptables_rules, p.endpoints
         );
+        if p.name == "services" {
+            println!(
+                "{} services: pilusd imported them in {:.3} s; iptables-restore wrote {} nat rules in {:.3} s",
+                p.services,
+                p.pilus_services_apply_s.unwrap_or(0.0),
+                p.iptables_nat_rules,
+                p.iptables_services_apply_s.unwrap_or(0.0)
+            );
+        }
         for g in &p.groups {
             let noise = g
                 .noise
@@ -182,5 +203,4 @@ pub fn print_table(r: &Report) {
             }
         }
     }
-    println!("\nservices: {}", r.services);
 }
