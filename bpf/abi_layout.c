@@ -23,4 +23,6 @@ ABI(frag_key4);
 ABI(frag_ports);
 ABI(metrics_value);
 ABI(event);
+ABI(monitor_config);
+ABI(event_stats);
 ABI(abi_stamp);

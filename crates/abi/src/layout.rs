@@ -99,7 +99,12 @@ pub fn all() -> Vec<StructLayout> {
                 policy_rev,
                 flags,
                 tx_tcp_flags,
-                rx_tcp_flags
+                rx_tcp_flags,
+                tx_flags_reported,
+                rx_flags_reported,
+                last_tx_report,
+                last_rx_report,
+                _pad
             ]
         ),
         layout!(FragKey4, "frag_key4", [saddr, daddr, id, protocol, _pad]),
@@ -120,9 +125,20 @@ pub fn all() -> Vec<StructLayout> {
                 src_identity,
                 dst_identity,
                 ktime_ns,
+                ct_state,
+                verdict,
+                dst_ep_id,
+                cpu,
+                _pad,
+                cookie,
+                hash,
+                arg1,
+                arg2,
                 data
             ]
         ),
+        layout!(MonitorConfig, "monitor_config", [aggregation, flags]),
+        layout!(EventStats, "event_stats", [submitted, lost]),
         layout!(AbiStamp, "abi_stamp", [abi_version, _pad, layout_hash]),
     ]
 }

@@ -8,6 +8,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use pilus_abi::Aggregation;
 use pilus_agent::{
     api::{self, Limits},
     datapath::Pinned,
@@ -20,7 +21,8 @@ use pilus_controlplane::{
     ControlPlane, Settings,
 };
 use pilus_datapath::{
-    config::TUNNEL_MTU, Datapath, EventReader, LoadOptions, NodeConfig, NodeDevice, PodCidr,
+    config::TUNNEL_MTU, Datapath, EventReader, LoadOptions, MonitorSettings, NodeConfig,
+    NodeDevice, PodCidr,
 };
 use pilus_kvstore::{EtcdConfig, EtcdKv};
 use std::{
@@ -70,13 +72,20 @@ struct Args {
     /// path), entered before any thread starts.
     #[arg(long)]
     netns: Option<String>,
-    /// Report every forwarded packet as a trace event (`pilus monitor --type
-    /// trace`), not only drops. Costs a ring-buffer record (a reserve, a
-    /// 128-byte copy, a submit) on every packet the datapath forwards: for
-    /// debugging, not for production load. Applies to every endpoint from
-    /// start-up on, also those attached by an earlier run.
+    /// How many trace events flows emit, as Cilium's MonitorAggregationLevel:
+    /// `none` (every packet at every observation point), `low` (no
+    /// receive-side points), `medium` (established flows only when they
+    /// have news: new TCP flags, or every 5 s), `maximum` (only on new TCP
+    /// flags). Drops and policy denials are always reported. Changed live
+    /// with `pilus config MonitorAggregationLevel=LEVEL`; applies to every
+    /// endpoint, also those attached by an earlier run.
+    #[arg(long, value_name = "LEVEL", default_value = "medium")]
+    monitor_aggregation: Aggregation,
+    /// Compile trace events out of the datapath (the verifier removes them):
+    /// only drops and policy denials are ever reported. The floor the
+    /// observability benchmark compares against.
     #[arg(long)]
-    trace: bool,
+    no_trace_events: bool,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
@@ -199,7 +208,7 @@ fn run() -> Result<()> {
         node: NodeConfig {
             router_ip4: router,
             pod_cidr,
-            trace: args.trace,
+            trace_events: !args.no_trace_events,
             tunnel_ifindex,
             ..Default::default()
         },
@@ -207,6 +216,11 @@ fn run() -> Result<()> {
         pin_dir: Some(pin_dir.clone()),
     })
     .context("loading the datapath")?;
+    dp.set_monitor_settings(MonitorSettings {
+        aggregation: args.monitor_aggregation,
+        ..Default::default()
+    })
+    .context("setting the monitor's aggregation level")?;
     if tunnel_ifindex != 0 {
         dp.attach_node_device(node::VXLAN_DEVICE, NodeDevice::Overlay)
             .context("attaching the overlay program")?;
@@ -331,7 +345,12 @@ async fn serve(
         let limits = limits.clone();
         tokio::spawn(async move { api::serve(listener, app, &limits, stopping).await })
     };
-    tracing::info!(socket = %args.socket.display(), trace = args.trace, "pilusd ready");
+    tracing::info!(
+        socket = %args.socket.display(),
+        monitor_aggregation = %args.monitor_aggregation,
+        trace_events = !args.no_trace_events,
+        "pilusd ready"
+    );
 
     let signal = tokio::select! {
         _ = term.recv() => "SIGTERM",

@@ -314,6 +314,7 @@ mod tests {
             dst_identity: 257,
             ktime_ns,
             data: [0; 128],
+            ..Default::default()
         }
     }
 

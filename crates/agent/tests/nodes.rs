@@ -93,7 +93,7 @@ fn cluster(
         .clustered(routing, etcd_members, lease_ttl)
         .unwrap();
     Fixture {
-        lab: Lab::up(paths, plan, false).expect("lab up"),
+        lab: Lab::up(paths, plan).expect("lab up"),
     }
 }
 

@@ -386,7 +386,7 @@ pub fn run(paths: Paths, out: &mut dyn Write) -> Result<(), Error> {
         .map_err(LabError::from)
         .map_err(lab_err("planning the lab"))?;
     let t = Instant::now();
-    let lab = Lab::up(paths.clone(), plan, true).map_err(lab_err("bringing up the lab"))?;
+    let lab = Lab::up(paths.clone(), plan).map_err(lab_err("bringing up the lab"))?;
     let down = Down(paths);
     let node = lab.state.nodes[0].name.clone();
     let mut d = Demo {

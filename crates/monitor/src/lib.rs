@@ -400,6 +400,7 @@ mod tests {
             dst_identity: 257,
             ktime_ns: 1,
             data,
+            ..Default::default()
         }
     }
 
