@@ -1,6 +1,7 @@
-//! The control plane's datapath traits over the loaded, pinned BPF objects:
-//! the one place in the agent that reaches `pilus_datapath` (and through it
-//! aya). The maps sit behind one lock; each call is a few map operations.
+//! The control plane's datapath traits (and the monitor's settings) over the
+//! loaded, pinned BPF objects: the one place in the agent that reaches
+//! `pilus_datapath` (and through it aya). The maps sit behind one lock; each
+//! call is a few map operations.
 
 use ipnet::Ipv4Net;
 use pilus_abi::{CtEntry, CtKey4, EndpointInfo, IpcacheValue, PolicyKey, PolicyValue};
@@ -116,6 +117,18 @@ impl Conntrack for Pinned {
     }
     fn ct_now(&self) -> DpResult<u32> {
         self.dp().ct_now().map_err(err("read the conntrack clock"))
+    }
+}
+
+impl crate::monitor::MonitorControl for Pinned {
+    fn settings(&self) -> Result<pilus_datapath::MonitorSettings, pilus_datapath::Error> {
+        self.dp().monitor_settings()
+    }
+    fn set_settings(
+        &self,
+        s: pilus_datapath::MonitorSettings,
+    ) -> Result<(), pilus_datapath::Error> {
+        self.dp().set_monitor_settings(s)
     }
 }
 

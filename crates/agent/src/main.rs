@@ -300,7 +300,13 @@ fn run() -> Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
     }
     let runtime = runtime()?;
-    runtime.block_on(serve(&args, Arc::clone(&agent), event_reader, &limits))?;
+    runtime.block_on(serve(
+        &args,
+        Arc::clone(&agent),
+        event_reader,
+        dp.clone(),
+        &limits,
+    ))?;
     // A change still running on the blocking pool finishes before the
     // process exits: it is never cut in half by the exit. The node's keys
     // in etcd stay for their ttl: a restart takes them over and other
@@ -317,6 +323,7 @@ async fn serve(
     args: &Args,
     agent: Arc<ControlPlane>,
     event_reader: EventReader,
+    monitor_control: Arc<Pinned>,
     limits: &Limits,
 ) -> Result<()> {
     // Handlers before the socket exists: from the moment a client can
@@ -332,7 +339,10 @@ async fn serve(
         tokio::net::UnixListener::from_std(listener).context("registering the API socket")?;
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let events = Arc::new(monitor::Monitor::new(monitor::CAPACITY));
+    let events = Arc::new(monitor::Monitor::with_control(
+        monitor::CAPACITY,
+        monitor_control,
+    ));
     let reader = tokio::spawn(monitor::read_events(
         monitor::DatapathEvents(event_reader),
         Arc::clone(&events),

@@ -23,6 +23,7 @@ fn every_command_has_help() {
         "namespace",
         "bpf",
         "monitor",
+        "config",
         "bench",
         "Exit codes",
     ] {
@@ -48,14 +49,23 @@ fn every_command_has_help() {
             &["monitor", "--help"],
             &[
                 "--type",
-                "drop, trace",
+                "policy-verdict",
+                "--from",
+                "--to",
+                "--related-to",
+                "--json",
+                "cilium monitor -j",
                 "--follow",
                 "--since",
                 "--count",
                 "xx drop (",
                 "-> endpoint",
-                "JSON Lines",
+                "MonitorAggregationLevel",
             ],
+        ),
+        (
+            &["config", "--help"],
+            &["MonitorAggregationLevel", "Debug", "Capture"],
         ),
     ] {
         let out = pilus(args);

@@ -996,6 +996,7 @@ impl ControlPlane {
             resync_removed: self.resync.1,
             uptime_seconds: self.started.elapsed().as_secs(),
             cluster: self.cluster_status(),
+            monitor: None,
         }
     }
 
