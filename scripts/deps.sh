@@ -5,8 +5,9 @@
 #                      (`ip`, used by the lab and the tests), protobuf-compiler
 #                      (`protoc`, for etcd-client's build script) and
 #                      etcd-server (the cluster store's tests run a real etcd
-#                      3.4 in their own namespaces); installs only what is
-#                      missing, so a second run costs nothing.
+#                      3.4 in their own namespaces) and iperf3 (TCP_STREAM
+#                      of the observability benchmark); installs only what
+#                      is missing, so a second run costs nothing.
 
 # shellcheck shell=bash
 pilus_build_deps() {
@@ -16,6 +17,7 @@ pilus_build_deps() {
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
   command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+  command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
   [ ${#need[@]} -eq 0 ] && return 0
   echo "== installing: ${need[*]}" >&2
   apt-get update -qq

@@ -563,6 +563,9 @@ impl Lab {
                 "--monitor-aggregation",
                 &self.state.plan.monitor_aggregation,
             ]);
+        if !self.state.plan.trace_events {
+            cmd.arg("--no-trace-events");
+        }
         if let Some(cluster) = &self.state.plan.cluster {
             let node = self
                 .state

@@ -116,6 +116,14 @@ pub struct Plan {
     /// The agents' `--monitor-aggregation` (the level's name).
     #[serde(default = "default_aggregation")]
     pub monitor_aggregation: String,
+    /// Trace events compiled into the agents' datapath (false:
+    /// `--no-trace-events`, the observability benchmark's floor).
+    #[serde(default = "yes")]
+    pub trace_events: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_aggregation() -> String {
@@ -160,6 +168,7 @@ impl Plan {
             pods: Vec::new(),
             cluster: None,
             monitor_aggregation: default_aggregation(),
+            trace_events: true,
         };
         for i in 1..=nodes {
             let node = format!("node-{i}");
@@ -193,6 +202,12 @@ impl Plan {
     /// than the default (medium).
     pub fn with_monitor_aggregation(mut self, level: Aggregation) -> Plan {
         self.monitor_aggregation = level.name().to_string();
+        self
+    }
+
+    /// The same lab with trace events compiled out of its datapath.
+    pub fn without_trace_events(mut self) -> Plan {
+        self.trace_events = false;
         self
     }
 

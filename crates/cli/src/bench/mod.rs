@@ -6,6 +6,7 @@ mod api;
 mod cluster;
 mod cni;
 mod datapath;
+mod observe;
 mod policy;
 
 use crate::Output;
@@ -31,6 +32,10 @@ pub enum BenchCommand {
     /// lab (vs. CNI ADD), and one agent's ingest time and memory for 100
     /// simulated nodes with 10,000 pods in etcd.
     Cluster(cluster::ClusterArgs),
+    /// The cost of observability: pod-to-pod TCP_RR and TCP_STREAM with the
+    /// monitor's aggregation at none, medium and maximum vs. trace events
+    /// compiled out and bare veth routing (two one-node labs; needs iperf3).
+    Observe(observe::ObserveArgs),
 }
 
 pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
@@ -40,6 +45,7 @@ pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
         BenchCommand::Cni(args) => cni::run(args, output),
         BenchCommand::Api(args) => api::run(args, output),
         BenchCommand::Cluster(args) => cluster::run(args, output),
+        BenchCommand::Observe(args) => observe::run(args, output),
     }
 }
 
