@@ -77,21 +77,6 @@ fn collect(
     );
 }
 
-fn pilus(c: &Cluster, args: &[&str]) -> String {
-    let out = Command::new(pilus_cli())
-        .arg("--socket")
-        .arg(c.socket())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pilus {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Between `a` and `b`, either way.
 fn between(e: &MonitorEvent, a: &Pod, b: &Pod) -> bool {
     let (s, d) = (e.packet.src_ip, e.packet.dst_ip);
@@ -215,18 +200,15 @@ fn same_node_request_and_reply_pass_each_observation_point_with_state_and_identi
     );
 
     // The CLI says the same, one line each, filtered to web's traffic.
-    let text = pilus(
-        &c,
-        &[
-            "monitor",
-            "--type",
-            "trace",
-            "--related-to",
-            &web.ep.id.to_string(),
-            "--since",
-            &since.to_string(),
-        ],
-    );
+    let text = c.pilus(&[
+        "monitor",
+        "--type",
+        "trace",
+        "--related-to",
+        &web.ep.id.to_string(),
+        "--since",
+        &since.to_string(),
+    ]);
     let syn = format!("-> endpoint {} (shop/web) (to-endpoint) flow ", web.ep.id);
     let line = text
         .lines()
@@ -240,16 +222,13 @@ fn same_node_request_and_reply_pass_each_observation_point_with_state_and_identi
         "{line}"
     );
     // --from the web pod: only what web sent.
-    let text = pilus(
-        &c,
-        &[
-            "monitor",
-            "--from",
-            &web.ep.id.to_string(),
-            "--since",
-            &since.to_string(),
-        ],
-    );
+    let text = c.pilus(&[
+        "monitor",
+        "--from",
+        &web.ep.id.to_string(),
+        "--since",
+        &since.to_string(),
+    ]);
     assert!(!text.is_empty());
     assert!(
         text.lines()
@@ -366,10 +345,7 @@ fn verdicts_name_the_rule_that_allowed_and_drops_the_policy_that_denied() {
         && e.verdict.as_ref().unwrap().action == "deny"));
 
     // Every drop line of the CLI prints the policy's name.
-    let text = pilus(
-        &c,
-        &["monitor", "--type", "drop", "--since", &since.to_string()],
-    );
+    let text = c.pilus(&["monitor", "--type", "drop", "--since", &since.to_string()]);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 2, "{text}");
     for l in &lines {
@@ -382,16 +358,13 @@ fn verdicts_name_the_rule_that_allowed_and_drops_the_policy_that_denied() {
             "a drop line without its policy: {l}"
         );
     }
-    let text = pilus(
-        &c,
-        &[
-            "monitor",
-            "--type",
-            "policy-verdict",
-            "--since",
-            &since.to_string(),
-        ],
-    );
+    let text = c.pilus(&[
+        "monitor",
+        "--type",
+        "policy-verdict",
+        "--since",
+        &since.to_string(),
+    ]);
     assert!(
         text.lines().any(|l| l.starts_with(&format!(
             "Policy verdict log: flow 0x0 local EP ID {} (shop/web), remote ID {}, proto 6, ingress, action allow, match L3-L4, policy: allowed by CiliumNetworkPolicy shop/web-allows-client rule spec.ingress[0]",
@@ -437,7 +410,7 @@ fn monitor_json_parses_line_by_line_with_cilium_field_names_and_types() {
     assert!(probe::tcp(&client.ns, SocketAddrV4::new(web.ep.ipv4, 80), YES).unwrap());
     assert!(!probe::tcp(&client.ns, SocketAddrV4::new(web.ep.ipv4, 81), NO).unwrap());
     collect(&c, since, "type=drop", |evs| !evs.is_empty());
-    let text = pilus(&c, &["monitor", "-j", "--since", &since.to_string()]);
+    let text = c.pilus(&["monitor", "-j", "--since", &since.to_string()]);
     let seed: serde_json::Value = serde_json::from_str(SEED_002).unwrap();
     let mut kinds = std::collections::BTreeMap::new();
     let mut icmp = 0;
@@ -525,7 +498,7 @@ fn round_trips(client: &Pod, web: &Pod, port: u16, n: usize) {
 fn aggregation_changed_live_thins_established_flows_but_never_drops() {
     let c = two_pods("agg", &[]);
     let (web, client) = (c.pod("shop", "web"), c.pod("shop", "client"));
-    let text = pilus(&c, &["config"]);
+    let text = c.pilus(&["config"]);
     assert!(
         text.contains("MonitorAggregationLevel   medium"),
         "the default: {text}"
@@ -559,7 +532,7 @@ fn aggregation_changed_live_thins_established_flows_but_never_drops() {
     );
     assert!(medium.iter().any(|e| e.state == "new"));
     // None, set live through the CLI (Cilium's spelling).
-    let text = pilus(&c, &["config", "MonitorAggregationLevel=None"]);
+    let text = c.pilus(&["config", "MonitorAggregationLevel=None"]);
     assert!(text.contains("MonitorAggregationLevel   none"), "{text}");
     let st: Status = c.client().get_json("/v1/status").unwrap();
     assert_eq!(st.monitor.unwrap().config.aggregation, "none");
@@ -570,7 +543,7 @@ fn aggregation_changed_live_thins_established_flows_but_never_drops() {
         none.len()
     );
     // Maximum: drops and denials are still every one.
-    pilus(&c, &["config", "monitor-aggregation=maximum"]);
+    c.pilus(&["config", "monitor-aggregation=maximum"]);
     c.import(POLICIES)
         .expect("web allows client on 80/TCP only");
     let since = now(&c);
@@ -725,7 +698,7 @@ fn a_30s_flood_of_denied_packets_leaves_the_agent_responsive_and_counts_what_was
         lost > 0,
         "a flood of {sent} frames at aggregation none loses events: {read} read"
     );
-    let text = pilus(&c, &["status"]);
+    let text = c.pilus(&["status"]);
     assert!(
         text.contains(&format!("{} lost (ring buffer full)", after.events_lost)),
         "{text}"

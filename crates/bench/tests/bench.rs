@@ -171,7 +171,10 @@ fn observe_measures_every_configuration_in_each_round() {
     // Ratios are paired with the floors of the same round.
     let floor = &r.rows[1];
     assert_eq!(floor.config, observe::Config::CompiledOut);
-    assert_eq!((floor.rr_vs_compiled_out, floor.stream_vs_compiled_out), (1.0, 1.0));
+    assert_eq!(
+        (floor.rr_vs_compiled_out, floor.stream_vs_compiled_out),
+        (1.0, 1.0)
+    );
     assert!(!r.loadavg_before.is_empty());
     let mut prefixes: Vec<String> = observe::PREFIXES.iter().map(|p| format!("{p}-")).collect();
     prefixes.push("pilus-bench-pbobs".into());

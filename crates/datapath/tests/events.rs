@@ -48,6 +48,20 @@ fn points(evs: &[Event]) -> Vec<(u8, u8)> {
         .collect()
 }
 
+/// B admits A on 80/TCP (or denies it), with this cookie.
+fn b_on_80_from_a(fx: &mut Fx, deny: bool, cookie: u32) {
+    fx.dp
+        .insert_policy(&policy_entry(
+            INGRESS,
+            ID_A,
+            Some(TCP),
+            Some((80, 80)),
+            deny,
+            cookie,
+        ))
+        .unwrap();
+}
+
 fn policy_entry(
     dir: u8,
     identity: u32,
@@ -247,16 +261,7 @@ fn policy_verdicts_name_the_level_direction_and_entry_that_decided() {
     fx.dp
         .insert_policy(&policy_entry(INGRESS, 0, None, None, false, 7))
         .unwrap();
-    fx.dp
-        .insert_policy(&policy_entry(
-            INGRESS,
-            ID_A,
-            Some(TCP),
-            Some((80, 80)),
-            true,
-            0x2002,
-        ))
-        .unwrap();
+    b_on_80_from_a(&mut fx, true, 0x2002);
     fx.events.drain();
     let out = fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
     assert_eq!(out.verdict, TC_ACT_SHOT);
@@ -393,12 +398,8 @@ fn aggregation_thins_established_traces_but_never_drops_or_denials() {
         // Drops and denials are never aggregated: a spoofed packet and a
         // denied flow, many times.
         fx.enforce('b', true, false);
-        let spoofed = PacketBuilder::new(MAC_A, NODE_MAC_A)
-            .ipv4("198.18.1.99".parse().unwrap(), IP_B)
-            .udp(1, 2)
-            .build();
         for _ in 0..5 {
-            fx.send_a(&spoofed);
+            fx.send_a(&spoofed());
             fx.send_a(&a_to_b().tcp(40100, 22, SYN).build());
         }
         let evs = fx.events.drain();
@@ -540,16 +541,7 @@ fn trace_events_compiled_out_leave_drops_and_denials() {
     set(&mut fx, Aggregation::None, true, true);
     fx.events.drain();
     fx.enforce('b', true, false);
-    fx.dp
-        .insert_policy(&policy_entry(
-            INGRESS,
-            ID_A,
-            Some(TCP),
-            Some((80, 80)),
-            false,
-            3,
-        ))
-        .unwrap();
+    b_on_80_from_a(&mut fx, false, 3);
     let out = fx.send_a(&a_to_b().tcp(40000, 80, SYN).build());
     assert_eq!(out.verdict, TC_ACT_REDIRECT, "{}", "allowed");
     let out = fx.send_a(&a_to_b().tcp(40000, 81, SYN).build());

@@ -8,7 +8,7 @@
 //! theirs here mirrors its verdict log line.
 
 use crate::{
-    format_line, icmp_name,
+    format_line, hop_summary, icmp_name,
     packet::{be16, ip},
     unhex,
     wire::{ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
@@ -167,15 +167,7 @@ fn trace_summary(e: &MonitorEvent) -> String {
     match e.observation_point.as_str() {
         "to-endpoint" => format!("-> endpoint {}", e.dst_endpoint.unwrap_or(0)),
         "from-endpoint" => format!("<- endpoint {}", e.src_endpoint.unwrap_or(e.endpoint)),
-        "to-stack" => "-> stack".into(),
-        "from-stack" => "<- stack".into(),
-        "to-overlay" => "-> overlay".into(),
-        "from-overlay" => "<- overlay".into(),
-        "to-network" => "-> network".into(),
-        "from-network" => "<- network".into(),
-        "to-host" => "-> host".into(),
-        "from-host" => "<- host".into(),
-        _ => "unknown trace".into(),
+        other => hop_summary(other).unwrap_or("unknown trace").to_string(),
     }
 }
 

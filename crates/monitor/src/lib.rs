@@ -265,6 +265,23 @@ pub fn observation_point_name(obs: u8) -> String {
     }
 }
 
+/// How cilium monitor sums up a trace at a point other than an endpoint
+/// (`-> stack`, `<- overlay`, ...); `None` for the endpoint points, which
+/// name their endpoint.
+pub fn hop_summary(obs: &str) -> Option<&'static str> {
+    Some(match obs {
+        "to-stack" => "-> stack",
+        "from-stack" => "<- stack",
+        "to-overlay" => "-> overlay",
+        "from-overlay" => "<- overlay",
+        "to-network" => "-> network",
+        "from-network" => "<- network",
+        "to-host" => "-> host",
+        "from-host" => "<- host",
+        _ => return None,
+    })
+}
+
 /// Cilium's names of conntrack states (`state` of cilium monitor -j).
 pub fn ct_state_name(state: u8) -> String {
     match state {

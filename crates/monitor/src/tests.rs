@@ -83,6 +83,20 @@ impl Names for Fake {
     }
 }
 
+/// A's SYN to B dropped by a deny rule of B's ingress, in A's program.
+fn deny_at_web() -> Event {
+    let mut ev = event(
+        EVENT_DROP,
+        DROP_POLICY_DENY,
+        OBS_FROM_ENDPOINT,
+        DIR_INGRESS,
+        12,
+        &syn(),
+    );
+    ev.dst_ep_id = 13;
+    ev
+}
+
 fn dec(ev: &Event) -> MonitorEvent {
     decode(&Record::Event(*ev), 7, 99, &Fake)
 }
@@ -204,15 +218,7 @@ fn arrivals_from_other_nodes_name_the_local_receiver_only() {
 #[test]
 fn a_policy_drop_names_the_policy_of_the_endpoint_whose_direction_decided() {
     // B's ingress policy, applied in A's program: B's policy, peer A.
-    let mut ev = event(
-        EVENT_DROP,
-        DROP_POLICY_DENY,
-        OBS_FROM_ENDPOINT,
-        DIR_INGRESS,
-        12,
-        &syn(),
-    );
-    ev.dst_ep_id = 13;
+    let mut ev = deny_at_web();
     ev.cookie = 0x3001;
     let e = dec(&ev);
     let r = e.reason.as_ref().unwrap();
@@ -533,15 +539,7 @@ fn json_lines_carry_cilium_monitors_fields_with_their_types() {
     assert_eq!(ours, seed, "the same values too");
 
     // Drops: Cilium's DropNotifyVerbose fields, plus the policy.
-    let mut ev = event(
-        EVENT_DROP,
-        DROP_POLICY_DENY,
-        OBS_FROM_ENDPOINT,
-        DIR_INGRESS,
-        12,
-        &syn(),
-    );
-    ev.dst_ep_id = 13;
+    let ev = deny_at_web();
     let d: serde_json::Value = serde_json::from_str(&cilium::json_line(&dec(&ev))).unwrap();
     let cilium_drop = serde_json::json!({
         "cpu": "CPU 01:", "type": "drop", "mark": "0x0", "reason": "Policy denied by a deny rule",

@@ -2,7 +2,7 @@
 //! Pilus adds: the observation point in parentheses, pods by name, and for
 //! policy drops and verdicts the policy (and rule) that decided.
 
-use crate::format_packet;
+use crate::{format_packet, hop_summary};
 use pilus_api_types::{MonitorEvent, MonitorKind};
 
 fn or_unknown(ep: Option<u16>) -> String {
@@ -48,15 +48,7 @@ pub fn format_line(e: &MonitorEvent) -> String {
             let summary = match obs.as_str() {
                 "to-endpoint" => format!("-> endpoint {}", named(e.dst_endpoint, &e.dst_pod)),
                 "from-endpoint" => format!("<- endpoint {}", named(e.src_endpoint, &e.src_pod)),
-                "to-stack" => "-> stack".into(),
-                "from-stack" => "<- stack".into(),
-                "to-overlay" => "-> overlay".into(),
-                "from-overlay" => "<- overlay".into(),
-                "to-network" => "-> network".into(),
-                "from-network" => "<- network".into(),
-                "to-host" => "-> host".into(),
-                "from-host" => "<- host".into(),
-                _ => "-> ?".into(),
+                other => hop_summary(other).unwrap_or("-> ?").to_string(),
             };
             format!(
                 "{summary} ({obs}) flow {:#x} {ids} state {} ifindex {}: {pkt}",

@@ -44,6 +44,19 @@ fn engine() -> (Engine, u32, u32, u32) {
     (e, web, client, intruder)
 }
 
+/// Web's (endpoint 1) ingress decision about `peer` on TCP `port`.
+fn web_ingress(peer: u32, port: u16, cookie: u32, denied: bool) -> Decision {
+    Decision {
+        ep_id: 1,
+        direction: Direction::Ingress,
+        peer,
+        protocol: 6,
+        port,
+        cookie,
+        denied,
+    }
+}
+
 /// The cookie of web's ingress entry for `peer`.
 fn cookie_for(e: &Engine, peer: u32) -> (u32, bool) {
     let p = e.endpoint_policy(1).unwrap();
@@ -60,15 +73,7 @@ fn an_allowed_flow_names_its_policy_rule_and_peers() {
     let (e, _web, client, _) = engine();
     let (cookie, deny) = cookie_for(&e, client);
     assert!(!deny);
-    let x = e.explain(&Decision {
-        ep_id: 1,
-        direction: Direction::Ingress,
-        peer: client,
-        protocol: 6,
-        port: 80,
-        cookie,
-        denied: false,
-    });
+    let x = e.explain(&web_ingress(client, 80, cookie, false));
     let Explanation::Rule {
         policy,
         rule,
@@ -111,15 +116,7 @@ fn a_denied_flow_names_the_deny_rule_and_a_default_deny_the_selecting_policies()
     let (cookie, deny) = cookie_for(&e, intruder);
     assert!(deny);
     assert_eq!(split_cookie(cookie).1, 1, "the second rule of the document");
-    let x = e.explain(&Decision {
-        ep_id: 1,
-        direction: Direction::Ingress,
-        peer: intruder,
-        protocol: 6,
-        port: 22,
-        cookie,
-        denied: true,
-    });
+    let x = e.explain(&web_ingress(intruder, 22, cookie, true));
     assert_eq!(x.policy().unwrap().name, "web-ingress");
     assert!(
         x.to_string().starts_with(
@@ -131,15 +128,7 @@ fn a_denied_flow_names_the_deny_rule_and_a_default_deny_the_selecting_policies()
     // The client on another port: nothing allows it, web is selected by
     // both policies.
     let client_id = e.endpoint(2).unwrap().identity;
-    let x = e.explain(&Decision {
-        ep_id: 1,
-        direction: Direction::Ingress,
-        peer: client_id,
-        protocol: 6,
-        port: 22,
-        cookie: 0,
-        denied: true,
-    });
+    let x = e.explain(&web_ingress(client_id, 22, 0, true));
     let Explanation::DefaultDeny { selected_by } = &x else {
         panic!("{x:?}")
     };
@@ -160,14 +149,6 @@ fn a_cookie_of_a_deleted_policy_is_said_to_be_unknown() {
     let (cookie, _) = cookie_for(&e, client);
     let id = e.rule_of_cookie(cookie).unwrap().0.clone();
     e.delete(&[id]);
-    let x = e.explain(&Decision {
-        ep_id: 1,
-        direction: Direction::Ingress,
-        peer: client,
-        protocol: 6,
-        port: 80,
-        cookie,
-        denied: false,
-    });
+    let x = e.explain(&web_ingress(client, 80, cookie, false));
     assert_eq!(x, Explanation::Unknown { cookie });
 }

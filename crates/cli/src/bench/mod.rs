@@ -66,6 +66,17 @@ fn pilusd(flag: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// Prints a report: itself as JSON, or its table.
+fn emit<R: serde::Serialize>(report: &R, output: Output, table: impl Fn(&R)) -> Result<()> {
+    match output {
+        Output::Json => crate::table::print_json(report),
+        Output::Human => {
+            table(report);
+            Ok(())
+        }
+    }
+}
+
 fn met(ok: bool) -> &'static str {
     if ok {
         "met"

@@ -2,7 +2,7 @@
 //! and TCP_STREAM at each monitor aggregation level against trace events
 //! compiled out and bare veth routing (`pilus_bench::observe`).
 
-use crate::{table::print_json, Output};
+use crate::Output;
 use anyhow::Result;
 use clap::Args;
 use pilus_bench::observe::{self, Options, Report};
@@ -28,13 +28,7 @@ pub fn run(a: ObserveArgs, output: Output) -> Result<()> {
         rounds: a.rounds,
         seconds: a.seconds,
     })?;
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
+    super::emit(&report, output, print_table)
 }
 
 fn print_table(r: &Report) {
