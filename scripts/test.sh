@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test tier of Pilus on a fresh Debian machine: installs what is
-# missing (clang-19, libbpf-dev, iproute2, protobuf-compiler, etcd-server;
-# podman, runc, busybox-static and containerd for the container-runtime
-# tests), then format, lints and
-# `cargo test --workspace`. Tiers 2 and 3 load BPF programs and build network
-# namespaces, so this must run as root; it fails loudly otherwise.
+# missing (clang-19, libbpf-dev, iproute2, protobuf-compiler, etcd-server,
+# prometheus; podman, runc, busybox-static and containerd for the
+# container-runtime tests), then format, lints and `cargo test --workspace`.
+# Tiers 2 and 3 load BPF programs and build network namespaces, so this must
+# run as root; it fails loudly otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

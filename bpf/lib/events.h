@@ -116,6 +116,10 @@ static __always_inline void emit_event(struct __sk_buff *ctx, const struct notif
 
 	ev = bpf_ringbuf_reserve(&pilus_events, sizeof(*ev), 0);
 	if (!ev) {
+		/* The reader fell behind and the ring is full: count the loss, so
+		 * it is never silent. One counter (pilus_evstats, per CPU) for
+		 * the monitor's in-sequence loss records and for
+		 * pilus_datapath_events_lost_total alike. */
 		event_count(true);
 		return;
 	}

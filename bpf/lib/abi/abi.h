@@ -74,6 +74,8 @@
 
 /* Metric reason 0 counts packets that were forwarded, not dropped. */
 #define METRIC_FORWARDED	0
+/* Events lost to a full ring buffer are not a metric reason: they are
+ * counted per CPU in pilus_evstats (struct event_stats). */
 
 /* ---------------------------------------------------------------- endpoints */
 

@@ -12,9 +12,12 @@ use pilus_abi::Aggregation;
 use pilus_agent::{
     api::{self, Limits},
     datapath::Pinned,
+    doctor::{facts::NodeSetup, Doctor},
+    metrics::{self, Instruments, Metrics, MetricsAddress},
     monitor,
     node::{self, RoutingArg},
     plumbing::NetlinkPlumbing,
+    view::DatapathView,
 };
 use pilus_controlplane::{
     cluster::{ClusterSettings, NodeRoutes, Routing},
@@ -115,6 +118,10 @@ struct Args {
     /// The VXLAN UDP port (tunnel mode).
     #[arg(long, default_value_t = 8472)]
     vxlan_port: u16,
+    /// Where to serve Prometheus metrics (`GET /metrics`), as ADDRESS:PORT
+    /// in the agent's network namespace, or `none`.
+    #[arg(long, default_value = metrics::DEFAULT_ADDRESS)]
+    metrics_address: MetricsAddress,
 }
 
 fn hostname() -> String {
@@ -234,6 +241,20 @@ fn run() -> Result<()> {
     }
     let event_reader =
         EventReader::new(&mut dp).context("opening the datapath's event ring buffer")?;
+    // Its own descriptors of the pinned maps: metrics and the doctor read
+    // them without the lock the control plane's writes take.
+    let view: Arc<dyn DatapathView> = Arc::new(
+        dp.inspector()
+            .context("opening the pinned maps for the metrics and pilus doctor")?,
+    );
+    let setup = NodeSetup {
+        routing: clustered.then_some(routing),
+        uplink: match (routing, &uplink) {
+            (Routing::Direct, Some((name, _))) => Some(name.clone()),
+            _ => None,
+        },
+        overlay: (tunnel_ifindex != 0).then(|| node::VXLAN_DEVICE.to_string()),
+    };
     let store = pilus_kvstore::LocalKv::open(&args.state_dir)
         .with_context(|| format!("opening the state in {}", args.state_dir.display()))?;
     let settings = Settings {
@@ -300,11 +321,16 @@ fn run() -> Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
     }
     let runtime = runtime()?;
+    let observe = Observe {
+        view,
+        setup,
+        monitor_control: dp.clone(),
+    };
     runtime.block_on(serve(
         &args,
         Arc::clone(&agent),
         event_reader,
-        dp.clone(),
+        observe,
         &limits,
     ))?;
     // A change still running on the blocking pool finishes before the
@@ -318,12 +344,21 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// Serves the API and reads the monitor's events until SIGTERM or SIGINT.
+/// What the metrics and the doctor read besides the control plane.
+struct Observe {
+    view: Arc<dyn DatapathView>,
+    setup: NodeSetup,
+    /// The monitor's run-time settings (pilus_monconf).
+    monitor_control: Arc<Pinned>,
+}
+
+/// Serves the API and the metrics and reads the monitor's events until
+/// SIGTERM or SIGINT.
 async fn serve(
     args: &Args,
     agent: Arc<ControlPlane>,
     event_reader: EventReader,
-    monitor_control: Arc<Pinned>,
+    observe: Observe,
     limits: &Limits,
 ) -> Result<()> {
     // Handlers before the socket exists: from the moment a client can
@@ -341,7 +376,7 @@ async fn serve(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let events = Arc::new(monitor::Monitor::with_control(
         monitor::CAPACITY,
-        monitor_control,
+        observe.monitor_control.clone(),
     ));
     let reader = tokio::spawn(monitor::read_events(
         monitor::DatapathEvents(event_reader),
@@ -349,7 +384,34 @@ async fn serve(
         monitor::TICK,
         stopping.clone(),
     ));
-    let shared = api::Shared::new(agent, events, stopping.clone());
+    let instruments = Instruments::default();
+    let metrics_server = match args.metrics_address {
+        MetricsAddress::Off => None,
+        MetricsAddress::At(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "binding the metrics address {addr} (--metrics-address none turns them off)"
+                )
+            })?;
+            let sources = metrics::Sources {
+                cp: Arc::clone(&agent),
+                monitor: Arc::clone(&events),
+                datapath: Some(Arc::clone(&observe.view)),
+            };
+            // The conntrack GC (issue 11) hands its ConntrackGcMetrics here.
+            let registry = Arc::new(Metrics::new(sources, &instruments, None));
+            let app = metrics::router(registry);
+            let stopping = stopping.clone();
+            tracing::info!(address = %addr, "serving metrics");
+            Some(tokio::spawn(async move {
+                api::serve(listener, app, &metrics::limits(), stopping).await
+            }))
+        }
+    };
+    let doctor = Arc::new(Doctor::new(Arc::clone(&agent), observe.view, observe.setup));
+    let shared = api::Shared::new(agent, events, stopping.clone())
+        .with_instruments(instruments)
+        .with_doctor(doctor);
     let app = api::router(shared, limits);
     let server = {
         let limits = limits.clone();
@@ -372,6 +434,11 @@ async fn serve(
         Ok(0) => {}
         Ok(dropped) => tracing::warn!(dropped, "API connections cut at exit"),
         Err(e) => tracing::error!(error = %e, "the API server task failed"),
+    }
+    if let Some(m) = metrics_server {
+        if let Err(e) = m.await {
+            tracing::error!(error = %e, "the metrics server task failed");
+        }
     }
     // The socket goes first, so a client sees "not running" rather than a
     // socket nobody answers.

@@ -12,11 +12,13 @@
 //! nothing on decoding.
 //!
 //! The reader is a task: it drains the ring buffer every [`TICK`] and
-//! whenever the buffer's fd turns readable ([`AsyncFd`]). After each drain
-//! it reads the datapath's per-CPU counts of events lost to a full ring and
-//! records each increase as a [`Record::Lost`] in sequence, so a reader sees
-//! where events went missing; the first read after start also reports what
-//! was lost while no agent read.
+//! whenever the buffer's fd turns readable ([`AsyncFd`]). Every event it
+//! reads is counted by kind ([`Monitor::totals`], for the metrics), without
+//! the ring's lock. After each drain it reads the datapath's per-CPU counts
+//! of events lost to a full ring and records each increase as a
+//! [`Record::Lost`] in sequence, so a reader sees where events went missing;
+//! the first read after start also reports what was lost while no agent
+//! read.
 
 use pilus_api_types::{MonitorFilter, MonitorKind};
 use pilus_datapath::MonitorSettings;
@@ -106,10 +108,29 @@ pub struct Monitor {
     /// The newest sequence number, for long polls to await.
     grew: watch::Sender<u64>,
     control: Arc<dyn MonitorControl>,
-    /// Events read from the datapath since the agent started.
-    read: AtomicU64,
+    /// Events read from the datapath since the agent started, by kind
+    /// (the slots of [`EventTotals`]).
+    totals: [AtomicU64; 6],
     /// Events the datapath lost to a full ring, as reported so far.
     lost: AtomicU64,
+}
+
+/// Events read from the datapath since the agent started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventTotals {
+    pub drops: u64,
+    pub traces: u64,
+    pub verdicts: u64,
+    pub debug: u64,
+    pub captures: u64,
+    /// Kinds this agent does not know (from a newer datapath).
+    pub other: u64,
+}
+
+impl EventTotals {
+    pub fn sum(&self) -> u64 {
+        self.drops + self.traces + self.verdicts + self.debug + self.captures + self.other
+    }
 }
 
 fn kind_of(r: &Record) -> MonitorKind {
@@ -188,8 +209,22 @@ impl Monitor {
             }),
             grew: watch::Sender::new(0),
             control,
-            read: AtomicU64::new(0),
+            totals: Default::default(),
             lost: AtomicU64::new(0),
+        }
+    }
+
+    /// Events read from the datapath since the agent started, by kind.
+    pub fn totals(&self) -> EventTotals {
+        let [drops, traces, verdicts, debug, captures, other] =
+            self.totals.each_ref().map(|t| t.load(Ordering::Relaxed));
+        EventTotals {
+            drops,
+            traces,
+            verdicts,
+            debug,
+            captures,
+            other,
         }
     }
 
@@ -206,7 +241,17 @@ impl Monitor {
     /// from the last sequence number and dropping the oldest records beyond
     /// the capacity; wakes every waiting reader.
     pub fn push(&self, events: &[pilus_abi::Event], wall_offset_ns: i64) {
-        self.read.fetch_add(events.len() as u64, Ordering::Relaxed);
+        for e in events {
+            let slot = match pilus_monitor::kind_of(e) {
+                MonitorKind::Drop => 0,
+                MonitorKind::Trace => 1,
+                MonitorKind::PolicyVerdict => 2,
+                MonitorKind::Debug => 3,
+                MonitorKind::Capture => 4,
+                MonitorKind::Lost | MonitorKind::Unknown => 5,
+            };
+            self.totals[slot].fetch_add(1, Ordering::Relaxed);
+        }
         self.push_records(
             events.iter().map(|e| (e.ktime_ns, Record::Event(*e))),
             wall_offset_ns,
@@ -251,10 +296,7 @@ impl Monitor {
     /// Events read from the datapath since the agent started, and events
     /// the datapath lost to a full ring.
     pub fn counts(&self) -> (u64, u64) {
-        (
-            self.read.load(Ordering::Relaxed),
-            self.lost.load(Ordering::Relaxed),
-        )
+        (self.totals().sum(), self.lost.load(Ordering::Relaxed))
     }
 
     /// The records after `q.since` that match, as they are now.
@@ -472,6 +514,17 @@ mod tests {
         m.push(&drops(2), 0);
         assert_eq!(seqs(&m.query_now(&q(3))), [4, 5]);
         assert_eq!(m.last_seq(), 5);
+        m.push(&[ev(EVENT_TRACE, 0), ev(9, 0)], 0);
+        assert_eq!(
+            m.totals(),
+            EventTotals {
+                drops: 5,
+                traces: 1,
+                other: 1,
+                ..Default::default()
+            },
+            "every event read is counted by kind"
+        );
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub mod paths {
     /// GET the monitor's settings ([`super::MonitorConfig`]); PUT (or
     /// POST) a [`super::MonitorConfigUpdate`] to change them live.
     pub const MONITOR_CONFIG: &str = "/v1/monitor/config";
+    /// GET: `pilus doctor`, a [`super::DoctorReport`] of this node.
+    pub const DOCTOR: &str = "/v1/doctor";
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -850,4 +852,67 @@ pub struct MonitorBatch {
     pub lost: u64,
     /// The matching events after `since`, oldest first.
     pub events: Vec<MonitorEvent>,
+}
+
+// ---------------------------------------------------------------------------
+// Doctor: faults that bypass or break the datapath (`GET /v1/doctor`)
+// ---------------------------------------------------------------------------
+
+/// How bad a finding is; ordered, worst last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ok,
+    /// Worth a look; the datapath works as configured (or the check could
+    /// not run: its finding says why).
+    Warning,
+    /// Traffic is dropped, bypasses the datapath or goes astray.
+    Fault,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warning => "warning",
+            Severity::Fault => "fault",
+        }
+    }
+}
+
+/// One thing a check found, with what it saw and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorFinding {
+    pub severity: Severity,
+    /// The problem, in a sentence.
+    pub problem: String,
+    /// What was seen: the rule, the route, the sysctl, the filters, the
+    /// counts, each a line.
+    pub evidence: Vec<String>,
+    /// What to do about it.
+    pub fix: String,
+}
+
+/// One check of `pilus doctor`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorCheck {
+    /// A stable name: `ip-rules`, `programs`, `sysctl`, `map-pressure`,
+    /// `events-lost`, `etcd`.
+    pub name: String,
+    /// What it looks at, in a line.
+    pub title: String,
+    /// The worst severity among its findings; `ok` when there are none.
+    pub status: Severity,
+    /// What it saw, in a line (also when all is well).
+    pub summary: String,
+    pub findings: Vec<DoctorFinding>,
+}
+
+/// `GET /v1/doctor`: every check, run in the node's namespace by its agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorReport {
+    pub node_name: String,
+    /// The worst status of any check.
+    pub status: Severity,
+    pub checks: Vec<DoctorCheck>,
 }

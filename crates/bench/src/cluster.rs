@@ -28,7 +28,7 @@ use pilus_controlplane::{
     persist::{self, StoredLabels},
 };
 use pilus_kvstore::{ClusterStore, EtcdConfig, EtcdKv, KvStore, Lease, Txn};
-use pilus_lab::{plan::Routing, Lab, LabError, Paths, Plan, PodPlan};
+use pilus_lab::{plan::Routing, Lab, LabError, Paths, Plan, PodPlan, Teardown};
 use serde::Serialize;
 use std::{
     net::Ipv4Addr,
@@ -154,17 +154,6 @@ pub struct Scale {
     /// all against a fresh agent with none (the RSS right after the bulk
     /// can reuse heap the start-up freed, so it undercounts).
     pub restart_rss_per_remote_endpoint_bytes: f64,
-}
-
-/// Removes a lab however the run ends.
-struct Teardown(Paths);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        if let Err(e) = Lab::down(&self.0) {
-            tracing::warn!(error = %e, "tearing down the benchmark's lab");
-        }
-    }
 }
 
 fn paths(opts: &ClusterOptions, prefix: &str) -> Paths {

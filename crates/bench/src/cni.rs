@@ -18,7 +18,7 @@
 
 use crate::{error::Context, stats::Latency, Error};
 use pilus_api_types::{self as api, paths};
-use pilus_lab::{cni, Lab, LabError, Paths, Plan, PodPlan};
+use pilus_lab::{cni, Lab, LabError, Paths, Plan, PodPlan, Teardown};
 use pilus_netlink::{pod, Netlink};
 use pilus_netns::NetNs;
 use serde::Serialize;
@@ -82,17 +82,6 @@ pub struct Report {
     pub add_p50_breakdown: Breakdown,
     pub target_add_p99_ms: f64,
     pub add_meets_target: bool,
-}
-
-/// Removes the lab (agent, pins, namespaces, state) however the bench ends.
-struct Teardown(Paths);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        if let Err(e) = Lab::down(&self.0) {
-            tracing::warn!(error = %e, "tearing down the benchmark's lab");
-        }
-    }
 }
 
 fn netns_path(name: &str) -> PathBuf {

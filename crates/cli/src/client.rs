@@ -8,6 +8,7 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_NOT_FOUND: i32 = 3;
 pub const EXIT_UNREACHABLE: i32 = 4;
+pub const EXIT_FAULT: i32 = 5;
 
 pub fn client(socket: &Path) -> Client {
     Client::new(socket)
@@ -18,9 +19,17 @@ pub fn client(socket: &Path) -> Client {
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
+/// `pilus doctor` found faults (its report says which).
+#[derive(Debug, thiserror::Error)]
+#[error("pilus doctor found {0} fault(s)")]
+pub struct FaultsFound(pub usize);
+
 /// The exit code for an error chain: the API's status decides.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
+        if cause.downcast_ref::<FaultsFound>().is_some() {
+            return EXIT_FAULT;
+        }
         if cause.downcast_ref::<InvalidInput>().is_some() {
             return EXIT_INVALID;
         }

@@ -6,6 +6,7 @@ mod bpf;
 mod client;
 mod cni;
 mod config;
+mod doctor;
 mod endpoint;
 mod identity;
 mod ipcache;
@@ -28,7 +29,8 @@ Exit codes:
   1  failure (the agent or the kernel refused, or an I/O error)
   2  invalid input (bad flags, a rejected policy or request)
   3  not found (no such endpoint, identity or policy)
-  4  the agent is not reachable (is pilusd running? see --socket)";
+  4  the agent is not reachable (is pilusd running? see --socket)
+  5  pilus doctor found a fault";
 
 /// Pilus: eBPF container networking. Inspect and drive the agent (pilusd)
 /// and its datapath, as `cilium` does for Cilium.
@@ -109,6 +111,19 @@ enum Command {
         /// Settings to change, e.g. `MonitorAggregationLevel=none debug=true`.
         settings: Vec<String>,
     },
+    /// Check this node for faults that silently bypass or break the
+    /// datapath, each with its evidence and a fix.
+    ///
+    /// The agent runs the checks in the node's network namespace: an `ip
+    /// rule` that sends pod traffic (seed 002: pod replies) to another
+    /// table around the pods' routes, or a pod without its route (routing);
+    /// an endpoint veth or node device missing its program (programs);
+    /// rp_filter and forwarding against the routing mode (sysctl); maps
+    /// near full (map-pressure, from 75%; a fault from 90%); events the
+    /// ring buffer lost since pilusd started (events-lost); the cluster
+    /// store unreachable (etcd). Exit code 5 when any is a fault; warnings
+    /// alone exit 0.
+    Doctor(doctor::DoctorArgs),
     /// Benchmarks (measurements, not tests). Needs root.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -159,6 +174,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bpf(cmd) => bpf::run(&c, cmd, out),
         Command::Monitor(args) => monitor::run(&c, args, out),
         Command::Config { settings } => config::run(&c, settings, out),
+        Command::Doctor(args) => doctor::run(&c, args, out),
         Command::Bench(cmd) => bench::run(cmd, out),
         Command::Cni(cmd) => cni::run(cmd, &cli.socket),
         Command::Lab(a) => lab::run(a, out),

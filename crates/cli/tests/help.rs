@@ -24,6 +24,7 @@ fn every_command_has_help() {
         "bpf",
         "monitor",
         "config",
+        "doctor",
         "bench",
         "Exit codes",
     ] {

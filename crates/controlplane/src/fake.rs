@@ -204,3 +204,18 @@ impl Plumbing for FakePlumbing {
             .map(|(_, i)| (*i, [2, 0, 0, 0, 0, *i as u8]))
     }
 }
+
+/// Settings for a control plane on fakes: node `node_name`, pod CIDR
+/// 198.18.0.0/24 with its router at .1, the socket under `scratch`, no
+/// pins and no state on disk.
+pub fn settings(node_name: &str, scratch: &std::path::Path) -> crate::Settings {
+    crate::Settings {
+        node_name: node_name.into(),
+        pod_cidr: "198.18.0.0/24".parse().expect("a CIDR"),
+        router: std::net::Ipv4Addr::new(198, 18, 0, 1),
+        pin_dir: "/nonexistent".into(),
+        socket: scratch.join("pilus.sock"),
+        state_dir: "/nonexistent".into(),
+        pod_mtu: None,
+    }
+}

@@ -1,6 +1,8 @@
 //! Attaching the already-loaded pod programs to a pod's host-side veth:
 //! `from_container` on its ingress, `to_container` on its egress. Attaching
-//! re-verifies nothing.
+//! re-verifies nothing. What is attached where is also reported hook by
+//! hook, with the filters found, for `pilus doctor` ([`HookStatus`], read
+//! through [`crate::Inspector`]).
 //!
 //! Two kinds of attachment:
 //!
@@ -177,8 +179,11 @@ impl Datapath {
 
     /// Where the pinned TCX link of `hook` on `ifname` lives.
     fn tcx_pin(&self, ifname: &str, hook: Hook) -> Result<PathBuf, Error> {
-        let dir = self.pin_dir().ok_or(Error::NotPinned)?.join("links");
-        Ok(dir.join(format!("{ifname}_{}", hook.name())))
+        Ok(tcx_pin(
+            self.pin_dir().ok_or(Error::NotPinned)?,
+            ifname,
+            hook,
+        ))
     }
 
     /// Attaches both programs to the host-side veth `ifname` (in the
@@ -403,39 +408,7 @@ impl Datapath {
         index: u32,
         ifname: &str,
     ) -> Result<[HookState; 2], Error> {
-        let calls = self.calls_map_id()?;
-        let ours = |prog_id: u32| -> Result<bool, Error> {
-            let ids = sys::prog_map_ids(prog_id).map_err(|source| Error::Syscall {
-                call: "bpf(BPF_OBJ_GET_INFO_BY_FD) of an attached program",
-                source,
-            })?;
-            Ok(ids.is_some_and(|ids| ids.contains(&calls)))
-        };
-        let mut states = [HookState::default(); 2];
-        for (hook, state) in HOOKS.iter().zip(states.iter_mut()) {
-            let filters = nl
-                .bpf_filters(index, hook.tc)
-                .map_err(netlink_err(ifname))?;
-            for f in filters {
-                if f.direct_action && f.name.as_deref() == Some(hook.program.name()) {
-                    if let Some(id) = f.prog_id {
-                        state.tc |= ours(id)?;
-                    }
-                }
-            }
-            if self.pin_dir().is_some() {
-                let path = self.tcx_pin(ifname, *hook)?;
-                let link = sys::pinned_tcx_link(&path).map_err(|source| Error::Bpffs {
-                    path: path.clone(),
-                    source,
-                })?;
-                if let Some(l) = link {
-                    let here = l.ifindex == index && l.ingress == (hook.tc == TcHook::Ingress);
-                    state.tcx = here && ours(l.prog_id)?;
-                }
-            }
-        }
-        Ok(states)
+        hook_states(self.calls_map_id()?, self.pin_dir(), nl, index, ifname)
     }
 
     /// The id of this datapath's `pilus_calls` map (see [`HookState`]).
@@ -509,6 +482,159 @@ fn attach_err(
         attach,
         source: Box::new(source),
     }
+}
+
+/// Where the pinned TCX link of `hook` on `ifname` lives under `pin_dir`.
+fn tcx_pin(pin_dir: &Path, ifname: &str, hook: Hook) -> PathBuf {
+    pin_dir
+        .join("links")
+        .join(format!("{ifname}_{}", hook.name()))
+}
+
+/// Whether program `prog_id` uses the map with id `map_id`: how a program
+/// of this datapath (of any load from the same pins) is told from another.
+fn uses_map(prog_id: u32, map_id: u32) -> Result<bool, Error> {
+    let ids = sys::prog_map_ids(prog_id).map_err(|source| Error::Syscall {
+        call: "bpf(BPF_OBJ_GET_INFO_BY_FD) of an attached program",
+        source,
+    })?;
+    Ok(ids.is_some_and(|ids| ids.contains(&map_id)))
+}
+
+/// How each of `HOOKS` is attached on link `index` (named `ifname`):
+/// programs count when they use the `pilus_calls` map with id `calls`;
+/// TCX pins are looked for under `pin_dir`.
+fn hook_states(
+    calls: u32,
+    pin_dir: Option<&Path>,
+    nl: &mut Netlink,
+    index: u32,
+    ifname: &str,
+) -> Result<[HookState; 2], Error> {
+    let mut states = [HookState::default(); 2];
+    for (hook, state) in HOOKS.iter().zip(states.iter_mut()) {
+        let filters = nl
+            .bpf_filters(index, hook.tc)
+            .map_err(netlink_err(ifname))?;
+        for f in filters {
+            if f.direct_action && f.name.as_deref() == Some(hook.program.name()) {
+                if let Some(id) = f.prog_id {
+                    state.tc |= uses_map(id, calls)?;
+                }
+            }
+        }
+        if let Some(dir) = pin_dir {
+            let path = tcx_pin(dir, ifname, *hook);
+            let link = sys::pinned_tcx_link(&path).map_err(|source| Error::Bpffs {
+                path: path.clone(),
+                source,
+            })?;
+            if let Some(l) = link {
+                let here = l.ifindex == index && l.ingress == (hook.tc == TcHook::Ingress);
+                state.tcx = here && uses_map(l.prog_id, calls)?;
+            }
+        }
+    }
+    Ok(states)
+}
+
+/// One hook of a device as `pilus doctor` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookStatus {
+    /// The program that belongs there (`from_container`, ...).
+    pub program: &'static str,
+    /// `ingress` or `egress`.
+    pub hook: &'static str,
+    /// This datapath's program runs there (a `cls_bpf` filter, or a TCX
+    /// link pinned for it).
+    pub attached: bool,
+    /// The BPF filters found on the hook, as `name prio N handle H id I`:
+    /// the evidence when `attached` is false.
+    pub filters: Vec<String>,
+}
+
+fn describe_filters(
+    nl: &mut Netlink,
+    index: u32,
+    hook: TcHook,
+    ifname: &str,
+) -> Result<Vec<String>, Error> {
+    let filters = nl.bpf_filters(index, hook).map_err(netlink_err(ifname))?;
+    Ok(filters
+        .iter()
+        .map(|f| {
+            format!(
+                "{} prio {} handle {:#x}{}",
+                f.name.as_deref().unwrap_or("(unnamed)"),
+                f.priority,
+                f.handle,
+                f.prog_id.map(|id| format!(" id {id}")).unwrap_or_default()
+            )
+        })
+        .collect())
+}
+
+/// The hooks of the endpoint veth `ifname` (in the calling thread's
+/// namespace): whether each runs this datapath's program, judged as
+/// [`Datapath::endpoint_attached`] judges it. `None` if there is no such
+/// link.
+pub(crate) fn endpoint_hooks(
+    calls: u32,
+    pin_dir: &Path,
+    ifname: &str,
+) -> Result<Option<Vec<HookStatus>>, Error> {
+    let mut nl = Netlink::open().map_err(netlink_err(ifname))?;
+    let Some(link) = nl.link(ifname).map_err(netlink_err(ifname))? else {
+        return Ok(None);
+    };
+    let states = hook_states(calls, Some(pin_dir), &mut nl, link.index, ifname)?;
+    let mut out = Vec::new();
+    for (hook, state) in HOOKS.iter().zip(states) {
+        out.push(HookStatus {
+            program: hook.program.name(),
+            hook: hook.name(),
+            attached: state.attached(),
+            filters: describe_filters(&mut nl, link.index, hook.tc, ifname)?,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// The hooks of the node device `ifname` in `role`: whether each has the
+/// filter [`Datapath::attach_node_device`] puts there, running a program
+/// that uses the map with id `ours` (node programs make no tail calls: the
+/// caller passes a map every entry program uses). `None` if there is no
+/// such link.
+pub(crate) fn device_hooks(
+    ours: u32,
+    ifname: &str,
+    role: NodeDevice,
+) -> Result<Option<Vec<HookStatus>>, Error> {
+    let mut nl = Netlink::open().map_err(netlink_err(ifname))?;
+    let Some(link) = nl.link(ifname).map_err(netlink_err(ifname))? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for &(program, hook) in role.hooks() {
+        let mut attached = false;
+        for f in nl
+            .bpf_filters(link.index, hook)
+            .map_err(netlink_err(ifname))?
+        {
+            if f.direct_action && f.name.as_deref() == Some(program.name()) {
+                if let Some(id) = f.prog_id {
+                    attached |= uses_map(id, ours)?;
+                }
+            }
+        }
+        out.push(HookStatus {
+            program: program.name(),
+            hook: hook.name(),
+            attached,
+            filters: describe_filters(&mut nl, link.index, hook, ifname)?,
+        });
+    }
+    Ok(Some(out))
 }
 
 fn link_index(nl: &mut Netlink, ifname: &str) -> Result<u32, Error> {

@@ -126,8 +126,9 @@ pub enum Error {
     PortRange(#[from] pilus_abi::PortRangeError),
 }
 
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line (for logs and reports that show
+/// one line per error).
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

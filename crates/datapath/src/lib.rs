@@ -1,7 +1,8 @@
 //! The Pilus datapath from userspace: the BPF objects compiled at build time,
 //! loaded with aya, configured through load-time globals, pinned under bpffs,
 //! attached to pod veths (rtnetlink through pilus-netlink for the tc
-//! filters), and driven through typed maps. No BPF syscalls happen anywhere
+//! filters), driven through typed maps, and read without the loader for
+//! metrics and `pilus doctor` ([`inspect`]). No BPF syscalls happen anywhere
 //! else in Pilus; control-plane crates talk to this one.
 
 mod attach;
@@ -11,6 +12,7 @@ pub mod clock;
 pub mod config;
 mod error;
 pub mod events;
+pub mod inspect;
 mod loader;
 mod maps;
 pub mod monitor;
@@ -19,10 +21,11 @@ pub mod pins;
 mod sys;
 pub mod testrun;
 
-pub use attach::{AttachMode, EndpointLinks, NodeDevice};
+pub use attach::{AttachMode, EndpointLinks, HookStatus, NodeDevice};
 pub use config::{NodeConfig, PodCidr};
-pub use error::Error;
+pub use error::{chain as error_chain, Error};
 pub use events::EventReader;
+pub use inspect::Inspector;
 pub use loader::{Datapath, LoadOptions, Object, Program};
 pub use maps::{DropCount, PolicyEntry};
 pub use monitor::{EventTotals, MonitorSettings};

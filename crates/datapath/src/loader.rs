@@ -37,7 +37,7 @@ pub enum Object {
 impl Object {
     pub const ALL: [Object; 3] = [Object::Lxc, Object::Overlay, Object::Host];
 
-    fn bytes(self) -> &'static [u8] {
+    pub(crate) fn bytes(self) -> &'static [u8] {
         match self {
             Object::Lxc => objects::BPF_LXC,
             Object::Overlay => objects::BPF_OVERLAY,

@@ -12,11 +12,13 @@ use pilus_abi::{
     CtEntry, CtKey4, EndpointInfo, EventStats, IpcacheValue, MetricsValue, MonitorConfig,
     PolicyKey, PolicyRev, PolicyValue,
 };
-use std::net::Ipv4Addr;
+use std::{borrow::Borrow, net::Ipv4Addr};
 
 pub use pilus_abi::PolicyEntry;
 
-/// Packets and bytes counted for one (reason, direction); reason 0 = forwarded.
+/// Packets and bytes counted for one (reason, direction): reason 0
+/// (`METRIC_FORWARDED`) counts forwarded packets, the `DROP_*` codes drops.
+/// Events lost to a full ring are counted apart, per CPU (`pilus_evstats`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropCount {
     pub reason: u8,
@@ -231,25 +233,7 @@ impl Datapath {
     pub fn metrics(&self) -> Result<Vec<DropCount>, Error> {
         let m: PerCpuArray<&MapData, MetricsValue> =
             typed_map!(ro self, PerCpuArray, "pilus_metrics");
-        let mut out = Vec::new();
-        for reason in 0..DROP_REASON_MAX {
-            for dir in 0..DIR_MAX {
-                let idx = pilus_abi::consts::metrics_index(reason as u8, dir);
-                let per_cpu = m.get(&idx, 0).map_err(|e| Error::map("pilus_metrics", e))?;
-                let (packets, bytes) = per_cpu
-                    .iter()
-                    .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
-                if packets > 0 {
-                    out.push(DropCount {
-                        reason: reason as u8,
-                        direction: dir,
-                        packets,
-                        bytes,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        read_counters(&m)
     }
 
     /// Packets counted for one (reason, direction), summed over CPUs: one
@@ -285,6 +269,31 @@ impl Datapath {
         let v = m.get(&0, 0).map_err(|e| Error::map("pilus_evstats", e))?;
         Ok(v.iter().copied().collect())
     }
+}
+
+/// Every non-zero slot of `pilus_metrics`, summed over CPUs, in slot order.
+pub(crate) fn read_counters<T: Borrow<MapData>>(
+    m: &PerCpuArray<T, MetricsValue>,
+) -> Result<Vec<DropCount>, Error> {
+    let mut out = Vec::new();
+    for reason in 0..DROP_REASON_MAX {
+        for dir in 0..DIR_MAX {
+            let idx = pilus_abi::consts::metrics_index(reason as u8, dir);
+            let per_cpu = m.get(&idx, 0).map_err(|e| Error::map("pilus_metrics", e))?;
+            let (packets, bytes) = per_cpu
+                .iter()
+                .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+            if packets > 0 {
+                out.push(DropCount {
+                    reason: reason as u8,
+                    direction: dir,
+                    packets,
+                    bytes,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn ignore_missing(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), Error> {

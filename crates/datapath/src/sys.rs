@@ -1,7 +1,10 @@
 //! The few BPF syscalls aya 0.14 does not expose, by hand: where a pinned
 //! TCX link is attached (aya's `LinkInfo` hides the TCX part of
-//! `bpf_link_info`), and which maps a program found by id uses (aya has no
-//! public `ProgramInfo` by id). Both only read.
+//! `bpf_link_info`), which maps a program found by id uses (aya has no
+//! public `ProgramInfo` by id), and a walk over a map's keys of any size
+//! (aya's `MapKeys` wants the key's type at compile time; counting the
+//! entries of every pinned map, whatever it holds, needs raw bytes). All
+//! only read.
 
 use aya_obj::generated::{
     bpf_attach_type, bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type, bpf_prog_info,
@@ -10,7 +13,7 @@ use std::{
     ffi::CString,
     io,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
@@ -125,5 +128,31 @@ pub(crate) fn prog_map_ids(prog_id: u32) -> io::Result<Option<Vec<u32>>> {
             return Ok(Some(ids));
         }
         ids = vec![0u32; used];
+    }
+}
+
+/// The key after `key` in map `fd` (the first key for `None`), written to
+/// `next`, which must be the map's key size. False once there is none.
+///
+/// A key deleted between two calls makes hash maps start over from their
+/// first key (`htab_map_get_next_key`), so a walk under churn may see a key
+/// twice: callers bound it by the map's `max_entries`.
+pub(crate) fn map_next_key(
+    fd: BorrowedFd<'_>,
+    key: Option<&[u8]>,
+    next: &mut [u8],
+) -> io::Result<bool> {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing the fields of the union's BPF_MAP_*_ELEM member.
+    unsafe {
+        let elem = &mut attr.__bindgen_anon_2;
+        elem.map_fd = fd.as_raw_fd() as u32;
+        elem.key = key.map_or(0, |k| k.as_ptr() as u64);
+        elem.__bindgen_anon_1.next_key = next.as_mut_ptr() as u64;
+    }
+    match bpf(bpf_cmd::BPF_MAP_GET_NEXT_KEY, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
     }
 }

@@ -8,7 +8,7 @@
 use crate::{
     plan::Routing,
     serve::{Probe, Proto},
-    Lab, LabError, Paths, Plan,
+    Lab, LabError, Paths, Plan, Teardown,
 };
 use pilus_api_types::{self as api, paths};
 use std::{
@@ -73,17 +73,6 @@ const STEPS: u32 = 6;
 /// that must be dropped is given to prove it.
 const YES: Duration = Duration::from_secs(2);
 const NO: Duration = Duration::from_millis(400);
-
-/// Removes the lab however the demo ends.
-struct Down(Paths);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        if let Err(e) = Lab::down(&self.0) {
-            tracing::warn!(error = %e, "pilus lab demo: tearing down the lab");
-        }
-    }
-}
 
 struct Demo<'a> {
     lab: Lab,
@@ -404,7 +393,7 @@ pub fn run(paths: Paths, out: &mut dyn Write) -> Result<(), Error> {
         .map_err(lab_err("planning the lab"))?;
     let t = Instant::now();
     let lab = Lab::up(paths.clone(), plan).map_err(lab_err("bringing up the lab"))?;
-    let down = Down(paths);
+    let down = Teardown(paths);
     let node = lab.state.nodes[0].name.clone();
     let mut d = Demo {
         lab,

@@ -63,6 +63,18 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// A test's lab named after `prefix`: state under the temporary
+    /// directory, pins under `/sys/fs/bpf/pilus-<prefix>`, the binaries in
+    /// `bin_dir`.
+    pub fn scratch(prefix: &str, bin_dir: PathBuf) -> Paths {
+        Paths {
+            dir: std::env::temp_dir().join(format!("pilus-{prefix}")),
+            pins: PathBuf::from(format!("/sys/fs/bpf/pilus-{prefix}")),
+            bin_dir,
+            prefix: prefix.to_string(),
+        }
+    }
+
     fn state_file(&self) -> PathBuf {
         self.dir.join("lab.json")
     }
@@ -123,6 +135,18 @@ pub struct State {
     pub etcd: Vec<EtcdRun>,
     pub nodes: Vec<NodeRun>,
     pub pods: Vec<PodRun>,
+}
+
+/// Removes the lab at these paths when dropped, however the code holding
+/// it ends (a failed step, a panic).
+pub struct Teardown(pub Paths);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if let Err(e) = Lab::down(&self.0) {
+            tracing::warn!(dir = %self.0.dir.display(), error = %e, "tearing down a lab");
+        }
+    }
 }
 
 /// A lab that is up.
@@ -609,6 +633,22 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The last `lines` lines of every agent's log, each under a header
+    /// naming its node (for a test that failed).
+    pub fn agent_logs(&self, lines: usize) -> String {
+        self.state
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {} pilusd log (last lines) ---\n{}\n",
+                    n.name,
+                    tail(&n.log, lines)
+                )
+            })
+            .collect()
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeRun> {

@@ -26,5 +26,5 @@ pub mod lab;
 pub mod plan;
 pub mod serve;
 
-pub use lab::{Lab, LabError, Paths};
+pub use lab::{Lab, LabError, Paths, Teardown};
 pub use plan::{NodePlan, Plan, PodPlan, Routing};

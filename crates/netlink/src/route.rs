@@ -68,6 +68,26 @@ pub struct Rule {
     pub action: u8,
 }
 
+impl Rule {
+    /// `PRIORITY: from all lookup TABLE`, the shape of the rules every
+    /// namespace starts with.
+    pub fn to_table(priority: u32, table: u32) -> Rule {
+        Rule {
+            priority,
+            table,
+            src: Ipv4Addr::UNSPECIFIED,
+            src_len: 0,
+            dst: Ipv4Addr::UNSPECIFIED,
+            dst_len: 0,
+            iif: None,
+            oif: None,
+            fwmark: None,
+            fwmask: None,
+            action: 1,
+        }
+    }
+}
+
 fn ipv4(a: &RouteAddress) -> Option<Ipv4Addr> {
     match a {
         RouteAddress::Inet(ip) => Some(*ip),

@@ -29,14 +29,15 @@ pub use limits::Limits;
 pub use reply::ApiError;
 pub use server::{bind, serve, BindError};
 
-use crate::monitor::Monitor;
+use crate::{doctor::Doctor, metrics::Instruments, monitor::Monitor};
 use pilus_api_types as api;
 use pilus_controlplane::ControlPlane;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{oneshot, watch};
 
 /// What every route shares: the control plane, the revision it enforces
-/// (for long polls), the monitor's ring, and whether the agent is stopping.
+/// (for long polls), the monitor's ring, whether the agent is stopping, the
+/// metrics it records as it goes and the doctor.
 #[derive(Clone)]
 pub struct Shared {
     cp: Arc<ControlPlane>,
@@ -47,6 +48,10 @@ pub struct Shared {
     revision: Arc<watch::Sender<api::Revision>>,
     events: Arc<Monitor>,
     stopping: watch::Receiver<bool>,
+    instruments: Instruments,
+    /// `None` where nothing can be checked (an agent without a real
+    /// datapath): `GET /v1/doctor` then says so.
+    doctor: Option<Arc<Doctor>>,
 }
 
 fn revision_of(cp: &ControlPlane) -> api::Revision {
@@ -72,7 +77,21 @@ impl Shared {
             revision: Arc::new(watch::Sender::new(now)),
             events,
             stopping,
+            instruments: Instruments::default(),
+            doctor: None,
         }
+    }
+
+    /// Records into these instruments (the ones the metrics export).
+    pub fn with_instruments(mut self, instruments: Instruments) -> Shared {
+        self.instruments = instruments;
+        self
+    }
+
+    /// Answers `GET /v1/doctor` with this doctor's checks.
+    pub fn with_doctor(mut self, doctor: Arc<Doctor>) -> Shared {
+        self.doctor = Some(doctor);
+        self
     }
 
     /// Holds every change back while the guard lives (for tests of what

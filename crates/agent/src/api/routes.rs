@@ -82,6 +82,7 @@ pub fn router() -> Router<Shared> {
                 .put(set_monitor_config)
                 .post(set_monitor_config),
         )
+        .route(paths::DOCTOR, get(doctor))
 }
 
 fn bad(what: &'static str, reason: impl Into<String>) -> Error {
@@ -299,12 +300,21 @@ async fn policy(State(s): State<Shared>, Path(name): Path<String>) -> Result<Res
 }
 
 /// The body is read whole before the agent is called: a client that goes
-/// away halfway through its upload changes nothing.
+/// away halfway through its upload changes nothing. Its latency (the
+/// import itself, not its wait for a turn) goes to the metrics.
 async fn import(
     State(s): State<Shared>,
     JsonBody(b): JsonBody<api::PolicyImport>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(s.write(move |a| a.import(&b.files)).await?))
+    let instruments = s.instruments.clone();
+    Ok(ok(s
+        .write(move |a| {
+            let started = std::time::Instant::now();
+            let r = a.import(&b.files);
+            instruments.observe_import(r.is_ok(), started.elapsed());
+            r
+        })
+        .await?))
 }
 
 async fn delete_all_policies(State(s): State<Shared>, q: Params) -> Result<Response, ApiError> {
@@ -394,4 +404,19 @@ async fn bpf_ct_flush(State(s): State<Shared>) -> Result<Response, ApiError> {
         deleted: n,
         revision: 0,
     })))
+}
+
+/// Every check, run on the blocking pool (netlink, sysctls and map walks);
+/// it reads the control plane's views, never holds its writer's lock.
+async fn doctor(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let Some(doctor) = s.doctor.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this agent has no datapath to check (pilus doctor needs pilusd)",
+        ));
+    };
+    let report = tokio::task::spawn_blocking(move || doctor.run())
+        .await
+        .map_err(|e| ApiError::internal(format!("the doctor's checks failed: {e}")))?;
+    Ok(json(StatusCode::OK, &report))
 }

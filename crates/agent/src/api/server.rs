@@ -2,7 +2,8 @@
 //! 0600; access control is the file's mode, there is no authentication at
 //! the HTTP level) without ever stealing a live agent's, and [`serve`]
 //! accepts connections and serves HTTP/1.1 on them with hyper until told
-//! to stop.
+//! to stop (on the unix socket, and on the metrics' TCP address: see
+//! [`Accept`]).
 //!
 //! A connection is a task, not a thread: an idle or slow client costs a few
 //! kilobytes of buffers until [`Limits::header_read_timeout`] closes it, and
@@ -26,7 +27,8 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    net::UnixListener,
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream, UnixListener, UnixStream},
     sync::{watch, Semaphore},
 };
 use tower::ServiceExt;
@@ -124,6 +126,27 @@ pub fn bind(path: &Path) -> Result<StdUnixListener, BindError> {
     Ok(listener)
 }
 
+/// A listening socket [`serve`] accepts connections from: the API's unix
+/// socket, or the metrics' TCP address.
+pub trait Accept: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_io(&self) -> impl std::future::Future<Output = io::Result<Self::Io>> + Send;
+}
+
+impl Accept for UnixListener {
+    type Io = UnixStream;
+    async fn accept_io(&self) -> io::Result<UnixStream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Accept for TcpListener {
+    type Io = TcpStream;
+    async fn accept_io(&self) -> io::Result<TcpStream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
 /// How long the accept loop pauses after a failed accept (out of file
 /// descriptors, most likely): retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -138,7 +161,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// [`Limits::header_read_timeout`] (from its start, or from the end of its
 /// previous response) is closed without an answer.
 pub async fn serve(
-    listener: UnixListener,
+    listener: impl Accept,
     app: axum::Router,
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
@@ -163,10 +186,10 @@ pub async fn serve(
             _ = stopped(&mut stop) => break,
         };
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+            accepted = listener.accept_io() => match accepted {
+                Ok(stream) => stream,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accepting an API connection failed");
+                    tracing::warn!(error = %e, "accepting a connection failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }

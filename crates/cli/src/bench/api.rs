@@ -2,7 +2,7 @@
 //! private pilusd, and of the same pilusd holding half-open connections
 //! (`pilus_bench::api`).
 
-use crate::{client::InvalidInput, table::print_json, Output};
+use crate::{client::InvalidInput, Output};
 use anyhow::Result;
 use clap::Args;
 use pilus_bench::{
@@ -38,13 +38,7 @@ pub fn run(a: ApiArgs, output: Output) -> Result<()> {
             .map_err(|e| InvalidInput(format!("--phase-seconds {}: {e}", a.phase_seconds)))?,
         pilusd: super::pilusd(a.pilusd)?,
     })?;
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
+    super::emit(&report, output, print_table)
 }
 
 fn print_table(r: &Report) {

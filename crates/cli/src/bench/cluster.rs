@@ -2,14 +2,11 @@
 //! node, and one agent against a large simulated cluster
 //! (`pilus_bench::cluster`).
 
-use super::met;
-use crate::{table::print_json, Output};
+use super::{latency, met};
+use crate::Output;
 use anyhow::Result;
 use clap::Args;
-use pilus_bench::{
-    cluster::{self, ClusterOptions, ClusterReport},
-    stats::Latency,
-};
+use pilus_bench::cluster::{self, ClusterOptions, ClusterReport};
 
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
@@ -38,20 +35,7 @@ pub fn run(a: ClusterArgs, output: Output) -> Result<()> {
     opts.endpoints_per_node = a.endpoints_per_node;
     opts.one_more = a.one_more;
     let report = cluster::run(&opts)?;
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
-}
-
-fn latency(x: &Latency) -> String {
-    format!(
-        "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        x.p50_ms, x.p99_ms, x.max_ms
-    )
+    super::emit(&report, output, print_table)
 }
 
 fn print_table(r: &ClusterReport) {

@@ -3,7 +3,7 @@
 //! plumbing and a bare plugin exec (`pilus_bench::cni`).
 
 use super::met;
-use crate::{table::print_json, Output};
+use crate::Output;
 use anyhow::Result;
 use clap::Args;
 use pilus_bench::cni::{self, Options, Report, MAX_PODS};
@@ -20,13 +20,7 @@ pub fn run(a: CniArgs, output: Output) -> Result<()> {
         pods: a.pods,
         bin_dir: super::bin_dir()?,
     })?;
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
+    super::emit(&report, output, print_table)
 }
 
 fn print_table(r: &Report) {

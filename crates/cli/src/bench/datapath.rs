@@ -3,7 +3,7 @@
 //! (`pilus_bench::datapath`).
 
 use super::met;
-use crate::{table::print_json, Output};
+use crate::Output;
 use anyhow::Result;
 use clap::Args;
 use pilus_bench::datapath::{self, Options, Report};
@@ -27,13 +27,7 @@ pub fn run(a: DatapathArgs, output: Output) -> Result<()> {
         policy_entries: a.policy_entries,
         repeat_only: a.repeat_only,
     })?;
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
+    super::emit(&report, output, print_table)
 }
 
 fn print_table(r: &Report) {

@@ -66,8 +66,8 @@ fn pilusd(flag: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// Prints a report: itself as JSON, or its table.
-fn emit<R: serde::Serialize>(report: &R, output: Output, table: impl Fn(&R)) -> Result<()> {
+/// Prints a report: the report itself with `-o json`, else its table.
+fn emit<R: serde::Serialize>(report: &R, output: Output, table: fn(&R)) -> Result<()> {
     match output {
         Output::Json => crate::table::print_json(report),
         Output::Human => {
@@ -75,6 +75,14 @@ fn emit<R: serde::Serialize>(report: &R, output: Output, table: impl Fn(&R)) -> 
             Ok(())
         }
     }
+}
+
+/// A latency summary on one line.
+fn latency(x: &pilus_bench::stats::Latency) -> String {
+    format!(
+        "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        x.p50_ms, x.p99_ms, x.max_ms
+    )
 }
 
 fn met(ok: bool) -> &'static str {

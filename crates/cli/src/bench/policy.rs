@@ -2,14 +2,11 @@
 //! memory per endpoint, on a private pilusd with real endpoints
 //! (`pilus_bench::policy`).
 
-use super::met;
-use crate::{table::print_json, Output};
+use super::{latency, met};
+use crate::Output;
 use anyhow::Result;
 use clap::Args;
-use pilus_bench::{
-    policy::{self, Options, Report},
-    stats::Latency,
-};
+use pilus_bench::policy::{self, Options, Report};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -39,20 +36,7 @@ pub fn run(a: PolicyArgs, output: Output) -> Result<()> {
         changes: a.changes,
         pilusd: super::pilusd(a.pilusd)?,
     })?;
-    match output {
-        Output::Json => print_json(&report),
-        Output::Human => {
-            print_table(&report);
-            Ok(())
-        }
-    }
-}
-
-fn latency(x: &Latency) -> String {
-    format!(
-        "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        x.p50_ms, x.p99_ms, x.max_ms
-    )
+    super::emit(&report, output, print_table)
 }
 
 fn print_table(r: &Report) {
