@@ -23,13 +23,17 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The map the verdict counters live in, and the ones that tell this
-/// datapath's programs from others (see [`Inspector::endpoint_hooks`]).
+/// The map the verdict counters live in.
 const METRICS_MAP: &str = "pilus_metrics";
 /// The ring buffer's per-CPU counters of records submitted and lost: the
 /// one place a lost event is counted (the monitor reads them too).
 const EVSTATS_MAP: &str = "pilus_evstats";
+/// The maps that tell this datapath's programs from others: the tail-call
+/// array every endpoint program uses (see [`Inspector::endpoint_hooks`]),
+/// and the ring buffer every node program reports on. Not the verdict
+/// counters: `to_netdev` only traces, and counts nothing.
 const CALLS_MAP: &str = "pilus_calls";
+const EVENTS_MAP: &str = "pilus_events";
 const CT_MAP: &str = "pilus_ct4";
 
 /// How full one map is.
@@ -94,7 +98,7 @@ pub struct Inspector {
     metrics: PerCpuArray<MapData, MetricsValue>,
     evstats: PerCpuArray<MapData, EventStats>,
     calls_id: u32,
-    metrics_id: u32,
+    events_id: u32,
 }
 
 fn open_pin(pin_dir: &Path, name: &str) -> Result<MapData, Error> {
@@ -165,9 +169,8 @@ impl Inspector {
             }
         }
         let calls = open_pin(pin_dir, CALLS_MAP)?;
-        let metrics_data = open_pin(pin_dir, METRICS_MAP)?;
-        let metrics_id = map_id(METRICS_MAP, &metrics_data)?;
-        let metrics = Map::from_map_data(metrics_data)
+        let events = open_pin(pin_dir, EVENTS_MAP)?;
+        let metrics = Map::from_map_data(open_pin(pin_dir, METRICS_MAP)?)
             .and_then(PerCpuArray::try_from)
             .map_err(|e| Error::map(METRICS_MAP, e))?;
         let evstats = Map::from_map_data(open_pin(pin_dir, EVSTATS_MAP)?)
@@ -179,7 +182,7 @@ impl Inspector {
             metrics,
             evstats,
             calls_id: map_id(CALLS_MAP, &calls)?,
-            metrics_id,
+            events_id: map_id(EVENTS_MAP, &events)?,
         })
     }
 
@@ -243,7 +246,7 @@ impl Inspector {
         ifname: &str,
         role: NodeDevice,
     ) -> Result<Option<Vec<HookStatus>>, Error> {
-        attach::device_hooks(self.metrics_id, ifname, role)
+        attach::device_hooks(self.events_id, ifname, role)
     }
 }
 
