@@ -21,6 +21,8 @@ ABI(ct_key4);
 ABI(ct_entry);
 ABI(frag_key4);
 ABI(frag_ports);
+ABI(prefilter_key);
+ABI(prefilter_value);
 ABI(metrics_value);
 ABI(event);
 ABI(monitor_config);

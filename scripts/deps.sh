@@ -5,7 +5,9 @@
 #                      (`ip`, used by the lab and the tests), protobuf-compiler
 #                      (`protoc`, for etcd-client's build script) and
 #                      etcd-server (the cluster store's tests run a real etcd
-#                      3.4 in their own namespaces), prometheus (Debian's
+#                      3.4 in their own namespaces), iptables (the
+#                      `iptables` configuration of `pilus bench traffic`,
+#                      run by the bench tests), prometheus (Debian's
 #                      Prometheus 2.42 and promtool: the metrics tests check
 #                      pilusd's exposition and scrape it with a real server)
 #                      and iperf3 (TCP_STREAM of the observability
@@ -20,6 +22,7 @@ pilus_build_deps() {
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
   command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+  command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
   command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
   local lean=()
   { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || lean+=(prometheus)

@@ -102,34 +102,28 @@ static __always_inline void event_count(bool lost)
 }
 
 /*
- * Records one event on the ring buffer. Wakes the reader only when enough is
- * waiting: a wakeup per packet would cost more than the datapath itself. A
- * full ring loses the event, and the loss is counted (per CPU) for the agent
- * to report. Debug messages carry no packet.
+ * A record on the ring for one event, its fields filled from `n` except
+ * what only the program's context knows (orig_len, ifindex, hash and the
+ * packet: the caller's, skb or XDP). NULL when the ring is full: the loss
+ * is then counted, so it is never silent — one counter (pilus_evstats, per
+ * CPU) for the monitor's in-sequence loss records and for
+ * pilus_datapath_events_lost_total alike.
  */
-static __always_inline void emit_event(struct __sk_buff *ctx, const struct notify *n, __u8 kind,
-				       __u8 subtype, __u8 obs, __u8 verdict, __u32 arg1, __u32 arg2)
+static __always_inline struct event *event_reserve(const struct notify *n, __u8 kind,
+						   __u8 subtype, __u8 obs, __u8 verdict,
+						   __u32 arg1, __u32 arg2)
 {
-	struct event *ev;
-	__u32 cap = 0;
-	__u64 flags;
+	struct event *ev = bpf_ringbuf_reserve(&pilus_events, sizeof(*ev), 0);
 
-	ev = bpf_ringbuf_reserve(&pilus_events, sizeof(*ev), 0);
 	if (!ev) {
-		/* The reader fell behind and the ring is full: count the loss, so
-		 * it is never silent. One counter (pilus_evstats, per CPU) for
-		 * the monitor's in-sequence loss records and for
-		 * pilus_datapath_events_lost_total alike. */
 		event_count(true);
-		return;
+		return NULL;
 	}
 	ev->kind = kind;
 	ev->subtype = subtype;
 	ev->obs_point = obs;
 	ev->direction = n->dir;
 	ev->ep_id = n->ep_id;
-	ev->orig_len = ctx->len;
-	ev->ifindex = ctx->ifindex;
 	ev->src_identity = n->src_id;
 	ev->dst_identity = n->dst_id;
 	ev->ktime_ns = bpf_ktime_get_ns();
@@ -139,10 +133,41 @@ static __always_inline void emit_event(struct __sk_buff *ctx, const struct notif
 	ev->cpu = bpf_get_smp_processor_id();
 	ev->_pad = 0;
 	ev->cookie = n->cookie;
-	ev->hash = ctx->hash;
 	ev->arg1 = arg1;
 	ev->arg2 = arg2;
+	return ev;
+}
 
+/* Submits a record event_reserve gave, waking the reader only when enough
+ * is waiting: a wakeup per packet would cost more than the datapath itself. */
+static __always_inline void event_submit(struct event *ev)
+{
+	__u64 flags;
+
+	flags = bpf_ringbuf_query(&pilus_events, BPF_RB_AVAIL_DATA) >= CONFIG_EVENTS_WAKEUP_BYTES ?
+		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(ev, flags);
+	event_count(false);
+}
+
+/*
+ * Records one event of an skb program on the ring buffer, with the first
+ * EVENT_CAPTURE_LEN bytes of the packet (debug messages carry none). A full
+ * ring loses the event, and the loss is counted (per CPU) for the agent to
+ * report.
+ */
+static __always_inline void emit_event(struct __sk_buff *ctx, const struct notify *n, __u8 kind,
+				       __u8 subtype, __u8 obs, __u8 verdict, __u32 arg1, __u32 arg2)
+{
+	struct event *ev;
+	__u32 cap = 0;
+
+	ev = event_reserve(n, kind, subtype, obs, verdict, arg1, arg2);
+	if (!ev)
+		return;
+	ev->orig_len = ctx->len;
+	ev->ifindex = ctx->ifindex;
+	ev->hash = ctx->hash;
 	if (kind != EVENT_DEBUG) {
 		cap = ctx->len;
 		if (cap > EVENT_CAPTURE_LEN)
@@ -152,11 +177,7 @@ static __always_inline void emit_event(struct __sk_buff *ctx, const struct notif
 			cap = 0;
 	}
 	ev->cap_len = cap;
-
-	flags = bpf_ringbuf_query(&pilus_events, BPF_RB_AVAIL_DATA) >= CONFIG_EVENTS_WAKEUP_BYTES ?
-		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(ev, flags);
-	event_count(false);
+	event_submit(ev);
 }
 
 /*

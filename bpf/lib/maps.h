@@ -87,6 +87,16 @@ struct {
 	__uint(pinning, PIN_BY_NAME);
 } pilus_metrics SEC(".maps");
 
+/* The XDP prefilter's deny list (bpf_xdp.c), changed by `pilus prefilter`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct prefilter_key);
+	__type(value, struct prefilter_value);
+	__uint(max_entries, PREFILTER_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_prefilter SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);

@@ -69,6 +69,7 @@
 #define DROP_NO_TUNNEL_KEY	149 /* from the overlay device without tunnel metadata */
 #define DROP_TUNNEL_KEY		150 /* the tunnel key could not be set */
 #define DROP_NOT_LOCAL		151 /* from the overlay for an address no local endpoint has */
+#define DROP_PREFILTER		154 /* the source is on the XDP prefilter's deny list */
 
 #define DROP_REASON_MAX		256
 
@@ -231,6 +232,23 @@ struct frag_ports {
 	__be16 policy_port;	/* the port policy saw on the first fragment */
 	__u16 _pad;
 };
+
+/* ---------------------------------------------------------------- prefilter */
+
+/* Key of pilus_prefilter, an LPM trie of source CIDRs the uplink's XDP
+ * program drops before the stack sees them: prefix_len counts bits of ip4. */
+struct prefilter_key {
+	__u32 prefix_len;
+	__be32 ip4;
+};
+
+/* What an entry has dropped, updated atomically (the trie is not per-CPU). */
+struct prefilter_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#define PREFILTER_MAX		16384
 
 /* ---------------------------------------------------------------- metrics */
 

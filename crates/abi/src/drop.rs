@@ -118,6 +118,11 @@ pub const DROP_REASONS: &[DropReason] = &[
         "DROP_NOT_LOCAL",
         "From the overlay for an address no local endpoint has",
     ),
+    r(
+        DROP_PREFILTER,
+        "DROP_PREFILTER",
+        "Source denied by the XDP prefilter",
+    ),
 ];
 
 const fn r(code: u8, name: &'static str, description: &'static str) -> DropReason {

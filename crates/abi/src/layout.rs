@@ -57,6 +57,8 @@ pub fn all() -> Vec<StructLayout> {
             ]
         ),
         layout!(IpcacheKey, "ipcache_key", [prefix_len, ip4]),
+        layout!(PrefilterKey, "prefilter_key", [prefix_len, ip4]),
+        layout!(PrefilterValue, "prefilter_value", [packets, bytes]),
         layout!(
             IpcacheValue,
             "ipcache_value",

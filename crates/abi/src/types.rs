@@ -33,6 +33,23 @@ pub struct IpcacheValue {
     pub _pad: [u8; 3],
 }
 
+/// Key of the `pilus_prefilter` LPM trie: a source CIDR the uplink's XDP
+/// program drops.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefilterKey {
+    pub prefix_len: u32,
+    pub ip4: Be32,
+}
+
+/// What a `pilus_prefilter` entry has dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefilterValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// Key of the `pilus_policy` LPM trie; see `POLICY_PREFIX_*`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -252,6 +269,8 @@ mod pod {
         EndpointInfo,
         IpcacheKey,
         IpcacheValue,
+        PrefilterKey,
+        PrefilterValue,
         PolicyKey,
         PolicyValue,
         PolicyRev,

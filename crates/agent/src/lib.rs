@@ -14,4 +14,5 @@ pub mod monitor;
 pub mod names;
 pub mod node;
 pub mod plumbing;
+pub mod prefilter;
 pub mod view;

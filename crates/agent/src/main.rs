@@ -17,6 +17,7 @@ use pilus_agent::{
     monitor,
     node::{self, RoutingArg},
     plumbing::NetlinkPlumbing,
+    prefilter::PrefilterApi,
     view::DatapathView,
 };
 use pilus_controlplane::{
@@ -25,7 +26,7 @@ use pilus_controlplane::{
 };
 use pilus_datapath::{
     config::TUNNEL_MTU, Datapath, EventReader, LoadOptions, MonitorSettings, NodeConfig,
-    NodeDevice, PodCidr,
+    NodeDevice, PodCidr, Prefilter,
 };
 use pilus_kvstore::{EtcdConfig, EtcdKv};
 use std::{
@@ -239,6 +240,16 @@ fn run() -> Result<()> {
         dp.attach_node_device(name, NodeDevice::Uplink)
             .context("attaching the uplink programs")?;
     }
+    // The prefilter drops listed senders on the uplink before the stack
+    // (or from-netdev) sees them, in either routing mode.
+    if let Some((name, _)) = &uplink {
+        dp.attach_prefilter(name)
+            .context("attaching the XDP prefilter to the uplink")?;
+    }
+    let prefilter = Arc::new(PrefilterApi::new(
+        Prefilter::open(&pin_dir).context("opening the prefilter's deny list")?,
+        uplink.as_ref().map(|(name, _)| name.clone()),
+    ));
     let event_reader =
         EventReader::new(&mut dp).context("opening the datapath's event ring buffer")?;
     // Its own descriptors of the pinned maps: metrics and the doctor read
@@ -325,6 +336,7 @@ fn run() -> Result<()> {
         view,
         setup,
         monitor_control: dp.clone(),
+        prefilter,
     };
     runtime.block_on(serve(
         &args,
@@ -350,6 +362,7 @@ struct Observe {
     setup: NodeSetup,
     /// The monitor's run-time settings (pilus_monconf).
     monitor_control: Arc<Pinned>,
+    prefilter: Arc<PrefilterApi>,
 }
 
 /// Serves the API and the metrics and reads the monitor's events until
@@ -411,7 +424,8 @@ async fn serve(
     let doctor = Arc::new(Doctor::new(Arc::clone(&agent), observe.view, observe.setup));
     let shared = api::Shared::new(agent, events, stopping.clone())
         .with_instruments(instruments)
-        .with_doctor(doctor);
+        .with_doctor(doctor)
+        .with_prefilter(observe.prefilter);
     let app = api::router(shared, limits);
     let server = {
         let limits = limits.clone();

@@ -1042,3 +1042,157 @@ spec:
         .unwrap();
     check("after the CIDR rule is deleted", 1);
 }
+
+/// An "outside" sender on the underlay, in a namespace of its own; removed
+/// on drop, also on failure.
+struct Outside {
+    netns: String,
+}
+
+impl Outside {
+    fn new(fx: &Fixture, name: &str, ip: &str) -> Outside {
+        let netns = format!("{}-{name}", fx.lab.state.plan.prefix);
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &netns])
+            .output();
+        let out = Outside { netns };
+        let underlay = &fx.lab.state.plan.underlay_netns;
+        let port = format!("o-{name}");
+        for args in [
+            vec!["netns", "add", &out.netns],
+            vec![
+                "-n", underlay, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &out.netns,
+            ],
+            vec!["-n", underlay, "link", "set", &port, "master", "br0", "up"],
+            vec!["-n", &out.netns, "addr", "add", ip, "dev", "eth0"],
+            vec!["-n", &out.netns, "link", "set", "eth0", "up"],
+            vec!["-n", &out.netns, "link", "set", "lo", "up"],
+        ] {
+            let o = std::process::Command::new("ip")
+                .args(&args)
+                .output()
+                .expect("ip (iproute2)");
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        out
+    }
+
+    fn pings(&self, dst: Ipv4Addr, timeout: Duration) -> bool {
+        matches!(
+            serve::probe(
+                &PathBuf::from(format!("/run/netns/{}", self.netns)),
+                SocketAddrV4::new(dst, 0),
+                Proto::Icmp,
+                timeout,
+            ),
+            Probe::Reply { .. }
+        )
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
+}
+
+/// Issue 11's prefilter: an entry drops an outside sender on the uplink
+/// (XDP, before the stack), counted on the entry and reported as a drop
+/// event; deleting it lets the sender through again. Bad requests are
+/// refused whole, and the list is unchanged after them.
+#[test]
+fn a_prefilter_entry_drops_an_outside_sender_until_it_is_deleted() {
+    let fx = cluster("t11pref", Routing::Tunnel, 1, 1, 1, 15);
+    let outside = Outside::new(&fx, "out", "198.19.0.250/24");
+    let node_ip = fx.lab.state.plan.nodes[0].underlay_ip;
+    let c = fx.client("node-1");
+    assert!(outside.pings(node_ip, YES), "before: the node answers");
+
+    let add = |cidrs: &[&str]| {
+        c.post_json::<_, api::PrefilterList>(
+            paths::PREFILTER,
+            &api::PrefilterChange {
+                cidrs: cidrs.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+    };
+    let list = add(&["198.19.0.250/32", "198.19.9.0/24"]).expect("update");
+    assert_eq!(list.device.as_deref(), Some("eth0"));
+    assert!(!outside.pings(node_ip, NO), "listed: dropped");
+    assert!(!outside.pings(node_ip, NO), "listed: dropped");
+
+    let list: api::PrefilterList = c.get_json(paths::PREFILTER).unwrap();
+    let hit = list
+        .entries
+        .iter()
+        .find(|e| e.cidr == "198.19.0.250/32")
+        .expect("the entry");
+    assert!(hit.packets >= 2, "{list:?}");
+    // The drop is reported like every other one.
+    let drop = fx
+        .drops("node-1")
+        .into_iter()
+        .find(|e| {
+            e.reason
+                .as_ref()
+                .is_some_and(|r| r.name == "DROP_PREFILTER")
+        })
+        .expect("a DROP_PREFILTER event");
+    assert_eq!(
+        (drop.observation_point.as_str(), drop.packet.src_ip),
+        ("from-network", Some(Ipv4Addr::new(198, 19, 0, 250)))
+    );
+
+    // Refused whole: nothing changes.
+    for (cidrs, status) in [
+        (vec!["198.19.1.0/24", "198.19.0.1/16"], 400),
+        (vec![], 400),
+        (vec!["198.19.0.250/32"], 400),
+    ] {
+        match add(&cidrs) {
+            Err(pilus_client::Error::Status { status: s, .. }) => {
+                assert_eq!(s, status, "{cidrs:?}")
+            }
+            other => panic!("{cidrs:?}: {other:?}"),
+        }
+    }
+    let gone = c.post_json::<_, api::PrefilterList>(
+        paths::PREFILTER_DELETE,
+        &api::PrefilterChange {
+            cidrs: vec!["198.19.0.250/32".into(), "198.19.77.0/24".into()],
+        },
+    );
+    assert!(
+        matches!(gone, Err(pilus_client::Error::Status { status: 404, .. })),
+        "{gone:?}"
+    );
+    let after: api::PrefilterList = c.get_json(paths::PREFILTER).unwrap();
+    let cidrs: Vec<&str> = after.entries.iter().map(|e| e.cidr.as_str()).collect();
+    assert_eq!(cidrs, ["198.19.0.250/32", "198.19.9.0/24"]);
+    assert!(
+        !outside.pings(node_ip, NO),
+        "still listed after the refusals"
+    );
+
+    // Deleted (through the CLI, as an operator does): through again.
+    let pilus = fx.lab.paths.bin_dir.join("pilus");
+    let sock = &fx.lab.state.nodes[0].socket;
+    let o = std::process::Command::new(&pilus)
+        .arg("--socket")
+        .arg(sock)
+        .args(["prefilter", "delete", "--cidr", "198.19.0.250/32"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        outside.pings(node_ip, YES),
+        "deleted: the node answers again"
+    );
+}

@@ -52,6 +52,37 @@ pub mod paths {
     pub const MONITOR_CONFIG: &str = "/v1/monitor/config";
     /// GET: `pilus doctor`, a [`super::DoctorReport`] of this node.
     pub const DOCTOR: &str = "/v1/doctor";
+    /// GET the XDP prefilter's deny list ([`super::PrefilterList`]); POST a
+    /// [`super::PrefilterChange`] adds its CIDRs, all or none.
+    pub const PREFILTER: &str = "/v1/prefilter";
+    /// POST a [`super::PrefilterChange`]: removes its CIDRs, all or none.
+    pub const PREFILTER_DELETE: &str = "/v1/prefilter/delete";
+}
+
+/// CIDRs to add to or remove from the XDP prefilter's deny list.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PrefilterChange {
+    pub cidrs: Vec<String>,
+}
+
+/// The XDP prefilter: where it runs and what it denies.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrefilterList {
+    /// The uplink it is attached to; `None`: this agent has no uplink
+    /// (single-node mode), so the list is kept but nothing is filtered.
+    pub device: Option<String>,
+    pub entries: Vec<PrefilterEntry>,
+    /// How many entries the list can hold.
+    pub max_entries: u32,
+}
+
+/// A source CIDR the prefilter drops, and what it has dropped.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrefilterEntry {
+    pub cidr: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -16,6 +16,14 @@ use std::{
 
 /// How long pilusd may take to answer its first status.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long pilusd may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn spawn(pilusd: &Path, args: &[std::ffi::OsString]) -> Result<ChildGuard, Error> {
+    let mut cmd = Command::new(pilusd);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null());
+    ChildGuard::spawn(cmd).context("starting pilusd")
+}
 
 /// Removes the agent's directories (state, socket, pins) when dropped.
 struct Dirs {
@@ -43,6 +51,9 @@ pub(crate) struct Agent {
     _dirs: Dirs,
     node: NetNs,
     socket: PathBuf,
+    /// How it was started, for [`Agent::restart`].
+    pilusd: PathBuf,
+    args: Vec<std::ffi::OsString>,
 }
 
 impl Agent {
@@ -64,8 +75,7 @@ impl Agent {
             pins: PathBuf::from(format!("/sys/fs/bpf/pilus-bench-{tag}")),
         };
         let socket = dirs.state.join("pilus.sock");
-        let mut cmd = Command::new(pilusd);
-        cmd.args([
+        let mut args: Vec<std::ffi::OsString> = [
             "--netns",
             node.name(),
             "--node-name",
@@ -74,24 +84,54 @@ impl Agent {
             pod_cidr,
             "--log",
             "warn",
-        ])
-        .arg("--state-dir")
-        .arg(dirs.state.join("state"))
-        .arg("--pin-dir")
-        .arg(&dirs.pins)
-        .arg("--socket")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-        let process = ChildGuard::spawn(cmd).context("starting pilusd")?;
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        args.extend([
+            "--state-dir".into(),
+            dirs.state.join("state").into(),
+            "--pin-dir".into(),
+            dirs.pins.clone().into(),
+            "--socket".into(),
+            socket.clone().into(),
+        ]);
+        let process = spawn(pilusd, &args)?;
         let mut agent = Agent {
             process,
             _dirs: dirs,
             node,
             socket,
+            pilusd: pilusd.to_path_buf(),
+            args,
         };
         agent.wait_ready()?;
         Ok(agent)
+    }
+
+    /// Stops pilusd as an operator would (SIGTERM: the datapath and the
+    /// pods stay), starts it again on the same state and pins, and returns
+    /// the time from its start until it answered: loading and verifying
+    /// the programs, restoring the state, resyncing the pinned maps.
+    pub(crate) fn restart(&mut self) -> Result<Duration, Error> {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.process.pid() as i32, libc::SIGTERM) };
+        match self
+            .process
+            .wait_timeout(STOP_TIMEOUT)
+            .context("waiting for pilusd to stop")?
+        {
+            Some(_) => {}
+            None => {
+                return Err(Error::Unexpected {
+                    what: format!("pilusd did not stop within {STOP_TIMEOUT:?} of SIGTERM"),
+                })
+            }
+        }
+        let t = Instant::now();
+        self.process = spawn(&self.pilusd, &self.args)?;
+        self.wait_ready()?;
+        Ok(t.elapsed())
     }
 
     fn wait_ready(&mut self) -> Result<(), Error> {
@@ -108,7 +148,7 @@ impl Agent {
                     timeout: START_TIMEOUT,
                 });
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -68,6 +68,14 @@ pub enum Error {
     AgentStart { socket: PathBuf, timeout: Duration },
     #[error("pilusd exited during the benchmark ({status})")]
     AgentExited { status: std::process::ExitStatus },
+    /// A plot could not be drawn (plotters' error, boxed: its type is
+    /// generic over the backend).
+    #[error("{what}")]
+    Plot {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// What was measured did not do what it must, so its time means
     /// nothing (a verdict other than the case's, a CNI call that failed or
     /// left something behind).

@@ -27,14 +27,21 @@
 //! All of them need root (BPF, namespaces, bpffs) and say so as an error.
 
 mod agent;
+pub mod all;
 pub mod api;
 pub mod cluster;
 pub mod cni;
 pub mod datapath;
+pub mod docs;
 mod error;
+pub mod load;
+pub mod machine;
 pub mod observe;
+pub mod plot;
 pub mod policy;
+pub mod restart;
 pub mod stats;
+pub mod traffic;
 
 pub use error::Error;
 

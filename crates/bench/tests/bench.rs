@@ -184,3 +184,113 @@ fn observe_measures_every_configuration_in_each_round() {
         assert!(!Path::new(&format!("/sys/fs/bpf/pilus-bench-{p}")).exists());
     }
 }
+
+/// Issue 13: `pilus bench all --quick`, as CI runs it, completes; its
+/// JSON is well formed and every row has its ratio to a baseline of the
+/// same run; the page and the plots are written; nothing is left behind.
+/// No time is asserted.
+#[test]
+fn all_quick_reports_a_ratio_for_every_row() {
+    let _one = serial();
+    let docs = std::env::temp_dir().join(format!("b13-docs-{}", std::process::id()));
+    let out = std::process::Command::new(bin_dir().join("pilus"))
+        .args(["bench", "all", "--quick", "-o", "json", "--docs"])
+        .arg(&docs)
+        .output()
+        .expect("running pilus bench all --quick");
+    assert!(
+        out.status.success(),
+        "pilus bench all --quick failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("well-formed JSON");
+    assert_eq!(
+        (r["bench"].as_str(), r["quick"].as_bool()),
+        (Some("all"), Some(true))
+    );
+    let positive = |v: &serde_json::Value, what: &str| {
+        let x = v
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what}: no number in {v}"));
+        assert!(x.is_finite() && x > 0.0, "{what}: {x}");
+    };
+
+    // Traffic: every phase, topology, test and configuration, each row
+    // with its rate and its ratio to bare of the same rounds.
+    let phases = r["traffic"]["phases"].as_array().expect("phases");
+    let names: Vec<_> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["main", "policy", "endpoints"]);
+    let mut groups = 0;
+    for p in phases {
+        for g in p["groups"].as_array().unwrap() {
+            groups += 1;
+            let what = format!("{} {} {}", p["name"], g["topology"], g["test"]);
+            if p["name"] == "main" {
+                positive(&g["noise"]["median"], &format!("{what} noise"));
+            }
+            let rows = g["rows"].as_array().unwrap();
+            assert!(rows.iter().any(|row| row["config"] == "pilus"), "{what}");
+            for row in rows {
+                let what = format!("{what} {}", row["config"]);
+                positive(&row["rate"]["median"], &what);
+                positive(&row["ratio"]["median"], &format!("{what} ratio"));
+                assert_eq!(row["runs"].as_array().unwrap().len(), 2, "{what}");
+                if g["test"] != "TCP_STREAM" {
+                    positive(&row["p99_us"], &format!("{what} p99"));
+                    assert_eq!(row["cdf_us"].as_array().unwrap().len(), 101, "{what}");
+                }
+            }
+        }
+    }
+    // main: 4 same-node tests + 2 each on tunnel and direct; 2 per series.
+    assert_eq!(groups, 8 + 2 + 2);
+    assert_eq!(phases[2]["endpoints"], 16);
+
+    // The other benchmarks' rows carry their baselines' ratios.
+    for c in r["datapath"]["cases"].as_array().unwrap() {
+        positive(&c["ratio_to_empty"], "datapath");
+    }
+    positive(&r["cni"]["add_p50_to_plumbing_p50"], "cni");
+    positive(&r["policy"]["change_to_round_trip_ratio"], "policy");
+    positive(&r["api"]["held_to_idle_p50"], "api");
+    positive(&r["restart"]["ratio_p50"], "restart");
+
+    // The target table: issue 13's ten rows and issue 10's four; only the
+    // service rows unmeasured (services are not built yet).
+    let targets = r["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 14);
+    for t in targets {
+        let unmeasured = t["verdict"] == "not-measured";
+        assert_eq!(
+            unmeasured,
+            t["metric"].as_str().unwrap().contains("service"),
+            "{t}"
+        );
+        assert_eq!(unmeasured, t["measured"].is_null(), "{t}");
+    }
+
+    // The page and its plots.
+    let page = std::fs::read_to_string(docs.join("benchmarks-current.md")).expect("the page");
+    assert!(page.contains("## Targets") && page.contains("not yet built"));
+    let plots: Vec<_> = std::fs::read_dir(docs.join("bench"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(
+        plots.len(),
+        5 + 2,
+        "a latency plot per RR group, two scaling plots"
+    );
+    for p in plots {
+        let svg = std::fs::read_to_string(p.path()).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{:?}",
+            p.path()
+        );
+        assert!(page.contains(&format!("bench/{}", p.file_name().to_string_lossy())));
+    }
+    std::fs::remove_dir_all(&docs).unwrap();
+    let prefixes = ["b13", "pbcni-", "pbnode-", "pbapi-", "pbench-", "pbpods-"];
+    assert_eq!(leftovers(&prefixes), Vec::<String>::new());
+}

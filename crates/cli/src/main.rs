@@ -16,6 +16,7 @@ mod monitor;
 mod namespace;
 mod node;
 mod policy;
+mod prefilter;
 mod status;
 mod table;
 
@@ -79,6 +80,11 @@ enum Command {
     /// The cluster's nodes (with pilusd --etcd).
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// The XDP prefilter on the node's uplink: source CIDRs dropped before
+    /// the kernel's stack sees them. update and delete change the list all
+    /// or nothing; list shows what each entry dropped.
+    #[command(subcommand)]
+    Prefilter(prefilter::PrefilterCommand),
     /// Namespace labels, as Kubernetes namespaceSelectors see them.
     #[command(subcommand)]
     Namespace(namespace::NamespaceCommand),
@@ -170,6 +176,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => policy::run(&c, cmd, out),
         Command::Ipcache(cmd) => ipcache::run(&c, cmd, out),
         Command::Node(cmd) => node::run(&c, cmd, out),
+        Command::Prefilter(cmd) => prefilter::run(&c, cmd, out),
         Command::Namespace(cmd) => namespace::run(&c, cmd, out),
         Command::Bpf(cmd) => bpf::run(&c, cmd, out),
         Command::Monitor(args) => monitor::run(&c, args, out),

@@ -25,6 +25,7 @@ fn every_command_has_help() {
         "monitor",
         "config",
         "doctor",
+        "prefilter",
         "bench",
         "Exit codes",
     ] {
@@ -45,7 +46,14 @@ fn every_command_has_help() {
         (&["namespace", "--help"], &["label"]),
         (&["bpf", "--help"], &["policy", "ipcache", "ct"]),
         (&["bpf", "ct", "--help"], &["list", "flush"]),
-        (&["bench", "--help"], &["datapath", "policy", "cni", "api"]),
+        (&["prefilter", "--help"], &["update", "delete", "list"]),
+        (&["prefilter", "update", "--help"], &["--cidr"]),
+        (
+            &["bench", "--help"],
+            &[
+                "datapath", "policy", "cni", "api", "traffic", "restart", "all",
+            ],
+        ),
         (
             &["monitor", "--help"],
             &[

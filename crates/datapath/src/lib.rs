@@ -18,6 +18,7 @@ mod maps;
 pub mod monitor;
 pub mod objects;
 pub mod pins;
+pub mod prefilter;
 mod sys;
 pub mod testrun;
 
@@ -30,3 +31,4 @@ pub use loader::{Datapath, LoadOptions, Object, Program};
 pub use maps::{DropCount, PolicyEntry};
 pub use monitor::{EventTotals, MonitorSettings};
 pub use pins::{MapDef, PinMismatch};
+pub use prefilter::{Prefilter, PrefilterEntry, PrefilterError};

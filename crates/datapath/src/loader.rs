@@ -32,16 +32,19 @@ pub enum Object {
     Overlay,
     /// bpf_host.c: the node's uplink.
     Host,
+    /// bpf_xdp.c: the XDP prefilter on the node's uplink.
+    Xdp,
 }
 
 impl Object {
-    pub const ALL: [Object; 3] = [Object::Lxc, Object::Overlay, Object::Host];
+    pub const ALL: [Object; 4] = [Object::Lxc, Object::Overlay, Object::Host, Object::Xdp];
 
     pub(crate) fn bytes(self) -> &'static [u8] {
         match self {
             Object::Lxc => objects::BPF_LXC,
             Object::Overlay => objects::BPF_OVERLAY,
             Object::Host => objects::BPF_HOST,
+            Object::Xdp => objects::BPF_XDP,
         }
     }
 
@@ -50,6 +53,7 @@ impl Object {
             Object::Lxc => "bpf_lxc.o",
             Object::Overlay => "bpf_overlay.o",
             Object::Host => "bpf_host.o",
+            Object::Xdp => "bpf_xdp.o",
         }
     }
 }
@@ -134,14 +138,18 @@ impl Default for LoadOptions {
 pub struct Datapath {
     /// bpf_lxc.o, whose map handles the typed accessors use.
     pub(crate) ebpf: Ebpf,
-    /// bpf_overlay.o and bpf_host.o, on the same maps.
+    /// bpf_overlay.o, bpf_host.o and bpf_xdp.o, on the same maps.
     overlay: Ebpf,
     host: Ebpf,
+    pub(crate) xdp: Ebpf,
     pin_dir: Option<PathBuf>,
     hz: u32,
     pub(crate) pod_cidr: PodCidr,
     pub(crate) attach_mode: AttachMode,
 }
+
+/// The XDP prefilter's function in bpf/bpf_xdp.c.
+pub(crate) const XDP_PREFILTER: &str = "xdp_prefilter";
 
 /// Map sizes that depend on the node. The one table both aya's loader and
 /// the pin check read, so the check compares with what aya creates.
@@ -150,7 +158,8 @@ fn max_entries(pod_cidr: &PodCidr) -> [(&'static str, u32); 1] {
 }
 
 impl Datapath {
-    /// Loads bpf_lxc.o, bpf_overlay.o and bpf_host.o, all on the same maps.
+    /// Loads bpf_lxc.o, bpf_overlay.o, bpf_host.o and bpf_xdp.o, all on the
+    /// same maps.
     /// With a pin directory, maps pinned there by an earlier
     /// load (an agent before a restart) are reused, so state survives; but
     /// only if they are the maps this build and these options create, and
@@ -195,35 +204,31 @@ impl Datapath {
                 load(Object::Lxc)?,
                 load(Object::Overlay)?,
                 load(Object::Host)?,
+                load(Object::Xdp)?,
             ))
         });
         if private {
             remove_pins(&dir, &maps);
         }
-        let (mut ebpf, mut overlay, mut host) = loaded?;
-
-        for p in Program::ALL {
-            let obj = match p.object() {
-                Object::Lxc => &mut ebpf,
-                Object::Overlay => &mut overlay,
-                Object::Host => &mut host,
-            };
-            let prog: &mut SchedClassifier = obj
-                .program_mut(p.name())
-                .ok_or(Error::MissingProgram { name: p.name() })?
-                .try_into()
-                .map_err(|e| Error::program(p.name(), e))?;
-            prog.load().map_err(|e| Error::program(p.name(), e))?;
-        }
+        let (ebpf, overlay, host, mut xdp) = loaded?;
+        crate::prefilter::prefilter_program(&mut xdp)?
+            .load()
+            .map_err(|e| Error::program(XDP_PREFILTER, e))?;
         let mut dp = Datapath {
             ebpf,
             overlay,
             host,
+            xdp,
             pin_dir: opts.pin_dir.clone(),
             hz,
             pod_cidr,
             attach_mode: AttachMode::default(),
         };
+        for p in Program::ALL {
+            dp.classifier_mut(p)?
+                .load()
+                .map_err(|e| Error::program(p.name(), e))?;
+        }
         dp.fill_tail_calls()?;
         tracing::debug!(pin_dir = ?dp.pin_dir, "datapath loaded");
         Ok(dp)
@@ -277,6 +282,7 @@ impl Datapath {
             Object::Lxc => &self.ebpf,
             Object::Overlay => &self.overlay,
             Object::Host => &self.host,
+            Object::Xdp => &self.xdp,
         }
     }
 
@@ -302,6 +308,7 @@ impl Datapath {
             Object::Lxc => &mut self.ebpf,
             Object::Overlay => &mut self.overlay,
             Object::Host => &mut self.host,
+            Object::Xdp => &mut self.xdp,
         };
         obj.program_mut(p.name())
             .ok_or(Error::MissingProgram { name: p.name() })?

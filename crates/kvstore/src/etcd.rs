@@ -157,7 +157,38 @@ impl Net {
         &self,
         what: &str,
         lease: Option<LeaseId>,
+        make: F,
+    ) -> Result<T, KvError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd::Error>>,
+    {
+        self.retrying(what, lease, make, true).await
+    }
+
+    /// [`Net::call_retrying`] for what keeps a stream open (a watch, a
+    /// lease's keep-alive): a success says the store is reachable, a
+    /// failure is not taken as proof that it is not — the stream's owner
+    /// tries again, and the health check and the requests decide.
+    async fn open_retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        lease: Option<LeaseId>,
+        make: F,
+    ) -> Result<T, KvError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd::Error>>,
+    {
+        self.retrying(what, lease, make, false).await
+    }
+
+    async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        lease: Option<LeaseId>,
         mut make: F,
+        note_down: bool,
     ) -> Result<T, KvError>
     where
         F: FnMut() -> Fut,
@@ -180,7 +211,11 @@ impl Net {
                 && tokio::time::Instant::now() + RETRY_PAUSE < deadline;
             if !again {
                 match &r {
-                    Err(e @ KvError::Unavailable { .. }) => self.down(e),
+                    Err(e @ KvError::Unavailable { .. }) => {
+                        if note_down {
+                            self.down(e)
+                        }
+                    }
                     _ => self.up(),
                 }
                 return r;
@@ -426,26 +461,18 @@ impl EtcdKv {
             let every = config.health_every;
             rt.get().spawn(async move {
                 loop {
-                    // A failed check is tried once more at once before it
-                    // counts: with several members, the one it went to may
-                    // have just gone, and the next request goes to another.
-                    for last in [false, true] {
-                        let mut kv = net.client.kv_client();
-                        let probe = etcd::GetOptions::new().with_count_only();
-                        let check = kv.get(HEALTH_KEY, Some(probe));
-                        let r = if last {
-                            // The result is in the connection state.
-                            net.call("health check", None, check).await.map(|_| ())
-                        } else {
-                            net.attempt("health check", None, check).await.map(|_| ())
-                        };
-                        if !matches!(r, Err(KvError::Unavailable { .. })) {
-                            if !last {
-                                net.up();
-                            }
-                            break;
-                        }
-                    }
+                    // Retried within the request timeout: with several
+                    // members, the one a try went to may have just gone
+                    // while the others serve. The result is in the
+                    // connection state.
+                    let client = &net.client;
+                    let _ = net
+                        .call_retrying("health check", None, || {
+                            let mut kv = client.kv_client();
+                            let probe = etcd::GetOptions::new().with_count_only();
+                            async move { kv.get(HEALTH_KEY, Some(probe)).await }
+                        })
+                        .await;
                     tokio::time::sleep(every).await;
                 }
             })
@@ -567,12 +594,12 @@ impl ClusterStore for EtcdKv {
     fn grant_lease(&self, ttl: Duration) -> Result<Lease, KvError> {
         // etcd counts whole seconds; round up so the lease lasts at least `ttl`.
         let secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
-        let mut leases = self.net.client.lease_client();
-        let resp = self.block_on(self.net.call(
-            "grant a lease",
-            None,
-            leases.grant(i64::try_from(secs).unwrap_or(i64::MAX), None),
-        ))?;
+        let client = &self.net.client;
+        let secs_i64 = i64::try_from(secs).unwrap_or(i64::MAX);
+        let resp = self.block_on(self.net.call_retrying("grant a lease", None, || {
+            let mut leases = client.lease_client();
+            async move { leases.grant(secs_i64, None).await }
+        }))?;
         let id = LeaseId(resp.id());
         let granted = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(secs).max(1));
         let shared = Arc::new(LeaseShared::new(id, granted));
@@ -678,13 +705,16 @@ async fn keep(net: Net, lease: Arc<LeaseShared>) {
     let mut backoff = Backoff::new();
     loop {
         let id = lease.id();
-        let mut leases = net.client.lease_client();
         // Opening the stream is itself a renewal: etcd-client sends one and
         // waits for the answer (ttl 0: the lease is gone).
-        match net
-            .call("renew a lease", Some(id), leases.keep_alive(id.0))
-            .await
-        {
+        let client = &net.client;
+        let opened = net
+            .open_retrying("renew a lease", Some(id), || {
+                let mut leases = client.lease_client();
+                async move { leases.keep_alive(id.0).await }
+            })
+            .await;
+        match opened {
             Ok((mut keeper, mut stream)) => {
                 lease.renewed();
                 backoff.reset();
@@ -694,7 +724,9 @@ async fn keep(net: Net, lease: Arc<LeaseShared>) {
                         keeper.keep_alive().await?;
                         stream.message().await
                     };
-                    match net.call("renew a lease", None, renewal).await {
+                    // A broken stream is opened again (above); the member
+                    // it ran over may be the only one gone.
+                    match net.attempt("renew a lease", None, renewal).await {
                         Ok(Some(r)) if r.ttl() > 0 => lease.renewed(),
                         Ok(Some(_)) => {
                             lease.expired();
@@ -727,11 +759,14 @@ async fn regrant(net: &Net, lease: &LeaseShared) {
     let mut backoff = Backoff::new();
     let secs = i64::try_from(lease.ttl.as_secs()).unwrap_or(i64::MAX);
     let id = loop {
-        let mut leases = net.client.lease_client();
-        match net
-            .call("grant a lease", None, leases.grant(secs, None))
-            .await
-        {
+        let client = &net.client;
+        let granted = net
+            .call_retrying("grant a lease", None, || {
+                let mut leases = client.lease_client();
+                async move { leases.grant(secs, None).await }
+            })
+            .await;
+        match granted {
             Ok(r) => break LeaseId(r.id()),
             Err(_) => backoff.wait().await,
         }
@@ -854,33 +889,38 @@ async fn open(net: &Net, prefix: &str, next: Revision) -> Result<Opened, KvError
     if next > 0 {
         options = options.with_start_revision(rev_i64(next));
     }
-    let mut watches = net.client.watch_client();
-    let created = async move {
-        let mut stream = watches.watch(prefix, Some(options)).await?;
-        // etcd answers a create before it sends any event; etcd 3.4 reports
-        // a compacted start revision right after, but be ready for both in
-        // one answer.
-        match stream.message().await? {
-            Some(r) if r.compact_revision() > 0 => {
-                Ok(Opened::Compacted(rev_u64(r.compact_revision())))
+    let client = &net.client;
+    let create = || {
+        let mut watches = client.watch_client();
+        let options = options.clone();
+        async move {
+            let mut stream = watches.watch(prefix, Some(options)).await?;
+            // etcd answers a create before it sends any event; etcd 3.4
+            // reports a compacted start revision right after, but be ready
+            // for both in one answer.
+            match stream.message().await? {
+                Some(r) if r.compact_revision() > 0 => {
+                    Ok(Opened::Compacted(rev_u64(r.compact_revision())))
+                }
+                Some(r) if r.created() && !r.canceled() => {
+                    let current = header_rev(r.header());
+                    Ok(Opened::Watching {
+                        stream: Box::new(stream),
+                        current,
+                    })
+                }
+                Some(r) => Err(etcd::Error::WatchError(format!(
+                    "etcd did not create the watch: {}",
+                    r.cancel_reason()
+                ))),
+                None => Err(etcd::Error::WatchError(
+                    "the watch stream closed before the watch was created".into(),
+                )),
             }
-            Some(r) if r.created() && !r.canceled() => {
-                let current = header_rev(r.header());
-                Ok(Opened::Watching {
-                    stream: Box::new(stream),
-                    current,
-                })
-            }
-            Some(r) => Err(etcd::Error::WatchError(format!(
-                "etcd did not create the watch: {}",
-                r.cancel_reason()
-            ))),
-            None => Err(etcd::Error::WatchError(
-                "the watch stream closed before the watch was created".into(),
-            )),
         }
     };
-    net.call(&format!("watch {prefix:?}"), None, created).await
+    net.open_retrying(&format!("watch {prefix:?}"), None, create)
+        .await
 }
 
 /// Lists the prefix for a watch whose next revision was compacted away and
@@ -898,13 +938,15 @@ async fn resync(
         compacted,
         "the watch's revision was compacted; re-listing"
     );
-    let mut kv = net.client.kv_client();
+    let client = &net.client;
     let listed = net
-        .call(
-            &format!("list {prefix:?}"),
-            None,
-            kv.get(prefix, Some(etcd::GetOptions::new().with_prefix())),
-        )
+        .call_retrying(&format!("list {prefix:?}"), None, || {
+            let mut kv = client.kv_client();
+            async move {
+                kv.get(prefix, Some(etcd::GetOptions::new().with_prefix()))
+                    .await
+            }
+        })
         .await;
     // On failure the next connection meets the compaction again.
     let Ok(listed) = listed else {

@@ -29,7 +29,7 @@ pub use limits::Limits;
 pub use reply::ApiError;
 pub use server::{bind, serve, BindError};
 
-use crate::{doctor::Doctor, metrics::Instruments, monitor::Monitor};
+use crate::{doctor::Doctor, metrics::Instruments, monitor::Monitor, prefilter::PrefilterApi};
 use pilus_api_types as api;
 use pilus_controlplane::ControlPlane;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +52,9 @@ pub struct Shared {
     /// `None` where nothing can be checked (an agent without a real
     /// datapath): `GET /v1/doctor` then says so.
     doctor: Option<Arc<Doctor>>,
+    /// `None` in an agent without a real datapath: `/v1/prefilter` then
+    /// says so.
+    prefilter: Option<Arc<PrefilterApi>>,
 }
 
 fn revision_of(cp: &ControlPlane) -> api::Revision {
@@ -79,6 +82,7 @@ impl Shared {
             stopping,
             instruments: Instruments::default(),
             doctor: None,
+            prefilter: None,
         }
     }
 
@@ -91,6 +95,12 @@ impl Shared {
     /// Answers `GET /v1/doctor` with this doctor's checks.
     pub fn with_doctor(mut self, doctor: Arc<Doctor>) -> Shared {
         self.doctor = Some(doctor);
+        self
+    }
+
+    /// Serves `/v1/prefilter` with this deny list.
+    pub fn with_prefilter(mut self, prefilter: Arc<PrefilterApi>) -> Shared {
+        self.prefilter = Some(prefilter);
         self
     }
 

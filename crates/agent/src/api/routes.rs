@@ -10,6 +10,7 @@ use super::{
     reply::{json, ok, with_status, ApiError, JsonBody, Params},
     Shared,
 };
+use crate::prefilter::{PrefilterApi, RequestError as PrefilterRequestError};
 use axum::{
     extract::{Path, State},
     http::StatusCode,
@@ -83,6 +84,8 @@ pub fn router() -> Router<Shared> {
                 .post(set_monitor_config),
         )
         .route(paths::DOCTOR, get(doctor))
+        .route(paths::PREFILTER, get(prefilter_list).post(prefilter_add))
+        .route(paths::PREFILTER_DELETE, post(prefilter_delete))
 }
 
 fn bad(what: &'static str, reason: impl Into<String>) -> Error {
@@ -419,4 +422,58 @@ async fn doctor(State(s): State<Shared>) -> Result<Response, ApiError> {
         .await
         .map_err(|e| ApiError::internal(format!("the doctor's checks failed: {e}")))?;
     Ok(json(StatusCode::OK, &report))
+}
+
+/// The prefilter's calls are map walks and writes of their own (not the
+/// control plane's): on the blocking pool, outside the writers' turn.
+async fn prefilter_call<T: serde::Serialize + Send + 'static>(
+    s: &Shared,
+    f: impl FnOnce(&PrefilterApi) -> Result<T, PrefilterRequestError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let Some(p) = s.prefilter.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this agent has no datapath, so no prefilter",
+        ));
+    };
+    let r = tokio::task::spawn_blocking(move || f(&p))
+        .await
+        .map_err(|e| ApiError::internal(format!("the prefilter call failed: {e}")))?;
+    match r {
+        Ok(v) => Ok(json(StatusCode::OK, &v)),
+        Err(e) => {
+            let status = match e {
+                PrefilterRequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+                PrefilterRequestError::Missing(_) => StatusCode::NOT_FOUND,
+                PrefilterRequestError::Datapath(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(ApiError::new(status, e.to_string()))
+        }
+    }
+}
+
+async fn prefilter_list(State(s): State<Shared>) -> Result<Response, ApiError> {
+    prefilter_call(&s, |p| p.list()).await
+}
+
+async fn prefilter_add(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::PrefilterChange>,
+) -> Result<Response, ApiError> {
+    prefilter_call(&s, move |p| {
+        p.add(&b)?;
+        p.list()
+    })
+    .await
+}
+
+async fn prefilter_delete(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::PrefilterChange>,
+) -> Result<Response, ApiError> {
+    prefilter_call(&s, move |p| {
+        p.remove(&b)?;
+        p.list()
+    })
+    .await
 }

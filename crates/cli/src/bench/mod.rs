@@ -2,12 +2,15 @@
 //! subcommand. Each turns its flags into the library's options, runs it
 //! and prints the report: a table, or the report itself with `-o json`.
 
+mod all;
 mod api;
 mod cluster;
 mod cni;
 mod datapath;
 mod observe;
 mod policy;
+mod restart;
+mod traffic;
 
 use crate::Output;
 use anyhow::{Context, Result};
@@ -36,6 +39,18 @@ pub enum BenchCommand {
     /// monitor's aggregation at none, medium and maximum vs. trace events
     /// compiled out and bare veth routing (two one-node labs; needs iperf3).
     Observe(observe::ObserveArgs),
+    /// Real pod-to-pod traffic: TCP_RR, TCP_CRR, UDP_RR, TCP_STREAM through
+    /// bare kernel routing, Pilus and per-pod iptables chains on one node,
+    /// and across two nodes (tunnel vs. kernel VXLAN, direct vs. kernel
+    /// routes), interleaved, with the noise floor; scaling series for
+    /// policy entries and endpoints.
+    Traffic(traffic::TrafficArgs),
+    /// pilusd's start time with 500 endpoints restored vs. with none
+    /// (starts a private pilusd).
+    Restart(restart::RestartArgs),
+    /// Every benchmark in one run, with the target table of issues 13 and
+    /// 10; --docs DIR writes the generated page and its SVG plots.
+    All(all::AllArgs),
 }
 
 pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
@@ -46,6 +61,9 @@ pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
         BenchCommand::Api(args) => api::run(args, output),
         BenchCommand::Cluster(args) => cluster::run(args, output),
         BenchCommand::Observe(args) => observe::run(args, output),
+        BenchCommand::Traffic(args) => traffic::run(args, output),
+        BenchCommand::Restart(args) => restart::run(args, output),
+        BenchCommand::All(args) => all::run(args, output),
     }
 }
 
