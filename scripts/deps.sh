@@ -7,12 +7,11 @@
 #                      etcd-server (the cluster store's tests run a real etcd
 #                      3.4 in their own namespaces), iptables (the
 #                      `iptables` configuration of `pilus bench traffic`,
-#                      run by the bench tests), prometheus (Debian's
+#                      run by the bench tests) and prometheus (Debian's
 #                      Prometheus 2.42 and promtool: the metrics tests check
-#                      pilusd's exposition and scrape it with a real server)
-#                      and iperf3 (TCP_STREAM of the observability
-#                      benchmark); installs only what is missing, so a
-#                      second run costs nothing.
+#                      pilusd's exposition and scrape it with a real server);
+#                      installs only what is missing, so a second run costs
+#                      nothing.
 
 # shellcheck shell=bash
 pilus_build_deps() {
@@ -23,7 +22,6 @@ pilus_build_deps() {
   command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
   command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
   command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
-  command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
   local lean=()
   { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || lean+=(prometheus)
   [ ${#need[@]} -eq 0 ] && [ ${#lean[@]} -eq 0 ] && return 0

@@ -10,37 +10,41 @@
 //! rounds whose order rotates, so drift of a shared machine spreads over
 //! all of them. Ratios are paired within a round, then the median is taken.
 //!
-//! TCP_RR is a loop of our own: one connection, one byte each way per
-//! transaction, TCP_NODELAY, the client and server threads `setns`'d into
-//! their pods (not pinned: the machine has two CPUs). TCP_STREAM is
-//! iperf3's (Debian's), one stream, its receiver's rate.
+//! TCP_RR and TCP_STREAM are the load generators of `pilus bench traffic`
+//! ([`crate::load`]): client and server threads `setns`'d into their pods,
+//! each pinned to a CPU of its own, a warm-up, then a timed window. Each
+//! measurement also has the CPU time both threads spent (their thread CPU
+//! clocks; a veth hands its packet to the receiver on the sender's CPU, tc
+//! programs included, so that is where the datapath's work is charged):
+//! per transaction and per MiB it says what observability costs even
+//! where a rate does not — one ping-pong connection's rate on a VM swings
+//! with the vCPUs' idle wake-ups far more than any program's cost.
 
-use crate::{error::Context, Error};
+use crate::{
+    error::Context,
+    load::{self, Ends, Measured, Pinning, Test, Timing},
+    Error,
+};
 use pilus_api_types::{paths, MonitorConfig, MonitorConfigUpdate};
 use pilus_lab::{Lab, LabError, Paths, Plan};
 use pilus_netns::{veth_pair, ChildGuard, NetNs};
 use serde::Serialize;
 use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 /// The labs' namespace prefixes and the bare setup's.
 pub const PREFIXES: [&str; 3] = ["pbobsa", "pbobsb", "pbobsbare"];
-const RR_PORT: u16 = 7000;
-const STREAM_PORT: u16 = 5201;
-/// The first part of each TCP_RR measurement, not counted.
-const RR_WARMUP: Duration = Duration::from_millis(300);
+/// The first part of each measurement, not counted.
+const WARMUP: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Where pilusd, pilus-cni and pilus are.
     pub bin_dir: PathBuf,
-    /// The iperf3 binary.
-    pub iperf3: PathBuf,
     pub rounds: u32,
     /// Seconds of each measurement.
     pub seconds: u32,
@@ -103,14 +107,24 @@ pub struct Row {
     pub rr_tps: Vec<f64>,
     /// Gbit/s, per round.
     pub stream_gbps: Vec<f64>,
+    /// CPU time of both ends per transaction (µs), per round.
+    pub rr_cpu_us: Vec<f64>,
+    /// CPU time of both ends per MiB received (µs), per round.
+    pub stream_cpu_us: Vec<f64>,
     pub rr_median: f64,
     pub stream_median: f64,
+    pub rr_cpu_median: f64,
+    pub stream_cpu_median: f64,
     /// Against trace events compiled out (1.0: the same).
     pub rr_vs_compiled_out: f64,
     pub stream_vs_compiled_out: f64,
     /// Against bare veth routing.
     pub rr_vs_bare: f64,
     pub stream_vs_bare: f64,
+    /// CPU per transaction / per MiB against trace events compiled out
+    /// (1.10: 10 % more CPU for the same work).
+    pub rr_cpu_vs_compiled_out: f64,
+    pub stream_cpu_vs_compiled_out: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -125,6 +139,11 @@ pub struct Report {
     /// the TCP_RR rate and of the STREAM throughput (target: <= 3).
     pub medium_rr_cost_pct: f64,
     pub medium_stream_cost_pct: f64,
+    /// What medium costs in CPU per transaction and per MiB against trace
+    /// events compiled out, in percent (not part of the target: the rates
+    /// are; this says what a rate on a noisy machine may hide).
+    pub medium_rr_cpu_cost_pct: f64,
+    pub medium_stream_cpu_cost_pct: f64,
 }
 
 impl Report {
@@ -152,14 +171,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// A pair of pods: where the client and the server run.
-#[derive(Clone, Debug)]
-struct Pair {
-    client_ns: PathBuf,
-    server_ns: PathBuf,
-    server_ip: Ipv4Addr,
-}
-
 /// Removes a lab however the benchmark ends.
 struct LabDown(Paths);
 
@@ -181,7 +192,7 @@ fn lab_paths(opts: &Options, prefix: &str) -> Paths {
 }
 
 /// A one-node lab with two pods (frontend-1, backend-1).
-fn lab(opts: &Options, prefix: &str, trace_events: bool) -> Result<(Lab, LabDown, Pair), Error> {
+fn lab(opts: &Options, prefix: &str, trace_events: bool) -> Result<(Lab, LabDown, Ends), Error> {
     let paths = lab_paths(opts, prefix);
     Lab::down(&paths).context("removing a killed run's lab")?;
     let down = LabDown(paths.clone());
@@ -196,9 +207,9 @@ fn lab(opts: &Options, prefix: &str, trace_events: bool) -> Result<(Lab, LabDown
         lab.pod("frontend-1").context("the client pod")?,
         lab.pod("backend-1").context("the server pod")?,
     );
-    let pair = Pair {
-        client_ns: Path::new("/run/netns").join(&client.netns),
-        server_ns: Path::new("/run/netns").join(&server.netns),
+    let pair = Ends {
+        client: Path::new("/run/netns").join(&client.netns),
+        server: Path::new("/run/netns").join(&server.netns),
         server_ip: server.ip,
     };
     Ok((lab, down, pair))
@@ -236,129 +247,24 @@ impl Bare {
         Ok(Bare { pods, _node: node })
     }
 
-    fn pair(&self) -> Pair {
-        Pair {
-            client_ns: self.pods[0].path(),
-            server_ns: self.pods[1].path(),
+    fn pair(&self) -> Ends {
+        Ends {
+            client: self.pods[0].path(),
+            server: self.pods[1].path(),
             server_ip: Ipv4Addr::new(198, 18, 251, 2),
         }
     }
 }
 
-/// Runs `f` on a new thread inside the namespace at `ns`.
-fn in_ns<T: Send + 'static>(
-    ns: &Path,
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::thread::JoinHandle<Result<T, Error>> {
-    let ns = ns.to_path_buf();
-    std::thread::spawn(move || {
-        let _inside =
-            pilus_netlink::netns::enter_path(&ns).context(format!("entering {}", ns.display()))?;
-        f().context(format!("TCP_RR in {}", ns.display()))
-    })
-}
-
-/// TCP_RR: transactions per second over `seconds` (after a warm-up).
-fn tcp_rr(pair: &Pair, seconds: u32) -> Result<f64, Error> {
-    let listening = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let ready = listening.clone();
-    let server = in_ns(&pair.server_ns, move || {
-        let l = TcpListener::bind(("0.0.0.0", RR_PORT))?;
-        ready.wait();
-        let (mut s, _) = l.accept()?;
-        s.set_nodelay(true)?;
-        let mut b = [0u8; 1];
-        loop {
-            match s.read(&mut b)? {
-                0 => return Ok(()),
-                _ => s.write_all(&b)?,
-            }
-        }
-    });
-    listening.wait();
-    let dst = SocketAddrV4::new(pair.server_ip, RR_PORT);
-    let run = Duration::from_secs(u64::from(seconds));
-    let client = in_ns(&pair.client_ns, move || {
-        let mut s = TcpStream::connect_timeout(&dst.into(), Duration::from_secs(3))?;
-        s.set_nodelay(true)?;
-        let mut b = [1u8; 1];
-        let start = Instant::now();
-        let (mut counted, mut since) = (0u64, None);
-        while start.elapsed() < RR_WARMUP + run {
-            s.write_all(&b)?;
-            s.read_exact(&mut b)?;
-            match since {
-                None if start.elapsed() >= RR_WARMUP => since = Some(Instant::now()),
-                Some(_) => counted += 1,
-                None => {}
-            }
-        }
-        let took = since.map_or(Duration::ZERO, |t| t.elapsed());
-        Ok(counted as f64 / took.as_secs_f64().max(1e-9))
-    });
-    let tps = join(client)?;
-    join(server)?;
-    Ok(tps)
-}
-
-fn join<T>(h: std::thread::JoinHandle<Result<T, Error>>) -> Result<T, Error> {
-    h.join().map_err(|_| Error::Unexpected {
-        what: "a TCP_RR thread panicked".into(),
-    })?
-}
-
-fn iperf3_in(ns: &Path, iperf3: &Path) -> Command {
-    let name = ns
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &name]).arg(iperf3);
-    c
-}
-
-/// TCP_STREAM: iperf3's receiver rate over `seconds`, in Gbit/s.
-fn tcp_stream(pair: &Pair, iperf3: &Path, seconds: u32) -> Result<f64, Error> {
-    let mut server = iperf3_in(&pair.server_ns, iperf3);
-    server
-        .args(["-s", "-1", "-p", &STREAM_PORT.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _server = ChildGuard::spawn(server).context("starting the iperf3 server")?;
-    let mut last = String::new();
-    // The server needs a moment to listen.
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(100));
-        let out = iperf3_in(&pair.client_ns, iperf3)
-            .args([
-                "-c",
-                &pair.server_ip.to_string(),
-                "-p",
-                &STREAM_PORT.to_string(),
-                "-t",
-                &seconds.to_string(),
-                "-J",
-            ])
-            .output()
-            .context("running the iperf3 client")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::Unexpected {
-                    what: format!("iperf3's report does not parse ({e}): {text}"),
-                })?;
-            let bps = v["end"]["sum_received"]["bits_per_second"]
-                .as_f64()
-                .ok_or_else(|| Error::Unexpected {
-                    what: format!("no end.sum_received.bits_per_second in iperf3's report: {text}"),
-                })?;
-            return Ok(bps / 1e9);
-        }
-        last = text;
-    }
-    Err(Error::Unexpected {
-        what: format!("iperf3 never connected: {last}"),
-    })
+/// One measurement of `test` between `ends`: its rate (tx/s or Gbit/s)
+/// and the CPU time both ends spent per unit (µs per tx or per MiB).
+fn measure(test: Test, ends: &Ends, seconds: u32) -> Result<(f64, f64), Error> {
+    let timing = Timing {
+        warmup: WARMUP,
+        duration: Duration::from_secs(u64::from(seconds)),
+    };
+    let m: Measured = load::run(test, ends, timing, Pinning::split())?;
+    Ok((m.rate(), m.cpu_per_unit(m.client_cpu_s + m.server_cpu_s)))
 }
 
 fn set_level(lab: &Lab, level: &str) -> Result<(), Error> {
@@ -383,7 +289,7 @@ fn set_level(lab: &Lab, level: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs the benchmark. Needs root, iperf3, and the workspace's binaries in
+/// Runs the benchmark. Needs root and the workspace's binaries in
 /// `opts.bin_dir`.
 pub fn run(opts: &Options) -> Result<Report, Error> {
     crate::require_root("observe", "namespaces, eBPF")?;
@@ -409,6 +315,8 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
 
     let mut rr: Vec<Vec<f64>> = vec![Vec::new(); Config::ALL.len()];
     let mut stream: Vec<Vec<f64>> = vec![Vec::new(); Config::ALL.len()];
+    let mut rr_cpu: Vec<Vec<f64>> = vec![Vec::new(); Config::ALL.len()];
+    let mut stream_cpu: Vec<Vec<f64>> = vec![Vec::new(); Config::ALL.len()];
     for round in 0..opts.rounds as usize {
         for k in 0..Config::ALL.len() {
             let i = (k + round) % Config::ALL.len();
@@ -434,17 +342,21 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
                 }
                 _ => None,
             };
-            let t = tcp_rr(pair, opts.seconds)?;
-            let g = tcp_stream(pair, &opts.iperf3, opts.seconds)?;
+            let (t, t_cpu) = measure(Test::TcpRr, pair, opts.seconds)?;
+            let (g, g_cpu) = measure(Test::TcpStream, pair, opts.seconds)?;
             tracing::info!(
                 round,
                 config = config.name(),
                 tcp_rr = t,
+                rr_cpu_us = t_cpu,
                 stream_gbps = g,
+                stream_cpu_us_per_mib = g_cpu,
                 "measured"
             );
             rr[i].push(t);
             stream[i].push(g);
+            rr_cpu[i].push(t_cpu);
+            stream_cpu[i].push(g_cpu);
         }
     }
     let idx = |c: Config| Config::ALL.iter().position(|x| *x == c).unwrap_or(0);
@@ -460,12 +372,18 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             name: config.name(),
             rr_median: median(rr[i].clone()),
             stream_median: median(stream[i].clone()),
+            rr_cpu_median: median(rr_cpu[i].clone()),
+            stream_cpu_median: median(stream_cpu[i].clone()),
+            rr_cpu_vs_compiled_out: paired(&rr_cpu[i], &rr_cpu[floor]),
+            stream_cpu_vs_compiled_out: paired(&stream_cpu[i], &stream_cpu[floor]),
             rr_vs_compiled_out: paired(&rr[i], &rr[floor]),
             stream_vs_compiled_out: paired(&stream[i], &stream[floor]),
             rr_vs_bare: paired(&rr[i], &rr[bare_i]),
             stream_vs_bare: paired(&stream[i], &stream[bare_i]),
             rr_tps: rr[i].clone(),
             stream_gbps: stream[i].clone(),
+            rr_cpu_us: rr_cpu[i].clone(),
+            stream_cpu_us: stream_cpu[i].clone(),
         })
         .collect();
     let medium = &rows[idx(Config::AggregationMedium)];
@@ -477,6 +395,8 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         loadavg_after: loadavg(),
         medium_rr_cost_pct: cost(medium.rr_vs_compiled_out),
         medium_stream_cost_pct: cost(medium.stream_vs_compiled_out),
+        medium_rr_cpu_cost_pct: (medium.rr_cpu_vs_compiled_out - 1.0) * 100.0,
+        medium_stream_cpu_cost_pct: (medium.stream_cpu_vs_compiled_out - 1.0) * 100.0,
         rows,
     })
 }

@@ -155,16 +155,24 @@ fn observe_measures_every_configuration_in_each_round() {
     let _one = serial();
     let r = observe::run(&observe::Options {
         bin_dir: bin_dir(),
-        iperf3: "iperf3".into(),
         rounds: 2,
         seconds: 1,
     })
-    .expect("bench observe (needs iperf3: scripts/deps.sh installs it)");
+    .expect("bench observe");
     assert_eq!(r.rows.len(), observe::Config::ALL.len());
     for row in &r.rows {
         assert_eq!((row.rr_tps.len(), row.stream_gbps.len()), (2, 2), "{row:?}");
+        assert_eq!(
+            (row.rr_cpu_us.len(), row.stream_cpu_us.len()),
+            (2, 2),
+            "{row:?}"
+        );
+        let positive = |v: &[f64]| v.iter().all(|x| x.is_finite() && *x > 0.0);
         assert!(
-            row.rr_tps.iter().all(|t| *t > 0.0) && row.stream_gbps.iter().all(|g| *g > 0.0),
+            positive(&row.rr_tps)
+                && positive(&row.stream_gbps)
+                && positive(&row.rr_cpu_us)
+                && positive(&row.stream_cpu_us),
             "{row:?}"
         );
     }
@@ -172,8 +180,13 @@ fn observe_measures_every_configuration_in_each_round() {
     let floor = &r.rows[1];
     assert_eq!(floor.config, observe::Config::CompiledOut);
     assert_eq!(
-        (floor.rr_vs_compiled_out, floor.stream_vs_compiled_out),
-        (1.0, 1.0)
+        (
+            floor.rr_vs_compiled_out,
+            floor.stream_vs_compiled_out,
+            floor.rr_cpu_vs_compiled_out,
+            floor.stream_cpu_vs_compiled_out
+        ),
+        (1.0, 1.0, 1.0, 1.0)
     );
     assert!(!r.loadavg_before.is_empty());
     let mut prefixes: Vec<String> = observe::PREFIXES.iter().map(|p| format!("{p}-")).collect();

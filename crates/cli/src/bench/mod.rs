@@ -37,7 +37,8 @@ pub enum BenchCommand {
     Cluster(cluster::ClusterArgs),
     /// The cost of observability: pod-to-pod TCP_RR and TCP_STREAM with the
     /// monitor's aggregation at none, medium and maximum vs. trace events
-    /// compiled out and bare veth routing (two one-node labs; needs iperf3).
+    /// compiled out and bare veth routing (two one-node labs), with the CPU
+    /// time per transaction and per MiB.
     Observe(observe::ObserveArgs),
     /// Real pod-to-pod traffic: TCP_RR, TCP_CRR, UDP_RR, TCP_STREAM through
     /// bare kernel routing, Pilus and per-pod iptables chains on one node,

@@ -6,7 +6,6 @@ use crate::Output;
 use anyhow::Result;
 use clap::Args;
 use pilus_bench::observe::{self, Options, Report};
-use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ObserveArgs {
@@ -16,15 +15,11 @@ pub struct ObserveArgs {
     /// Seconds of each TCP_RR and each TCP_STREAM measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u32,
-    /// The iperf3 binary (Debian's `iperf3`).
-    #[arg(long, default_value = "iperf3")]
-    iperf3: PathBuf,
 }
 
 pub fn run(a: ObserveArgs, output: Output) -> Result<()> {
     let report = observe::run(&Options {
         bin_dir: super::bin_dir()?,
-        iperf3: a.iperf3,
         rounds: a.rounds,
         seconds: a.seconds,
     })?;
@@ -37,19 +32,33 @@ fn print_table(r: &Report) {
         r.rounds, r.seconds, r.loadavg_before, r.loadavg_after
     );
     println!(
-        "{:<34} {:>10} {:>9} {:>8} {:>10} {:>9} {:>8}",
-        "configuration", "TCP_RR/s", "vs out", "vs bare", "STREAM Gb", "vs out", "vs bare"
+        "{:<34} {:>10} {:>7} {:>7} {:>8} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7}",
+        "configuration",
+        "TCP_RR/s",
+        "vs out",
+        "vs bare",
+        "CPU µs/tx",
+        "vs out",
+        "STREAM Gb",
+        "vs out",
+        "vs bare",
+        "µs/MiB",
+        "vs out"
     );
     for row in &r.rows {
         println!(
-            "{:<34} {:>10.0} {:>9.3} {:>8.3} {:>10.2} {:>9.3} {:>8.3}",
+            "{:<34} {:>10.0} {:>7.3} {:>7.3} {:>9.2} {:>7.3} {:>9.2} {:>7.3} {:>7.3} {:>9.1} {:>7.3}",
             row.name,
             row.rr_median,
             row.rr_vs_compiled_out,
             row.rr_vs_bare,
+            row.rr_cpu_median,
+            row.rr_cpu_vs_compiled_out,
             row.stream_median,
             row.stream_vs_compiled_out,
-            row.stream_vs_bare
+            row.stream_vs_bare,
+            row.stream_cpu_median,
+            row.stream_cpu_vs_compiled_out
         );
     }
     println!(
@@ -57,5 +66,9 @@ fn print_table(r: &Report) {
         r.medium_rr_cost_pct,
         r.medium_stream_cost_pct,
         super::met(r.target_met())
+    );
+    println!(
+        "medium costs {:+.1}% CPU per transaction and {:+.1}% per MiB against trace events compiled out",
+        r.medium_rr_cpu_cost_pct, r.medium_stream_cpu_cost_pct
     );
 }
