@@ -15,6 +15,7 @@
 #include "lib/ipcache.h"
 #include "lib/policy.h"
 #include "lib/lxc.h"
+#include "lib/lb.h"
 #include "lib/ingress.h"
 
 /*

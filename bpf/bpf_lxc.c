@@ -15,15 +15,19 @@
 #include "lib/policy.h"
 #include "lib/lxc.h"
 #include "lib/encap.h"
+#include "lib/lb.h"
 #include "lib/ingress.h"
 
 /*
- * Tail call target for IPv4 from a pod: anti-spoofing, conntrack, the
- * destination's identity, the pod's egress policy, and either local delivery
- * (with the destination's ingress policy), the tunnel to the node of a pod
- * elsewhere (tunnel mode), or the host stack. Reports the packet at
- * from-endpoint and where it goes (to-endpoint, to-overlay, to-stack), each
- * policy verdict, and any drop.
+ * Tail call target for IPv4 from a pod: anti-spoofing, service translation
+ * (the CALL_IPV4_LB tail call, which comes back here with the packet
+ * translated to a backend), conntrack, the destination's identity, the pod's
+ * egress policy, and either local delivery (with the destination's ingress
+ * policy), the tunnel to the node of a pod elsewhere (tunnel mode), or the
+ * host stack. A reply of a service flow whose client is here is reverse-NATed
+ * on the way. Reports the packet at from-endpoint (once, as the pod sent it:
+ * not again after the translation) and where it goes (to-endpoint,
+ * to-overlay, to-stack), each policy verdict, and any drop.
  */
 SEC("classifier")
 int ipv4_from_lxc(struct __sk_buff *ctx)
@@ -33,11 +37,16 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 	struct pkt4 p = {};
 	struct ct_entry *entry = NULL;
 	struct notify n;
-	__u32 now = 0, rev;
+	__u32 now = 0, rev, rev_nat = 0;
+	bool lb_done;
 	int ret, ct_status;
 	bool checked;
 
 	notify_init(&n, DIR_EGRESS);
+	lb_done = ctx->cb[CB_LB_FLAGS] == CB_F_LB_DONE;
+	if (lb_done)
+		rev_nat = ctx->cb[CB_REV_NAT];
+
 	ep = lookup_ep_by_ifindex(ctx->ifindex);
 	if (!ep) {
 		ret = -DROP_NO_ENDPOINT;
@@ -54,19 +63,36 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 		ret = -DROP_INVALID_SIP;
 		goto drop;
 	}
-	/* Cilium's from-endpoint: before anything was decided (dstLabel 0). */
-	send_trace(ctx, &n, OBS_FROM_ENDPOINT, NULL, 0);
-
-	now = bpf_mono_now();
-	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
-	n.ct_state = ct_status;
-	send_debug(ctx, &n, DBG_CT_VERDICT, ct_status, 0);
+	/* Cilium's from-endpoint: before anything was decided (dstLabel 0),
+	 * as the pod sent it — once: not again when the service translation's
+	 * tail call comes back. */
+	if (!lb_done)
+		send_trace(ctx, &n, OBS_FROM_ENDPOINT, NULL, 0);
 
 	dst_ep = lookup_ep_by_ip(p.tuple.daddr);
 	if (dst_ep) {
 		n.dst_id = dst_ep->sec_identity;
 		n.dst_ep_id = dst_ep->ep_id;
 	}
+
+	now = bpf_mono_now();
+	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
+	n.ct_state = ct_status;
+	/* Only a new flow can be addressed to a frontend: a service flow's
+	 * own entry is keyed by its backend, so a packet to a frontend never
+	 * finds one (and ct_lookup4 changed nothing for it). A pod's address
+	 * is never a frontend (the agent refuses one in a pod CIDR). So
+	 * established flows, and traffic between pods, never pay for the
+	 * service lookup. */
+	if (ct_status == CT_NEW && !dst_ep && !lb_done && lb4_wants(&p)) {
+		bpf_tail_call(ctx, &pilus_calls, CALL_IPV4_LB);
+		ret = -DROP_MISSED_TAIL_CALL;
+		goto drop;
+	}
+	send_debug(ctx, &n, DBG_CT_VERDICT, ct_status, 0);
+	ret = lb4_rev_nat(ctx, &p, entry, ct_status);
+	if (ret < 0)
+		goto drop;
 
 	rev = policy_revision();
 	checked = needs_policy(ct_status, entry, rev);
@@ -93,7 +119,7 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 			n.dir = DIR_EGRESS;
 		}
 		if (ct_status == CT_NEW) {
-			ret = ct_create4(&p, ctx->len, now, ep->sec_identity, rev);
+			ret = ct_create4(&p, ctx->len, now, ep->sec_identity, rev, rev_nat);
 			if (ret < 0)
 				goto drop;
 		} else if (entry) {
@@ -131,6 +157,46 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 	return TC_ACT_OK;
 drop:
 	return send_drop(ctx, ret, &n, OBS_FROM_ENDPOINT);
+}
+
+/*
+ * Tail call target for IPv4 from a pod to a service frontend (or an ICMP
+ * error about a reply that came from one): the backend is chosen (or the
+ * flow's pinned one taken) and the packet translated to it, then back to
+ * ipv4_from_lxc, which judges and delivers the translated packet: policy
+ * applies to the backend's identity, as if the pod had addressed it.
+ */
+SEC("classifier")
+int ipv4_lb_from_lxc(struct __sk_buff *ctx)
+{
+	struct endpoint_info *ep;
+	struct pkt4 p = {};
+	__u32 rev_nat = 0, src_id = 0;
+	__u16 ep_id = 0;
+	int ret;
+
+	ep = lookup_ep_by_ifindex(ctx->ifindex);
+	if (!ep) {
+		ret = -DROP_NO_ENDPOINT;
+		goto drop;
+	}
+	ep_id = ep->ep_id;
+	src_id = ep->sec_identity;
+	ret = ipv4_parse(ctx, &p);
+	if (ret < 0)
+		goto drop;
+	if (p.icmp_error)
+		ret = lb4_icmp_to_backend(ctx, &p, bpf_mono_now());
+	else
+		ret = lb4_local(ctx, &p, bpf_mono_now(), &rev_nat);
+	if (ret < 0)
+		goto drop;
+	ctx->cb[CB_LB_FLAGS] = CB_F_LB_DONE;
+	ctx->cb[CB_REV_NAT] = rev_nat;
+	bpf_tail_call(ctx, &pilus_calls, CALL_IPV4_FROM_LXC);
+	ret = -DROP_MISSED_TAIL_CALL;
+drop:
+	return send_drop_notify(ctx, ret, DIR_EGRESS, ep_id, src_id, 0, OBS_FROM_ENDPOINT);
 }
 
 /*
@@ -182,13 +248,18 @@ int ipv4_to_lxc(struct __sk_buff *ctx)
 				goto drop;
 		}
 		if (ct_status == CT_NEW) {
-			ret = ct_create4(&p, ctx->len, now, n.src_id, rev);
+			ret = ct_create4(&p, ctx->len, now, n.src_id, rev, 0);
 			if (ret < 0)
 				goto drop;
 		} else if (entry) {
 			entry->policy_rev = rev;
 		}
 	}
+	/* A service's reply the stack routed here (its backend is the host, or
+	 * it came in where no program of ours saw it). */
+	ret = lb4_rev_nat(ctx, &p, entry, ct_status);
+	if (ret < 0)
+		goto drop;
 	send_debug(ctx, &n, DBG_LOCAL_DELIVERY, ep->ep_id, n.src_id);
 	send_trace_notify(ctx, &n, OBS_TO_ENDPOINT, entry, now);
 	send_capture(ctx, &n, ctx->ifindex);
@@ -226,6 +297,9 @@ int from_container(struct __sk_buff *ctx)
 
 	switch (proto) {
 	case ETH_P_IP:
+		/* Whatever the stack left in cb must not pass for the LB's mark. */
+		ctx->cb[CB_LB_FLAGS] = 0;
+		ctx->cb[CB_REV_NAT] = 0;
 		bpf_tail_call(ctx, &pilus_calls, CALL_IPV4_FROM_LXC);
 		ret = -DROP_MISSED_TAIL_CALL;
 		break;

@@ -14,6 +14,7 @@
 #include "lib/ipcache.h"
 #include "lib/policy.h"
 #include "lib/lxc.h"
+#include "lib/lb.h"
 #include "lib/encap.h"
 #include "lib/ingress.h"
 

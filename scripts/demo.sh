@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: on a fresh Debian machine, installs what is
-# missing, builds Pilus (release), and runs `pilus lab demo` — a node with
-# its agent, three pods attached through pilus-cni, traffic, a policy that
-# denies and says why, and teardown. Everything lives in network namespaces
+# missing, builds Pilus (release), and runs `pilus lab demo` — an etcd and
+# two nodes with their agents, six pods attached through pilus-cni, traffic
+# and the tunnel, a policy that denies and says why, a ClusterIP service
+# over a backend on each node, and teardown. Everything lives in network namespaces
 # (198.18.0.0/15) and is removed at the end. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,6 +14,7 @@
 #include "lxc.h"
 #include "policy.h"
 #include "events.h"
+#include "lb.h"
 
 /* Does this packet need a policy decision? Replies and related ICMP errors of
  * an allowed flow never do; an established flow does again once after every
@@ -51,8 +52,10 @@ static __always_inline int ipv4_deliver_reported(struct __sk_buff *ctx,
 /*
  * A packet from another node for local endpoint `ep`, sent by a peer of
  * identity n->src_id: conntrack, `ep`'s ingress policy (its verdict
- * reported), then local delivery. Returns TC_ACT_REDIRECT or -DROP_*; `n`
- * carries the flow's state to the drop event, if any.
+ * reported), then local delivery. A reply from a service's backend on that
+ * node is reverse-NATed here, before the client sees it. Returns
+ * TC_ACT_REDIRECT or -DROP_*; `n` carries the flow's state to the drop
+ * event, if any.
  */
 static __always_inline int ipv4_deliver_from_node(struct __sk_buff *ctx, const struct pkt4 *p,
 						  const struct endpoint_info *ep, struct notify *n)
@@ -76,13 +79,16 @@ static __always_inline int ipv4_deliver_from_node(struct __sk_buff *ctx, const s
 				return ret;
 		}
 		if (ct_status == CT_NEW) {
-			ret = ct_create4(p, ctx->len, now, n->src_id, rev);
+			ret = ct_create4(p, ctx->len, now, n->src_id, rev, 0);
 			if (ret < 0)
 				return ret;
 		} else if (entry) {
 			entry->policy_rev = rev;
 		}
 	}
+	ret = lb4_rev_nat(ctx, p, entry, ct_status);
+	if (ret < 0)
+		return ret;
 	return ipv4_deliver_reported(ctx, ep, n, entry, now);
 }
 

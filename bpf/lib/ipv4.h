@@ -42,11 +42,13 @@ struct pkt4 {
 	struct ct_key4 tuple;	/* in the packet's direction */
 	struct ct_key4 inner;	/* ICMP errors: the tuple of the packet in error */
 	__u32 l4_off;
+	__u32 end;		/* offset just past the datagram (Ethernet + total length) */
 	__be16 policy_port;	/* dport, or the ICMP type for ICMP */
 	__u8 tcp_flags;
 	__u8 icmp_error;	/* 1: inner holds the offending tuple */
 	__u8 ttl;
-	__u8 _pad[3];
+	__u8 later_frag;	/* 1: a non-first fragment, no L4 header in this packet */
+	__u8 _pad[2];
 };
 
 static __always_inline bool icmp_is_error(__u8 type)
@@ -191,6 +193,7 @@ static __always_inline int ipv4_parse(struct __sk_buff *ctx, struct pkt4 *p)
 	p->ttl = ip->ttl;
 	p->l4_off = ETH_HLEN + hlen;
 	end = ETH_HLEN + tot_len;
+	p->end = end;
 	frag = bpf_ntohs(ip->frag_off);
 
 	if (frag & IP_OFFSET_MASK) {
@@ -200,6 +203,7 @@ static __always_inline int ipv4_parse(struct __sk_buff *ctx, struct pkt4 *p)
 		};
 		struct frag_ports *ports;
 
+		p->later_frag = 1;
 		ports = bpf_map_lookup_elem(&pilus_frag4, &fk);
 		if (!ports)
 			return -DROP_FRAG_NOT_FOUND;

@@ -63,13 +63,79 @@ struct {
 	__uint(pinning, PIN_BY_NAME);
 } pilus_polrev SEC(".maps");
 
+/*
+ * Conntrack. A plain hash, not an LRU: when it is full a new flow cannot be
+ * tracked and is dropped (DROP_CT_CREATE_FAILED, counted), instead of the
+ * kernel silently evicting a live flow's entry. The agent's GC removes
+ * expired entries (crates/controlplane/src/ctgc.rs). The loader sizes it.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct ct_key4);
 	__type(value, struct ct_entry);
 	__uint(max_entries, 262144);
 	__uint(pinning, PIN_BY_NAME);
 } pilus_ct4 SEC(".maps");
+
+/*
+ * Services (see abi.h). Hash maps without preallocation: an update swaps in a
+ * new element and frees the old one only after an RCU grace period, so a
+ * program that looked up the old value keeps reading a whole, unchanging
+ * one; and memory follows what is used (a Maglev table is 64 KiB).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_key);
+	__type(value, struct lb4_service);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_lb4_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_slot_key);
+	__type(value, __u32);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_lb4_slot SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb4_backend);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_lb4_be SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_maglev_key);
+	__type(value, struct lb4_maglev);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_lb4_mag SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb4_reverse_nat);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_lb4_rnat SEC(".maps");
+
+/* Session affinity: an LRU, since losing an entry only loses stickiness. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_affinity_key);
+	__type(value, struct lb4_affinity);
+	__uint(max_entries, 65536);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_lb4_aff SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

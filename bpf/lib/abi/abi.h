@@ -69,6 +69,8 @@
 #define DROP_NO_TUNNEL_KEY	149 /* from the overlay device without tunnel metadata */
 #define DROP_TUNNEL_KEY		150 /* the tunnel key could not be set */
 #define DROP_NOT_LOCAL		151 /* from the overlay for an address no local endpoint has */
+#define DROP_NO_SERVICE_BACKEND	152 /* a service frontend with no backend to choose */
+#define DROP_CSUM_L4		153 /* an L4 checksum could not be updated (NAT) */
 #define DROP_PREFILTER		154 /* the source is on the XDP prefilter's deny list */
 
 #define DROP_REASON_MAX		256
@@ -177,8 +179,19 @@ struct ct_key4 {
 	__be16 sport;
 	__be16 dport;
 	__u8 protocol;
-	__u8 _pad[3];
+	__u8 scope;		/* CT_SCOPE_*: which kind of entry the key names */
+	__u8 _pad[2];
 };
+
+/*
+ * A flow to a service has two entries. CT_SCOPE_SERVICE, keyed by the tuple
+ * as the client sent it (to the frontend), pins the chosen backend
+ * (backend_addr/backend_port) so every packet of the flow goes to it.
+ * CT_SCOPE_FLOW, keyed by the translated tuple (to the backend), is the
+ * ordinary entry; its rev_nat_index makes replies come from the frontend.
+ */
+#define CT_SCOPE_FLOW		0
+#define CT_SCOPE_SERVICE	1
 
 #define CT_F_TX_CLOSING		(1U << 0) /* FIN or RST seen from the originator */
 #define CT_F_RX_CLOSING		(1U << 1) /* FIN or RST seen from the responder */
@@ -196,13 +209,19 @@ struct ct_entry {
 	__u16 flags;		/* CT_F_* */
 	__u8 tx_tcp_flags;	/* union of TCP flags seen from the originator */
 	__u8 rx_tcp_flags;	/* union of TCP flags seen from the responder */
-	/* Monitor aggregation (lib/trace.h): what each direction last reported
+	/* Monitor aggregation (lib/events.h): what each direction last reported
 	 * in a trace event, so that an established flow is traced again only
 	 * when it has news. */
 	__u8 tx_flags_reported;	/* tx_tcp_flags as of the last reported trace */
 	__u8 rx_flags_reported;
 	__u16 last_tx_report;	/* monotonic seconds of that trace, mod 65536 */
 	__u16 last_rx_report;
+	__u16 _pad0;
+	__u32 rev_nat_index;	/* CT_SCOPE_FLOW of a service flow: pilus_lb4_rnat key
+				 * of the frontend replies must come from; 0 none */
+	__u32 backend_id;	/* CT_SCOPE_SERVICE: the chosen backend's id */
+	__be32 backend_addr;	/* CT_SCOPE_SERVICE: where the flow is translated to */
+	__be16 backend_port;
 	__u16 _pad;
 };
 
@@ -213,6 +232,104 @@ struct ct_entry {
 #define CT_RELATED	3
 /* Events only: observed before conntrack was consulted (from-* points). */
 #define CT_UNKNOWN	4
+
+/* ---------------------------------------------------------------- services */
+
+/*
+ * Load balancing, as Cilium's lb4 maps. One entry of pilus_lb4_svc per
+ * frontend (address, port, protocol); its backends are chosen through the
+ * frontend's slots (random) or Maglev table, both keyed by the frontend's id
+ * and a generation. A change writes the new generation's slots (or table)
+ * first and then replaces the frontend's entry with one that names the new
+ * generation: a hash-map update swaps the whole value, so a packet sees the
+ * old backend set or the new one, never a mix. The old generation is deleted
+ * after the swap; a packet that read the old entry just before and misses its
+ * slot reads the entry again.
+ */
+#define LB_TYPE_CLUSTER_IP	1
+#define LB_TYPE_NODE_PORT	2 /* in the map for bpf_host (a later issue); pods skip it */
+#define LB_TYPE_EXTERNAL_IP	3
+#define LB_TYPE_LOAD_BALANCER	4
+
+#define LB_ALG_RANDOM		1
+#define LB_ALG_MAGLEV		2
+
+#define LB_F_AFFINITY		(1U << 0) /* session affinity by client address */
+
+/* Backend states: only active backends are in a frontend's slots (or, when
+ * none is active, the terminating ones, as kube-proxy falls back to them). */
+#define LB_BACKEND_ACTIVE	0
+#define LB_BACKEND_TERMINATING	1
+#define LB_BACKEND_QUARANTINED	2
+
+/* Maglev lookup table size: a prime (Cilium's default M). */
+#define LB_MAGLEV_M		16381
+
+/* Key of pilus_lb4_svc: a frontend. */
+struct lb4_key {
+	__be32 address;
+	__be16 dport;
+	__u8 protocol;
+	__u8 scope;		/* 0; NodePort's internal/external scopes later */
+};
+
+struct lb4_service {
+	__u32 id;		/* frontend id: key of its slots, table, affinity and reverse NAT */
+	__u32 generation;	/* which slots / Maglev table are current */
+	__u32 count;		/* slots 0..count-1 of that generation (0: no backend) */
+	__u32 affinity_timeout;	/* seconds, with LB_F_AFFINITY */
+	__u8 svc_type;		/* LB_TYPE_* */
+	__u8 algorithm;		/* LB_ALG_* */
+	__u8 flags;		/* LB_F_* */
+	__u8 _pad[5];
+};
+
+/* Key of pilus_lb4_slot: slot `slot` of generation `generation` of frontend
+ * `id`; the value is a backend id. */
+struct lb4_slot_key {
+	__u32 id;
+	__u32 generation;
+	__u32 slot;
+};
+
+/* Value of pilus_lb4_be, by backend id (an id per frontend and
+ * backend, never reused, so an affinity or conntrack entry naming a removed
+ * backend finds nothing). */
+struct lb4_backend {
+	__be32 address;
+	__be16 port;
+	__u8 state;		/* LB_BACKEND_* */
+	__u8 _pad;
+};
+
+/* Key of pilus_lb4_mag: the table of one generation of a frontend. */
+struct lb4_maglev_key {
+	__u32 id;
+	__u32 generation;
+};
+
+/* Value of pilus_lb4_mag: backend ids, indexed by a flow's hash mod M. */
+struct lb4_maglev {
+	__u32 backend_ids[LB_MAGLEV_M];
+};
+
+/* Value of pilus_lb4_rnat, by frontend id: what replies come from. */
+struct lb4_reverse_nat {
+	__be32 address;
+	__be16 port;
+	__u16 _pad;
+};
+
+/* Key and value of pilus_lb4_aff: the backend a client was given. */
+struct lb4_affinity_key {
+	__u32 id;		/* frontend id */
+	__be32 client;
+};
+
+struct lb4_affinity {
+	__u32 backend_id;
+	__u32 expires;		/* monotonic seconds, as ct_entry.expires */
+};
 
 /* ---------------------------------------------------------------- fragments */
 
@@ -403,6 +520,7 @@ struct abi_stamp {
 /* Slots of pilus_calls, the program array of tail calls. */
 #define CALL_IPV4_FROM_LXC	0
 #define CALL_IPV4_TO_LXC	1
+#define CALL_IPV4_LB		2 /* service translation of a pod's packet */
 #define CALLS_MAX		8
 
 #endif /* PILUS_ABI_H */

@@ -47,6 +47,8 @@ consts! {
     DROP_NO_TUNNEL_KEY: u8 = 149;
     DROP_TUNNEL_KEY: u8 = 150;
     DROP_NOT_LOCAL: u8 = 151;
+    DROP_NO_SERVICE_BACKEND: u8 = 152;
+    DROP_CSUM_L4: u8 = 153;
     DROP_PREFILTER: u8 = 154;
     DROP_REASON_MAX: u32 = 256;
     METRIC_FORWARDED: u8 = 0;
@@ -65,11 +67,25 @@ consts! {
     CT_F_RX_CLOSING: u16 = 1 << 1;
     CT_F_SEEN_REPLY: u16 = 1 << 2;
     CT_F_SEEN_NON_SYN: u16 = 1 << 3;
+    CT_SCOPE_FLOW: u8 = 0;
+    CT_SCOPE_SERVICE: u8 = 1;
     CT_NEW: u8 = 0;
     CT_ESTABLISHED: u8 = 1;
     CT_REPLY: u8 = 2;
     CT_RELATED: u8 = 3;
     CT_UNKNOWN: u8 = 4;
+
+    LB_TYPE_CLUSTER_IP: u8 = 1;
+    LB_TYPE_NODE_PORT: u8 = 2;
+    LB_TYPE_EXTERNAL_IP: u8 = 3;
+    LB_TYPE_LOAD_BALANCER: u8 = 4;
+    LB_ALG_RANDOM: u8 = 1;
+    LB_ALG_MAGLEV: u8 = 2;
+    LB_F_AFFINITY: u8 = 1 << 0;
+    LB_BACKEND_ACTIVE: u8 = 0;
+    LB_BACKEND_TERMINATING: u8 = 1;
+    LB_BACKEND_QUARANTINED: u8 = 2;
+    LB_MAGLEV_M: u32 = 16381;
 
     METRICS_MAX: u32 = DROP_REASON_MAX * DIR_MAX as u32;
 
@@ -114,6 +130,7 @@ consts! {
 
     CALL_IPV4_FROM_LXC: u32 = 0;
     CALL_IPV4_TO_LXC: u32 = 1;
+    CALL_IPV4_LB: u32 = 2;
     CALLS_MAX: u32 = 8;
 
     PILUS_ABI_VERSION: u32 = 2;

@@ -119,6 +119,16 @@ pub const DROP_REASONS: &[DropReason] = &[
         "From the overlay for an address no local endpoint has",
     ),
     r(
+        DROP_NO_SERVICE_BACKEND,
+        "DROP_NO_SERVICE_BACKEND",
+        "Service has no backend to choose",
+    ),
+    r(
+        DROP_CSUM_L4,
+        "DROP_CSUM_L4",
+        "L4 checksum could not be updated (service NAT)",
+    ),
+    r(
         DROP_PREFILTER,
         "DROP_PREFILTER",
         "Source denied by the XDP prefilter",

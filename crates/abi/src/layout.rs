@@ -86,7 +86,7 @@ pub fn all() -> Vec<StructLayout> {
         layout!(
             CtKey4,
             "ct_key4",
-            [saddr, daddr, sport, dport, protocol, _pad]
+            [saddr, daddr, sport, dport, protocol, scope, _pad]
         ),
         layout!(
             CtEntry,
@@ -106,9 +106,36 @@ pub fn all() -> Vec<StructLayout> {
                 rx_flags_reported,
                 last_tx_report,
                 last_rx_report,
+                _pad0,
+                rev_nat_index,
+                backend_id,
+                backend_addr,
+                backend_port,
                 _pad
             ]
         ),
+        layout!(Lb4Key, "lb4_key", [address, dport, protocol, scope]),
+        layout!(
+            Lb4Service,
+            "lb4_service",
+            [
+                id,
+                generation,
+                count,
+                affinity_timeout,
+                svc_type,
+                algorithm,
+                flags,
+                _pad
+            ]
+        ),
+        layout!(Lb4SlotKey, "lb4_slot_key", [id, generation, slot]),
+        layout!(Lb4Backend, "lb4_backend", [address, port, state, _pad]),
+        layout!(Lb4MaglevKey, "lb4_maglev_key", [id, generation]),
+        layout!(Lb4Maglev, "lb4_maglev", [backend_ids]),
+        layout!(Lb4ReverseNat, "lb4_reverse_nat", [address, port, _pad]),
+        layout!(Lb4AffinityKey, "lb4_affinity_key", [id, client]),
+        layout!(Lb4Affinity, "lb4_affinity", [backend_id, expires]),
         layout!(FragKey4, "frag_key4", [saddr, daddr, id, protocol, _pad]),
         layout!(FragPorts, "frag_ports", [sport, dport, policy_port, _pad]),
         layout!(MetricsValue, "metrics_value", [packets, bytes]),

@@ -89,7 +89,9 @@ pub struct CtKey4 {
     pub sport: Be16,
     pub dport: Be16,
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    /// `CT_SCOPE_*`.
+    pub scope: u8,
+    pub _pad: [u8; 2],
 }
 
 #[repr(C)]
@@ -111,7 +113,109 @@ pub struct CtEntry {
     pub rx_flags_reported: u8,
     pub last_tx_report: u16,
     pub last_rx_report: u16,
+    pub _pad0: u16,
+    /// `CT_SCOPE_FLOW` of a service flow: the frontend replies come from.
+    pub rev_nat_index: u32,
+    /// `CT_SCOPE_SERVICE`: the backend the flow is pinned to.
+    pub backend_id: u32,
+    pub backend_addr: Be32,
+    pub backend_port: Be16,
     pub _pad: u16,
+}
+
+/// Key of `pilus_lb4_svc`: a frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lb4Key {
+    pub address: Be32,
+    pub dport: Be16,
+    pub protocol: u8,
+    pub scope: u8,
+}
+
+/// Value of `pilus_lb4_svc`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lb4Service {
+    pub id: u32,
+    pub generation: u32,
+    pub count: u32,
+    pub affinity_timeout: u32,
+    /// `LB_TYPE_*`.
+    pub svc_type: u8,
+    /// `LB_ALG_*`.
+    pub algorithm: u8,
+    /// `LB_F_*`.
+    pub flags: u8,
+    pub _pad: [u8; 5],
+}
+
+/// Key of `pilus_lb4_slot`; the value is a backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lb4SlotKey {
+    pub id: u32,
+    pub generation: u32,
+    pub slot: u32,
+}
+
+/// Value of `pilus_lb4_be`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lb4Backend {
+    pub address: Be32,
+    pub port: Be16,
+    /// `LB_BACKEND_*`.
+    pub state: u8,
+    pub _pad: u8,
+}
+
+/// Key of `pilus_lb4_mag`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lb4MaglevKey {
+    pub id: u32,
+    pub generation: u32,
+}
+
+/// Value of `pilus_lb4_mag`: 64 KiB, so keep it boxed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Lb4Maglev {
+    pub backend_ids: [u32; crate::consts::LB_MAGLEV_M as usize],
+}
+
+impl Default for Lb4Maglev {
+    fn default() -> Self {
+        Lb4Maglev {
+            backend_ids: [0; crate::consts::LB_MAGLEV_M as usize],
+        }
+    }
+}
+
+/// Value of `pilus_lb4_rnat`, by frontend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lb4ReverseNat {
+    pub address: Be32,
+    pub port: Be16,
+    pub _pad: u16,
+}
+
+/// Key of `pilus_lb4_aff`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lb4AffinityKey {
+    pub id: u32,
+    pub client: Be32,
+}
+
+/// Value of `pilus_lb4_aff`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lb4Affinity {
+    pub backend_id: u32,
+    pub expires: u32,
 }
 
 #[repr(C)]
@@ -276,6 +380,15 @@ mod pod {
         PolicyRev,
         CtKey4,
         CtEntry,
+        Lb4Key,
+        Lb4Service,
+        Lb4SlotKey,
+        Lb4Backend,
+        Lb4MaglevKey,
+        Lb4Maglev,
+        Lb4ReverseNat,
+        Lb4AffinityKey,
+        Lb4Affinity,
         FragKey4,
         FragPorts,
         MetricsValue,

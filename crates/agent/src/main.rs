@@ -13,7 +13,7 @@ use pilus_agent::{
     api::{self, Limits},
     datapath::Pinned,
     doctor::{facts::NodeSetup, Doctor},
-    metrics::{self, Instruments, Metrics, MetricsAddress},
+    metrics::{self, ConntrackGcMetrics, Instruments, Metrics, MetricsAddress},
     monitor,
     node::{self, RoutingArg},
     plumbing::NetlinkPlumbing,
@@ -297,7 +297,8 @@ fn run() -> Result<()> {
         }
         _ => None,
     };
-    let dp: Arc<Pinned> = Arc::new(Pinned::new(dp));
+    let dp: Arc<Pinned> =
+        Arc::new(Pinned::new(dp).context("opening the conntrack table for its GC")?);
     let store: Arc<dyn pilus_kvstore::KvStore> = Arc::new(store);
     // With etcd away at start, wait for it (the datapath keeps running on
     // what it has meanwhile); every other error ends the start.
@@ -324,6 +325,17 @@ fn run() -> Result<()> {
     };
     let agent = Arc::new(agent);
     let _cluster_threads = agent.spawn_cluster().context("following the cluster")?;
+    // The GC's passes go to the metrics as they happen (counters: nothing
+    // to read at scrape time).
+    let ct_gc_metrics = ConntrackGcMetrics::default();
+    let _ct_gc = {
+        let m = ct_gc_metrics.clone();
+        agent
+            .spawn_ct_gc(pilus_controlplane::ctgc::GcSchedule::default(), move |r| {
+                m.record_run(r.deleted, r.took)
+            })
+            .context("starting the conntrack GC")?
+    };
 
     let limits = Limits::default();
     // The connections, plus room for the maps, links and the state files.
@@ -336,6 +348,7 @@ fn run() -> Result<()> {
         view,
         setup,
         monitor_control: dp.clone(),
+        ct_gc: ct_gc_metrics,
         prefilter,
     };
     runtime.block_on(serve(
@@ -362,6 +375,8 @@ struct Observe {
     setup: NodeSetup,
     /// The monitor's run-time settings (pilus_monconf).
     monitor_control: Arc<Pinned>,
+    /// The conntrack GC thread's runs.
+    ct_gc: ConntrackGcMetrics,
     prefilter: Arc<PrefilterApi>,
 }
 
@@ -411,8 +426,7 @@ async fn serve(
                 monitor: Arc::clone(&events),
                 datapath: Some(Arc::clone(&observe.view)),
             };
-            // The conntrack GC (issue 11) hands its ConntrackGcMetrics here.
-            let registry = Arc::new(Metrics::new(sources, &instruments, None));
+            let registry = Arc::new(Metrics::new(sources, &instruments, Some(&observe.ct_gc)));
             let app = metrics::router(registry);
             let stopping = stopping.clone();
             tracing::info!(address = %addr, "serving metrics");

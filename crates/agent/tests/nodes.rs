@@ -13,74 +13,25 @@
 //! never skips, without them. Each test's lab is removed when its fixture
 //! drops, also on failure (agents, etcd, pods' servers, pins, namespaces).
 
+mod lab_fixture;
+
+use lab_fixture::{wait_for, LabNode};
 use pilus_api_types::{self as api, paths};
-use pilus_client::blocking::Client;
 use pilus_lab::{
     capture::{Capture, Vxlan},
     plan::Routing,
     serve::{self, Probe, Proto},
-    Lab, Paths, Plan, PodPlan,
+    PodPlan,
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 const YES: Duration = Duration::from_secs(3);
 const NO: Duration = Duration::from_millis(400);
-
-/// A lab for one test; removed on drop.
-struct Fixture {
-    lab: Lab,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for n in &self.lab.state.nodes {
-                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                eprintln!("--- {} pilusd log (last lines) ---", n.name);
-                for l in &lines[lines.len().saturating_sub(25)..] {
-                    eprintln!("{l}");
-                }
-            }
-        }
-        if let Err(e) = Lab::down(&self.lab.paths) {
-            eprintln!("tearing down the test lab: {e}");
-        }
-    }
-}
-
-fn paths(prefix: &str) -> Paths {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the many-node tests build namespaces and load BPF: run them as root"
-    );
-    assert!(
-        Path::new("/usr/bin/etcd").exists(),
-        "etcd is not installed: `source scripts/deps.sh; pilus_build_deps` installs etcd-server"
-    );
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_pilusd"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    for b in ["pilus", "pilus-cni"] {
-        assert!(
-            bin_dir.join(b).exists(),
-            "{b} must be built next to pilusd: run `cargo build --workspace --bins` first"
-        );
-    }
-    Paths {
-        dir: std::env::temp_dir().join(format!("pilus-{prefix}")),
-        pins: PathBuf::from(format!("/sys/fs/bpf/pilus-{prefix}")),
-        bin_dir,
-        prefix: prefix.to_string(),
-    }
-}
 
 /// `nodes` × `pods` (frontend-N, backend-N, ...) in one cluster.
 fn cluster(
@@ -90,23 +41,13 @@ fn cluster(
     pods: u32,
     etcd_members: u32,
     lease_ttl: u64,
-) -> Fixture {
-    let paths = paths(prefix);
-    let _ = Lab::down(&paths);
-    let plan = Plan::new(prefix, nodes, pods)
-        .unwrap()
-        .clustered(routing, etcd_members, lease_ttl)
-        .unwrap();
-    Fixture {
-        lab: Lab::up(paths, plan).expect("lab up"),
-    }
+) -> LabNode {
+    LabNode::cluster_of(prefix, routing, nodes, pods, etcd_members, lease_ttl)
 }
 
-impl Fixture {
-    fn client(&self, node: &str) -> Client {
-        self.lab.client(node).with_timeout(Duration::from_secs(10))
-    }
-
+/// This file's helpers: a pod's address and identity, reachability between
+/// pods, the agents' views.
+impl LabNode {
     fn nodes(&self) -> Vec<String> {
         self.lab
             .state
@@ -116,22 +57,12 @@ impl Fixture {
             .collect()
     }
 
-    fn ip(&self, pod: &str) -> Ipv4Addr {
+    fn pod_ip(&self, pod: &str) -> Ipv4Addr {
         self.lab.pod(pod).unwrap().ip
     }
 
     fn identity(&self, pod: &str) -> u32 {
         self.lab.pod(pod).unwrap().identity
-    }
-
-    fn probe(&self, from: &str, to: &str, proto: Proto, timeout: Duration) -> Probe {
-        let src = self.lab.pod(from).unwrap();
-        serve::probe(
-            &PathBuf::from(format!("/run/netns/{}", src.netns)),
-            SocketAddrV4::new(self.ip(to), 80),
-            proto,
-            timeout,
-        )
     }
 
     fn reaches(&self, from: &str, to: &str, proto: Proto) -> bool {
@@ -156,7 +87,12 @@ impl Fixture {
         failed
     }
 
-    fn import(&self, node: &str, yaml: &str) -> Result<api::PolicyImported, pilus_client::Error> {
+    /// A policy import that may be refused.
+    fn try_import(
+        &self,
+        node: &str,
+        yaml: &str,
+    ) -> Result<api::PolicyImported, pilus_client::Error> {
         self.client(node).post_json(
             paths::POLICIES,
             &api::PolicyImport {
@@ -246,16 +182,7 @@ impl Fixture {
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
-fn capture_underlay(fx: &Fixture, traffic: impl FnOnce()) -> Capture {
+fn capture_underlay(fx: &LabNode, traffic: impl FnOnce()) -> Capture {
     fx.lab
         .capture_underlay(traffic)
         .expect("capture on the underlay")
@@ -307,7 +234,11 @@ fn tunnel_every_pod_reaches_every_other_with_its_identity_in_the_vni() {
         assert!(fx.reaches("frontend-1", "backend-2", Proto::Tcp));
         assert!(fx.reaches("backend-3", "frontend-1", Proto::Udp));
     });
-    let (f1, b2, b3) = (fx.ip("frontend-1"), fx.ip("backend-2"), fx.ip("backend-3"));
+    let (f1, b2, b3) = (
+        fx.pod_ip("frontend-1"),
+        fx.pod_ip("backend-2"),
+        fx.pod_ip("backend-3"),
+    );
     let want = [
         // The request carries frontend's identity, the reply backend's.
         Vxlan {
@@ -385,7 +316,7 @@ fn direct_routing_every_pod_reaches_every_other_without_encapsulation() {
         assert!(fx.reaches("frontend-1", "backend-2", Proto::Tcp));
     });
     assert!(cap.vxlan.is_empty(), "VXLAN with direct routing: {cap:?}");
-    let (f1, b2) = (fx.ip("frontend-1"), fx.ip("backend-2"));
+    let (f1, b2) = (fx.pod_ip("frontend-1"), fx.pod_ip("backend-2"));
     assert!(
         cap.plain.contains(&(f1, b2)) && cap.plain.contains(&(b2, f1)),
         "the pods' packets, as they are, on the underlay: {cap:?}"
@@ -400,7 +331,7 @@ fn direct_routing_every_pod_reaches_every_other_without_encapsulation() {
 /// other nodes; node-3's drop event names the remote sender's identity.
 fn cross_node_policy(prefix: &str, routing: Routing, arrival: &str) {
     let fx = cluster(prefix, routing, 3, 2, 1, 15);
-    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.try_import("node-1", BACKEND_FROM_FRONTEND).unwrap();
     for n in fx.nodes() {
         wait_for(
             &format!("the policy on {n}"),
@@ -433,7 +364,7 @@ fn cross_node_policy(prefix: &str, routing: Routing, arrival: &str) {
     // Egress is not restricted: backend-3 still reaches a frontend.
     assert!(fx.reaches("backend-3", "frontend-1", Proto::Tcp));
 
-    let (b1, b3) = (fx.ip("backend-1"), fx.ip("backend-3"));
+    let (b1, b3) = (fx.pod_ip("backend-1"), fx.pod_ip("backend-3"));
     let ev = wait_for_drop(&fx, "node-3", b1, b3);
     assert_eq!(ev.src_identity, fx.identity("backend-1"), "{ev:?}");
     assert_eq!(ev.dst_identity, fx.identity("backend-3"), "{ev:?}");
@@ -460,7 +391,7 @@ type Hop = (String, String, String, u32, u32);
 /// The traces of the first TCP connection frontend-1 -> backend-2:80 on
 /// both nodes, at aggregation none (set live through the API): the SYN's
 /// hops on node-1 then node-2, and the SYN-ACK's on node-2 then node-1.
-fn cross_node_hops(fx: &Fixture) -> (Vec<Hop>, Vec<Hop>) {
+fn cross_node_hops(fx: &LabNode) -> (Vec<Hop>, Vec<Hop>) {
     for n in fx.nodes() {
         let c: api::MonitorConfig = fx
             .client(&n)
@@ -483,7 +414,7 @@ fn cross_node_hops(fx: &Fixture) -> (Vec<Hop>, Vec<Hop>) {
     };
     let (s1, s2) = (now("node-1"), now("node-2"));
     assert!(fx.reaches("frontend-1", "backend-2", Proto::Tcp));
-    let (f1, b2) = (fx.ip("frontend-1"), fx.ip("backend-2"));
+    let (f1, b2) = (fx.pod_ip("frontend-1"), fx.pod_ip("backend-2"));
     let traces = |n: &str, since: u64| -> Vec<api::MonitorEvent> {
         let mut all = Vec::new();
         wait_for(&format!("{n}'s traces"), Duration::from_secs(3), || {
@@ -587,7 +518,7 @@ fn direct_routing_monitors_show_each_hop_of_request_and_reply_with_state_and_ide
 #[test]
 fn a_cross_node_denial_names_the_policy_on_the_receiving_node() {
     let fx = cluster("t12evpol", Routing::Tunnel, 2, 2, 1, 15);
-    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.import("node-1", BACKEND_FROM_FRONTEND);
     wait_for("the policy on node-2", Duration::from_secs(5), || {
         fx.policies("node-2")
             .iter()
@@ -597,7 +528,12 @@ fn a_cross_node_denial_names_the_policy_on_the_receiving_node() {
         fx.probe("backend-1", "backend-2", Proto::Tcp, NO),
         Probe::Timeout
     );
-    let ev = wait_for_drop(&fx, "node-2", fx.ip("backend-1"), fx.ip("backend-2"));
+    let ev = wait_for_drop(
+        &fx,
+        "node-2",
+        fx.pod_ip("backend-1"),
+        fx.pod_ip("backend-2"),
+    );
     let p = ev.policy.expect("the drop names its policy");
     assert_eq!(
         p.explanation,
@@ -618,7 +554,7 @@ fn a_cross_node_denial_names_the_policy_on_the_receiving_node() {
             verdict = b
                 .events
                 .into_iter()
-                .find(|e| e.packet.src_ip == Some(fx.ip("frontend-1")));
+                .find(|e| e.packet.src_ip == Some(fx.pod_ip("frontend-1")));
             verdict.is_some()
         },
     );
@@ -634,7 +570,7 @@ fn a_cross_node_denial_names_the_policy_on_the_receiving_node() {
     );
 }
 
-fn wait_for_drop(fx: &Fixture, node: &str, src: Ipv4Addr, dst: Ipv4Addr) -> api::MonitorEvent {
+fn wait_for_drop(fx: &LabNode, node: &str, src: Ipv4Addr, dst: Ipv4Addr) -> api::MonitorEvent {
     let mut found = None;
     wait_for("the drop event", Duration::from_secs(3), || {
         found = fx
@@ -726,7 +662,7 @@ fn a_stopped_node_goes_from_every_map_when_its_lease_expires() {
     let mut fx = cluster("t10loss", Routing::Direct, 3, 2, 1, TTL);
     let gone: Vec<String> = ["frontend-3", "backend-3"]
         .iter()
-        .map(|p| format!("{}/32", fx.ip(p)))
+        .map(|p| format!("{}/32", fx.pod_ip(p)))
         .collect();
     for n in ["node-1", "node-2"] {
         let bpf = fx.bpf_ipcache_prefixes(n);
@@ -779,7 +715,7 @@ fn a_stopped_node_goes_from_every_map_when_its_lease_expires() {
 #[test]
 fn while_etcd_is_down_traffic_flows_policy_changes_are_refused_and_all_converge_after() {
     let mut fx = cluster("t10etcd", Routing::Tunnel, 3, 2, 1, 15);
-    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.try_import("node-1", BACKEND_FROM_FRONTEND).unwrap();
     for n in fx.nodes() {
         wait_for("the policy everywhere", Duration::from_secs(5), || {
             !fx.policies(&n).is_empty()
@@ -797,7 +733,7 @@ fn while_etcd_is_down_traffic_flows_policy_changes_are_refused_and_all_converge_
     }
     // A policy change is refused, clearly, and changes nothing.
     let other = BACKEND_FROM_FRONTEND.replace("backend-from-frontend", "while-down");
-    let err = fx.import("node-2", &other).unwrap_err();
+    let err = fx.try_import("node-2", &other).unwrap_err();
     match &err {
         pilus_client::Error::Status { status, message } => {
             assert_eq!(*status, 503, "{err}");
@@ -849,7 +785,7 @@ fn while_etcd_is_down_traffic_flows_policy_changes_are_refused_and_all_converge_
     fx.lab.wait_converged(Duration::from_secs(15)).unwrap();
     assert!(fx.reaches("late-2", "backend-1", Proto::Tcp));
     assert!(!fx.status("node-2").cluster.unwrap().pending_publish);
-    fx.import("node-2", &other).unwrap();
+    fx.try_import("node-2", &other).unwrap();
     for n in fx.nodes() {
         wait_for("the new policy everywhere", Duration::from_secs(5), || {
             fx.policies(&n).len() == 2
@@ -870,7 +806,7 @@ fn a_three_member_etcd_loses_one_and_no_agent_notices() {
         let node = format!("node-{}", k + 1);
         let started = Instant::now();
         let r = loop {
-            match fx.import(&node, &yaml) {
+            match fx.try_import(&node, &yaml) {
                 Ok(r) => break r,
                 // A leader election may hold writes for a moment; the
                 // agent says so and changes nothing.
@@ -931,7 +867,7 @@ fn entries_written_by_something_else_are_skipped_whole() {
         ("pilus/v1/namespaces/demo", b"\"labels\""),
     ]);
     // A good change after the bad ones still arrives.
-    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.try_import("node-1", BACKEND_FROM_FRONTEND).unwrap();
     for n in fx.nodes() {
         wait_for(
             &format!("the good policy on {n}"),
@@ -985,7 +921,7 @@ fn entries_written_by_something_else_are_skipped_whole() {
 #[test]
 fn the_stack_path_judges_a_remote_pod_by_its_identity_despite_a_cidr_rule() {
     let fx = cluster("t10stack", Routing::Direct, 2, 3, 1, 15);
-    let f2 = fx.ip("frontend-2");
+    let f2 = fx.pod_ip("frontend-2");
     let cidr_rule = format!(
         "
 apiVersion: cilium.io/v2
@@ -1001,8 +937,8 @@ spec:
   - toCIDR: [\"{f2}/32\"]
 "
     );
-    fx.import("node-1", BACKEND_FROM_FRONTEND).unwrap();
-    fx.import("node-1", &cidr_rule).unwrap();
+    fx.try_import("node-1", BACKEND_FROM_FRONTEND).unwrap();
+    fx.try_import("node-1", &cidr_rule).unwrap();
     let node1 = &fx.lab.state.nodes[0].netns;
     let tc = std::process::Command::new("tc")
         .args(["-n", node1, "filter", "del", "dev", "eth0", "ingress"])
@@ -1013,7 +949,7 @@ spec:
         "{}",
         String::from_utf8_lossy(&tc.stderr)
     );
-    let f2_entry = |fx: &Fixture| -> Option<u32> {
+    let f2_entry = |fx: &LabNode| -> Option<u32> {
         let v: Vec<api::BpfIpcacheEntry> =
             fx.client("node-1").get_json(paths::BPF_IPCACHE).unwrap();
         v.into_iter()
@@ -1028,7 +964,7 @@ spec:
         );
         assert_eq!(f2_entry(&fx), Some(fx.identity("frontend-2")), "{phase}");
         assert!(fx.reaches("frontend-2", "backend-1", Proto::Tcp), "{phase}");
-        let (b1, b2) = (fx.ip("backend-1"), fx.ip("backend-2"));
+        let (b1, b2) = (fx.pod_ip("backend-1"), fx.pod_ip("backend-2"));
         let r = fx.probe("backend-2", "backend-1", Proto::Tcp, NO);
         assert_eq!(r, Probe::Timeout, "{phase}");
         let ev = wait_for_drop(&fx, "node-1", b2, b1);
@@ -1050,7 +986,7 @@ struct Outside {
 }
 
 impl Outside {
-    fn new(fx: &Fixture, name: &str, ip: &str) -> Outside {
+    fn new(fx: &LabNode, name: &str, ip: &str) -> Outside {
         let netns = format!("{}-{name}", fx.lab.state.plan.prefix);
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &netns])

@@ -50,6 +50,16 @@ pub mod paths {
     /// GET the monitor's settings ([`super::MonitorConfig`]); PUT (or
     /// POST) a [`super::MonitorConfigUpdate`] to change them live.
     pub const MONITOR_CONFIG: &str = "/v1/monitor/config";
+    /// GET list, PUT upsert a [`super::Service`]; `/v1/services/{ns}/{name}`
+    /// GET, DELETE. No route deletes every service.
+    pub const SERVICES: &str = "/v1/services";
+    /// POST a [`super::ServiceImport`]: Kubernetes Service and EndpointSlice
+    /// documents, all or nothing.
+    pub const SERVICES_IMPORT: &str = "/v1/services/import";
+    /// GET: the service maps decoded, per frontend.
+    pub const BPF_LB: &str = "/v1/bpf/lb";
+    /// GET: conntrack table and GC state, a [`super::ConntrackStatus`].
+    pub const CONNTRACK: &str = "/v1/conntrack";
     /// GET: `pilus doctor`, a [`super::DoctorReport`] of this node.
     pub const DOCTOR: &str = "/v1/doctor";
     /// GET the XDP prefilter's deny list ([`super::PrefilterList`]); POST a
@@ -496,6 +506,169 @@ pub struct BpfCtEntry {
     /// Seconds left before the entry expires.
     pub expires_in: i64,
     pub flags: u16,
+    /// A service flow: `to <backend>` on its service entry (the tuple the
+    /// client sent, pinned to that backend), `reply from frontend <id>` on
+    /// its flow entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Services (`/v1/services`, `pilus service`)
+// ---------------------------------------------------------------------------
+
+/// A service: frontends and the backends they balance over. Every field
+/// is checked by the agent; an unknown one is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub name: String,
+    pub frontends: Vec<ServiceFrontend>,
+    /// None is a service without backends (its frontends drop with
+    /// DROP_NO_SERVICE_BACKEND), not a deletion.
+    #[serde(default)]
+    pub backends: Vec<ServiceBackend>,
+    /// `random` (default) or `maglev`.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
+    /// Session affinity by client address, for this many seconds since the
+    /// client's last new connection (Kubernetes' `ClientIP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_seconds: Option<u32>,
+}
+
+pub fn default_algorithm() -> String {
+    "random".into()
+}
+
+/// An address, port and protocol clients reach a service on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFrontend {
+    /// `ClusterIP`, `NodePort`, `ExternalIP` or `LoadBalancer`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// IPv4; `0.0.0.0` for a NodePort on every node address.
+    pub address: String,
+    pub port: u16,
+    /// `TCP` (default) or `UDP`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// Which backends serve it: those of the same port name (Kubernetes'
+    /// service port name; empty for a one-port service).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub port_name: String,
+}
+
+pub fn default_protocol() -> String {
+    "TCP".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBackend {
+    pub address: String,
+    pub port: u16,
+    /// 1 to 100: a share of new flows proportional to it; 0 takes none.
+    #[serde(default = "default_weight")]
+    pub weight: u16,
+    /// `active` (default), `terminating` (only chosen when no backend is
+    /// active, as kube-proxy does) or `quarantined` (never chosen).
+    #[serde(default = "default_backend_state")]
+    pub state: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub port_name: String,
+}
+
+pub fn default_weight() -> u16 {
+    1
+}
+
+pub fn default_backend_state() -> String {
+    "active".into()
+}
+
+/// `PUT /v1/services`'s answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceUpserted {
+    /// `namespace/name`.
+    pub service: String,
+    /// False: it replaced a service of that name.
+    pub created: bool,
+}
+
+/// `POST /v1/services/import`: files of YAML or JSON documents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceImport {
+    pub files: Vec<PolicyFile>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServicesImported {
+    /// `namespace/name` of every service written.
+    pub services: Vec<String>,
+    /// What was read but not imported, and why (a headless Service, an
+    /// IPv6 address family).
+    #[serde(default)]
+    pub skipped: Vec<String>,
+}
+
+/// A service as the agent holds it, with each frontend's datapath id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    #[serde(flatten)]
+    pub service: Service,
+    pub frontend_ids: Vec<u32>,
+}
+
+/// One frontend of the service maps, decoded (`GET /v1/bpf/lb`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfLbFrontend {
+    /// `198.19.128.10:80/TCP`.
+    pub frontend: String,
+    pub id: u32,
+    pub kind: String,
+    pub algorithm: String,
+    pub generation: u32,
+    /// Slots (random) or the number of backends (Maglev) new flows choose from.
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_seconds: Option<u32>,
+    /// The backends new flows choose from, `address:port`, in slot order
+    /// (random) or as the Maglev table holds them (each once).
+    pub backends: Vec<String>,
+    /// Replies come from this (`address:port`), if a reverse-NAT entry is there.
+    pub rev_nat: Option<String>,
+}
+
+/// Conntrack and its garbage collection (`GET /v1/conntrack`, shown by
+/// `pilus status`). Not part of `GET /v1/status`, whose answer changes only
+/// when the agent's state does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackStatus {
+    /// Entries after the last GC pass.
+    pub entries: u64,
+    pub max_entries: u64,
+    pub gc_runs: u64,
+    /// Expired entries removed, all passes.
+    pub gc_deleted: u64,
+    /// Expired affinity entries removed, all passes.
+    pub gc_affinity_deleted: u64,
+    /// New flows refused because the table was full (datapath drops
+    /// DROP_CT_CREATE_FAILED since the maps were made).
+    pub insert_failures: u64,
+    /// When the last pass ran (Unix seconds), and how long it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gc_unix: Option<u64>,
+    pub last_gc_ms: u64,
+    /// The wait before the next pass: shorter as the table fills.
+    pub next_gc_in_ms: u64,
+    /// The last pass's error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A node's place in a cluster (absent on a single node).
@@ -564,6 +737,11 @@ pub struct Status {
     /// plane's own view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorStatus>,
+    /// Services and their frontends.
+    #[serde(default)]
+    pub services: usize,
+    #[serde(default)]
+    pub frontends: usize,
 }
 
 // ---------------------------------------------------------------------------

@@ -71,6 +71,9 @@ fn datapath_measures_every_case_with_its_verdict() {
             ("repeat", "TC_ACT_SHOT"),
             ("per-call", "TC_ACT_OK"),
             ("per-call", "TC_ACT_REDIRECT"),
+            ("per-call", "TC_ACT_OK"),
+            ("per-call", "TC_ACT_REDIRECT"),
+            ("per-call", "TC_ACT_OK"),
             ("per-call", "TC_ACT_REDIRECT"),
         ]
     );

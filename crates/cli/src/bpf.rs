@@ -11,6 +11,7 @@ use pilus_api_types::paths;
 use pilus_api_types::BpfCtEntry;
 use pilus_api_types::BpfEndpointEntry;
 use pilus_api_types::BpfIpcacheEntry;
+use pilus_api_types::BpfLbFrontend;
 use pilus_api_types::BpfPolicyEntry;
 use pilus_api_types::Deleted;
 use pilus_client::blocking::Client;
@@ -30,6 +31,10 @@ pub enum BpfCommand {
     /// The connection tracking table.
     #[command(subcommand)]
     Ct(BpfCtCommand),
+    /// The service maps, per frontend: the backends new flows choose from
+    /// (slot order, or each once for Maglev) and the reverse NAT.
+    #[command(subcommand)]
+    Lb(BpfListCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,7 +134,7 @@ pub fn run(c: &Client, cmd: BpfCommand, out: Output) -> Result<()> {
             if out == Output::Json {
                 return print_json(&v);
             }
-            let mut t = Table::new(&["PROTO", "SOURCE", "DESTINATION", "STATE", "EXPIRES"]);
+            let mut t = Table::new(&["PROTO", "SOURCE", "DESTINATION", "STATE", "EXPIRES", "NAT"]);
             for e in &v {
                 t.row(vec![
                     proto_name(e.protocol),
@@ -137,6 +142,42 @@ pub fn run(c: &Client, cmd: BpfCommand, out: Output) -> Result<()> {
                     e.dst.clone(),
                     e.state.clone(),
                     format!("{}s", e.expires_in),
+                    e.nat.clone().unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            t.print();
+        }
+        BpfCommand::Lb(BpfListCommand::List) => {
+            let v: Vec<BpfLbFrontend> = c.get_json(paths::BPF_LB)?;
+            if out == Output::Json {
+                return print_json(&v);
+            }
+            let mut t = Table::new(&[
+                "FRONTEND",
+                "ID",
+                "TYPE",
+                "ALGORITHM",
+                "GEN",
+                "COUNT",
+                "AFFINITY",
+                "BACKENDS",
+                "REV-NAT",
+            ]);
+            for e in &v {
+                t.row(vec![
+                    e.frontend.clone(),
+                    e.id.to_string(),
+                    e.kind.clone(),
+                    e.algorithm.clone(),
+                    e.generation.to_string(),
+                    e.count.to_string(),
+                    e.affinity_seconds.map_or("-".into(), |s| format!("{s}s")),
+                    if e.backends.is_empty() {
+                        "(none: DROP_NO_SERVICE_BACKEND)".into()
+                    } else {
+                        e.backends.join(" ")
+                    },
+                    e.rev_nat.clone().unwrap_or_else(|| "-".into()),
                 ]);
             }
             t.print();

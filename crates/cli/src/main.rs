@@ -17,6 +17,7 @@ mod namespace;
 mod node;
 mod policy;
 mod prefilter;
+mod service;
 mod status;
 mod table;
 
@@ -72,6 +73,11 @@ enum Command {
     /// Network policies: import, show, delete, trace.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Services: frontends (ClusterIP, NodePort, ExternalIP, LoadBalancer)
+    /// balanced over backends, per packet in the datapath; Kubernetes
+    /// Service/EndpointSlice import.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// The ipcache as the agent holds it: every prefix with every source's
     /// entry (local endpoint, remote endpoint, node, policy CIDR), the one
     /// the datapath sees first.
@@ -174,6 +180,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Endpoint(cmd) => endpoint::run(&c, cmd, out),
         Command::Identity(cmd) => identity::run(&c, cmd, out),
         Command::Policy(cmd) => policy::run(&c, cmd, out),
+        Command::Service(cmd) => service::run(&c, cmd, out),
         Command::Ipcache(cmd) => ipcache::run(&c, cmd, out),
         Command::Node(cmd) => node::run(&c, cmd, out),
         Command::Prefilter(cmd) => prefilter::run(&c, cmd, out),

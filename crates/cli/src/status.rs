@@ -3,6 +3,7 @@
 use crate::{table::print_json, Output};
 use anyhow::Result;
 use pilus_api_types::paths;
+use pilus_api_types::ConntrackStatus;
 use pilus_api_types::Status;
 use pilus_client::blocking::Client;
 
@@ -28,6 +29,31 @@ pub fn run(c: &Client, out: Output) -> Result<()> {
         "Policy revision: {} (enforced {})",
         s.revision, s.enforced_revision
     );
+    println!(
+        "Services:        {} ({} frontends)",
+        s.services, s.frontends
+    );
+    // 404 until the GC's first pass.
+    let ct: Option<ConntrackStatus> = c.get_json(paths::CONNTRACK).ok();
+    match &ct {
+        Some(ct) => {
+            println!(
+                "Conntrack:       {}/{} entries; GC: {} passes, {} expired removed ({} affinity), next in {} ms{}",
+                ct.entries,
+                ct.max_entries,
+                ct.gc_runs,
+                ct.gc_deleted,
+                ct.gc_affinity_deleted,
+                ct.next_gc_in_ms,
+                ct.last_error.as_ref().map_or(String::new(), |e| format!(" (last pass failed: {e})"))
+            );
+            println!(
+                "                 {} new flows refused (table full)",
+                ct.insert_failures
+            );
+        }
+        None => println!("Conntrack:       (no GC pass yet)"),
+    }
     println!("Datapath pins:   {}", s.pin_dir);
     println!("State:           {}", s.state_dir);
     println!(

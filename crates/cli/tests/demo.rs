@@ -30,7 +30,7 @@ fn lab_demo_runs_end_to_end_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     for needle in [
-        "[1/6]",
+        "[1/7]",
         "the same labels have the same identity on both nodes",
         "frontend-1 -> backend-1:80/TCP: connected, reply \"hello from backend-1\"",
         "-> endpoint",
@@ -51,7 +51,11 @@ fn lab_demo_runs_end_to_end_and_cleans_up() {
         "is selected by CiliumNetworkPolicy demo/backend-from-frontend",
         "db-1 -> backend-2:80/TCP: no answer (dropped)",
         "node-2 judged the packet on arrival (from-overlay)",
-        "[6/6]",
+        "[6/7]",
+        "[7/7] A service",
+        "pilus bpf lb list: 198.19.128.10:80/TCP -> ",
+        "new connections to 198.19.128.10:80 answered \"hello from backend-1\"",
+        "new connections to 198.19.128.10:80 answered \"hello from backend-2\"",
         "Lab removed",
     ] {
         assert!(

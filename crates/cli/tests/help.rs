@@ -20,6 +20,7 @@ fn every_command_has_help() {
         "endpoint",
         "identity",
         "policy",
+        "service",
         "namespace",
         "bpf",
         "monitor",
@@ -46,6 +47,30 @@ fn every_command_has_help() {
         (&["namespace", "--help"], &["label"]),
         (&["bpf", "--help"], &["policy", "ipcache", "ct"]),
         (&["bpf", "ct", "--help"], &["list", "flush"]),
+        (&["bpf", "--help"], &["lb"]),
+        (
+            &["service", "--help"],
+            &["upsert", "delete", "list", "get", "import"],
+        ),
+        (
+            &["service", "import", "--help"],
+            &[
+                "EndpointSlice",
+                "All or nothing",
+                "service.cilium.io/lb-algorithm",
+            ],
+        ),
+        (
+            &["service", "upsert", "--help"],
+            &[
+                "--frontend",
+                "--backend",
+                "--algorithm",
+                "--affinity",
+                "nodeport",
+                "weight=",
+            ],
+        ),
         (&["prefilter", "--help"], &["update", "delete", "list"]),
         (&["prefilter", "update", "--help"], &["--cidr"]),
         (

@@ -2,7 +2,8 @@
 //! ipcache) composed, each behind its own lock, with changes serialized by
 //! one writer lock and persisted as one store transaction each.
 //!
-//! Lock order: writer, then endpoints, then policy, then ipcache. A change
+//! Lock order: writer, then endpoints, then policy, then ipcache, then
+//! services. A change
 //! holds the writer lock throughout and each manager's lock only for the
 //! steps that touch it, read-only where it only reads; a read (a listing,
 //! a status) takes one manager's read lock and never waits for the writer,
@@ -18,6 +19,7 @@ use crate::{
     persist::{self, Layout, StoredLabels, StoredPolicy},
     plumbing::Plumbing,
     policy::PolicyManager,
+    services::{self, NextIds, ServiceManager, StoredIds},
     validate, Error,
 };
 use ipnet::Ipv4Net;
@@ -53,13 +55,16 @@ pub struct ControlPlane {
     pub(crate) endpoints: RwLock<EndpointManager>,
     pub(crate) policy: RwLock<PolicyManager>,
     pub(crate) ipcache: RwLock<IpcacheManager>,
+    pub(crate) services: RwLock<ServiceManager>,
     pub(crate) dp: Arc<dyn Datapath>,
     /// This node's own state (endpoints, revision, local identities).
-    store: Arc<dyn KvStore>,
+    pub(crate) store: Arc<dyn KvStore>,
     /// Membership in a cluster, if any.
     pub(crate) cluster: Option<Cluster>,
     resync: (usize, usize),
     started: Instant,
+    /// The conntrack GC's state, once it runs (`crate::ctgc`).
+    pub(crate) ct_status: Mutex<Option<api::ConntrackStatus>>,
 }
 
 /// Whether identities of `kind` are persisted in the node's own store:
@@ -239,6 +244,55 @@ pub(crate) fn apply(
     Ok(())
 }
 
+/// The services in the (local or cluster) store, with this node's ids from
+/// its own store. In a cluster an entry something else wrote may be
+/// unreadable, or conflict with another's frontend: skipped with a warning,
+/// as a policy would be.
+fn restore_services(
+    layout: &Layout,
+    local: &dyn KvStore,
+    shared: &dyn KvStore,
+    clustered: bool,
+    dp: Arc<dyn Datapath>,
+) -> Result<ServiceManager, Error> {
+    let mut mgr = ServiceManager::new(dp);
+    let next: NextIds = match local.get(&layout.service_next_ids())? {
+        Some(kv) => persist::decode(&kv)?,
+        None => NextIds::default(),
+    };
+    let mut ids = BTreeMap::new();
+    for kv in local.list(&layout.service_ids())?.0 {
+        ids.insert(
+            persist::tail(&kv, &layout.service_ids()).to_string(),
+            persist::decode::<StoredIds>(&kv)?,
+        );
+    }
+    for kv in shared.list(&layout.services())?.0 {
+        let s = match services::decode_service(&kv) {
+            Ok(s) => s,
+            Err(e) if clustered => {
+                tracing::warn!(key = %kv.key, error = %e.message(), "skipping a service that cannot be read");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = pilus_service::check_change(std::slice::from_ref(&s), mgr.services(), &[]) {
+            if matches!(e, pilus_service::Error::DuplicateFrontend { .. }) {
+                tracing::warn!(service = %s.id, error = %e, "skipping a service whose frontend another has");
+                continue;
+            }
+        }
+        let tail = layout
+            .service_id(&s.id.namespace, &s.id.name)
+            .trim_start_matches(&layout.service_ids())
+            .to_string();
+        let stored = ids.remove(&tail).unwrap_or_default();
+        mgr.restore(s, stored, next);
+    }
+    mgr.restore_next(next);
+    Ok(mgr)
+}
+
 impl ControlPlane {
     /// Builds a single node's control plane from the stored state and
     /// brings the maps in line with it: after a restart that writes
@@ -413,9 +467,18 @@ impl ControlPlane {
         if let Some(c) = &joined {
             c.learn_all(&mut ipc, &mut pol)?;
         }
+        let svc = restore_services(
+            &layout,
+            local.as_ref(),
+            shared.as_ref(),
+            joined.is_some(),
+            dp.clone(),
+        )?;
         let e = eps.resync(&want_eps)?;
         let i = ipc.resync()?;
         let p = pol.resync(eps.iter().map(|e| e.id))?;
+        let mut svc = svc;
+        let sv = svc.resync()?;
         for ep in eps.iter() {
             eps.attach(&ep.host_ifname)?;
         }
@@ -439,11 +502,21 @@ impl ControlPlane {
         for (id, l) in now.iter().filter(|(id, l)| held.get(id) != Some(l)) {
             txn = txn.put(layout.identity(*id), persist::encode(&StoredLabels::of(l)));
         }
+        txn = txn.put(layout.service_next_ids(), persist::encode(&svc.next_ids()));
+        for s in svc.services() {
+            if let Some(ids) = svc.stored_ids(&s.id) {
+                txn = txn.put(
+                    layout.service_id(&s.id.namespace, &s.id.name),
+                    persist::encode(&ids),
+                );
+            }
+        }
         local.commit(txn)?;
-        let resync = (e.0 + i.0 + p.0, e.1 + i.1 + p.1);
+        let resync = (e.0 + i.0 + p.0 + sv.0, e.1 + i.1 + p.1 + sv.1);
         tracing::info!(
             endpoints = eps.len(),
             policies = pol.engine().policies().count(),
+            services = svc.len(),
             revision = pol.enforced(),
             resync_written = resync.0,
             resync_removed = resync.1,
@@ -457,11 +530,13 @@ impl ControlPlane {
             endpoints: RwLock::new(eps),
             policy: RwLock::new(pol),
             ipcache: RwLock::new(ipc),
+            services: RwLock::new(svc),
             dp,
             store: local,
             cluster: joined,
             resync,
             started: Instant::now(),
+            ct_status: Mutex::new(None),
         };
         if let Some(c) = &cp.cluster {
             c.register()?;
@@ -506,6 +581,14 @@ impl ControlPlane {
         self.ipcache.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(crate) fn svc(&self) -> RwLockReadGuard<'_, ServiceManager> {
+        self.services.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn svc_mut(&self) -> RwLockWriteGuard<'_, ServiceManager> {
+        self.services.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Commits `txn` to the node's own store, plus the identity numbers and
     /// the revision.
     pub(crate) fn persist(
@@ -526,13 +609,26 @@ impl ControlPlane {
     /// change is refused whole. On a single node there is no cluster store:
     /// nothing to do (the node's own store takes them with `persist`).
     fn share(&self, txn: Txn) -> Result<(), Error> {
+        self.share_chunked(txn, "sharing the change with the other nodes")
+    }
+
+    /// As `share`, for a change that may exceed one etcd transaction's
+    /// operations: committed in transactions of at most 100 (an outage in
+    /// between leaves the first ones shared; the change is then refused
+    /// here and applied only where the watch delivered it).
+    pub(crate) fn share_chunked(&self, txn: Txn, doing: &'static str) -> Result<(), Error> {
         let Some(c) = &self.cluster else {
             return Ok(());
         };
-        c.store.commit(txn).map_err(|source| Error::ClusterStore {
-            doing: "sharing the change with the other nodes",
-            source,
-        })?;
+        for ops in txn.then.chunks(100) {
+            let t = Txn {
+                when: Vec::new(),
+                then: ops.to_vec(),
+            };
+            c.store
+                .commit(t)
+                .map_err(|source| Error::ClusterStore { doing, source })?;
+        }
         Ok(())
     }
 
@@ -997,7 +1093,14 @@ impl ControlPlane {
             uptime_seconds: self.started.elapsed().as_secs(),
             cluster: self.cluster_status(),
             monitor: None,
+            services: self.svc().len(),
+            frontends: self.svc().frontends(),
         }
+    }
+
+    /// Conntrack and its GC, once a pass has run.
+    pub fn conntrack_status(&self) -> Option<api::ConntrackStatus> {
+        self.ct_status.lock().expect("lock").clone()
     }
 
     /// Makes this node's cluster keys (its record, its pods) outlive the

@@ -15,6 +15,8 @@ pub enum Error {
     #[error("{0} is defined twice in this import")]
     DuplicatePolicy(PolicyId),
     #[error(transparent)]
+    Service(#[from] pilus_service::Error),
+    #[error(transparent)]
     Ipam(#[from] crate::ipam::IpamError),
     #[error("identity")]
     Engine(#[from] pilus_policy::EngineError),
@@ -46,7 +48,10 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> u16 {
         match self {
-            Error::Invalid { .. } | Error::Policy(_) | Error::DuplicatePolicy(_) => 400,
+            Error::Invalid { .. }
+            | Error::Policy(_)
+            | Error::DuplicatePolicy(_)
+            | Error::Service(_) => 400,
             Error::NotFound { .. } => 404,
             // The caller named a namespace that is not there, or an
             // interface that is: its request, not the agent, is at fault.

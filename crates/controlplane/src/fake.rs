@@ -3,11 +3,17 @@
 //! state (as a restarted agent finds the same kernel).
 
 use crate::{
-    datapath::{Conntrack, Datapath, DpResult, EndpointMap, IpcacheMap, Links, PolicyMap},
+    datapath::{
+        Conntrack, CtGcPass, Datapath, DpResult, EndpointMap, IpcacheMap, Links, PolicyMap,
+        ServiceMap,
+    },
     plumbing::{PlumbError, PlumbRequest, Plumbed, Plumbing},
 };
 use ipnet::Ipv4Net;
-use pilus_abi::{CtEntry, CtKey4, EndpointInfo, IpcacheValue, PolicyKey, PolicyValue};
+use pilus_abi::{
+    CtEntry, CtKey4, EndpointInfo, IpcacheValue, Lb4Backend, Lb4Key, Lb4Maglev, Lb4MaglevKey,
+    Lb4ReverseNat, Lb4Service, Lb4SlotKey, PolicyKey, PolicyValue,
+};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
@@ -21,8 +27,24 @@ pub struct FakeMaps {
     pub policy: HashMap<PolicyKey, PolicyValue>,
     pub revision: u32,
     pub attached: BTreeSet<String>,
+    pub lb_services: BTreeMap<Lb4Key, Lb4Service>,
+    pub lb_slots: BTreeMap<Lb4SlotKey, u32>,
+    pub lb_backends: BTreeMap<u32, Lb4Backend>,
+    pub lb_maglev: BTreeMap<Lb4MaglevKey, Box<Lb4Maglev>>,
+    pub lb_rev_nat: BTreeMap<u32, Lb4ReverseNat>,
+    /// What the conntrack GC reports: the next pass's result, the table's
+    /// size, insert failures, passes run.
+    pub ct_next_pass: CtGcPass,
+    pub ct_max_entries: u64,
+    pub ct_insert_failures: u64,
+    pub ct_gc_passes: u64,
     /// Map writes, to check that a no-op changes nothing.
     pub writes: usize,
+    /// When set, the next map write of the service maps fails (and this
+    /// is cleared): a datapath failure in the middle of a change.
+    pub fail_next_lb_write: bool,
+    /// When set, the next conntrack GC pass fails (and this is cleared).
+    pub fail_next_ct_gc: bool,
 }
 
 /// Called with the maps after every write (to check a property of every
@@ -51,6 +73,22 @@ impl FakeDatapath {
         if let Some(f) = f {
             f(&self.maps());
         }
+    }
+
+    /// A write of `n` entries of the service maps, seen by the observer.
+    fn lb_write(&self, n: usize, f: impl FnOnce(&mut FakeMaps)) -> DpResult<()> {
+        let mut m = self.maps();
+        if std::mem::take(&mut m.fail_next_lb_write) {
+            return Err(crate::datapath::DatapathError::new(
+                "write the service maps",
+                std::io::Error::other("injected failure"),
+            ));
+        }
+        m.writes += n;
+        f(&mut m);
+        drop(m);
+        self.wrote();
+        Ok(())
     }
 
     /// The identity the ipcache gives `prefix`, if any.
@@ -162,6 +200,117 @@ impl Conntrack for FakeDatapath {
     }
     fn ct_now(&self) -> DpResult<u32> {
         Ok(0)
+    }
+    fn ct_gc(&self) -> DpResult<CtGcPass> {
+        let mut m = self.maps();
+        if std::mem::take(&mut m.fail_next_ct_gc) {
+            return Err(crate::datapath::DatapathError::new(
+                "walk pilus_ct4",
+                std::io::Error::other("injected failure"),
+            ));
+        }
+        m.ct_gc_passes += 1;
+        Ok(m.ct_next_pass)
+    }
+    fn ct_max_entries(&self) -> DpResult<u64> {
+        Ok(self.maps().ct_max_entries)
+    }
+    fn ct_insert_failures(&self) -> DpResult<u64> {
+        Ok(self.maps().ct_insert_failures)
+    }
+}
+
+impl ServiceMap for FakeDatapath {
+    fn put_lb_services(&self, entries: &[(Lb4Key, Lb4Service)]) -> DpResult<()> {
+        self.lb_write(entries.len(), |m| {
+            m.lb_services.extend(entries.iter().copied())
+        })
+    }
+    fn remove_lb_services(&self, keys: &[Lb4Key]) -> DpResult<()> {
+        self.lb_write(keys.len(), |m| {
+            keys.iter().for_each(|k| {
+                m.lb_services.remove(k);
+            })
+        })
+    }
+    fn lb_services(&self) -> DpResult<Vec<(Lb4Key, Lb4Service)>> {
+        Ok(self
+            .maps()
+            .lb_services
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect())
+    }
+    fn put_lb_slots(&self, entries: &[(Lb4SlotKey, u32)]) -> DpResult<()> {
+        self.lb_write(entries.len(), |m| {
+            m.lb_slots.extend(entries.iter().copied())
+        })
+    }
+    fn remove_lb_slots(&self, keys: &[Lb4SlotKey]) -> DpResult<()> {
+        self.lb_write(keys.len(), |m| {
+            keys.iter().for_each(|k| {
+                m.lb_slots.remove(k);
+            })
+        })
+    }
+    fn lb_slots(&self) -> DpResult<Vec<(Lb4SlotKey, u32)>> {
+        Ok(self.maps().lb_slots.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn put_lb_backends(&self, entries: &[(u32, Lb4Backend)]) -> DpResult<()> {
+        self.lb_write(entries.len(), |m| {
+            m.lb_backends.extend(entries.iter().copied())
+        })
+    }
+    fn remove_lb_backends(&self, ids: &[u32]) -> DpResult<()> {
+        self.lb_write(ids.len(), |m| {
+            ids.iter().for_each(|k| {
+                m.lb_backends.remove(k);
+            })
+        })
+    }
+    fn lb_backends(&self) -> DpResult<Vec<(u32, Lb4Backend)>> {
+        Ok(self
+            .maps()
+            .lb_backends
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect())
+    }
+    fn put_lb_maglev(&self, key: &Lb4MaglevKey, table: &Lb4Maglev) -> DpResult<()> {
+        self.lb_write(1, |m| {
+            m.lb_maglev.insert(*key, Box::new(*table));
+        })
+    }
+    fn remove_lb_maglev(&self, key: &Lb4MaglevKey) -> DpResult<()> {
+        self.lb_write(1, |m| {
+            m.lb_maglev.remove(key);
+        })
+    }
+    fn lb_maglev_keys(&self) -> DpResult<Vec<Lb4MaglevKey>> {
+        Ok(self.maps().lb_maglev.keys().copied().collect())
+    }
+    fn lb_maglev(&self, key: &Lb4MaglevKey) -> DpResult<Option<Box<Lb4Maglev>>> {
+        Ok(self.maps().lb_maglev.get(key).cloned())
+    }
+    fn put_lb_rev_nat(&self, entries: &[(u32, Lb4ReverseNat)]) -> DpResult<()> {
+        self.lb_write(entries.len(), |m| {
+            m.lb_rev_nat.extend(entries.iter().copied())
+        })
+    }
+    fn remove_lb_rev_nat(&self, ids: &[u32]) -> DpResult<()> {
+        self.lb_write(ids.len(), |m| {
+            ids.iter().for_each(|k| {
+                m.lb_rev_nat.remove(k);
+            })
+        })
+    }
+    fn lb_rev_nat(&self) -> DpResult<Vec<(u32, Lb4ReverseNat)>> {
+        Ok(self
+            .maps()
+            .lb_rev_nat
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect())
     }
 }
 

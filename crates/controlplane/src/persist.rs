@@ -8,8 +8,12 @@
 //! pilus/v1/nodes/<node>/identities/<id>    an identity number this node holds
 //! pilus/v1/nodes/<node>/revision           the policy revision enforced
 //! pilus/v1/nodes/<node>/cookies/<policy>   (in a cluster) the cookie of a policy
+//! pilus/v1/nodes/<node>/services/<ns>/<name>  this node's ids of a service's
+//!                                          frontends and backends
+//! pilus/v1/nodes/<node>/service-next-ids   the next frontend and backend ids
 //! pilus/v1/policies/<kind>/<ns|->/<name>   a policy, as its source document
 //! pilus/v1/namespaces/<ns>                 a namespace's labels
+//! pilus/v1/services/<ns>/<name>            a service (the API's form)
 //! ```
 //!
 //! Every change of the control plane is one transaction, so a crash leaves
@@ -102,6 +106,39 @@ impl Layout {
 
     pub fn namespaces(&self) -> String {
         format!("{ROOT}namespaces/")
+    }
+
+    /// Services, shared like policies (the cluster store in a cluster).
+    pub fn services(&self) -> String {
+        format!("{ROOT}services/")
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> String {
+        format!(
+            "{}{}/{}",
+            self.services(),
+            segment(namespace),
+            segment(name)
+        )
+    }
+
+    /// This node's ids of services' frontends and backends (ids are the
+    /// node's own: its conntrack and affinity entries name them).
+    pub fn service_ids(&self) -> String {
+        format!("{ROOT}nodes/{}/services/", self.node)
+    }
+
+    pub fn service_id(&self, namespace: &str, name: &str) -> String {
+        format!(
+            "{}{}/{}",
+            self.service_ids(),
+            segment(namespace),
+            segment(name)
+        )
+    }
+
+    pub fn service_next_ids(&self) -> String {
+        format!("{ROOT}nodes/{}/service-next-ids", self.node)
     }
 
     pub fn namespace(&self, ns: &str) -> String {

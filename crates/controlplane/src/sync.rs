@@ -1,6 +1,6 @@
 //! Keeping a node in step with the cluster: publishing this node's pods to
 //! the cluster store, and applying what the other nodes publish (nodes,
-//! pods, identities, policies, namespaces) as the watches deliver it —
+//! pods, identities, policies, namespaces, services) as the watches deliver it —
 //! each event under the writer lock, through the same `apply` as a local
 //! change, so a remote change reaches the maps in the same gapless order.
 //!
@@ -36,6 +36,7 @@ pub enum Feed {
     Identities,
     Policies,
     Namespaces,
+    Services,
 }
 
 /// The cluster store allows this many operations in one transaction
@@ -50,6 +51,7 @@ impl ControlPlane {
             Feed::Identities => ids_prefix(),
             Feed::Policies => self.layout.policies(),
             Feed::Namespaces => self.layout.namespaces(),
+            Feed::Services => self.layout.services(),
         }
     }
 
@@ -147,6 +149,10 @@ impl ControlPlane {
         let Some(c) = &self.cluster else {
             return Ok(());
         };
+        if feed == Feed::Services {
+            // Services touch none of the other managers.
+            return self.on_service_put(kv);
+        }
         let _w = self.write_lock();
         let eps = self.eps();
         let mut pol = self.pol_mut();
@@ -248,6 +254,7 @@ impl ControlPlane {
                 let change = pol.engine.set_namespace_labels(&ns, labels)?;
                 apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
             }
+            Feed::Services => unreachable!("handled before the locks"),
         }
         self.persist(local, &touched, &pol)
     }
@@ -256,6 +263,9 @@ impl ControlPlane {
         let Some(c) = &self.cluster else {
             return Ok(());
         };
+        if feed == Feed::Services {
+            return self.on_service_delete(key);
+        }
         let _w = self.write_lock();
         let eps = self.eps();
         let mut pol = self.pol_mut();
@@ -320,6 +330,7 @@ impl ControlPlane {
                     .set_namespace_labels(&ns, pilus_policy::Labels::new())?;
                 apply(&eps, &mut pol, &mut ipc, change, &mut touched)?;
             }
+            Feed::Services => unreachable!("handled before the locks"),
         }
         self.persist(local, &touched, &pol)
     }
@@ -357,6 +368,7 @@ impl ControlPlane {
                 .namespaces()
                 .map(|(ns, _)| self.layout.namespace(ns))
                 .collect(),
+            Feed::Services => self.service_keys(),
         };
         for key in known.iter().filter(|k| !listed.contains(*k)) {
             self.on_delete(feed, key)?;
@@ -411,6 +423,7 @@ impl ControlPlane {
             Feed::Identities,
             Feed::Policies,
             Feed::Namespaces,
+            Feed::Services,
         ] {
             let watch = c
                 .store

@@ -464,6 +464,17 @@ impl ControlPlane {
                     state: ct_state(e.flags),
                     expires_in: i64::from(e.expires) - now,
                     flags: e.flags,
+                    nat: if k.scope == pilus_abi::consts::CT_SCOPE_SERVICE {
+                        Some(format!(
+                            "to {}:{} (backend {})",
+                            Ipv4Addr::from(e.backend_addr),
+                            e.backend_port.get(),
+                            e.backend_id
+                        ))
+                    } else {
+                        (e.rev_nat_index != 0)
+                            .then(|| format!("reply from frontend {}", e.rev_nat_index))
+                    },
                 }
             })
             .collect())

@@ -293,7 +293,12 @@ fn entries_that_cannot_be_read_are_skipped() {
     }
     let a = node(&s, 1, Routing::Tunnel);
     let (_, ip) = pod(&a, "web", &["app=web"]);
-    eventually("b still learns good entries", || ipcache(&b, ip).is_some());
+    // a's node and its pod arrive on separate watches, in either order:
+    // wait for both (under load the pod came first and the count was
+    // read one short).
+    eventually("b still learns good entries", || {
+        ipcache(&b, ip).is_some() && b.dp.maps().ipcache.len() >= maps.ipcache.len() + 2
+    });
     let now = b.dp.maps().clone();
     assert_eq!(now.policy, maps.policy);
     assert_eq!(
@@ -301,4 +306,49 @@ fn entries_that_cannot_be_read_are_skipped() {
         maps.ipcache.len() + 2,
         "a's node and its pod, nothing else"
     );
+}
+
+/// A service written on one node applies on every node (its maps), with
+/// backends in any node's pod CIDR; its deletion too. While the store is
+/// unreachable a service change is refused whole.
+#[test]
+fn services_are_shared_like_policies() {
+    let s = store();
+    let a = node(&s, 1, Routing::Tunnel);
+    let b = node(&s, 2, Routing::Tunnel);
+    eventually("a knows node 2", || {
+        a.cp.status().cluster.unwrap().nodes == 2
+    });
+    let web = pilus_service::model::from_flags(
+        "shop/web",
+        &["198.19.128.10:80"],
+        &["198.18.1.10:8080", "198.18.2.10:8080"],
+    )
+    .unwrap();
+    a.cp.upsert_service(&web).unwrap();
+    eventually("b has the frontend", || {
+        b.dp.maps().lb_services.len() == 1 && b.dp.maps().lb_slots.len() == 2
+    });
+    assert_eq!(b.cp.services_view().len(), 1);
+    // A backend outside both nodes' pod CIDRs is refused where it is written.
+    let mut bad = web.clone();
+    bad.backends[0].address = "198.18.3.10".into();
+    let e = b.cp.upsert_service(&bad).unwrap_err();
+    assert!(
+        e.message().contains("outside every known range"),
+        "{}",
+        e.message()
+    );
+    // The store away: refused, nothing changes anywhere.
+    s.down.store(true, Ordering::Relaxed);
+    let mut other = web.clone();
+    other.name = "api".into();
+    other.frontends[0].address = "198.19.128.11".into();
+    let e = a.cp.upsert_service(&other).unwrap_err();
+    assert_eq!(e.status(), 503, "{}", e.message());
+    assert_eq!(a.dp.maps().lb_services.len(), 1);
+    s.down.store(false, Ordering::Relaxed);
+    b.cp.delete_service("shop/web").unwrap();
+    eventually("a drops it too", || a.dp.maps().lb_services.is_empty());
+    assert!(a.cp.services_view().is_empty());
 }

@@ -100,6 +100,9 @@ pub struct NodeConfig {
     pub tunnel_ifindex: u32,
     /// The largest IPv4 packet the tunnel carries (the pods' MTU then).
     pub tunnel_mtu: u32,
+    /// Conntrack entries (`pilus_ct4`'s size). A full table refuses new
+    /// flows (a counted drop) until the agent's GC makes room.
+    pub ct_max_entries: u32,
 }
 
 impl Default for NodeConfig {
@@ -117,9 +120,13 @@ impl Default for NodeConfig {
             hz: 0,
             tunnel_ifindex: 0,
             tunnel_mtu: TUNNEL_MTU,
+            ct_max_entries: CT_MAX_ENTRIES,
         }
     }
 }
+
+/// Conntrack entries by default: Cilium's default for its TCP table.
+pub const CT_MAX_ENTRIES: u32 = 262_144;
 
 /// The pods' MTU in tunnel mode: a 1500-byte underlay less VXLAN's 50
 /// bytes (outer Ethernet is not counted; outer IPv4 20, UDP 8, VXLAN 8,

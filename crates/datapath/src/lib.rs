@@ -1,7 +1,8 @@
 //! The Pilus datapath from userspace: the BPF objects compiled at build time,
 //! loaded with aya, configured through load-time globals, pinned under bpffs,
 //! attached to pod veths (rtnetlink through pilus-netlink for the tc
-//! filters), driven through typed maps, and read without the loader for
+//! filters), driven through typed maps (endpoints, ipcache, policy,
+//! conntrack and its GC, services), and read without the loader for
 //! metrics and `pilus doctor` ([`inspect`]). No BPF syscalls happen anywhere
 //! else in Pilus; control-plane crates talk to this one.
 
@@ -10,9 +11,11 @@ pub mod bpffs;
 pub mod btf;
 pub mod clock;
 pub mod config;
+pub mod ctgc;
 mod error;
 pub mod events;
 pub mod inspect;
+pub mod lb;
 mod loader;
 mod maps;
 pub mod monitor;
@@ -24,6 +27,7 @@ pub mod testrun;
 
 pub use attach::{AttachMode, EndpointLinks, HookStatus, NodeDevice};
 pub use config::{NodeConfig, PodCidr};
+pub use ctgc::{CtTable, GcPass};
 pub use error::{chain as error_chain, Error};
 pub use events::EventReader;
 pub use inspect::Inspector;

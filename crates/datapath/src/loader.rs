@@ -16,7 +16,7 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
-use pilus_abi::consts::{CALL_IPV4_FROM_LXC, CALL_IPV4_TO_LXC};
+use pilus_abi::consts::{CALL_IPV4_FROM_LXC, CALL_IPV4_LB, CALL_IPV4_TO_LXC};
 use std::{
     os::fd::{AsFd, BorrowedFd},
     path::{Path, PathBuf},
@@ -69,6 +69,8 @@ pub enum Program {
     Ipv4FromLxc,
     /// Tail call: IPv4 to a pod.
     Ipv4ToLxc,
+    /// Tail call: a pod's packet to a service, translated to a backend.
+    Ipv4LbFromLxc,
     /// tc ingress of the VXLAN device: other nodes' pods, decapsulated.
     FromOverlay,
     /// tc ingress of the uplink: packets from the network (direct routing).
@@ -78,11 +80,12 @@ pub enum Program {
 }
 
 impl Program {
-    pub const ALL: [Program; 7] = [
+    pub const ALL: [Program; 8] = [
         Program::FromContainer,
         Program::ToContainer,
         Program::Ipv4FromLxc,
         Program::Ipv4ToLxc,
+        Program::Ipv4LbFromLxc,
         Program::FromOverlay,
         Program::FromNetdev,
         Program::ToNetdev,
@@ -95,6 +98,7 @@ impl Program {
             Program::ToContainer => "to_container",
             Program::Ipv4FromLxc => "ipv4_from_lxc",
             Program::Ipv4ToLxc => "ipv4_to_lxc",
+            Program::Ipv4LbFromLxc => "ipv4_lb_from_lxc",
             Program::FromOverlay => "from_overlay",
             Program::FromNetdev => "from_netdev",
             Program::ToNetdev => "to_netdev",
@@ -106,7 +110,8 @@ impl Program {
             Program::FromContainer
             | Program::ToContainer
             | Program::Ipv4FromLxc
-            | Program::Ipv4ToLxc => Object::Lxc,
+            | Program::Ipv4ToLxc
+            | Program::Ipv4LbFromLxc => Object::Lxc,
             Program::FromOverlay => Object::Overlay,
             Program::FromNetdev | Program::ToNetdev => Object::Host,
         }
@@ -143,7 +148,7 @@ pub struct Datapath {
     host: Ebpf,
     pub(crate) xdp: Ebpf,
     pin_dir: Option<PathBuf>,
-    hz: u32,
+    pub(crate) hz: u32,
     pub(crate) pod_cidr: PodCidr,
     pub(crate) attach_mode: AttachMode,
 }
@@ -153,8 +158,11 @@ pub(crate) const XDP_PREFILTER: &str = "xdp_prefilter";
 
 /// Map sizes that depend on the node. The one table both aya's loader and
 /// the pin check read, so the check compares with what aya creates.
-fn max_entries(pod_cidr: &PodCidr) -> [(&'static str, u32); 1] {
-    [("pilus_lxc", pod_cidr.size())]
+fn max_entries(node: &NodeConfig) -> [(&'static str, u32); 2] {
+    [
+        ("pilus_lxc", node.pod_cidr.size()),
+        ("pilus_ct4", node.ct_max_entries),
+    ]
 }
 
 impl Datapath {
@@ -171,7 +179,7 @@ impl Datapath {
             hz => hz,
         };
         let pod_cidr = opts.node.pod_cidr;
-        let sizes = max_entries(&pod_cidr);
+        let sizes = max_entries(&opts.node);
         let maps = pins::object_maps(objects::BPF_LXC, &sizes)?;
         let stamp = pins::expected_stamp()?;
         let globals = opts.node.globals(hz);
@@ -238,6 +246,7 @@ impl Datapath {
         let slots = [
             (CALL_IPV4_FROM_LXC, Program::Ipv4FromLxc),
             (CALL_IPV4_TO_LXC, Program::Ipv4ToLxc),
+            (CALL_IPV4_LB, Program::Ipv4LbFromLxc),
         ];
         let mut fds = Vec::new();
         for (slot, p) in slots {

@@ -296,7 +296,10 @@ pub(crate) fn read_counters<T: Borrow<MapData>>(
     Ok(out)
 }
 
-fn ignore_missing(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), Error> {
+pub(crate) fn ignore_missing(
+    r: Result<(), aya::maps::MapError>,
+    name: &'static str,
+) -> Result<(), Error> {
     match r {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(e))

@@ -433,6 +433,7 @@ mod tests {
     use std::mem::size_of;
 
     const ARRAY: u32 = 2;
+    const HASH: u32 = 1;
     const LRU_HASH: u32 = 9;
     const RINGBUF: u32 = 27;
 
@@ -501,13 +502,7 @@ mod tests {
         );
         assert_eq!(
             by_name(&maps, "pilus_ct4").def,
-            def(
-                LRU_HASH,
-                size_of::<CtKey4>(),
-                size_of::<CtEntry>(),
-                262144,
-                0
-            )
+            def(HASH, size_of::<CtKey4>(), size_of::<CtEntry>(), 262144, 0)
         );
         assert_eq!(
             by_name(&maps, "pilus_events").def,

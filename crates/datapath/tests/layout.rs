@@ -77,7 +77,8 @@ fn checker_detects_a_moved_field() {
             ("sport", 8, 2),
             ("dport", 10, 2),
             ("protocol", 12, 1),
-            ("_pad", 13, 3)
+            ("scope", 13, 1),
+            ("_pad", 14, 2)
         ]
     );
     assert_eq!(key.size, 16);

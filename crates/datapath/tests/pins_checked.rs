@@ -23,7 +23,7 @@ use std::{
 };
 
 const PREFIX: &str = "pilus-pinchk-";
-const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_MAP_TYPE_HASH: u32 = 1;
 
 /// Removes the test's bpffs pin directory on drop.
 struct PinDir(PathBuf);
@@ -241,7 +241,7 @@ fn a_map_with_another_value_size_is_refused() {
     // pinned it.
     let (key, value) = (size_of::<CtKey4>() as u32, size_of::<CtEntry>() as u32);
     std::fs::remove_file(pins.path("pilus_ct4")).unwrap();
-    let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_LRU_HASH, key, value + 8, 262144, 0);
+    let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_HASH, key, value + 8, 262144, 0);
     MapData::create(def, "pilus_ct4", None)
         .expect("create map")
         .pin(pins.path("pilus_ct4"))
@@ -255,11 +255,8 @@ fn a_map_with_another_value_size_is_refused() {
     );
     for needle in [
         "map pilus_ct4".to_string(),
-        format!(
-            "LRU_HASH key {key} value {} max 262144 flags 0x0",
-            value + 8
-        ),
-        format!("LRU_HASH key {key} value {value} max 262144 flags 0x0"),
+        format!("HASH key {key} value {} max 262144 flags 0x0", value + 8),
+        format!("HASH key {key} value {value} max 262144 flags 0x0"),
     ] {
         assert!(text.contains(&needle), "{needle:?} not in: {text}");
     }

@@ -1,5 +1,5 @@
-//! `pilus lab demo`: the newcomer's tour, told in a few short steps on a
-//! real lab, written to the writer the caller passes (the CLI passes
+//! `pilus lab demo`: the newcomer's tour (traffic and its path, the tunnel,
+//! a policy, a service), told in a few short steps on a real lab, written to the writer the caller passes (the CLI passes
 //! stdout). Every claim it prints is checked: if traffic that should pass
 //! is dropped (or the reverse), or the monitor does not show what the demo
 //! says it shows, the demo fails with [`Error::Claim`] instead of telling
@@ -12,7 +12,9 @@ use crate::{
 };
 use pilus_api_types::{self as api, paths};
 use std::{
+    collections::BTreeMap,
     io::Write,
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
@@ -67,7 +69,14 @@ spec:
 ";
 
 /// The tour's steps.
-const STEPS: u32 = 6;
+const STEPS: u32 = 7;
+
+/// The demo service's ClusterIP: in 198.19.128.0/17, neither a pod CIDR
+/// nor the underlay.
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 128, 10);
+/// New connections to the service: with two backends chosen at random,
+/// all of them reaching one backend has a chance of 2^-19.
+const SERVICE_CONNECTIONS: usize = 20;
 
 /// How long a connection that must succeed may take, and how long one
 /// that must be dropped is given to prove it.
@@ -377,7 +386,7 @@ pub fn run(paths: Paths, out: &mut dyn Write) -> Result<(), Error> {
     let started = Instant::now();
     writeln!(
         out,
-        "Pilus lab demo: two nodes, six pods, a tunnel, a policy. (Everything runs in"
+        "Pilus lab demo: two nodes, six pods, a tunnel, a policy, a service. (Everything runs in"
     )?;
     writeln!(
         out,
@@ -411,7 +420,7 @@ pub fn run(paths: Paths, out: &mut dyn Write) -> Result<(), Error> {
     Ok(())
 }
 
-/// Steps 1 (what is up) to 6, on the lab that is up.
+/// Steps 1 (what is up) to 7, on the lab that is up.
 fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
     for e in &d.lab.state.etcd {
         writeln!(d.out, "  {}: {} (on the underlay)", e.name, e.url)?;
@@ -581,5 +590,96 @@ fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
         }
     }
     d.expect("db-1", "backend-2", true)?;
+    service(d)
+}
+
+/// Step 7: a ClusterIP service over a backend on each node; new
+/// connections from frontend-1 spread over both, and the client only ever
+/// talks to the service's address.
+fn service(d: &mut Demo<'_>) -> Result<(), Error> {
+    d.step(
+        7,
+        "A service: frontend-1 connects to a ClusterIP, balanced over backend-1 (node-1) and backend-2 (node-2)",
+    )?;
+    let mut backends = Vec::new();
+    for pod in ["backend-1", "backend-2"] {
+        backends.push(api::ServiceBackend {
+            address: d.pod_ip(pod)?.to_string(),
+            port: 80,
+            weight: 1,
+            state: "active".into(),
+            port_name: String::new(),
+        });
+    }
+    writeln!(
+        d.out,
+        "  pilus service upsert demo/web --frontend {VIP}:80/TCP{}",
+        backends
+            .iter()
+            .map(|b| format!(" --backend {}:80", b.address))
+            .collect::<String>()
+    )?;
+    let svc = api::Service {
+        namespace: "demo".into(),
+        name: "web".into(),
+        frontends: vec![api::ServiceFrontend {
+            kind: "ClusterIP".into(),
+            address: VIP.to_string(),
+            port: 80,
+            protocol: "TCP".into(),
+            port_name: String::new(),
+        }],
+        backends,
+        algorithm: "random".into(),
+        session_affinity_seconds: None,
+    };
+    let _: api::ServiceUpserted = d
+        .client()
+        .post_json(paths::SERVICES, &svc)
+        .map_err(api_err("creating the service"))?;
+    let lb: Vec<api::BpfLbFrontend> = d
+        .client()
+        .get_json(paths::BPF_LB)
+        .map_err(api_err("reading node-1's service maps"))?;
+    for f in &lb {
+        writeln!(
+            d.out,
+            "  pilus bpf lb list: {} -> {} (generation {})",
+            f.frontend,
+            f.backends.join(", "),
+            f.generation
+        )?;
+    }
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..SERVICE_CONNECTIONS {
+        match d
+            .lab
+            .connect("frontend-1", &VIP.to_string(), 80, Proto::Tcp, YES)
+            .map_err(lab_err("probing from a pod"))?
+        {
+            Probe::Reply { reply, .. } => *answered.entry(reply).or_default() += 1,
+            other => {
+                return Err(Error::Claim(format!(
+                    "connection {i} from frontend-1 to {VIP}:80: {other:?}"
+                )))
+            }
+        }
+    }
+    for (reply, n) in &answered {
+        writeln!(
+            d.out,
+            "  {n:>2} of {SERVICE_CONNECTIONS} new connections to {VIP}:80 answered {reply:?}"
+        )?;
+    }
+    let want = ["hello from backend-1", "hello from backend-2"];
+    if !want.iter().all(|w| answered.contains_key(*w)) {
+        return Err(Error::Claim(format!(
+            "the service's connections did not reach both backends: {answered:?}"
+        )));
+    }
+    writeln!(
+        d.out,
+        "    i.e. each new flow got a backend (DNAT of its first packet, the choice kept in conntrack), and every reply came back as {VIP}: the client's sockets, connected to {VIP}, accepted nothing else"
+    )?;
     Ok(())
 }

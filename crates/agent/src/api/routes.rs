@@ -83,6 +83,17 @@ pub fn router() -> Router<Shared> {
                 .put(set_monitor_config)
                 .post(set_monitor_config),
         )
+        .route(
+            paths::SERVICES,
+            get(services).put(upsert_service).post(upsert_service),
+        )
+        .route(paths::SERVICES_IMPORT, post(import_services))
+        .route(
+            &format!("{}/{{namespace}}/{{name}}", paths::SERVICES),
+            get(service).delete(delete_service),
+        )
+        .route(paths::BPF_LB, get(bpf_lb))
+        .route(paths::CONNTRACK, get(conntrack))
         .route(paths::DOCTOR, get(doctor))
         .route(paths::PREFILTER, get(prefilter_list).post(prefilter_add))
         .route(paths::PREFILTER_DELETE, post(prefilter_delete))
@@ -407,6 +418,66 @@ async fn bpf_ct_flush(State(s): State<Shared>) -> Result<Response, ApiError> {
         deleted: n,
         revision: 0,
     })))
+}
+
+async fn services(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let v = s.read(|a| a.services_view()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn service(
+    State(s): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let key = format!("{namespace}/{name}");
+    Ok(ok(s.read(move |a| a.service_view(&key)).await?))
+}
+
+/// The body is read whole and checked (unknown fields refused) before the
+/// agent is called; the agent checks the service against the others.
+async fn upsert_service(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::Service>,
+) -> Result<Response, ApiError> {
+    let r = s.write(move |a| a.upsert_service(&b)).await?;
+    let status = match &r {
+        Ok(u) if !u.created => StatusCode::OK,
+        _ => StatusCode::CREATED,
+    };
+    Ok(with_status(status, r))
+}
+
+async fn import_services(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::ServiceImport>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.write(move |a| a.import_services(&b.files)).await?))
+}
+
+async fn delete_service(
+    State(s): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let key = format!("{namespace}/{name}");
+    Ok(ok(s.write(move |a| a.delete_service(&key)).await?))
+}
+
+async fn bpf_lb(State(s): State<Shared>) -> Result<Response, ApiError> {
+    Ok(ok(s.read(|a| a.bpf_lb()).await?))
+}
+
+/// Conntrack's size and its GC's counts (404 until the first pass).
+async fn conntrack(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let v = s
+        .read(|a| {
+            a.conntrack_status()
+                .ok_or(pilus_controlplane::Error::NotFound {
+                    what: "conntrack GC state",
+                    name: "(no pass has run yet)".into(),
+                })
+        })
+        .await?;
+    Ok(ok(v))
 }
 
 /// Every check, run on the blocking pool (netlink, sysctls and map walks);

@@ -11,8 +11,8 @@
 //!   status: its managers' read locks for a moment, never the writer's
 //!   lock), the monitor's event totals;
 //! - [`Instruments`]: what the agent records as it happens (the latency of
-//!   policy imports), and [`ConntrackGcMetrics`], the hook for the
-//!   conntrack GC's runs once the agent has one;
+//!   policy imports), and [`ConntrackGcMetrics`], the conntrack GC
+//!   thread's runs;
 //! - [`router`]: the HTTP side, served by [`crate::api::serve`] with limits
 //!   of its own (few scrapes at once, each with a deadline).
 
@@ -125,10 +125,11 @@ impl Instruments {
     }
 }
 
-/// The hook for the conntrack GC's metrics (issue 11 brings the GC): it
-/// creates one of these, hands it to [`Metrics::new`] and calls
-/// [`record_run`](Self::record_run) after every pass. Until then nothing
-/// registers them, so no series claims a GC that never runs.
+/// The conntrack GC's metrics: pilusd creates one of these, hands it to
+/// [`Metrics::new`] and has its GC thread call
+/// [`record_run`](Self::record_run) after every completed pass. A registry
+/// made without one (tests of other parts) has no such series, so none
+/// claims a GC that never runs.
 #[derive(Clone, Debug)]
 pub struct ConntrackGcMetrics {
     runs: Counter,

@@ -1,12 +1,13 @@
-//! The fixture the metrics and doctor tests share: a lab of `pilus lab`
-//! (node namespaces, one real pilusd each, pods attached by the real
-//! pilus-cni, a server on port 80 in each pod), HTTP over TCP inside a
-//! node's namespace (where its agent serves metrics on 127.0.0.1:9962),
-//! `ip`/`tc` and the `pilus` CLI run against a node.
+//! The one lab fixture of the tier-3 agent tests (metrics, doctor, nodes,
+//! services): a lab of `pilus lab` (node namespaces, one real pilusd each,
+//! pods attached by the real pilus-cni, a server on port 80 in each pod;
+//! a cluster adds etcd on the underlay), HTTP over TCP inside a node's
+//! namespace (where its agent serves metrics on 127.0.0.1:9962), `ip`/`tc`
+//! and the `pilus` CLI run against a node, waiting for a condition.
 //!
-//! Needs root; fails (never skips) without it. Dropping a [`LabNode`]
-//! removes the agents, pins, state and namespaces, also on failure (and
-//! prints the agents' last log lines then).
+//! Needs root (and etcd for a cluster); fails (never skips) without them.
+//! Dropping a [`LabNode`] removes the agents, etcd, pins, state and
+//! namespaces, also on failure (and prints the agents' last log lines then).
 
 #![allow(dead_code)]
 
@@ -81,13 +82,15 @@ fn paths(prefix: &str) -> Paths {
     Paths::scratch(prefix, bin_dir.to_path_buf())
 }
 
-/// Polls `ok` every 50 ms until it holds; fails the test after `limit`.
-pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+/// Polls `ok` every 50 ms until it holds, and says how long that took;
+/// fails the test after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !ok() {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    start.elapsed()
 }
 
 /// A raw HTTP/1.1 answer.
@@ -120,8 +123,22 @@ impl LabNode {
         lab
     }
 
-    /// `nodes` nodes in one cluster (one etcd member) with `routing`.
+    /// `nodes` nodes in one cluster (one etcd member, a 15 s lease) with
+    /// `routing`.
     pub fn cluster(prefix: &str, nodes: u32, pods: u32, routing: Routing) -> LabNode {
+        LabNode::cluster_of(prefix, routing, nodes, pods, 1, 15)
+    }
+
+    /// `nodes` × `pods` (frontend-N, backend-N, ...) in one cluster of
+    /// `etcd_members` etcd members, the agents' lease `lease_ttl` seconds.
+    pub fn cluster_of(
+        prefix: &str,
+        routing: Routing,
+        nodes: u32,
+        pods: u32,
+        etcd_members: u32,
+        lease_ttl: u64,
+    ) -> LabNode {
         assert!(
             Path::new("/usr/bin/etcd").exists(),
             "etcd is not installed: `source scripts/deps.sh; pilus_build_deps` installs etcd-server"
@@ -130,7 +147,7 @@ impl LabNode {
         let _ = Lab::down(&paths);
         let plan = Plan::new(prefix, nodes, pods)
             .unwrap()
-            .clustered(routing, 1, 15)
+            .clustered(routing, etcd_members, lease_ttl)
             .unwrap();
         LabNode::serving(Lab::up(paths, plan).expect("lab up"))
     }

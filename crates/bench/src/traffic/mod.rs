@@ -23,7 +23,9 @@
 //! endpoint sizes), then the scaling series on the same node — `policy`
 //! (the server's policy entries / iptables rules at the large size) and
 //! `endpoints` (filler endpoints up to the large size) — each interleaved
-//! with `bare` again. Services: not yet built (no service path exists).
+//! with `bare` again. Services: the ClusterIP path exists (part 1 of
+//! issue 11) but its pod→service rows (N services vs. kube-proxy's
+//! iptables) are not built yet.
 
 mod bare;
 pub mod iptables;
@@ -44,8 +46,10 @@ use summary::{cdf_points, paired_ratios, quantile_us, round, Spread};
 
 pub use pilus::{policy_yaml, MAX_ENDPOINTS};
 
-/// What the service rows say until services exist.
-pub const SERVICES: &str = "not yet built";
+/// What the service rows say until their benchmark exists (the ClusterIP
+/// path does; its per-packet cost is in `bench datapath`).
+pub const SERVICES: &str =
+    "not yet built (ClusterIP services exist; their per-packet cost is in bench datapath)";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -288,7 +292,7 @@ pub struct Report {
     /// The quantiles of every row's `cdf_us`.
     pub cdf_points: Vec<f64>,
     pub phases: Vec<Phase>,
-    /// Service rows: not yet built.
+    /// Service rows: not yet built ([`SERVICES`]).
     pub services: &'static str,
 }
 
