@@ -33,6 +33,15 @@ use std::{
 const YES: Duration = Duration::from_secs(3);
 const NO: Duration = Duration::from_millis(400);
 
+/// One cluster at a time: each is 2–3 agents and 1–3 etcd members, and a
+/// dozen of them at once on a 2-core machine stretched a pod's creation to
+/// seconds and an etcd election past the tests' patience. Held for the
+/// whole test; its lab drops first (declared after it).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// `nodes` × `pods` (frontend-N, backend-N, ...) in one cluster.
 fn cluster(
     prefix: &str,
@@ -211,6 +220,7 @@ spec:
 
 #[test]
 fn tunnel_every_pod_reaches_every_other_with_its_identity_in_the_vni() {
+    let _one = serial();
     let fx = cluster("t10tun", Routing::Tunnel, 3, 2, 1, 15);
     let failed = fx.unreachable_pairs();
     assert!(failed.is_empty(), "unreachable in tunnel mode: {failed:#?}");
@@ -290,6 +300,7 @@ fn tunnel_every_pod_reaches_every_other_with_its_identity_in_the_vni() {
 
 #[test]
 fn direct_routing_every_pod_reaches_every_other_without_encapsulation() {
+    let _one = serial();
     let fx = cluster("t10dir", Routing::Direct, 3, 2, 1, 15);
     let failed = fx.unreachable_pairs();
     assert!(
@@ -584,11 +595,13 @@ fn wait_for_drop(fx: &LabNode, node: &str, src: Ipv4Addr, dst: Ipv4Addr) -> api:
 
 #[test]
 fn tunnel_policy_is_enforced_on_arrival_with_the_vni_identity() {
+    let _one = serial();
     cross_node_policy("t10ptun", Routing::Tunnel, "from-overlay");
 }
 
 #[test]
 fn direct_routing_policy_is_enforced_on_arrival_with_the_ipcache_identity() {
+    let _one = serial();
     cross_node_policy("t10pdir", Routing::Direct, "from-network");
 }
 
@@ -598,6 +611,7 @@ fn direct_routing_policy_is_enforced_on_arrival_with_the_ipcache_identity() {
 
 #[test]
 fn the_same_labels_get_the_same_number_everywhere_until_the_last_user_goes() {
+    let _one = serial();
     let fx = cluster("t10ids", Routing::Tunnel, 3, 0, 1, 15);
     // One pod with the same new labels on each node, all at once.
     let plans: Vec<PodPlan> = (1..=3)
@@ -658,6 +672,7 @@ fn the_same_labels_get_the_same_number_everywhere_until_the_last_user_goes() {
 
 #[test]
 fn a_stopped_node_goes_from_every_map_when_its_lease_expires() {
+    let _one = serial();
     const TTL: u64 = 4;
     let mut fx = cluster("t10loss", Routing::Direct, 3, 2, 1, TTL);
     let gone: Vec<String> = ["frontend-3", "backend-3"]
@@ -714,6 +729,7 @@ fn a_stopped_node_goes_from_every_map_when_its_lease_expires() {
 
 #[test]
 fn while_etcd_is_down_traffic_flows_policy_changes_are_refused_and_all_converge_after() {
+    let _one = serial();
     let mut fx = cluster("t10etcd", Routing::Tunnel, 3, 2, 1, 15);
     fx.try_import("node-1", BACKEND_FROM_FRONTEND).unwrap();
     for n in fx.nodes() {
@@ -795,6 +811,7 @@ fn while_etcd_is_down_traffic_flows_policy_changes_are_refused_and_all_converge_
 
 #[test]
 fn a_three_member_etcd_loses_one_and_no_agent_notices() {
+    let _one = serial();
     let fx = cluster("t10quorum", Routing::Tunnel, 3, 2, 3, 15);
     let mut fx = fx;
     // Every member in turn: whichever one an agent talks to, or the leader.
@@ -819,7 +836,7 @@ fn a_three_member_etcd_loses_one_and_no_agent_notices() {
         };
         assert!(r.policies.iter().any(|p| p.contains(&name)));
         for n in fx.nodes() {
-            wait_for(&format!("{name} on {n}"), Duration::from_secs(5), || {
+            wait_for(&format!("{name} on {n}"), Duration::from_secs(10), || {
                 fx.policies(&n).iter().any(|p| p.name == name)
             });
             let s = fx.status(&n).cluster.unwrap();
@@ -837,6 +854,7 @@ fn a_three_member_etcd_loses_one_and_no_agent_notices() {
 
 #[test]
 fn entries_written_by_something_else_are_skipped_whole() {
+    let _one = serial();
     let fx = cluster("t10bad", Routing::Tunnel, 2, 2, 1, 15);
     let before: Vec<_> = fx.nodes().iter().map(|n| fx.ipcache_prefixes(n)).collect();
     fx.etcd_put(&[
@@ -920,6 +938,7 @@ fn entries_written_by_something_else_are_skipped_whole() {
 /// policy goes.
 #[test]
 fn the_stack_path_judges_a_remote_pod_by_its_identity_despite_a_cidr_rule() {
+    let _one = serial();
     let fx = cluster("t10stack", Routing::Direct, 2, 3, 1, 15);
     let f2 = fx.pod_ip("frontend-2");
     let cidr_rule = format!(
@@ -1045,6 +1064,7 @@ impl Drop for Outside {
 /// refused whole, and the list is unchanged after them.
 #[test]
 fn a_prefilter_entry_drops_an_outside_sender_until_it_is_deleted() {
+    let _one = serial();
     let fx = cluster("t11pref", Routing::Tunnel, 1, 1, 1, 15);
     let outside = Outside::new(&fx, "out", "198.19.0.250/24");
     let node_ip = fx.lab.state.plan.nodes[0].underlay_ip;

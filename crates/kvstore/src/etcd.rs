@@ -463,13 +463,18 @@ impl EtcdKv {
                 loop {
                     // Retried within the request timeout: with several
                     // members, the one a try went to may have just gone
-                    // while the others serve. The result is in the
-                    // connection state.
+                    // while the others serve. Serializable: any member
+                    // answers from its own data, so an election (no leader
+                    // for a moment) is not taken for an outage; writes
+                    // meanwhile are retried by their callers. The result
+                    // is in the connection state.
                     let client = &net.client;
                     let _ = net
                         .call_retrying("health check", None, || {
                             let mut kv = client.kv_client();
-                            let probe = etcd::GetOptions::new().with_count_only();
+                            let probe = etcd::GetOptions::new()
+                                .with_count_only()
+                                .with_serializable();
                             async move { kv.get(HEALTH_KEY, Some(probe)).await }
                         })
                         .await;
