@@ -34,4 +34,6 @@ ABI(prefilter_key);
 ABI(prefilter_value);
 ABI(metrics_value);
 ABI(event);
+ABI(monitor_config);
+ABI(event_stats);
 ABI(abi_stamp);

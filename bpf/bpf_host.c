@@ -21,7 +21,8 @@
 /*
  * Attachment/entry point is ingress for the node's uplink.
  * It corresponds to packets arriving from the network: for a local pod they
- * go straight to it, judged by its ingress policy; the rest to the stack.
+ * go straight to it, judged by its ingress policy (reported at from-network
+ * and to-endpoint); the rest to the stack.
  */
 SEC("classifier")
 int from_netdev(struct __sk_buff *ctx)
@@ -29,7 +30,7 @@ int from_netdev(struct __sk_buff *ctx)
 	struct endpoint_info *ep = NULL;
 	void *data, *data_end;
 	struct pkt4 p = {};
-	__u32 src_id = 0;
+	struct notify n;
 	int ret;
 
 	if (!ctx_pull(ctx, ETH_HLEN, &data, &data_end))
@@ -44,20 +45,45 @@ int from_netdev(struct __sk_buff *ctx)
 	ep = lookup_ep_by_ip(p.tuple.daddr);
 	if (!ep)
 		return TC_ACT_OK;
-	src_id = ipcache_identity(p.tuple.saddr);
-	send_trace_notify(ctx, OBS_FROM_NETWORK, DIR_INGRESS, ep->ep_id, src_id, ep->sec_identity);
-	ret = ipv4_deliver_from_node(ctx, &p, ep, src_id);
+	notify_init(&n, DIR_INGRESS);
+	notify_addrs(&n, &p);
+	n.ep_id = ep->ep_id;
+	n.dst_ep_id = ep->ep_id;
+	n.dst_id = ep->sec_identity;
+	n.src_id = ipcache_identity(p.tuple.saddr);
+	send_trace(ctx, &n, OBS_FROM_NETWORK, NULL, 0);
+	ret = ipv4_deliver_from_node(ctx, &p, ep, &n);
 	if (ret < 0)
-		return send_drop_notify(ctx, ret, DIR_INGRESS, ep->ep_id, src_id, ep->sec_identity,
-					OBS_FROM_NETWORK);
-	send_trace_notify(ctx, OBS_TO_ENDPOINT, DIR_INGRESS, ep->ep_id, src_id, ep->sec_identity);
+		return send_drop(ctx, ret, &n, OBS_FROM_NETWORK);
 	return ret;
+}
+
+/*
+ * The conntrack state of a packet leaving through the uplink, as the pod's
+ * program left it (read only: that program tracked the packet already). Its
+ * entry was made by this very packet when it has counted one packet and no
+ * reply.
+ */
+static __always_inline __u8 ct_state_seen(const struct pkt4 *p)
+{
+	struct ct_key4 rev;
+	struct ct_entry *e;
+	__u32 now = bpf_mono_now();
+
+	e = ct_find(&p->tuple, now);
+	if (e)
+		return e->tx_packets <= 1 && !(e->flags & CT_F_SEEN_REPLY) ? CT_NEW :
+									      CT_ESTABLISHED;
+	ct_key_reverse(&p->tuple, &rev);
+	if (ct_find(&rev, now))
+		return CT_REPLY;
+	return CT_UNKNOWN;
 }
 
 /*
  * Attachment/entry point is egress for the node's uplink.
  * It corresponds to packets leaving the node: pods' traffic to other nodes
- * (and, later, masquerade to the outside) is observed here.
+ * (and, later, masquerade to the outside) is observed here (to-network).
  */
 SEC("classifier")
 int to_netdev(struct __sk_buff *ctx)
@@ -65,14 +91,29 @@ int to_netdev(struct __sk_buff *ctx)
 	void *data, *data_end;
 	struct pkt4 p = {};
 	struct endpoint_info *ep;
+	struct notify n;
 
+	if (!CONFIG_TRACE_ENABLED)
+		return TC_ACT_OK;
 	if (!ctx_pull(ctx, ETH_HLEN, &data, &data_end) ||
 	    bpf_ntohs(((struct ethhdr *)data)->h_proto) != ETH_P_IP || ipv4_parse(ctx, &p) < 0)
 		return TC_ACT_OK;
 	ep = lookup_ep_by_ip(p.tuple.saddr);
-	if (ep)
-		send_trace_notify(ctx, OBS_TO_NETWORK, DIR_EGRESS, ep->ep_id, ep->sec_identity,
-				  ipcache_identity(p.tuple.daddr));
+	if (!ep)
+		return TC_ACT_OK;
+	notify_init(&n, DIR_EGRESS);
+	notify_addrs(&n, &p);
+	n.ep_id = ep->ep_id;
+	n.src_id = ep->sec_identity;
+	/* The pod's program traced this packet's flow news already (to-stack);
+	 * this point has no conntrack update of its own, so at medium and
+	 * maximum it reports a flow's first packet and its SYN, FIN and RST
+	 * segments only. */
+	n.ct_state = ct_state_seen(&p);
+	if (n.aggregation >= MONITOR_AGG_MEDIUM && n.ct_state != CT_NEW &&
+	    !(p.tcp_flags & MONITOR_REPORT_FLAGS))
+		return TC_ACT_OK;
+	send_trace(ctx, &n, OBS_TO_NETWORK, NULL, 0);
 	return TC_ACT_OK;
 }
 

@@ -25,20 +25,24 @@
  * egress policy, and either local delivery (with the destination's ingress
  * policy), the tunnel to the node of a pod elsewhere (tunnel mode), or the
  * host stack. A reply of a service flow whose client is here is reverse-NATed
- * on the way.
+ * on the way. Reports the packet at from-endpoint (once, as the pod sent it:
+ * not again after the translation) and where it goes (to-endpoint,
+ * to-overlay, to-stack), each policy verdict, and any drop.
  */
 SEC("classifier")
 int ipv4_from_lxc(struct __sk_buff *ctx)
 {
 	struct endpoint_info *ep, *dst_ep;
+	struct policy_match m = {};
 	struct pkt4 p = {};
-	struct ct_entry *entry;
-	__u32 now, rev, dst_id = 0, cookie = 0, rev_nat = 0;
-	__u16 ep_id = 0;
-	__u8 dir = DIR_EGRESS;
+	struct ct_entry *entry = NULL;
+	struct notify n;
+	__u32 now = 0, rev, rev_nat = 0;
 	bool lb_done;
 	int ret, ct_status;
+	bool checked;
 
+	notify_init(&n, DIR_EGRESS);
 	lb_done = ctx->cb[CB_LB_FLAGS] == CB_F_LB_DONE;
 	if (lb_done)
 		rev_nat = ctx->cb[CB_REV_NAT];
@@ -48,22 +52,32 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 		ret = -DROP_NO_ENDPOINT;
 		goto drop;
 	}
-	ep_id = ep->ep_id;
+	n.ep_id = ep->ep_id;
+	n.src_id = ep->sec_identity;
 
 	ret = ipv4_parse(ctx, &p);
 	if (ret < 0)
 		goto drop;
+	notify_addrs(&n, &p);
 	if (p.tuple.saddr != ep->ip4) {
 		ret = -DROP_INVALID_SIP;
 		goto drop;
 	}
+	/* Cilium's from-endpoint: before anything was decided (dstLabel 0),
+	 * as the pod sent it — once: not again when the service translation's
+	 * tail call comes back. */
+	if (!lb_done)
+		send_trace(ctx, &n, OBS_FROM_ENDPOINT, NULL, 0);
 
 	dst_ep = lookup_ep_by_ip(p.tuple.daddr);
-	if (dst_ep)
-		dst_id = dst_ep->sec_identity;
+	if (dst_ep) {
+		n.dst_id = dst_ep->sec_identity;
+		n.dst_ep_id = dst_ep->ep_id;
+	}
 
 	now = bpf_mono_now();
 	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
+	n.ct_state = ct_status;
 	/* Only a new flow can be addressed to a frontend: a service flow's
 	 * own entry is keyed by its backend, so a packet to a frontend never
 	 * finds one (and ct_lookup4 changed nothing for it). A pod's address
@@ -75,28 +89,34 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 		ret = -DROP_MISSED_TAIL_CALL;
 		goto drop;
 	}
+	send_debug(ctx, &n, DBG_CT_VERDICT, ct_status, 0);
 	ret = lb4_rev_nat(ctx, &p, entry, ct_status);
 	if (ret < 0)
 		goto drop;
 
 	rev = policy_revision();
-	if (needs_policy(ct_status, entry, rev)) {
+	checked = needs_policy(ct_status, entry, rev);
+	if (checked) {
 		/* The ipcache (an LPM walk) is only asked when policy is: an
-		 * established flow's packets never pay for it. */
+		 * established flow's packets never pay for it (unless a trace
+		 * reports them). */
 		if (!dst_ep)
-			dst_id = ipcache_identity(p.tuple.daddr);
+			n.dst_id = ipcache_identity(p.tuple.daddr);
 		if (ep->flags & EP_F_EGRESS_ENFORCED) {
-			ret = policy_can_access(ep_id, DIR_EGRESS, dst_id, p.tuple.protocol,
-						p.policy_port, &cookie);
+			ret = policy_can_access(ep->ep_id, DIR_EGRESS, n.dst_id, p.tuple.protocol,
+						p.policy_port, &m);
+			send_policy_verdict(ctx, &n, DIR_EGRESS, ret, m.level, m.cookie);
 			if (ret < 0)
 				goto drop;
 		}
 		if (dst_ep && (dst_ep->flags & EP_F_INGRESS_ENFORCED)) {
-			dir = DIR_INGRESS;
+			n.dir = DIR_INGRESS;
 			ret = policy_can_access(dst_ep->ep_id, DIR_INGRESS, ep->sec_identity,
-						p.tuple.protocol, p.policy_port, &cookie);
+						p.tuple.protocol, p.policy_port, &m);
+			send_policy_verdict(ctx, &n, DIR_INGRESS, ret, m.level, m.cookie);
 			if (ret < 0)
 				goto drop;
+			n.dir = DIR_EGRESS;
 		}
 		if (ct_status == CT_NEW) {
 			ret = ct_create4(&p, ctx->len, now, ep->sec_identity, rev, rev_nat);
@@ -108,11 +128,11 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 	}
 
 	if (dst_ep) {
-		dir = DIR_INGRESS;
-		send_trace_notify(ctx, OBS_TO_ENDPOINT, DIR_EGRESS, ep_id, ep->sec_identity, dst_id);
-		ret = ipv4_local_delivery(ctx, dst_ep);
-		if (ret < 0)
+		ret = ipv4_deliver_reported(ctx, dst_ep, &n, entry, now);
+		if (ret < 0) {
+			n.dir = DIR_INGRESS;
 			goto drop;
+		}
 		return ret;
 	}
 	if (CONFIG_TUNNEL_IFINDEX) {
@@ -121,22 +141,22 @@ int ipv4_from_lxc(struct __sk_buff *ctx)
 		struct ipcache_value *info = ipcache_lookup(p.tuple.daddr);
 
 		if (info && info->tunnel_endpoint) {
-			dst_id = info->sec_identity;
+			n.dst_id = info->sec_identity;
+			send_debug(ctx, &n, DBG_ENCAP, info->tunnel_endpoint, ep->sec_identity);
 			ret = encap_and_redirect(ctx, info->tunnel_endpoint, ep->sec_identity);
 			if (ret < 0)
 				goto drop;
-			send_trace_notify(ctx, OBS_TO_OVERLAY, DIR_EGRESS, ep_id, ep->sec_identity,
-					  dst_id);
+			send_trace_notify(ctx, &n, OBS_TO_OVERLAY, entry, now);
+			send_capture(ctx, &n, CONFIG_TUNNEL_IFINDEX);
 			return ret;
 		}
 	}
-	send_trace_notify(ctx, OBS_TO_STACK, DIR_EGRESS, ep_id, ep->sec_identity, dst_id);
+	send_debug(ctx, &n, DBG_TO_STACK, !checked, 0);
+	send_trace_notify(ctx, &n, OBS_TO_STACK, entry, now);
+	send_capture(ctx, &n, 0);
 	return TC_ACT_OK;
 drop:
-	if (!dst_id && p.tuple.daddr)
-		dst_id = ipcache_identity(p.tuple.daddr);
-	return send_drop_notify(ctx, ret, dir, ep_id, ep ? ep->sec_identity : 0, dst_id,
-				OBS_FROM_ENDPOINT);
+	return send_drop(ctx, ret, &n, OBS_FROM_ENDPOINT);
 }
 
 /*
@@ -181,43 +201,54 @@ drop:
 
 /*
  * Tail call target for IPv4 that the host stack routes to a pod (from the
- * host, or from outside the node): the pod's ingress policy.
+ * host, or from outside the node): the pod's ingress policy. Reports the
+ * packet at from-stack and to-endpoint.
  */
 SEC("classifier")
 int ipv4_to_lxc(struct __sk_buff *ctx)
 {
-	struct endpoint_info *ep, *src_ep = NULL;
+	struct policy_match m = {};
+	struct endpoint_info *ep;
 	struct pkt4 p = {};
-	struct ct_entry *entry;
-	__u32 now, rev, src_id = 0, cookie = 0;
-	__u16 ep_id = 0;
+	struct ct_entry *entry = NULL;
+	struct notify n;
+	__u32 now = 0, rev;
 	int ret, ct_status;
 
+	notify_init(&n, DIR_INGRESS);
 	ep = lookup_ep_by_ifindex(ctx->ifindex);
 	if (!ep) {
 		ret = -DROP_NO_ENDPOINT;
 		goto drop;
 	}
-	ep_id = ep->ep_id;
+	n.ep_id = ep->ep_id;
+	n.dst_ep_id = ep->ep_id;
+	n.dst_id = ep->sec_identity;
 
 	ret = ipv4_parse(ctx, &p);
 	if (ret < 0)
 		goto drop;
+	notify_addrs(&n, &p);
+	send_trace(ctx, &n, OBS_FROM_STACK, NULL, 0);
 
 	now = bpf_mono_now();
 	ct_status = ct_lookup4(&p, ctx->len, now, &entry);
+	n.ct_state = ct_status;
+	send_debug(ctx, &n, DBG_CT_VERDICT, ct_status, 0);
 	rev = policy_revision();
 	if (needs_policy(ct_status, entry, rev)) {
-		src_ep = lookup_ep_by_ip(p.tuple.saddr);
-		src_id = src_ep ? src_ep->sec_identity : ipcache_identity(p.tuple.saddr);
+		struct endpoint_info *src_ep = lookup_ep_by_ip(p.tuple.saddr);
+
+		n.src_id = src_ep ? src_ep->sec_identity : ipcache_identity(p.tuple.saddr);
 		if (ep->flags & EP_F_INGRESS_ENFORCED) {
-			ret = policy_can_access(ep_id, DIR_INGRESS, src_id, p.tuple.protocol,
-						p.policy_port, &cookie);
+			ret = policy_can_access(ep->ep_id, DIR_INGRESS, n.src_id, p.tuple.protocol,
+						p.policy_port, &m);
+			send_policy_verdict(ctx, &n, DIR_INGRESS, ret, m.level, m.cookie);
 			if (ret < 0)
 				goto drop;
 		}
 		if (ct_status == CT_NEW) {
-			ret = ct_create4(&p, ctx->len, now, src_id, rev, 0);
+			ret = ct_create4(&p, ctx->len, now, n.src_id, rev, 0);
 			if (ret < 0)
 				goto drop;
 		} else if (entry) {
@@ -229,11 +260,12 @@ int ipv4_to_lxc(struct __sk_buff *ctx)
 	ret = lb4_rev_nat(ctx, &p, entry, ct_status);
 	if (ret < 0)
 		goto drop;
-	send_trace_notify(ctx, OBS_TO_ENDPOINT, DIR_INGRESS, ep_id, src_id, ep->sec_identity);
+	send_debug(ctx, &n, DBG_LOCAL_DELIVERY, ep->ep_id, n.src_id);
+	send_trace_notify(ctx, &n, OBS_TO_ENDPOINT, entry, now);
+	send_capture(ctx, &n, ctx->ifindex);
 	return TC_ACT_OK;
 drop:
-	return send_drop_notify(ctx, ret, DIR_INGRESS, ep_id, src_id, ep ? ep->sec_identity : 0,
-				OBS_TO_ENDPOINT);
+	return send_drop(ctx, ret, &n, OBS_TO_ENDPOINT);
 }
 
 static __always_inline int ethertype(struct __sk_buff *ctx, __u16 *proto)

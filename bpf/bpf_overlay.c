@@ -21,6 +21,7 @@
 /*
  * Attachment/entry point is ingress for the VXLAN device.
  * It corresponds to packets other nodes' pods send through the tunnel.
+ * Reports them at from-overlay, then at to-endpoint once delivered.
  */
 SEC("classifier")
 int from_overlay(struct __sk_buff *ctx)
@@ -28,10 +29,11 @@ int from_overlay(struct __sk_buff *ctx)
 	struct endpoint_info *ep = NULL;
 	void *data, *data_end;
 	struct pkt4 p = {};
-	__u32 src_id = 0;
+	struct notify n;
 	__u16 proto;
 	int ret;
 
+	notify_init(&n, DIR_INGRESS);
 	if (!ctx_pull(ctx, ETH_HLEN, &data, &data_end)) {
 		ret = -DROP_INVALID_ETH;
 		goto drop;
@@ -45,9 +47,10 @@ int from_overlay(struct __sk_buff *ctx)
 		ret = proto == ETH_P_IPV6 ? -DROP_IPV6_UNSUPPORTED : -DROP_UNKNOWN_L3;
 		goto drop;
 	}
-	ret = tunnel_source_identity(ctx, &src_id);
+	ret = tunnel_source_identity(ctx, &n.src_id);
 	if (ret < 0)
 		goto drop;
+	send_debug(ctx, &n, DBG_DECAP, n.src_id, 0);
 	ret = ipv4_parse(ctx, &p);
 	if (ret < 0)
 		goto drop;
@@ -58,15 +61,16 @@ int from_overlay(struct __sk_buff *ctx)
 		ret = -DROP_NOT_LOCAL;
 		goto drop;
 	}
-	send_trace_notify(ctx, OBS_FROM_OVERLAY, DIR_INGRESS, ep->ep_id, src_id, ep->sec_identity);
-	ret = ipv4_deliver_from_node(ctx, &p, ep, src_id);
+	n.ep_id = ep->ep_id;
+	n.dst_ep_id = ep->ep_id;
+	n.dst_id = ep->sec_identity;
+	send_trace(ctx, &n, OBS_FROM_OVERLAY, NULL, 0);
+	ret = ipv4_deliver_from_node(ctx, &p, ep, &n);
 	if (ret < 0)
 		goto drop;
-	send_trace_notify(ctx, OBS_TO_ENDPOINT, DIR_INGRESS, ep->ep_id, src_id, ep->sec_identity);
 	return ret;
 drop:
-	return send_drop_notify(ctx, ret, DIR_INGRESS, ep ? ep->ep_id : 0, src_id,
-				ep ? ep->sec_identity : 0, OBS_FROM_OVERLAY);
+	return send_drop(ctx, ret, &n, OBS_FROM_OVERLAY);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -7,15 +7,17 @@
  * the tc programs and the stack.
  *
  * A drop is counted and reported as every other drop is: the per-CPU
- * metrics slot (DROP_PREFILTER, ingress), a drop event on the ring, and the
- * entry's own counters for `pilus prefilter list`. The skb helpers of
- * events.h cannot take an xdp_md, so the two accounting steps are written
- * here for XDP's context.
+ * metrics slot (DROP_PREFILTER, ingress), a drop event on the ring (a loss
+ * counted in pilus_evstats, as every loss), and the entry's own counters
+ * for `pilus prefilter list`. The skb helpers of events.h cannot take an
+ * xdp_md: the count and the packet's part of the event are written here for
+ * XDP's context, the rest of the record is events.h's.
  */
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/maps.h"
 #include "lib/ipcache.h"
+#include "lib/events.h"
 
 #include <linux/ip.h>
 
@@ -31,34 +33,21 @@ static __always_inline void xdp_count_drop(__u32 len)
 	}
 }
 
+/* The drop event: events.h's record, with what XDP's context knows. */
 static __always_inline void xdp_emit_drop(struct xdp_md *ctx, __u32 len, __u32 src_id)
 {
+	struct notify n;
 	struct event *ev;
 	__u64 cap;
-	__u64 flags;
 
-	ev = bpf_ringbuf_reserve(&pilus_events, sizeof(*ev), 0);
-	if (!ev) {
-		/* Never silent: the loss is counted where every loss is. */
-		__u32 idx = METRICS_INDEX(METRIC_EVENTS_LOST, DIR_INGRESS);
-		struct metrics_value *m = bpf_map_lookup_elem(&pilus_metrics, &idx);
-
-		if (m) {
-			m->packets++;
-			m->bytes += len;
-		}
+	notify_init(&n, DIR_INGRESS);
+	n.src_id = src_id;
+	ev = event_reserve(&n, EVENT_DROP, DROP_PREFILTER, OBS_FROM_NETWORK, 0, 0, 0);
+	if (!ev)
 		return;
-	}
-	ev->kind = EVENT_DROP;
-	ev->subtype = DROP_PREFILTER;
-	ev->obs_point = OBS_FROM_NETWORK;
-	ev->direction = DIR_INGRESS;
-	ev->ep_id = 0;
 	ev->orig_len = len;
 	ev->ifindex = ctx->ingress_ifindex;
-	ev->src_identity = src_id;
-	ev->dst_identity = 0;
-	ev->ktime_ns = bpf_ktime_get_ns();
+	ev->hash = 0;	/* no skb yet, so no hash */
 	cap = len;
 	if (cap > EVENT_CAPTURE_LEN)
 		cap = EVENT_CAPTURE_LEN;
@@ -68,9 +57,7 @@ static __always_inline void xdp_emit_drop(struct xdp_md *ctx, __u32 len, __u32 s
 	if (cap == 0 || bpf_xdp_load_bytes(ctx, 0, ev->data, cap) < 0)
 		cap = 0;
 	ev->cap_len = cap;
-	flags = bpf_ringbuf_query(&pilus_events, BPF_RB_AVAIL_DATA) >= CONFIG_EVENTS_WAKEUP_BYTES ?
-		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(ev, flags);
+	event_submit(ev);
 }
 
 /*

@@ -20,6 +20,14 @@
 
 #define CT_F_CLOSING	(CT_F_TX_CLOSING | CT_F_RX_CLOSING)
 
+/* Monitor aggregation's per-flow state (ct_has_news in lib/events.h): the
+ * TCP flags whose first appearance in a direction is news at medium and
+ * maximum (an ACK-only or PSH packet of an established flow is not), and
+ * the bit of ct_entry.{tx,rx}_flags_reported saying the direction was
+ * reported once (CWR's bit, outside the report flags, so the two never mix). */
+#define MONITOR_REPORT_FLAGS	(TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)
+#define MONITOR_REPORTED_ONCE	0x80
+
 static __always_inline void ct_key_reverse(const struct ct_key4 *in, struct ct_key4 *out)
 {
 	out->saddr = in->daddr;
@@ -156,6 +164,10 @@ static __always_inline int ct_create4(const struct pkt4 *p, __u32 len, __u32 now
 	struct ct_entry e = {
 		.src_identity = src_identity,
 		.policy_rev = policy_rev,
+		/* A new flow's first packet is traced at every aggregation level:
+		 * its direction starts out reported. */
+		.tx_flags_reported = (p->tcp_flags & MONITOR_REPORT_FLAGS) | MONITOR_REPORTED_ONCE,
+		.last_tx_report = (__u16)now,
 		.rev_nat_index = rev_nat_index,
 	};
 

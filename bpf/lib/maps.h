@@ -169,6 +169,27 @@ struct {
 	__uint(pinning, PIN_BY_NAME);
 } pilus_events SEC(".maps");
 
+/* The monitor's run-time settings (struct monitor_config at index 0):
+ * aggregation level, debug and capture. An array, so the verifier inlines
+ * the lookup; read only where a trace or an opt-in event might be sent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct monitor_config);
+	__uint(max_entries, 1);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_monconf SEC(".maps");
+
+/* Ring-buffer records submitted and lost, per CPU (struct event_stats at
+ * index 0): a full ring loses events, and the agent reports how many. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct event_stats);
+	__uint(max_entries, 1);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_evstats SEC(".maps");
+
 /*
  * The stamp of this pin directory (struct abi_stamp at index 0): which ABI
  * the maps pinned beside it were made with. No program reads it; the loader

@@ -77,9 +77,8 @@
 
 /* Metric reason 0 counts packets that were forwarded, not dropped. */
 #define METRIC_FORWARDED	0
-/* Metric reason 1 counts packets whose event found the ring buffer full
- * (the event was lost; the packet's verdict is counted as usual). */
-#define METRIC_EVENTS_LOST	1
+/* Events lost to a full ring buffer are not a metric reason: they are
+ * counted per CPU in pilus_evstats (struct event_stats). */
 
 /* ---------------------------------------------------------------- endpoints */
 
@@ -156,7 +155,8 @@ struct policy_value {
 	__be16 proxy_port;	/* reserved for L7 redirection, 0 today */
 	__u8 flags;		/* POLICY_F_* */
 	__u8 l4_prefix_len;
-	__u32 cookie;		/* rule reference for explanations */
+	__u32 cookie;		/* the entry's id: the agent maps it back to its policy
+				 * and rule; carried by policy verdict and drop events */
 };
 
 /* Index 0 of pilus_policy_rev: bumped by the agent on every policy change so
@@ -209,6 +209,14 @@ struct ct_entry {
 	__u16 flags;		/* CT_F_* */
 	__u8 tx_tcp_flags;	/* union of TCP flags seen from the originator */
 	__u8 rx_tcp_flags;	/* union of TCP flags seen from the responder */
+	/* Monitor aggregation (lib/events.h): what each direction last reported
+	 * in a trace event, so that an established flow is traced again only
+	 * when it has news. */
+	__u8 tx_flags_reported;	/* tx_tcp_flags as of the last reported trace */
+	__u8 rx_flags_reported;
+	__u16 last_tx_report;	/* monotonic seconds of that trace, mod 65536 */
+	__u16 last_rx_report;
+	__u16 _pad0;
 	__u32 rev_nat_index;	/* CT_SCOPE_FLOW of a service flow: pilus_lb4_rnat key
 				 * of the frontend replies must come from; 0 none */
 	__u32 backend_id;	/* CT_SCOPE_SERVICE: the chosen backend's id */
@@ -222,6 +230,8 @@ struct ct_entry {
 #define CT_ESTABLISHED	1
 #define CT_REPLY	2
 #define CT_RELATED	3
+/* Events only: observed before conntrack was consulted (from-* points). */
+#define CT_UNKNOWN	4
 
 /* ---------------------------------------------------------------- services */
 
@@ -370,8 +380,11 @@ struct metrics_value {
 
 /* ---------------------------------------------------------------- events */
 
-#define EVENT_DROP	1
-#define EVENT_TRACE	2
+#define EVENT_DROP		1
+#define EVENT_TRACE		2
+#define EVENT_POLICY_VERDICT	3 /* a policy decision on a new flow (or after a revision bump) */
+#define EVENT_DEBUG		4 /* opt-in (MONITOR_F_DEBUG): what a program decided, in words */
+#define EVENT_CAPTURE		5 /* opt-in (MONITOR_F_CAPTURE): the packet as it is delivered */
 
 /* Observation points, as cilium monitor names them. */
 #define OBS_FROM_ENDPOINT	0
@@ -382,23 +395,102 @@ struct metrics_value {
 #define OBS_FROM_OVERLAY	5
 #define OBS_TO_NETWORK		6
 #define OBS_FROM_NETWORK	7
+/* A host device's points (Cilium's cilium_host). Pilus has no host device
+ * yet: the stack reaches pods through their /32 routes (from-stack), so no
+ * program emits these today; the names are reserved for it. */
+#define OBS_FROM_HOST		8
+#define OBS_TO_HOST		9
+
+/* How a policy verdict matched, as Cilium's PolicyMatchType numbers them
+ * (event.subtype of EVENT_POLICY_VERDICT). */
+#define POLICY_MATCH_NONE	0 /* no entry: default deny */
+#define POLICY_MATCH_L3_ONLY	1 /* identity, every port */
+#define POLICY_MATCH_L3_L4	2 /* identity, protocol and port */
+#define POLICY_MATCH_L4_ONLY	3 /* any identity, protocol and port */
+#define POLICY_MATCH_ALL	4 /* any identity, every port */
+#define POLICY_MATCH_L3_PROTO	5 /* identity, every port of a protocol */
+#define POLICY_MATCH_PROTO_ONLY	6 /* any identity, every port of a protocol */
+
+/* event.verdict of EVENT_POLICY_VERDICT. */
+#define VERDICT_ALLOW		1
+#define VERDICT_DENY		2
+
+/* event.subtype of EVENT_DEBUG, numbered as Cilium's DBG_* (lib/dbg.h). */
+#define DBG_LOCAL_DELIVERY	2 /* arg1: endpoint id, arg2: source identity */
+#define DBG_ENCAP		3 /* arg1: tunnel endpoint (network order), arg2: source identity */
+#define DBG_CT_VERDICT		15 /* arg1: CT_* */
+#define DBG_DECAP		16 /* arg1: the VNI */
+#define DBG_TO_STACK		20 /* arg1: 1 if policy was skipped (established flow) */
+
+/* event.subtype of EVENT_CAPTURE, numbered as Cilium's DBG_CAPTURE_*. */
+#define CAPTURE_DELIVERY	4 /* arg1: the ifindex it is delivered to (0: the stack) */
 
 #define EVENT_CAPTURE_LEN	128
 
-/* Record on the pilus_events ring buffer: a drop or a trace of one packet. */
+/*
+ * Record on the pilus_events ring buffer: one packet's trace, drop, policy
+ * verdict, debug message or capture. The fields a kind does not use are 0.
+ */
 struct event {
 	__u8 kind;		/* EVENT_* */
-	__u8 subtype;		/* drop reason, or 0 */
+	__u8 subtype;		/* drop: DROP_*; verdict: POLICY_MATCH_*; debug: DBG_*; capture: CAPTURE_* */
 	__u8 obs_point;		/* OBS_* */
-	__u8 direction;		/* DIR_* */
+	__u8 direction;		/* DIR_* (verdicts and drops: of the policy that decided) */
 	__u16 ep_id;		/* endpoint the program ran for, 0 if none */
 	__u16 cap_len;		/* bytes of data[] that hold the packet */
 	__u32 orig_len;		/* the packet's length */
-	__u32 ifindex;
+	__u32 ifindex;		/* the interface the program ran on */
 	__u32 src_identity;
 	__u32 dst_identity;
 	__u64 ktime_ns;
+	__u8 ct_state;		/* CT_*, CT_UNKNOWN before conntrack was consulted */
+	__u8 verdict;		/* policy verdicts: VERDICT_* */
+	__u16 dst_ep_id;	/* the local endpoint the packet is for, 0 if none */
+	__u16 cpu;		/* the CPU that saw the packet */
+	__u16 _pad;
+	__u32 cookie;		/* verdicts and policy drops: the deciding entry's cookie */
+	__u32 hash;		/* skb->hash (cilium monitor prints it as the "mark") */
+	__u32 arg1;		/* debug and capture: DBG_* / CAPTURE_* arguments */
+	__u32 arg2;
 	__u8 data[EVENT_CAPTURE_LEN];
+};
+
+/*
+ * Monitor aggregation, as Cilium's MonitorAggregationLevel: how many trace
+ * events flows emit. Drops, policy verdicts and the opt-in kinds are never
+ * aggregated.
+ *   none:    a trace at every observation point of every packet.
+ *   low:     no receive-side traces (the from-* points): one per packet and
+ *            program that forwards it.
+ *   medium:  low, and an established or reply packet is traced only when
+ *            its flow has news in that direction: TCP flags not reported
+ *            before, or MONITOR_REPORT_INTERVAL seconds since its last trace.
+ *   maximum: medium without the interval: a direction is traced when its
+ *            TCP flags change (SYN, SYN-ACK, the first ACK, FIN, RST) and
+ *            a flow without flags (UDP, ICMP) once per direction.
+ * New and related packets are traced at every level.
+ */
+#define MONITOR_AGG_NONE	0
+#define MONITOR_AGG_LOW		1
+#define MONITOR_AGG_MEDIUM	2
+#define MONITOR_AGG_MAXIMUM	3
+#define MONITOR_REPORT_INTERVAL	5
+
+#define MONITOR_F_DEBUG		(1U << 0) /* emit EVENT_DEBUG */
+#define MONITOR_F_CAPTURE	(1U << 1) /* emit EVENT_CAPTURE */
+
+/* Index 0 of pilus_monconf: the monitor's settings, changed at run time by
+ * the agent (no program is reloaded). */
+struct monitor_config {
+	__u32 aggregation;	/* MONITOR_AGG_* */
+	__u32 flags;		/* MONITOR_F_* */
+};
+
+/* The one slot of pilus_evstats, per CPU: ring-buffer records submitted
+ * and lost (the ring was full: bpf_ringbuf_reserve failed). */
+struct event_stats {
+	__u64 submitted;
+	__u64 lost;
 };
 
 /* ---------------------------------------------------------------- ABI stamp */
@@ -408,7 +500,7 @@ struct event {
  * changes its meaning (a flag's bit, an index scheme): the layout hash below
  * cannot see that. Pins stamped with another version are never reused.
  */
-#define PILUS_ABI_VERSION	1
+#define PILUS_ABI_VERSION	2
 
 /*
  * Index 0 of pilus_abi: the ABI the maps pinned beside it were made with.

@@ -52,7 +52,6 @@ consts! {
     DROP_PREFILTER: u8 = 154;
     DROP_REASON_MAX: u32 = 256;
     METRIC_FORWARDED: u8 = 0;
-    METRIC_EVENTS_LOST: u8 = 1;
 
     PREFILTER_MAX: u32 = 16384;
 
@@ -74,6 +73,7 @@ consts! {
     CT_ESTABLISHED: u8 = 1;
     CT_REPLY: u8 = 2;
     CT_RELATED: u8 = 3;
+    CT_UNKNOWN: u8 = 4;
 
     LB_TYPE_CLUSTER_IP: u8 = 1;
     LB_TYPE_NODE_PORT: u8 = 2;
@@ -91,6 +91,9 @@ consts! {
 
     EVENT_DROP: u8 = 1;
     EVENT_TRACE: u8 = 2;
+    EVENT_POLICY_VERDICT: u8 = 3;
+    EVENT_DEBUG: u8 = 4;
+    EVENT_CAPTURE: u8 = 5;
     OBS_FROM_ENDPOINT: u8 = 0;
     OBS_TO_ENDPOINT: u8 = 1;
     OBS_TO_STACK: u8 = 2;
@@ -99,14 +102,38 @@ consts! {
     OBS_FROM_OVERLAY: u8 = 5;
     OBS_TO_NETWORK: u8 = 6;
     OBS_FROM_NETWORK: u8 = 7;
+    OBS_FROM_HOST: u8 = 8;
+    OBS_TO_HOST: u8 = 9;
+    POLICY_MATCH_NONE: u8 = 0;
+    POLICY_MATCH_L3_ONLY: u8 = 1;
+    POLICY_MATCH_L3_L4: u8 = 2;
+    POLICY_MATCH_L4_ONLY: u8 = 3;
+    POLICY_MATCH_ALL: u8 = 4;
+    POLICY_MATCH_L3_PROTO: u8 = 5;
+    POLICY_MATCH_PROTO_ONLY: u8 = 6;
+    VERDICT_ALLOW: u8 = 1;
+    VERDICT_DENY: u8 = 2;
+    DBG_LOCAL_DELIVERY: u8 = 2;
+    DBG_ENCAP: u8 = 3;
+    DBG_CT_VERDICT: u8 = 15;
+    DBG_DECAP: u8 = 16;
+    DBG_TO_STACK: u8 = 20;
+    CAPTURE_DELIVERY: u8 = 4;
     EVENT_CAPTURE_LEN: u32 = 128;
+    MONITOR_AGG_NONE: u32 = 0;
+    MONITOR_AGG_LOW: u32 = 1;
+    MONITOR_AGG_MEDIUM: u32 = 2;
+    MONITOR_AGG_MAXIMUM: u32 = 3;
+    MONITOR_REPORT_INTERVAL: u32 = 5;
+    MONITOR_F_DEBUG: u32 = 1 << 0;
+    MONITOR_F_CAPTURE: u32 = 1 << 1;
 
     CALL_IPV4_FROM_LXC: u32 = 0;
     CALL_IPV4_TO_LXC: u32 = 1;
     CALL_IPV4_LB: u32 = 2;
     CALLS_MAX: u32 = 8;
 
-    PILUS_ABI_VERSION: u32 = 1;
+    PILUS_ABI_VERSION: u32 = 2;
 }
 
 /// `METRICS_INDEX(reason, dir)` of abi.h: the slot of `pilus_metrics`.

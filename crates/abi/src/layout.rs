@@ -102,6 +102,11 @@ pub fn all() -> Vec<StructLayout> {
                 flags,
                 tx_tcp_flags,
                 rx_tcp_flags,
+                tx_flags_reported,
+                rx_flags_reported,
+                last_tx_report,
+                last_rx_report,
+                _pad0,
                 rev_nat_index,
                 backend_id,
                 backend_addr,
@@ -149,9 +154,20 @@ pub fn all() -> Vec<StructLayout> {
                 src_identity,
                 dst_identity,
                 ktime_ns,
+                ct_state,
+                verdict,
+                dst_ep_id,
+                cpu,
+                _pad,
+                cookie,
+                hash,
+                arg1,
+                arg2,
                 data
             ]
         ),
+        layout!(MonitorConfig, "monitor_config", [aggregation, flags]),
+        layout!(EventStats, "event_stats", [submitted, lost]),
         layout!(AbiStamp, "abi_stamp", [abi_version, _pad, layout_hash]),
     ]
 }

@@ -10,10 +10,12 @@ mod bytes;
 pub mod consts;
 mod drop;
 pub mod layout;
+pub mod monitor;
 pub mod policy_key;
 mod types;
 
 pub use bytes::{Be16, Be32};
 pub use drop::{DropReason, DROP_REASONS};
+pub use monitor::Aggregation;
 pub use policy_key::{range_to_prefixes, PolicyEntry, PortRangeError};
 pub use types::*;

@@ -107,6 +107,13 @@ pub struct CtEntry {
     pub flags: u16,
     pub tx_tcp_flags: u8,
     pub rx_tcp_flags: u8,
+    /// Monitor aggregation: the TCP flags each direction last reported in a
+    /// trace, and when (monotonic seconds mod 65536).
+    pub tx_flags_reported: u8,
+    pub rx_flags_reported: u8,
+    pub last_tx_report: u16,
+    pub last_rx_report: u16,
+    pub _pad0: u16,
     /// `CT_SCOPE_FLOW` of a service flow: the frontend replies come from.
     pub rev_nat_index: u32,
     /// `CT_SCOPE_SERVICE`: the backend the flow is pinned to.
@@ -238,11 +245,14 @@ pub struct MetricsValue {
     pub bytes: u64,
 }
 
-/// A record on the `pilus_events` ring buffer.
+/// A record on the `pilus_events` ring buffer: a drop, a trace, a policy
+/// verdict, a debug message or a capture (`EVENT_*`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Event {
     pub kind: u8,
+    /// Drop: `DROP_*`; policy verdict: `POLICY_MATCH_*`; debug: `DBG_*`;
+    /// capture: `CAPTURE_*`.
     pub subtype: u8,
     pub obs_point: u8,
     pub direction: u8,
@@ -253,7 +263,49 @@ pub struct Event {
     pub src_identity: u32,
     pub dst_identity: u32,
     pub ktime_ns: u64,
+    /// `CT_*`, or `CT_UNKNOWN` before conntrack was consulted.
+    pub ct_state: u8,
+    /// Policy verdicts: `VERDICT_ALLOW` or `VERDICT_DENY`.
+    pub verdict: u8,
+    /// The local endpoint the packet is for, 0 if none.
+    pub dst_ep_id: u16,
+    pub cpu: u16,
+    pub _pad: u16,
+    /// Policy verdicts and policy drops: the deciding entry's cookie.
+    pub cookie: u32,
+    /// `skb->hash`.
+    pub hash: u32,
+    pub arg1: u32,
+    pub arg2: u32,
     pub data: [u8; crate::consts::EVENT_CAPTURE_LEN as usize],
+}
+
+impl Default for Event {
+    fn default() -> Event {
+        Event {
+            kind: 0,
+            subtype: 0,
+            obs_point: 0,
+            direction: 0,
+            ep_id: 0,
+            cap_len: 0,
+            orig_len: 0,
+            ifindex: 0,
+            src_identity: 0,
+            dst_identity: 0,
+            ktime_ns: 0,
+            ct_state: 0,
+            verdict: 0,
+            dst_ep_id: 0,
+            cpu: 0,
+            _pad: 0,
+            cookie: 0,
+            hash: 0,
+            arg1: 0,
+            arg2: 0,
+            data: [0; crate::consts::EVENT_CAPTURE_LEN as usize],
+        }
+    }
 }
 
 impl Event {
@@ -271,6 +323,25 @@ impl Event {
     pub fn packet(&self) -> &[u8] {
         &self.data[..usize::from(self.cap_len).min(self.data.len())]
     }
+}
+
+/// Index 0 of `pilus_monconf`: the monitor's run-time settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MonitorConfig {
+    /// `MONITOR_AGG_*`.
+    pub aggregation: u32,
+    /// `MONITOR_F_*`.
+    pub flags: u32,
+}
+
+/// The slot of `pilus_evstats`, per CPU: ring-buffer records submitted and
+/// lost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EventStats {
+    pub submitted: u64,
+    pub lost: u64,
 }
 
 /// Index 0 of `pilus_abi`: the ABI a pin directory's maps were made with.
@@ -322,6 +393,8 @@ mod pod {
         FragPorts,
         MetricsValue,
         Event,
+        MonitorConfig,
+        EventStats,
         AbiStamp,
     );
 }

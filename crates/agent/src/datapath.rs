@@ -1,8 +1,9 @@
-//! The control plane's datapath traits over the loaded, pinned BPF objects:
-//! the one place in the agent that reaches `pilus_datapath` (and through it
-//! aya). The maps sit behind one lock; each call is a few map operations.
-//! The conntrack GC has map descriptors of its own behind another lock, so
-//! a pass over a large table never holds up the API's map writes.
+//! The control plane's datapath traits (and the monitor's settings) over the
+//! loaded, pinned BPF objects: the one place in the agent that reaches
+//! `pilus_datapath` (and through it aya). The maps sit behind one lock; each
+//! call is a few map operations. The conntrack GC has map descriptors of its
+//! own behind another lock, so a pass over a large table never holds up the
+//! API's map writes.
 
 use ipnet::Ipv4Net;
 use pilus_abi::{
@@ -229,6 +230,18 @@ impl ServiceMap for Pinned {
         self.dp()
             .lb_rev_nat()
             .map_err(err("read reverse NAT entries"))
+    }
+}
+
+impl crate::monitor::MonitorControl for Pinned {
+    fn settings(&self) -> Result<pilus_datapath::MonitorSettings, pilus_datapath::Error> {
+        self.dp().monitor_settings()
+    }
+    fn set_settings(
+        &self,
+        s: pilus_datapath::MonitorSettings,
+    ) -> Result<(), pilus_datapath::Error> {
+        self.dp().set_monitor_settings(s)
     }
 }
 

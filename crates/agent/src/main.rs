@@ -8,6 +8,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use pilus_abi::Aggregation;
 use pilus_agent::{
     api::{self, Limits},
     datapath::Pinned,
@@ -24,8 +25,8 @@ use pilus_controlplane::{
     ControlPlane, Settings,
 };
 use pilus_datapath::{
-    config::TUNNEL_MTU, Datapath, EventReader, LoadOptions, NodeConfig, NodeDevice, PodCidr,
-    Prefilter,
+    config::TUNNEL_MTU, Datapath, EventReader, LoadOptions, MonitorSettings, NodeConfig,
+    NodeDevice, PodCidr, Prefilter,
 };
 use pilus_kvstore::{EtcdConfig, EtcdKv};
 use std::{
@@ -75,13 +76,20 @@ struct Args {
     /// path), entered before any thread starts.
     #[arg(long)]
     netns: Option<String>,
-    /// Report every forwarded packet as a trace event (`pilus monitor --type
-    /// trace`), not only drops. Costs a ring-buffer record (a reserve, a
-    /// 128-byte copy, a submit) on every packet the datapath forwards: for
-    /// debugging, not for production load. Applies to every endpoint from
-    /// start-up on, also those attached by an earlier run.
+    /// How many trace events flows emit, as Cilium's MonitorAggregationLevel:
+    /// `none` (every packet at every observation point), `low` (no
+    /// receive-side points), `medium` (established flows only when they
+    /// have news: new TCP flags, or every 5 s), `maximum` (only on new TCP
+    /// flags). Drops and policy denials are always reported. Changed live
+    /// with `pilus config MonitorAggregationLevel=LEVEL`; applies to every
+    /// endpoint, also those attached by an earlier run.
+    #[arg(long, value_name = "LEVEL", default_value = "medium")]
+    monitor_aggregation: Aggregation,
+    /// Compile trace events out of the datapath (the verifier removes them):
+    /// only drops and policy denials are ever reported. The floor the
+    /// observability benchmark compares against.
     #[arg(long)]
-    trace: bool,
+    no_trace_events: bool,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
@@ -208,7 +216,7 @@ fn run() -> Result<()> {
         node: NodeConfig {
             router_ip4: router,
             pod_cidr,
-            trace: args.trace,
+            trace_events: !args.no_trace_events,
             tunnel_ifindex,
             ..Default::default()
         },
@@ -216,6 +224,11 @@ fn run() -> Result<()> {
         pin_dir: Some(pin_dir.clone()),
     })
     .context("loading the datapath")?;
+    dp.set_monitor_settings(MonitorSettings {
+        aggregation: args.monitor_aggregation,
+        ..Default::default()
+    })
+    .context("setting the monitor's aggregation level")?;
     if tunnel_ifindex != 0 {
         dp.attach_node_device(node::VXLAN_DEVICE, NodeDevice::Overlay)
             .context("attaching the overlay program")?;
@@ -334,6 +347,7 @@ fn run() -> Result<()> {
     let observe = Observe {
         view,
         setup,
+        monitor_control: dp.clone(),
         ct_gc: ct_gc_metrics,
         prefilter,
     };
@@ -359,6 +373,8 @@ fn run() -> Result<()> {
 struct Observe {
     view: Arc<dyn DatapathView>,
     setup: NodeSetup,
+    /// The monitor's run-time settings (pilus_monconf).
+    monitor_control: Arc<Pinned>,
     /// The conntrack GC thread's runs.
     ct_gc: ConntrackGcMetrics,
     prefilter: Arc<PrefilterApi>,
@@ -386,7 +402,10 @@ async fn serve(
         tokio::net::UnixListener::from_std(listener).context("registering the API socket")?;
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let events = Arc::new(monitor::Monitor::new(monitor::CAPACITY));
+    let events = Arc::new(monitor::Monitor::with_control(
+        monitor::CAPACITY,
+        observe.monitor_control.clone(),
+    ));
     let reader = tokio::spawn(monitor::read_events(
         monitor::DatapathEvents(event_reader),
         Arc::clone(&events),
@@ -426,7 +445,12 @@ async fn serve(
         let limits = limits.clone();
         tokio::spawn(async move { api::serve(listener, app, &limits, stopping).await })
     };
-    tracing::info!(socket = %args.socket.display(), trace = args.trace, "pilusd ready");
+    tracing::info!(
+        socket = %args.socket.display(),
+        monitor_aggregation = %args.monitor_aggregation,
+        trace_events = !args.no_trace_events,
+        "pilusd ready"
+    );
 
     let signal = tokio::select! {
         _ = term.recv() => "SIGTERM",

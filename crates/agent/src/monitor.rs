@@ -1,67 +1,72 @@
-//! The monitor (`cilium monitor` for Pilus): the datapath's drop and trace
-//! events, read from the `pilus_events` ring buffer into a bounded
-//! in-memory ring with sequence numbers, for `GET /v1/monitor` (the route
-//! is in `api::long_poll`).
+//! The monitor (`cilium monitor` for Pilus): the datapath's events, read
+//! from the `pilus_events` ring buffer into a bounded in-memory ring with
+//! sequence numbers, for `GET /v1/monitor` (the route is in
+//! `api::long_poll`), and the monitor's run-time settings (aggregation
+//! level, debug, capture) behind [`MonitorControl`].
 //!
 //! The ring has its own lock and publishes its newest sequence number on a
 //! `tokio::sync::watch`: a long poll awaits that, never the agent's lock
-//! (taken only briefly, after the wait, to name the endpoints of the events
-//! it returns), and holds no thread while it waits. Events are kept raw and
-//! decoded when asked for, so an agent nobody monitors spends nothing on
-//! decoding.
+//! (taken only briefly, after the wait, to name the endpoints and policies
+//! of the events it returns), and holds no thread while it waits. Events are
+//! kept raw and decoded when asked for, so an agent nobody monitors spends
+//! nothing on decoding.
 //!
 //! The reader is a task: it drains the ring buffer every [`TICK`] and
 //! whenever the buffer's fd turns readable ([`AsyncFd`]). Every event it
 //! reads is counted by kind ([`Monitor::totals`], for the metrics), without
-//! the ring's lock.
+//! the ring's lock. After each drain it reads the datapath's per-CPU counts
+//! of events lost to a full ring and records each increase as a
+//! [`Record::Lost`] in sequence, so a reader sees where events went missing;
+//! the first read after start also reports what was lost while no agent
+//! read.
 
-use pilus_abi::{
-    consts::{EVENT_DROP, EVENT_TRACE},
-    Event,
-};
 use pilus_api_types::{MonitorFilter, MonitorKind};
+use pilus_datapath::MonitorSettings;
+use pilus_monitor::Record;
 use std::{
     collections::VecDeque,
     os::fd::{AsRawFd, RawFd},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
     },
     time::Duration,
 };
 use tokio::{io::unix::AsyncFd, sync::watch};
 
-/// Events the agent keeps (~180 bytes each: ~740 KiB when full).
+/// Records the agent keeps (~200 bytes each: ~800 KiB when full).
 pub const CAPACITY: usize = 4096;
 
 /// How often the reader drains the ring buffer. The datapath submits with
 /// BPF_RB_NO_WAKEUP (a wakeup per packet would cost more than the packet),
 /// so readiness alone would leave events unread until the ring nearly
-/// fills: the reader must come and look. 1 MiB of ring at 168 bytes a
-/// record holds ~6,200 events, over 100,000 events/s at this pace.
+/// fills: the reader must come and look. 1 MiB of ring at 192 bytes a
+/// record holds ~5,400 events, over 100,000 events/s at this pace.
 pub const TICK: Duration = Duration::from_millis(50);
 
-/// One event as the ring keeps it.
+/// One record as the ring keeps it.
 #[derive(Clone, Copy, Debug)]
 pub struct Stored {
     pub seq: u64,
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub time_ns: u64,
-    pub event: Event,
+    pub record: Record,
 }
 
 /// What a reader asks for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Query {
-    /// Events after this sequence number; 0 for the oldest held.
+    /// Records after this sequence number; 0 for the oldest held.
     pub since: u64,
+    /// Only its `types` are applied here; endpoints are matched once the
+    /// events are decoded (by the route).
     pub filter: MonitorFilter,
-    /// Only the newest `last` matching events (the older ones are skipped,
+    /// Only the newest `last` matching records (the older ones are skipped,
     /// not lost).
     pub last: Option<usize>,
 }
 
-/// What the ring answers: raw events, decoded by the API route.
+/// What the ring answers: raw records, decoded by the API route.
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub next: u64,
@@ -76,14 +81,38 @@ struct Ring {
     last_seq: u64,
 }
 
-/// The bounded ring of events, shared by the reader task and the API.
+/// Reads and changes the monitor's settings in the datapath
+/// (`pilus_monconf`): the agent's pinned maps, or a fake.
+pub trait MonitorControl: Send + Sync {
+    fn settings(&self) -> Result<MonitorSettings, pilus_datapath::Error>;
+    fn set_settings(&self, s: MonitorSettings) -> Result<(), pilus_datapath::Error>;
+}
+
+/// Settings kept in memory: for a monitor with no datapath (tests).
+#[derive(Default)]
+pub struct InMemoryControl(Mutex<MonitorSettings>);
+
+impl MonitorControl for InMemoryControl {
+    fn settings(&self) -> Result<MonitorSettings, pilus_datapath::Error> {
+        Ok(*self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    fn set_settings(&self, s: MonitorSettings) -> Result<(), pilus_datapath::Error> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        Ok(())
+    }
+}
+
+/// The bounded ring of records, shared by the reader task and the API.
 pub struct Monitor {
     ring: Mutex<Ring>,
     /// The newest sequence number, for long polls to await.
     grew: watch::Sender<u64>,
+    control: Arc<dyn MonitorControl>,
     /// Events read from the datapath since the agent started, by kind
-    /// (drop, trace, other).
-    totals: [AtomicU64; 3],
+    /// (the slots of [`EventTotals`]).
+    totals: [AtomicU64; 6],
+    /// Events the datapath lost to a full ring, as reported so far.
+    lost: AtomicU64,
 }
 
 /// Events read from the datapath since the agent started.
@@ -91,15 +120,23 @@ pub struct Monitor {
 pub struct EventTotals {
     pub drops: u64,
     pub traces: u64,
+    pub verdicts: u64,
+    pub debug: u64,
+    pub captures: u64,
     /// Kinds this agent does not know (from a newer datapath).
     pub other: u64,
 }
 
-fn kind_of(e: &Event) -> MonitorKind {
-    match e.kind {
-        EVENT_DROP => MonitorKind::Drop,
-        EVENT_TRACE => MonitorKind::Trace,
-        _ => MonitorKind::Unknown,
+impl EventTotals {
+    pub fn sum(&self) -> u64 {
+        self.drops + self.traces + self.verdicts + self.debug + self.captures + self.other
+    }
+}
+
+fn kind_of(r: &Record) -> MonitorKind {
+    match r {
+        Record::Event(e) => pilus_monitor::kind_of(e),
+        Record::Lost { .. } => MonitorKind::Lost,
     }
 }
 
@@ -109,19 +146,20 @@ pub fn wall_time(ktime_ns: u64, offset_ns: i64) -> u64 {
     ktime_ns.saturating_add_signed(offset_ns)
 }
 
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
 /// CLOCK_REALTIME − CLOCK_MONOTONIC now, to put datapath timestamps on the
 /// wall clock (measured per batch, so a clock step shows up within a tick).
 pub fn wall_offset_ns() -> i64 {
-    let now = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec we own.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-    };
-    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 impl Ring {
@@ -141,7 +179,7 @@ impl Ring {
         let mut events: Vec<Stored> = self
             .events
             .range(start..)
-            .filter(|s| q.filter.matches(kind_of(&s.event)))
+            .filter(|s| q.filter.matches_kind(kind_of(&s.record)))
             .copied()
             .collect();
         if let Some(n) = q.last {
@@ -157,7 +195,12 @@ impl Ring {
 }
 
 impl Monitor {
+    /// A ring whose settings live in memory (no datapath).
     pub fn new(capacity: usize) -> Monitor {
+        Monitor::with_control(capacity, Arc::new(InMemoryControl::default()))
+    }
+
+    pub fn with_control(capacity: usize, control: Arc<dyn MonitorControl>) -> Monitor {
         Monitor {
             ring: Mutex::new(Ring {
                 events: VecDeque::new(),
@@ -165,46 +208,78 @@ impl Monitor {
                 last_seq: 0,
             }),
             grew: watch::Sender::new(0),
+            control,
             totals: Default::default(),
+            lost: AtomicU64::new(0),
         }
     }
 
     /// Events read from the datapath since the agent started, by kind.
     pub fn totals(&self) -> EventTotals {
-        let [drops, traces, other] = self.totals.each_ref().map(|t| t.load(Ordering::Relaxed));
+        let [drops, traces, verdicts, debug, captures, other] =
+            self.totals.each_ref().map(|t| t.load(Ordering::Relaxed));
         EventTotals {
             drops,
             traces,
+            verdicts,
+            debug,
+            captures,
             other,
         }
+    }
+
+    /// The datapath's monitor settings.
+    pub fn control(&self) -> &dyn MonitorControl {
+        self.control.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Ring> {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends a batch read from the datapath (oldest first), numbering it
-    /// on from the last sequence number and dropping the oldest events
-    /// beyond the capacity; wakes every waiting reader.
-    pub fn push(&self, events: &[Event], wall_offset_ns: i64) {
-        if events.is_empty() {
-            return;
-        }
+    /// Appends a batch of datapath events (oldest first), numbering them on
+    /// from the last sequence number and dropping the oldest records beyond
+    /// the capacity; wakes every waiting reader.
+    pub fn push(&self, events: &[pilus_abi::Event], wall_offset_ns: i64) {
         for e in events {
-            let slot = match kind_of(e) {
+            let slot = match pilus_monitor::kind_of(e) {
                 MonitorKind::Drop => 0,
                 MonitorKind::Trace => 1,
-                MonitorKind::Unknown => 2,
+                MonitorKind::PolicyVerdict => 2,
+                MonitorKind::Debug => 3,
+                MonitorKind::Capture => 4,
+                MonitorKind::Lost | MonitorKind::Unknown => 5,
             };
             self.totals[slot].fetch_add(1, Ordering::Relaxed);
         }
+        self.push_records(
+            events.iter().map(|e| (e.ktime_ns, Record::Event(*e))),
+            wall_offset_ns,
+        );
+    }
+
+    /// Records that `count` events were lost on `cpu` (reported now).
+    pub fn push_lost(&self, lost: &[(u16, u64)], wall_offset_ns: i64) {
+        let now = clock_ns(libc::CLOCK_MONOTONIC).max(0) as u64;
+        for (_, n) in lost {
+            self.lost.fetch_add(*n, Ordering::Relaxed);
+        }
+        self.push_records(
+            lost.iter()
+                .map(|&(cpu, count)| (now, Record::Lost { cpu, count })),
+            wall_offset_ns,
+        );
+    }
+
+    fn push_records(&self, records: impl Iterator<Item = (u64, Record)>, wall_offset_ns: i64) {
         let mut ring = self.lock();
-        for e in events {
+        let before = ring.last_seq;
+        for (ktime_ns, record) in records {
             ring.last_seq += 1;
             let stored = Stored {
                 seq: ring.last_seq,
-                time_ns: wall_time(e.ktime_ns, wall_offset_ns),
-                event: *e,
+                time_ns: wall_time(ktime_ns, wall_offset_ns),
+                record,
             };
             if ring.events.len() == ring.capacity {
                 ring.events.pop_front();
@@ -213,15 +288,23 @@ impl Monitor {
         }
         let last = ring.last_seq;
         drop(ring);
-        self.grew.send_replace(last);
+        if last != before {
+            self.grew.send_replace(last);
+        }
     }
 
-    /// The events after `q.since` that match, as they are now.
+    /// Events read from the datapath since the agent started, and events
+    /// the datapath lost to a full ring.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.totals().sum(), self.lost.load(Ordering::Relaxed))
+    }
+
+    /// The records after `q.since` that match, as they are now.
     pub fn query_now(&self, q: &Query) -> Batch {
         self.lock().answer(q)
     }
 
-    /// The events after `q.since` that match, waiting up to `wait` for one
+    /// The records after `q.since` that match, waiting up to `wait` for one
     /// if there is none yet (or some were lost, which is news too). Returns
     /// early, with what there is, once `stop` turns true.
     pub async fn query(&self, q: &Query, wait: Duration, stop: &watch::Receiver<bool>) -> Batch {
@@ -268,7 +351,12 @@ impl Monitor {
 /// reactor (`AsyncFd::register`) and must not see it closed or replaced.
 pub unsafe trait EventSource: AsRawFd + Send + 'static {
     /// What has accumulated, oldest first, without blocking.
-    fn drain(&mut self) -> Vec<Event>;
+    fn drain(&mut self) -> Vec<pilus_abi::Event>;
+    /// Events lost to a full ring so far, per CPU (counters that only
+    /// grow); empty when the source cannot lose any.
+    fn lost_per_cpu(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 /// The datapath's ring buffer as an [`EventSource`].
@@ -283,9 +371,34 @@ impl AsRawFd for DatapathEvents {
 // SAFETY: the EventReader owns the ring buffer's map fd until it is
 // dropped, and `as_fd` always borrows that one.
 unsafe impl EventSource for DatapathEvents {
-    fn drain(&mut self) -> Vec<Event> {
+    fn drain(&mut self) -> Vec<pilus_abi::Event> {
         self.0.drain()
     }
+    fn lost_per_cpu(&mut self) -> Vec<u64> {
+        match self.0.stats() {
+            Ok(v) => v.iter().map(|s| s.lost).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the datapath's lost-event counters");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The increase of each CPU's lost counter since `seen` (which it
+/// updates); a counter that went back (the map was made anew) counts from
+/// zero.
+fn lost_since(seen: &mut Vec<u64>, now: &[u64]) -> Vec<(u16, u64)> {
+    seen.resize(now.len(), 0);
+    let mut out = Vec::new();
+    for (cpu, (&n, s)) in now.iter().zip(seen.iter_mut()).enumerate() {
+        let delta = if n >= *s { n - *s } else { n };
+        if delta > 0 {
+            out.push((cpu as u16, delta));
+        }
+        *s = n;
+    }
+    out
 }
 
 /// Moves events from `source` into `monitor` every `tick`, and as soon as
@@ -307,6 +420,9 @@ pub async fn read_events(
         .map_err(|e| e.into_parts().1)?;
     let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Everything lost before this agent read (the counters outlive agents)
+    // is reported with the first read.
+    let mut lost_seen: Vec<u64> = Vec::new();
     while !*stop.borrow() {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -320,7 +436,17 @@ pub async fn read_events(
             _ = stop.changed() => break,
         }
         let batch = fd.get_mut().drain();
-        monitor.push(&batch, wall_offset_ns());
+        let offset = wall_offset_ns();
+        monitor.push(&batch, offset);
+        let lost = lost_since(&mut lost_seen, &fd.get_mut().lost_per_cpu());
+        if !lost.is_empty() {
+            let total: u64 = lost.iter().map(|(_, n)| n).sum();
+            tracing::warn!(
+                lost = total,
+                "datapath events lost: the ring buffer was full"
+            );
+            monitor.push_lost(&lost, offset);
+        }
     }
     Ok(())
 }
@@ -328,8 +454,10 @@ pub async fn read_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pilus_abi::consts::{DROP_POLICY, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT};
-    use std::sync::Arc;
+    use pilus_abi::{
+        consts::{DROP_POLICY, EVENT_DROP, EVENT_TRACE, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT},
+        Event,
+    };
     use std::time::Instant;
 
     fn ev(kind: u8, ktime_ns: u64) -> Event {
@@ -350,6 +478,7 @@ mod tests {
             dst_identity: 257,
             ktime_ns,
             data: [0; 128],
+            ..Default::default()
         }
     }
 
@@ -391,7 +520,8 @@ mod tests {
             EventTotals {
                 drops: 5,
                 traces: 1,
-                other: 1
+                other: 1,
+                ..Default::default()
             },
             "every event read is counted by kind"
         );
@@ -436,16 +566,69 @@ mod tests {
                 last,
             })
         };
-        assert_eq!(seqs(&only(MonitorFilter::Drop, 0, None)), [1, 4]);
-        assert_eq!(seqs(&only(MonitorFilter::Trace, 0, None)), [2, 3, 5]);
-        assert_eq!(seqs(&only(MonitorFilter::All, 0, Some(2))), [4, 5]);
-        assert_eq!(seqs(&only(MonitorFilter::Trace, 0, Some(1))), [5]);
+        assert_eq!(
+            seqs(&only(MonitorFilter::of(MonitorKind::Drop), 0, None)),
+            [1, 4]
+        );
+        assert_eq!(
+            seqs(&only(MonitorFilter::of(MonitorKind::Trace), 0, None)),
+            [2, 3, 5]
+        );
+        assert_eq!(seqs(&only(MonitorFilter::default(), 0, Some(2))), [4, 5]);
+        assert_eq!(
+            seqs(&only(MonitorFilter::of(MonitorKind::Trace), 0, Some(1))),
+            [5]
+        );
         // `next` moves past events the filter skipped.
-        let b = only(MonitorFilter::Drop, 4, None);
+        let b = only(MonitorFilter::of(MonitorKind::Drop), 4, None);
         assert_eq!((seqs(&b), b.next), (vec![], 5));
         // last=0: nothing, but where "now" is, to follow from.
-        let b = only(MonitorFilter::All, 0, Some(0));
+        let b = only(MonitorFilter::default(), 0, Some(0));
         assert_eq!((b.events.len(), b.next), (0, 5));
+    }
+
+    #[test]
+    fn losses_are_records_in_sequence_that_every_filter_lets_through() {
+        let m = Monitor::new(16);
+        m.push(&drops(2), 0);
+        m.push_lost(&[(0, 5), (3, 2)], 0);
+        m.push(&[ev(EVENT_TRACE, 0)], 0);
+        let b = m.query_now(&Query {
+            since: 0,
+            filter: MonitorFilter::of(MonitorKind::Trace),
+            last: None,
+        });
+        let kinds: Vec<(u64, Record)> = b.events.iter().map(|s| (s.seq, s.record)).collect();
+        assert_eq!(
+            kinds[..2],
+            [
+                (3, Record::Lost { cpu: 0, count: 5 }),
+                (4, Record::Lost { cpu: 3, count: 2 })
+            ]
+        );
+        assert_eq!(kinds.len(), 3, "and the trace");
+        assert_eq!(m.counts(), (3, 7), "3 events read, 7 lost");
+        assert!(
+            b.events[0].time_ns > 0,
+            "a loss is timed when it is reported"
+        );
+    }
+
+    #[test]
+    fn lost_counters_turn_into_increases_per_cpu() {
+        let mut seen = Vec::new();
+        assert_eq!(
+            lost_since(&mut seen, &[0, 4]),
+            [(1, 4)],
+            "the first read reports what was lost before"
+        );
+        assert_eq!(lost_since(&mut seen, &[0, 4]), []);
+        assert_eq!(lost_since(&mut seen, &[2, 10]), [(0, 2), (1, 6)]);
+        assert_eq!(
+            lost_since(&mut seen, &[1, 10]),
+            [(0, 1)],
+            "a counter made anew counts from zero"
+        );
     }
 
     fn running() -> (watch::Sender<bool>, watch::Receiver<bool>) {
@@ -472,7 +655,7 @@ mod tests {
             .query(
                 &Query {
                     since: 1,
-                    filter: MonitorFilter::Drop,
+                    filter: MonitorFilter::of(MonitorKind::Drop),
                     last: None,
                 },
                 Duration::from_secs(10),

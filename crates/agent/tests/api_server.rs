@@ -312,6 +312,7 @@ fn event(kind: u8, ep_id: u16) -> Event {
         dst_identity: 257,
         ktime_ns: 0,
         data: [0; 128],
+        ..Default::default()
     }
 }
 

@@ -345,20 +345,7 @@ fn invalid_documents_are_rejected_and_change_nothing() {
     let c = four_pods("invalid");
     c.import(policies()[0].1).unwrap();
     let cli = pilus_cli();
-    let bpf_get = |ep: u16| {
-        let out = Command::new(&cli)
-            .args(["--socket"])
-            .arg(c.socket())
-            .args(["bpf", "policy", "get", &ep.to_string(), "-o", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pilus bpf policy get: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let bpf_get = |ep: u16| c.pilus(&["bpf", "policy", "get", &ep.to_string(), "-o", "json"]);
     let eps: Vec<u16> = c.pods.iter().map(|p| p.ep.id).collect();
     let before: Vec<String> = eps.iter().map(|&e| bpf_get(e)).collect();
     assert!(

@@ -42,9 +42,14 @@ pub mod paths {
     pub const BPF_CT: &str = "/v1/bpf/ct";
     /// POST a [`super::CniGc`]: CNI GC, done whole under the agent's lock.
     pub const CNI_GC: &str = "/v1/cni/gc";
-    /// GET `?since=SEQ&wait_ms=N&type=drop|trace|all&last=N`: datapath
-    /// events, a [`super::MonitorBatch`].
+    /// GET `?since=SEQ&wait_ms=N&type=T[,T...]&from=EP&to=EP&related_to=EP&last=N`:
+    /// datapath events, a [`super::MonitorBatch`]. `type`: drop, trace,
+    /// policy-verdict, debug, capture (default: all); the endpoint filters
+    /// take comma-separated endpoint ids.
     pub const MONITOR: &str = "/v1/monitor";
+    /// GET the monitor's settings ([`super::MonitorConfig`]); PUT (or
+    /// POST) a [`super::MonitorConfigUpdate`] to change them live.
+    pub const MONITOR_CONFIG: &str = "/v1/monitor/config";
     /// GET list, PUT upsert a [`super::Service`]; `/v1/services/{ns}/{name}`
     /// GET, DELETE. No route deletes every service.
     pub const SERVICES: &str = "/v1/services";
@@ -728,6 +733,10 @@ pub struct Status {
     /// Set when the node is part of a cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+    /// The monitor (set by the agent's API; absent from the control
+    /// plane's own view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorStatus>,
     /// Services and their frontends.
     #[serde(default)]
     pub services: usize,
@@ -743,54 +752,107 @@ pub struct Status {
 /// capped to it.
 pub const MONITOR_MAX_WAIT_MS: u64 = 5000;
 
-/// Which events `GET /v1/monitor?type=` returns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MonitorFilter {
-    #[default]
-    All,
-    Drop,
-    Trace,
-}
-
-impl MonitorFilter {
-    /// `all`, `drop` or `trace`.
-    pub fn parse(s: &str) -> Option<MonitorFilter> {
-        match s {
-            "all" => Some(MonitorFilter::All),
-            "drop" => Some(MonitorFilter::Drop),
-            "trace" => Some(MonitorFilter::Trace),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MonitorFilter::All => "all",
-            MonitorFilter::Drop => "drop",
-            MonitorFilter::Trace => "trace",
-        }
-    }
-
-    pub fn matches(self, kind: MonitorKind) -> bool {
-        match self {
-            MonitorFilter::All => true,
-            MonitorFilter::Drop => kind == MonitorKind::Drop,
-            MonitorFilter::Trace => kind == MonitorKind::Trace,
-        }
-    }
-}
-
 /// What an event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MonitorKind {
     /// A packet the datapath dropped, with the reason.
     Drop,
-    /// A packet the datapath forwarded (only with `pilusd --trace`).
+    /// A packet at an observation point (as many as the aggregation level
+    /// lets through).
     Trace,
+    /// A policy decision (a new flow, or after a policy change): allowed or
+    /// denied, by which entry.
+    PolicyVerdict,
+    /// A program's decision in words (opt-in: `pilus config debug=true`).
+    Debug,
+    /// The packet as delivered (opt-in: `pilus config capture=true`).
+    Capture,
+    /// Events the datapath could not report: its ring buffer was full.
+    Lost,
     /// A kind this build does not know (a newer datapath).
     Unknown,
+}
+
+impl MonitorKind {
+    /// The kinds a client can ask for, by their names.
+    pub const NAMED: &'static [(MonitorKind, &'static str)] = &[
+        (MonitorKind::Drop, "drop"),
+        (MonitorKind::Trace, "trace"),
+        (MonitorKind::PolicyVerdict, "policy-verdict"),
+        (MonitorKind::Debug, "debug"),
+        (MonitorKind::Capture, "capture"),
+    ];
+
+    pub fn parse(s: &str) -> Option<MonitorKind> {
+        MonitorKind::NAMED
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(k, _)| *k)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MonitorKind::Lost => "lost",
+            MonitorKind::Unknown => "unknown",
+            k => MonitorKind::NAMED
+                .iter()
+                .find(|(x, _)| *x == k)
+                .map_or("unknown", |(_, n)| n),
+        }
+    }
+}
+
+/// Which events `GET /v1/monitor` returns: of these kinds (none listed:
+/// all) and involving these endpoints (as Cilium's `--from`, `--to`,
+/// `--related-to`). Lost-event records always pass: a loss is never hidden.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorFilter {
+    #[serde(default)]
+    pub types: Vec<MonitorKind>,
+    /// The packet's source endpoint is one of these.
+    #[serde(default)]
+    pub from: Vec<u16>,
+    /// Its destination endpoint is one of these.
+    #[serde(default)]
+    pub to: Vec<u16>,
+    /// Either of its endpoints is one of these.
+    #[serde(default)]
+    pub related_to: Vec<u16>,
+}
+
+impl MonitorFilter {
+    /// Only events of `kind`.
+    pub fn of(kind: MonitorKind) -> MonitorFilter {
+        MonitorFilter {
+            types: vec![kind],
+            ..Default::default()
+        }
+    }
+
+    pub fn matches_kind(&self, kind: MonitorKind) -> bool {
+        kind == MonitorKind::Lost || self.types.is_empty() || self.types.contains(&kind)
+    }
+
+    /// Whether the endpoint filters say nothing.
+    pub fn any_endpoint(&self) -> bool {
+        self.from.is_empty() && self.to.is_empty() && self.related_to.is_empty()
+    }
+
+    pub fn matches(&self, e: &MonitorEvent) -> bool {
+        if e.kind == MonitorKind::Lost {
+            return true;
+        }
+        if !self.matches_kind(e.kind) {
+            return false;
+        }
+        let is = |list: &[u16], ep: Option<u16>| ep.is_some_and(|x| list.contains(&x));
+        (self.from.is_empty() || is(&self.from, e.src_endpoint))
+            && (self.to.is_empty() || is(&self.to, e.dst_endpoint))
+            && (self.related_to.is_empty()
+                || is(&self.related_to, e.src_endpoint)
+                || is(&self.related_to, e.dst_endpoint))
+    }
 }
 
 /// A drop code with its name and meaning (the drop table of `pilus_abi`).
@@ -840,7 +902,52 @@ pub struct MonitorPacket {
     pub error: Option<String>,
 }
 
-/// One datapath event, decoded.
+/// The decision a policy-verdict event reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorVerdict {
+    /// `allow` or `deny`.
+    pub action: String,
+    /// How the deciding entry matched, as Cilium names it: `L3-L4`,
+    /// `L4-Only`, `L3-Only`, `all`, `L3-Proto`, `Proto-Only`, `none`
+    /// (default deny).
+    pub match_level: String,
+    /// The protocol and port the decision was about (for ICMP: the type).
+    pub protocol: u8,
+    pub port: u16,
+}
+
+/// The policy behind a verdict or a policy drop, as the agent resolves the
+/// deciding entry's cookie (or, for a default deny, the policies that select
+/// the endpoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorPolicy {
+    /// The deciding entry's cookie (0: none, a default deny).
+    pub cookie: u32,
+    /// The endpoint whose policy decided, and in which direction.
+    pub endpoint: u16,
+    pub direction: String,
+    /// The policy's name: `CiliumNetworkPolicy shop/web`; for a default
+    /// deny the first policy that selects the endpoint. Absent when none
+    /// is known (the policy was deleted since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The rule, as `pilus policy trace` names rules: `spec.ingress[0]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The peers and ports of that rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<String>,
+    /// Every policy selecting the endpoint (default deny).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected_by: Vec<String>,
+    /// In words: `denied by CiliumNetworkPolicy shop/x rule spec.ingressDeny[0]
+    /// (...)`, `default deny: endpoint selected by policy ...; no rule allows
+    /// this peer`.
+    pub explanation: String,
+}
+
+/// One datapath event, decoded: what `pilus monitor` prints, and what a
+/// flow record is built from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorEvent {
     /// The agent's sequence number: increasing, never reused while the
@@ -849,30 +956,98 @@ pub struct MonitorEvent {
     /// When the datapath saw the packet, in nanoseconds since the Unix epoch.
     pub time_ns: u64,
     pub kind: MonitorKind,
+    /// The CPU that saw the packet.
+    #[serde(default)]
+    pub cpu: u16,
     /// Set for drops.
     pub reason: Option<MonitorDropReason>,
     /// Where the datapath saw the packet: `from-endpoint`, `to-endpoint`,
     /// `to-stack`, `from-stack`; from and to other nodes: `from-overlay`,
     /// `to-overlay` (tunnel), `from-network`, `to-network` (direct routing).
     pub observation_point: String,
-    /// `ingress` or `egress`: for a drop, the direction of the policy (or
-    /// check) that dropped it.
+    /// `ingress` or `egress`: for a drop or a verdict, the direction of the
+    /// policy (or check) that decided.
     pub direction: String,
+    /// The flow's conntrack state: `new`, `established`, `reply`,
+    /// `related`, or `unknown` (seen before conntrack was asked).
+    #[serde(default)]
+    pub state: String,
     /// The endpoint whose program reported the event (0: the interface had
     /// no endpoint).
     pub endpoint: u16,
     /// The packet's source and destination endpoints, when they are pods of
-    /// this node (one is `endpoint`; the other is looked up by address).
+    /// this node.
     pub src_endpoint: Option<u16>,
     pub dst_endpoint: Option<u16>,
-    /// The interface the program ran on (the pod's host-side veth).
+    /// Those pods as `namespace/name` (or their container id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_pod: Option<String>,
+    /// The interface the program ran on, and its name when known.
     pub ifindex: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
     pub src_identity: u32,
     pub dst_identity: u32,
     /// The packet's length, and how much of it was captured.
     pub orig_len: u32,
     pub cap_len: u16,
+    /// The packet's hash (`skb->hash`; cilium monitor's "mark").
+    #[serde(default)]
+    pub hash: u32,
     pub packet: MonitorPacket,
+    /// The captured bytes, in hex (what `-j` dissects as cilium does).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub data: String,
+    /// Policy verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<MonitorVerdict>,
+    /// Policy verdicts and policy drops: the policy that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<MonitorPolicy>,
+    /// Debug and capture events: the message (`Attempting local delivery
+    /// for container id 13 from seclabel 256`, `Delivery to ifindex 7`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Capture events: the interface delivered to (0: the stack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_to: Option<u32>,
+    /// Lost records: how many events the datapath could not report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+}
+
+/// The monitor's settings (`GET /v1/monitor/config`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorConfig {
+    /// `none`, `low`, `medium` or `maximum` (see `pilusd --help`).
+    pub aggregation: String,
+    pub debug: bool,
+    pub capture: bool,
+}
+
+/// A change of the monitor's settings (`PUT /v1/monitor/config`): what is
+/// absent stays.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorConfigUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<bool>,
+}
+
+/// The monitor in `pilus status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorStatus {
+    pub config: MonitorConfig,
+    /// Events the agent has read from the datapath since it started.
+    pub events_read: u64,
+    /// Events the datapath could not report because its ring buffer was
+    /// full (since the ring was created: the count survives restarts).
+    pub events_lost: u64,
 }
 
 /// The answer of `GET /v1/monitor`.

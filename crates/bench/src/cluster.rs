@@ -175,7 +175,7 @@ fn lab_up(opts: &ClusterOptions, prefix: &str, nodes: u32) -> Result<(Lab, Teard
         .and_then(|p| p.clustered(Routing::Tunnel, 1, 15))
         .map_err(LabError::from)
         .context("planning the lab")?;
-    let lab = Lab::up(paths, plan, false).context("bringing the lab up")?;
+    let lab = Lab::up(paths, plan).context("bringing the lab up")?;
     Ok((lab, teardown))
 }
 

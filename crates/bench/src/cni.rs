@@ -196,7 +196,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     let plan = Plan::new(PREFIX, 1, 0)
         .map_err(LabError::from)
         .context("planning the lab")?;
-    let lab = Lab::up(paths, plan, false).context("bringing the lab up")?;
+    let lab = Lab::up(paths, plan).context("bringing the lab up")?;
     let plugin = lab.paths.binary("pilus-cni").context("the CNI plugin")?;
     let node = lab.node(NODE).ok_or_else(|| Error::Unexpected {
         what: format!("the lab has no {NODE}"),

@@ -14,6 +14,9 @@
 //!   per endpoint, against the API's round trip;
 //! - [`api`]: `GET /v1/status` latency, threads and RSS of an idle agent
 //!   and of the same agent holding 1,000 half-open connections;
+//! - [`observe`]: the cost of observability — pod-to-pod TCP_RR and
+//!   TCP_STREAM at each monitor aggregation level, against trace events
+//!   compiled out and bare veth routing;
 //! - [`cluster`]: many nodes — how fast a new pod is known on every node
 //!   (against CNI ADD), and one agent's ingest time and memory for a large
 //!   simulated cluster (against its own empty-cluster RSS).
@@ -33,6 +36,7 @@ pub mod docs;
 mod error;
 pub mod load;
 pub mod machine;
+pub mod observe;
 pub mod plot;
 pub mod policy;
 pub mod restart;

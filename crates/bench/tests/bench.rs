@@ -3,7 +3,7 @@
 //! is a measurement, not an assertion. Needs root and the workspace's
 //! binaries (`cargo build --workspace --bins` first); fails without them.
 
-use pilus_bench::{api, cluster, cni, datapath, policy};
+use pilus_bench::{api, cluster, cni, datapath, observe, policy};
 use std::{
     path::{Path, PathBuf},
     sync::Mutex,
@@ -151,6 +151,54 @@ fn cluster_propagates_pods_and_ingests_a_simulated_cluster() {
     assert!(r.scale.rss_before_kib > 0 && r.scale.restart_rss_kib > 0);
     assert_eq!(leftovers(&["pbprop-", "pbscale-"]), Vec::<String>::new());
     assert!(!Path::new("/sys/fs/bpf/pilus-bench-pbprop").exists());
+}
+
+#[test]
+fn observe_measures_every_configuration_in_each_round() {
+    let _one = serial();
+    let r = observe::run(&observe::Options {
+        bin_dir: bin_dir(),
+        rounds: 2,
+        seconds: 1,
+    })
+    .expect("bench observe");
+    assert_eq!(r.rows.len(), observe::Config::ALL.len());
+    for row in &r.rows {
+        assert_eq!((row.rr_tps.len(), row.stream_gbps.len()), (2, 2), "{row:?}");
+        assert_eq!(
+            (row.rr_cpu_us.len(), row.stream_cpu_us.len()),
+            (2, 2),
+            "{row:?}"
+        );
+        let positive = |v: &[f64]| v.iter().all(|x| x.is_finite() && *x > 0.0);
+        assert!(
+            positive(&row.rr_tps)
+                && positive(&row.stream_gbps)
+                && positive(&row.rr_cpu_us)
+                && positive(&row.stream_cpu_us),
+            "{row:?}"
+        );
+    }
+    // Ratios are paired with the floors of the same round.
+    let floor = &r.rows[1];
+    assert_eq!(floor.config, observe::Config::CompiledOut);
+    assert_eq!(
+        (
+            floor.rr_vs_compiled_out,
+            floor.stream_vs_compiled_out,
+            floor.rr_cpu_vs_compiled_out,
+            floor.stream_cpu_vs_compiled_out
+        ),
+        (1.0, 1.0, 1.0, 1.0)
+    );
+    assert!(!r.loadavg_before.is_empty());
+    let mut prefixes: Vec<String> = observe::PREFIXES.iter().map(|p| format!("{p}-")).collect();
+    prefixes.push("pilus-bench-pbobs".into());
+    let p: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    assert_eq!(leftovers(&p), Vec::<String>::new());
+    for p in ["pbobsa", "pbobsb"] {
+        assert!(!Path::new(&format!("/sys/fs/bpf/pilus-bench-{p}")).exists());
+    }
 }
 
 /// Issue 13: `pilus bench all --quick`, as CI runs it, completes; its

@@ -5,6 +5,7 @@
 use crate::{client::InvalidInput, table::Table, Output};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use pilus_abi::Aggregation;
 use pilus_api_types::{self as api, paths};
 use pilus_lab::{
     plan::Routing,
@@ -49,9 +50,12 @@ pub enum LabCommand {
         nodes: u32,
         #[arg(long, default_value_t = 3)]
         pods_per_node: u32,
-        /// Don't emit per-packet trace events (drops are always reported).
-        #[arg(long)]
-        no_trace: bool,
+        /// The agents' monitor aggregation level: how many trace events
+        /// flows emit (`none`, `low`, `medium`, `maximum`; drops and
+        /// policy denials are always reported). Changed live with `pilus
+        /// config MonitorAggregationLevel=LEVEL`.
+        #[arg(long, value_name = "LEVEL", default_value = "medium")]
+        monitor_aggregation: Aggregation,
         /// How nodes' pods reach each other: `tunnel` (VXLAN, the VNI
         /// carries the sender's identity), `direct` (pod CIDRs routed on
         /// the underlay) or `none` (no etcd, each node on its own). Any
@@ -128,13 +132,14 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
         LabCommand::Up {
             nodes,
             pods_per_node,
-            no_trace,
+            monitor_aggregation,
             routing,
             etcd_members,
             lease_ttl,
         } => {
             let plan = Plan::new(&p.prefix, nodes, pods_per_node)
-                .map_err(|e| InvalidInput(e.to_string()))?;
+                .map_err(|e| InvalidInput(e.to_string()))?
+                .with_monitor_aggregation(monitor_aggregation);
             let routing = routing.unwrap_or(if nodes > 1 {
                 LabRouting::Tunnel
             } else {
@@ -147,7 +152,7 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
             }
             .map_err(|e| InvalidInput(e.to_string()))?;
             let start = Instant::now();
-            let lab = Lab::up(p, plan, !no_trace)?;
+            let lab = Lab::up(p, plan)?;
             if out == Output::Json {
                 return crate::table::print_json(&lab.state);
             }

@@ -5,6 +5,7 @@ mod bench;
 mod bpf;
 mod client;
 mod cni;
+mod config;
 mod doctor;
 mod endpoint;
 mod identity;
@@ -96,25 +97,32 @@ enum Command {
     /// The datapath's BPF maps.
     #[command(subcommand)]
     Bpf(bpf::BpfCommand),
-    /// Drop and trace events from the datapath, one line each (like
-    /// `cilium monitor`).
+    /// The datapath's events, one line each (like `cilium monitor`).
     ///
-    /// Every packet the datapath drops is reported with its reason; with
-    /// `pilusd --trace`, so is every packet it forwards (to an endpoint or
-    /// to the stack). The agent keeps the last 4096 events: without
-    /// --follow, those are printed and the command exits; with it, new
-    /// events are printed as they happen. `-o json` prints one JSON object
-    /// per event and line (JSON Lines).
+    /// Drops (always, with their reason and, for policy drops, the policy
+    /// and rule), policy verdicts (each new flow's allow or deny: the match
+    /// level and the rule), traces at each observation point (from-endpoint,
+    /// to-endpoint, to-stack, from-stack, to/from-overlay, to/from-network),
+    /// each with the conntrack state and both identities — as many as the
+    /// aggregation level lets through (`pilus config
+    /// MonitorAggregationLevel=none` shows every packet) — and, opt-in,
+    /// debug messages and captures (`pilus config debug=true capture=true`).
+    /// The agent keeps the last 4096 events: without --follow, those are
+    /// printed and the command exits; with it, new events are printed as
+    /// they happen. Events lost by the datapath (a full ring buffer) or the
+    /// agent are reported as such. `-j` prints `cilium monitor -j` JSON.
     ///
-    /// Drops and traces read:
+    ///   -> endpoint 13 (shop/web) (to-endpoint) flow 0x0 identity 256->257 state new ifindex lxc0a1b: 198.18.0.5:43122 -> 198.18.0.6:80 tcp SYN
     ///
-    ///   xx drop (Policy denied: no rule allows this flow) ep 12 identity 256->257: 198.18.0.5:43122 -> 198.18.0.6:80 tcp SYN
-    ///
-    ///   -> endpoint 13 (to-endpoint) identity 256->257: 198.18.0.5:43122 -> 198.18.0.6:80 tcp SYN
-    ///
-    /// `ep` is the endpoint whose program saw the packet, `identity` the
-    /// source and destination security identities.
+    ///   xx drop (Policy denied: no rule allows this flow) from-endpoint flow 0x0 to endpoint 13 (shop/web), ifindex lxc0a1b, identity 256->257, policy: default deny: endpoint selected by policy CiliumNetworkPolicy shop/web; no rule allows this peer: 198.18.0.5:43122 -> 198.18.0.6:80 tcp SYN
     Monitor(monitor::MonitorArgs),
+    /// The agent's run-time settings: show them, or change them with
+    /// KEY=VALUE (MonitorAggregationLevel=none|low|medium|maximum,
+    /// Debug=true|false, Capture=true|false), as `cilium config` does.
+    Config {
+        /// Settings to change, e.g. `MonitorAggregationLevel=none debug=true`.
+        settings: Vec<String>,
+    },
     /// Check this node for faults that silently bypass or break the
     /// datapath, each with its evidence and a fix.
     ///
@@ -179,6 +187,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Namespace(cmd) => namespace::run(&c, cmd, out),
         Command::Bpf(cmd) => bpf::run(&c, cmd, out),
         Command::Monitor(args) => monitor::run(&c, args, out),
+        Command::Config { settings } => config::run(&c, settings, out),
         Command::Doctor(args) => doctor::run(&c, args, out),
         Command::Bench(cmd) => bench::run(cmd, out),
         Command::Cni(cmd) => cni::run(cmd, &cli.socket),

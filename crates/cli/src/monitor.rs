@@ -1,25 +1,39 @@
-//! `pilus monitor`: the datapath's drop and trace events, one line each, as
-//! `cilium monitor` prints them; `-f` follows them live by long-polling
-//! `GET /v1/monitor`.
+//! `pilus monitor`: the datapath's events — traces, drops, policy verdicts,
+//! debug messages, captures — one readable line each, or with `-j` one
+//! `cilium monitor -j` JSON object per line; `-f` follows them live by
+//! long-polling `GET /v1/monitor`. Events the datapath or the agent lost
+//! are said, never skipped silently.
 
 use crate::Output;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use pilus_api_types::paths;
-use pilus_api_types::MonitorBatch;
-use pilus_api_types::MonitorFilter;
-use pilus_api_types::MONITOR_MAX_WAIT_MS;
+use pilus_api_types::{paths, MonitorBatch, MonitorKind, MONITOR_MAX_WAIT_MS};
 use pilus_client::blocking::Client;
 use pilus_client::encode_query;
-use pilus_monitor::format_line;
+use pilus_monitor::{cilium, format_line};
 use std::io::Write;
 
 #[derive(Args, Debug)]
 pub struct MonitorArgs {
-    /// Which events: `drop`, `trace` (forwarded packets; only when pilusd
-    /// runs with --trace) or `all`.
-    #[arg(short = 't', long = "type", value_name = "TYPE", value_enum, default_value_t = EventType::All)]
-    kind: EventType,
+    /// Only events of this type (repeat for several): `trace`, `drop`,
+    /// `policy-verdict`, `debug`, `capture`. Default: all.
+    #[arg(short = 't', long = "type", value_name = "TYPE", value_enum)]
+    types: Vec<EventType>,
+    /// Only packets from this endpoint (id; repeat for several).
+    #[arg(long, value_name = "EP")]
+    from: Vec<u16>,
+    /// Only packets to this endpoint.
+    #[arg(long, value_name = "EP")]
+    to: Vec<u16>,
+    /// Only packets from or to this endpoint.
+    #[arg(long, value_name = "EP")]
+    related_to: Vec<u16>,
+    /// One JSON object per event with `cilium monitor -j`'s fields
+    /// (`type`, `observationPoint`, `traceSummary`, `source`, `srcLabel`,
+    /// `dstLabel`, `dstID`, `state`, `ifindex`, `summary`, ...). `-o json`
+    /// prints the same.
+    #[arg(short = 'j', long)]
+    json: bool,
     /// Start after this sequence number (an event's `seq`, or the `next`
     /// of an earlier answer) instead of at the oldest event the agent holds
     /// or, with --follow, at the newest.
@@ -35,38 +49,67 @@ pub struct MonitorArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EventType {
-    Drop,
     Trace,
-    All,
+    Drop,
+    PolicyVerdict,
+    Debug,
+    Capture,
 }
 
 impl EventType {
-    fn filter(self) -> MonitorFilter {
+    fn kind(self) -> MonitorKind {
         match self {
-            EventType::Drop => MonitorFilter::Drop,
-            EventType::Trace => MonitorFilter::Trace,
-            EventType::All => MonitorFilter::All,
+            EventType::Trace => MonitorKind::Trace,
+            EventType::Drop => MonitorKind::Drop,
+            EventType::PolicyVerdict => MonitorKind::PolicyVerdict,
+            EventType::Debug => MonitorKind::Debug,
+            EventType::Capture => MonitorKind::Capture,
         }
     }
 }
 
+fn ids(v: &[u16]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The query string of everything but `since`, `wait_ms` and `last`.
+fn filter_query(a: &MonitorArgs) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if !a.types.is_empty() {
+        let t: Vec<&str> = a.types.iter().map(|t| t.kind().name()).collect();
+        q.push(("type", t.join(",")));
+    }
+    for (name, v) in [
+        ("from", &a.from),
+        ("to", &a.to),
+        ("related_to", &a.related_to),
+    ] {
+        if !v.is_empty() {
+            q.push((name, ids(v)));
+        }
+    }
+    q
+}
+
 fn fetch(
     c: &Client,
+    filter: &[(&'static str, String)],
     since: u64,
-    filter: MonitorFilter,
     wait_ms: u64,
     last: Option<usize>,
 ) -> Result<MonitorBatch> {
-    let (since, wait_ms) = (since.to_string(), wait_ms.to_string());
-    let last = last.map(|n| n.to_string());
-    let mut q = vec![
-        ("since", since.as_str()),
-        ("type", filter.as_str()),
-        ("wait_ms", wait_ms.as_str()),
+    let mut q: Vec<(&str, String)> = vec![
+        ("since", since.to_string()),
+        ("wait_ms", wait_ms.to_string()),
     ];
-    if let Some(l) = &last {
-        q.push(("last", l.as_str()));
+    q.extend(filter.iter().cloned());
+    if let Some(l) = last {
+        q.push(("last", l.to_string()));
     }
+    let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Ok(c.get_json(&format!("{}?{}", paths::MONITOR, encode_query(&q)))?)
 }
 
@@ -74,19 +117,20 @@ pub fn run(c: &Client, args: MonitorArgs, out: Output) -> Result<()> {
     if args.count == Some(0) {
         return Ok(());
     }
-    let filter = args.kind.filter();
+    let json = args.json || out == Output::Json;
+    let filter = filter_query(&args);
     let mut since = match (args.since, args.follow) {
         (Some(s), _) => s,
         (None, false) => 0,
         // Following starts now, as `cilium monitor` does: ask only where
         // "now" is.
-        (None, true) => fetch(c, 0, filter, 0, Some(0))?.next,
+        (None, true) => fetch(c, &filter, 0, 0, Some(0))?.next,
     };
     let wait_ms = if args.follow { MONITOR_MAX_WAIT_MS } else { 0 };
     let mut printed = 0u64;
     let mut stdout = std::io::stdout().lock();
     loop {
-        let b = fetch(c, since, filter, wait_ms, None)?;
+        let b = fetch(c, &filter, since, wait_ms, None)?;
         if b.lost > 0 {
             eprintln!(
                 "!! {} events lost: the agent's buffer overwrote them before they were read",
@@ -94,13 +138,18 @@ pub fn run(c: &Client, args: MonitorArgs, out: Output) -> Result<()> {
             );
         }
         for e in &b.events {
-            let line = match out {
-                Output::Human => format_line(e),
-                Output::Json => serde_json::to_string(e)?,
+            let line = if json {
+                cilium::json_line(e)
+            } else {
+                format_line(e)
             };
             // A reader that went away (`| head`) ends the command quietly.
             if writeln!(stdout, "{line}").is_err() {
                 return Ok(());
+            }
+            // A loss is said, but is not one of the events counted.
+            if e.kind == MonitorKind::Lost {
+                continue;
             }
             printed += 1;
             if args.count == Some(printed) {

@@ -60,6 +60,24 @@ pub fn run(c: &Client, out: Output) -> Result<()> {
         "Last resync:     {} written, {} removed",
         s.resync_written, s.resync_removed
     );
+    if let Some(m) = &s.monitor {
+        let mut opt = Vec::new();
+        if m.config.debug {
+            opt.push("debug");
+        }
+        if m.config.capture {
+            opt.push("capture");
+        }
+        let opt = if opt.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", opt.join(", "))
+        };
+        println!(
+            "Monitor:         aggregation {}{opt}; {} events read, {} lost (ring buffer full)",
+            m.config.aggregation, m.events_read, m.events_lost
+        );
+    }
     match &s.cluster {
         None => println!("Cluster:         none (this node is on its own)"),
         Some(c) => {

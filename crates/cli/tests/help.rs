@@ -24,6 +24,7 @@ fn every_command_has_help() {
         "namespace",
         "bpf",
         "monitor",
+        "config",
         "doctor",
         "prefilter",
         "bench",
@@ -82,14 +83,23 @@ fn every_command_has_help() {
             &["monitor", "--help"],
             &[
                 "--type",
-                "drop, trace",
+                "policy-verdict",
+                "--from",
+                "--to",
+                "--related-to",
+                "--json",
+                "cilium monitor -j",
                 "--follow",
                 "--since",
                 "--count",
                 "xx drop (",
                 "-> endpoint",
-                "JSON Lines",
+                "MonitorAggregationLevel",
             ],
+        ),
+        (
+            &["config", "--help"],
+            &["MonitorAggregationLevel", "Debug", "Capture"],
         ),
     ] {
         let out = pilus(args);

@@ -128,7 +128,7 @@ impl Fixture {
             prefix: PREFIX.into(),
         };
         let _ = Lab::down(&paths);
-        let lab = Lab::up(paths, Plan::new(PREFIX, 1, 0).unwrap(), false).expect("lab up");
+        let lab = Lab::up(paths, Plan::new(PREFIX, 1, 0).unwrap()).expect("lab up");
         let ctrd = Containerd {
             dir: std::env::temp_dir().join("pilus-t14rt-containerd"),
             netns: lab.state.nodes[0].netns.clone(),

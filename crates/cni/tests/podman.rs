@@ -135,7 +135,7 @@ impl Fixture {
             prefix: prefix.into(),
         };
         let _ = Lab::down(&paths);
-        let lab = Lab::up(paths, Plan::new(prefix, 1, 0).unwrap(), false).expect("lab up");
+        let lab = Lab::up(paths, Plan::new(prefix, 1, 0).unwrap()).expect("lab up");
         let dir = std::env::temp_dir().join(dir_name);
         let podman = Podman {
             dir: dir.clone(),

@@ -1092,6 +1092,7 @@ impl ControlPlane {
             resync_removed: self.resync.1,
             uptime_seconds: self.started.elapsed().as_secs(),
             cluster: self.cluster_status(),
+            monitor: None,
             services: self.svc().len(),
             frontends: self.svc().frontends(),
         }

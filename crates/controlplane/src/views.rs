@@ -153,6 +153,45 @@ impl ControlPlane {
         Ok(self.view(ep, &self.pol()))
     }
 
+    /// The policy behind a datapath decision (a verdict or a policy drop
+    /// event): the rule whose entry's cookie it carries, or for a default
+    /// deny the policies that select the endpoint.
+    pub fn explain_policy(&self, d: &pilus_policy::Decision) -> api::MonitorPolicy {
+        let pol = self.pol();
+        let x = pol.engine().explain(d);
+        let (name, rule, peers, selected_by) = match &x {
+            pilus_policy::Explanation::Rule {
+                policy,
+                rule,
+                peer_rule,
+                peers,
+                ..
+            } => (
+                Some(policy.to_string()),
+                Some(peer_rule.clone().unwrap_or_else(|| rule.clone())),
+                peers.clone(),
+                Vec::new(),
+            ),
+            pilus_policy::Explanation::DefaultDeny { selected_by } => (
+                selected_by.first().map(|p| p.to_string()),
+                None,
+                None,
+                selected_by.iter().map(|p| p.to_string()).collect(),
+            ),
+            _ => (None, None, None, Vec::new()),
+        };
+        api::MonitorPolicy {
+            cookie: d.cookie,
+            endpoint: d.ep_id,
+            direction: d.direction.to_string(),
+            name,
+            rule,
+            peers,
+            selected_by,
+            explanation: x.to_string(),
+        }
+    }
+
     /// The id of the local endpoint with address `ip` (the monitor names
     /// the endpoints of events with it).
     pub fn endpoint_id_by_ip(&self, ip: Ipv4Addr) -> Option<u16> {

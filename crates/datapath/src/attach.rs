@@ -603,8 +603,8 @@ pub(crate) fn endpoint_hooks(
 /// The hooks of the node device `ifname` in `role`: whether each has the
 /// filter [`Datapath::attach_node_device`] puts there, running a program
 /// that uses the map with id `ours` (node programs make no tail calls: the
-/// caller passes a map every entry program uses). `None` if there is no
-/// such link.
+/// caller passes a map every node program uses, the events ring buffer).
+/// `None` if there is no such link.
 pub(crate) fn device_hooks(
     ours: u32,
     ifname: &str,

@@ -88,8 +88,11 @@ pub struct NodeConfig {
     pub ct_close_timeout: u32,
     /// Unread event bytes that make the datapath wake the reader.
     pub events_wakeup_bytes: u32,
-    /// Emit a trace event for every forwarded packet.
-    pub trace: bool,
+    /// Trace events (and allowed policy verdicts, debug messages and
+    /// captures) compiled in; how many are sent is set at run time
+    /// ([`crate::MonitorSettings`]). `false` compiles them out: drops and
+    /// denials only, the floor of the observability benchmark.
+    pub trace_events: bool,
     /// The kernel's CONFIG_HZ; 0 = measure it at load.
     pub hz: u32,
     /// Tunnel mode: the VXLAN device's ifindex (0: no tunnel, pods on other
@@ -113,7 +116,7 @@ impl Default for NodeConfig {
             ct_syn_timeout: 60,
             ct_close_timeout: 10,
             events_wakeup_bytes: 64 * 1024,
-            trace: false,
+            trace_events: true,
             hz: 0,
             tunnel_ifindex: 0,
             tunnel_mtu: TUNNEL_MTU,
@@ -150,7 +153,7 @@ impl NodeConfig {
                 ("CONFIG_CT_SYN_TIMEOUT", self.ct_syn_timeout),
                 ("CONFIG_CT_CLOSE_TIMEOUT", self.ct_close_timeout),
                 ("CONFIG_EVENTS_WAKEUP_BYTES", self.events_wakeup_bytes),
-                ("CONFIG_TRACE_ENABLED", u32::from(self.trace)),
+                ("CONFIG_TRACE_ENABLED", u32::from(self.trace_events)),
                 ("CONFIG_HZ", hz),
                 ("CONFIG_POD_CIDR4_SIZE", self.pod_cidr.size()),
                 ("CONFIG_TUNNEL_IFINDEX", self.tunnel_ifindex),

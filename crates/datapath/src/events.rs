@@ -1,11 +1,13 @@
 //! Reading the pilus_events ring buffer. The datapath submits without waking
 //! the reader (a wakeup costs ~6 us per packet here), so the reader drains on
 //! its own schedule: on a timer, or when the datapath forces a wakeup because
-//! CONFIG_EVENTS_WAKEUP_BYTES are waiting.
+//! CONFIG_EVENTS_WAKEUP_BYTES are waiting. Events the datapath could not
+//! put on a full ring are counted per CPU (`pilus_evstats`), and the reader
+//! reads those counters too, so a loss is never silent.
 
 use crate::{Datapath, Error};
-use aya::maps::{Map, MapData, RingBuf};
-use pilus_abi::Event;
+use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+use pilus_abi::{Event, EventStats};
 use std::os::fd::AsFd;
 
 /// A record's size in the ring: the kernel's 8-byte header, then the event,
@@ -15,6 +17,9 @@ const RECORD_BYTES: usize = (8 + std::mem::size_of::<Event>()).next_multiple_of(
 /// Owns the ring buffer; `drain` returns what has accumulated.
 pub struct EventReader {
     ring: RingBuf<MapData>,
+    /// The datapath's per-CPU counters of records submitted and lost (its
+    /// own handle: the datapath keeps the map for its status readers).
+    stats: PerCpuArray<MapData, EventStats>,
     /// How many records the ring holds: the most one `drain` returns.
     capacity: usize,
 }
@@ -61,8 +66,25 @@ impl EventReader {
             .max_entries();
         let ring = RingBuf::try_from(Map::RingBuf(kernel)).map_err(|e| Error::map(NAME, e))?;
         tracing::debug!(bytes, "event ring buffer opened");
+        const STATS: &str = "pilus_evstats";
+        let stats_fd = match dp.ebpf.map(STATS) {
+            Some(Map::PerCpuArray(m)) => m.fd(),
+            // Missing, or not a per-CPU array (the verifier would have
+            // refused the programs): either way not the map we need.
+            _ => return Err(Error::MissingMap { name: STATS }),
+        }
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| Error::Syscall {
+            call: "dup(event stats fd)",
+            source,
+        })?;
+        let stats_map = MapData::from_fd(stats_fd).map_err(|e| Error::map(STATS, e))?;
+        let stats =
+            PerCpuArray::try_from(Map::PerCpuArray(stats_map)).map_err(|e| Error::map(STATS, e))?;
         Ok(EventReader {
             ring,
+            stats,
             capacity: (bytes as usize / RECORD_BYTES).max(1),
         })
     }
@@ -106,6 +128,16 @@ impl EventReader {
             }
         }
         Ok(self.drain())
+    }
+
+    /// The datapath's counters of records submitted and lost (a full ring),
+    /// per CPU, since the map was created (they survive agent restarts).
+    pub fn stats(&self) -> Result<Vec<EventStats>, Error> {
+        let v = self
+            .stats
+            .get(&0, 0)
+            .map_err(|e| Error::map("pilus_evstats", e))?;
+        Ok(v.iter().copied().collect())
     }
 
     /// The file descriptor to poll for forced wakeups.

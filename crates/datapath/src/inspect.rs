@@ -16,20 +16,24 @@ use crate::{
 };
 use aya::maps::{Map, MapData, PerCpuArray};
 use aya_obj::generated::bpf_map_type;
-use pilus_abi::{
-    consts::{METRIC_EVENTS_LOST, METRIC_FORWARDED},
-    CtKey4, MetricsValue,
-};
+use pilus_abi::{CtKey4, EventStats, MetricsValue};
 use std::{
     collections::BTreeMap,
     os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
-/// The map the verdict counters live in, and the ones that tell this
-/// datapath's programs from others (see [`Inspector::endpoint_hooks`]).
+/// The map the verdict counters live in.
 const METRICS_MAP: &str = "pilus_metrics";
+/// The ring buffer's per-CPU counters of records submitted and lost: the
+/// one place a lost event is counted (the monitor reads them too).
+const EVSTATS_MAP: &str = "pilus_evstats";
+/// The maps that tell this datapath's programs from others: the tail-call
+/// array every endpoint program uses (see [`Inspector::endpoint_hooks`]),
+/// and the ring buffer every node program reports on. Not the verdict
+/// counters: `to_netdev` only traces, and counts nothing.
 const CALLS_MAP: &str = "pilus_calls";
+const EVENTS_MAP: &str = "pilus_events";
 const CT_MAP: &str = "pilus_ct4";
 
 /// How full one map is.
@@ -65,14 +69,16 @@ pub struct Usage {
     pub conntrack: BTreeMap<u8, u64>,
 }
 
-/// The datapath's counters (`pilus_metrics`), summed over CPUs.
+/// The datapath's counters (`pilus_metrics` and `pilus_evstats`), summed
+/// over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Forwarded packets (reason `METRIC_FORWARDED`) and drops (`DROP_*`),
     /// by direction; zero slots are left out.
     pub verdicts: Vec<DropCount>,
-    /// Packets whose event the ring buffer had no room for, over both
-    /// directions: events lost, never silently.
+    /// Events the full ring buffer had no room for (`pilus_evstats`, the
+    /// same per-CPU counters the monitor reports its losses from): lost,
+    /// never silently.
     pub events_lost: u64,
 }
 
@@ -90,8 +96,9 @@ pub struct Inspector {
     /// The maps whose usage is counted (hash, LRU and LPM maps).
     counted: Vec<Opened>,
     metrics: PerCpuArray<MapData, MetricsValue>,
+    evstats: PerCpuArray<MapData, EventStats>,
     calls_id: u32,
-    metrics_id: u32,
+    events_id: u32,
 }
 
 fn open_pin(pin_dir: &Path, name: &str) -> Result<MapData, Error> {
@@ -162,17 +169,20 @@ impl Inspector {
             }
         }
         let calls = open_pin(pin_dir, CALLS_MAP)?;
-        let metrics_data = open_pin(pin_dir, METRICS_MAP)?;
-        let metrics_id = map_id(METRICS_MAP, &metrics_data)?;
-        let metrics = Map::from_map_data(metrics_data)
+        let events = open_pin(pin_dir, EVENTS_MAP)?;
+        let metrics = Map::from_map_data(open_pin(pin_dir, METRICS_MAP)?)
             .and_then(PerCpuArray::try_from)
             .map_err(|e| Error::map(METRICS_MAP, e))?;
+        let evstats = Map::from_map_data(open_pin(pin_dir, EVSTATS_MAP)?)
+            .and_then(PerCpuArray::try_from)
+            .map_err(|e| Error::map(EVSTATS_MAP, e))?;
         Ok(Inspector {
             pin_dir: pin_dir.to_path_buf(),
             counted,
             metrics,
+            evstats,
             calls_id: map_id(CALLS_MAP, &calls)?,
-            metrics_id,
+            events_id: map_id(EVENTS_MAP, &events)?,
         })
     }
 
@@ -208,18 +218,17 @@ impl Inspector {
         Ok(usage)
     }
 
-    /// The verdict counters and the events lost, summed over CPUs.
+    /// The verdict counters and the events the ring buffer lost, summed
+    /// over CPUs.
     pub fn counters(&self) -> Result<Counters, Error> {
-        let mut all = read_counters(&self.metrics)?;
-        let events_lost = all
-            .iter()
-            .filter(|c| c.reason == METRIC_EVENTS_LOST)
-            .map(|c| c.packets)
-            .sum();
-        all.retain(|c| c.reason == METRIC_FORWARDED || c.reason > METRIC_EVENTS_LOST);
+        let verdicts = read_counters(&self.metrics)?;
+        let per_cpu = self
+            .evstats
+            .get(&0, 0)
+            .map_err(|e| Error::map(EVSTATS_MAP, e))?;
         Ok(Counters {
-            verdicts: all,
-            events_lost,
+            verdicts,
+            events_lost: per_cpu.iter().map(|v| v.lost).sum(),
         })
     }
 
@@ -237,7 +246,7 @@ impl Inspector {
         ifname: &str,
         role: NodeDevice,
     ) -> Result<Option<Vec<HookStatus>>, Error> {
-        attach::device_hooks(self.metrics_id, ifname, role)
+        attach::device_hooks(self.events_id, ifname, role)
     }
 }
 

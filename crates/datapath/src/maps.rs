@@ -1,6 +1,7 @@
 //! Typed access to the datapath's maps: endpoints, ipcache, policy, conntrack
 //! and metrics. Every write the control plane makes goes through here.
 
+use crate::monitor::MonitorSettings;
 use crate::{loader::Datapath, Error};
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
@@ -8,15 +9,16 @@ use aya::maps::{
 };
 use pilus_abi::{
     consts::{DIR_MAX, DROP_REASON_MAX},
-    CtEntry, CtKey4, EndpointInfo, IpcacheValue, MetricsValue, PolicyKey, PolicyRev, PolicyValue,
+    CtEntry, CtKey4, EndpointInfo, EventStats, IpcacheValue, MetricsValue, MonitorConfig,
+    PolicyKey, PolicyRev, PolicyValue,
 };
 use std::{borrow::Borrow, net::Ipv4Addr};
 
 pub use pilus_abi::PolicyEntry;
 
 /// Packets and bytes counted for one (reason, direction): reason 0
-/// (`METRIC_FORWARDED`) counts forwarded packets, 1 (`METRIC_EVENTS_LOST`)
-/// packets whose event the full ring buffer lost, the `DROP_*` codes drops.
+/// (`METRIC_FORWARDED`) counts forwarded packets, the `DROP_*` codes drops.
+/// Events lost to a full ring are counted apart, per CPU (`pilus_evstats`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropCount {
     pub reason: u8,
@@ -242,6 +244,30 @@ impl Datapath {
         let idx = pilus_abi::consts::metrics_index(reason, direction);
         let per_cpu = m.get(&idx, 0).map_err(|e| Error::map("pilus_metrics", e))?;
         Ok(per_cpu.iter().map(|v| v.packets).sum())
+    }
+}
+
+impl Datapath {
+    /// Writes the monitor's settings (`pilus_monconf`); every program reads
+    /// them on its next packet.
+    pub fn set_monitor_settings(&mut self, s: MonitorSettings) -> Result<(), Error> {
+        let mut m: Array<&mut MapData, MonitorConfig> = typed_map!(self, Array, "pilus_monconf");
+        m.set(0, s.to_abi(), 0)
+            .map_err(|e| Error::map("pilus_monconf", e))
+    }
+
+    pub fn monitor_settings(&self) -> Result<MonitorSettings, Error> {
+        let m: Array<&MapData, MonitorConfig> = typed_map!(ro self, Array, "pilus_monconf");
+        let c = m.get(&0, 0).map_err(|e| Error::map("pilus_monconf", e))?;
+        Ok(MonitorSettings::from_abi(c))
+    }
+
+    /// The ring buffer's counters (`pilus_evstats`), per CPU.
+    pub fn event_stats(&self) -> Result<Vec<EventStats>, Error> {
+        let m: PerCpuArray<&MapData, EventStats> =
+            typed_map!(ro self, PerCpuArray, "pilus_evstats");
+        let v = m.get(&0, 0).map_err(|e| Error::map("pilus_evstats", e))?;
+        Ok(v.iter().copied().collect())
     }
 }
 

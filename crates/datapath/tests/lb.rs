@@ -705,3 +705,49 @@ fn a_full_conntrack_table_fails_closed_until_gc_makes_room() {
     assert_eq!(gc.gc().unwrap().affinity_deleted, 1);
     assert_eq!(fx.dp.lb_affinity().unwrap().len(), 1);
 }
+
+// ---------------------------------------------------------------- events (issue 12)
+
+/// The monitor with services: a pod's packet to a frontend is traced at
+/// from-endpoint once, as the pod sent it (to the frontend), not again when
+/// the translation's tail call comes back into ipv4_from_lxc; the
+/// to-endpoint trace is of the translated packet, for the backend's
+/// endpoint, with the flow's state. Regression guard for the merge of the
+/// events and services branches.
+#[test]
+fn a_packet_to_a_frontend_is_traced_once_at_from_endpoint() {
+    let mut fx = Fx::new();
+    install(&mut fx, &Svc::new(TCP, &[(1, IP_B, BPORT)]));
+    fx.dp
+        .set_monitor_settings(pilus_datapath::MonitorSettings {
+            aggregation: pilus_abi::Aggregation::None,
+            debug: false,
+            capture: false,
+        })
+        .unwrap();
+    fx.events.drain();
+    for (flags, state) in [(SYN, CT_NEW), (ACK, CT_ESTABLISHED)] {
+        let out = fx.send_a(&a_to_vip().tcp(40000, VPORT, flags).build());
+        assert_eq!(
+            out.packet,
+            delivered_to_b().tcp(40000, BPORT, flags).build()
+        );
+        let evs = fx.events.drain();
+        let at = |obs: u8| -> Vec<_> {
+            evs.iter()
+                .filter(|e| e.kind == EVENT_TRACE && e.obs_point == obs)
+                .collect()
+        };
+        let from = at(OBS_FROM_ENDPOINT);
+        assert_eq!(from.len(), 1, "flags {flags:#x}: {evs:?}");
+        let sent = parse(&from[0].data[..usize::from(from[0].cap_len)]).unwrap();
+        assert_eq!(sent.ipv4.unwrap().dst, VIP, "as the pod sent it");
+        let to = at(OBS_TO_ENDPOINT);
+        assert_eq!(to.len(), 1, "flags {flags:#x}: {evs:?}");
+        assert_eq!(
+            (to[0].dst_ep_id, to[0].ct_state, to[0].dst_identity),
+            (EP_B, state, ID_B),
+            "flags {flags:#x}"
+        );
+    }
+}

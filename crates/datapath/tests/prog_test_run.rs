@@ -512,10 +512,7 @@ fn to_container_enforces_ingress_for_traffic_from_the_stack() {
 #[test]
 fn spoofed_source_is_dropped_with_a_reason() {
     let mut fx = Fx::new();
-    let spoofed = PacketBuilder::new(MAC_A, NODE_MAC_A)
-        .ipv4("198.18.1.99".parse().unwrap(), IP_B)
-        .udp(1, 2)
-        .build();
+    let spoofed = spoofed();
     let out = fx.send_a(&spoofed);
     assert_eq!(out.verdict, TC_ACT_SHOT);
     let drops = fx.drops();
@@ -806,10 +803,7 @@ fn wait_while_dropping(
     wait: std::time::Duration,
 ) -> (std::time::Duration, Vec<pilus_abi::Event>) {
     use std::time::{Duration, Instant};
-    let spoofed = PacketBuilder::new(MAC_A, NODE_MAC_A)
-        .ipv4("198.18.1.99".parse().unwrap(), IP_B)
-        .udp(1, 2)
-        .build();
+    let spoofed = spoofed();
     fx.events.drain();
     let Fx {
         events, dp, ns, a, ..

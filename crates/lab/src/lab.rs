@@ -131,7 +131,6 @@ pub struct EtcdRun {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct State {
     pub plan: Plan,
-    pub trace: bool,
     #[serde(default)]
     pub etcd: Vec<EtcdRun>,
     pub nodes: Vec<NodeRun>,
@@ -255,7 +254,7 @@ fn tail(path: &Path, lines: usize) -> String {
 impl Lab {
     /// Builds the lab; on any failure everything made so far is removed
     /// and the error returned.
-    pub fn up(paths: Paths, plan: Plan, trace: bool) -> Result<Lab, LabError> {
+    pub fn up(paths: Paths, plan: Plan) -> Result<Lab, LabError> {
         if paths.state_file().exists() {
             return Err(LabError::AlreadyUp(paths.state_file()));
         }
@@ -275,7 +274,6 @@ impl Lab {
             paths,
             state: State {
                 plan,
-                trace,
                 etcd: Vec::new(),
                 nodes: Vec::new(),
                 pods: Vec::new(),
@@ -584,9 +582,13 @@ impl Lab {
             .arg(self.paths.pins.join(name))
             .arg("--socket")
             .arg(&socket)
-            .args(["--log", "info"]);
-        if self.state.trace {
-            cmd.arg("--trace");
+            .args(["--log", "info"])
+            .args([
+                "--monitor-aggregation",
+                &self.state.plan.monitor_aggregation,
+            ]);
+        if !self.state.plan.trace_events {
+            cmd.arg("--no-trace-events");
         }
         if let Some(cluster) = &self.state.plan.cluster {
             let node = self

@@ -3,6 +3,7 @@
 //! rules (addresses only in 198.18.0.0/15, names within limits) are tested
 //! without root.
 
+use pilus_abi::Aggregation;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
@@ -112,6 +113,21 @@ pub struct Plan {
     /// their node).
     #[serde(default)]
     pub cluster: Option<ClusterPlan>,
+    /// The agents' `--monitor-aggregation` (the level's name).
+    #[serde(default = "default_aggregation")]
+    pub monitor_aggregation: String,
+    /// Trace events compiled into the agents' datapath (false:
+    /// `--no-trace-events`, the observability benchmark's floor).
+    #[serde(default = "yes")]
+    pub trace_events: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_aggregation() -> String {
+    Aggregation::default().name().to_string()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -151,6 +167,8 @@ impl Plan {
             nodes: Vec::new(),
             pods: Vec::new(),
             cluster: None,
+            monitor_aggregation: default_aggregation(),
+            trace_events: true,
         };
         for i in 1..=nodes {
             let node = format!("node-{i}");
@@ -178,6 +196,19 @@ impl Plan {
             }
         }
         Ok(plan)
+    }
+
+    /// The same lab with its agents at another monitor aggregation level
+    /// than the default (medium).
+    pub fn with_monitor_aggregation(mut self, level: Aggregation) -> Plan {
+        self.monitor_aggregation = level.name().to_string();
+        self
+    }
+
+    /// The same lab with trace events compiled out of its datapath.
+    pub fn without_trace_events(mut self) -> Plan {
+        self.trace_events = false;
+        self
     }
 
     /// The same lab as one cluster: `etcd_members` etcd servers on the

@@ -7,6 +7,7 @@
 
 use crate::{
     cidr::Cidr,
+    explain::{entry_cookie, MAX_POLICY_COOKIE},
     identity::{Allocator, Identity, IdentityError, Kind, LocalAllocator},
     labels::{Label, Labels, NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX, SOURCE_K8S},
     resolve::{compute, peer_matches, Addresses, EndpointPolicy, Peers},
@@ -24,6 +25,8 @@ pub enum EngineError {
     Identity(#[from] IdentityError),
     #[error("endpoint {0} is not known")]
     UnknownEndpoint(u16),
+    #[error("too many policies: every policy cookie (1 to {MAX_POLICY_COOKIE}) is in use")]
+    TooManyPolicies,
 }
 
 /// An endpoint as the engine knows it.
@@ -388,9 +391,39 @@ impl Engine {
         self.import_with_cookies(policies.into_iter().map(|(p, c)| (p, Some(c))).collect())
     }
 
-    /// The cookie of a policy (the id its map entries carry).
+    /// The cookie of a policy (its map entries carry it with their rule's
+    /// index: [`entry_cookie`]).
     pub fn cookie(&self, id: &PolicyId) -> Option<u32> {
         self.policies.get(id).map(|(_, c)| *c)
+    }
+
+    /// The cookie of the entries `rule` (one of policy `id`'s) writes.
+    pub(crate) fn entry_cookie_of(&self, id: &PolicyId, rule: &Rule) -> u32 {
+        let Some((pol, c)) = self.policies.get(id) else {
+            return 0;
+        };
+        let index = pol
+            .rules
+            .iter()
+            .position(|r| std::ptr::eq(r, rule))
+            .unwrap_or(0);
+        entry_cookie(*c, index)
+    }
+
+    /// A cookie for a new policy: the next number, or once the numbers an
+    /// entry cookie holds ([`MAX_POLICY_COOKIE`]) are used up, the lowest
+    /// one no policy holds (deleted policies give theirs back).
+    /// The caller checked that a number is free (fewer policies than
+    /// numbers).
+    fn fresh_cookie(&mut self) -> u32 {
+        if self.next_cookie <= MAX_POLICY_COOKIE {
+            self.next_cookie += 1;
+            return self.next_cookie - 1;
+        }
+        let used: BTreeSet<u32> = self.policies.values().map(|(_, c)| *c).collect();
+        (1..=MAX_POLICY_COOKIE)
+            .find(|c| !used.contains(c))
+            .expect("fewer policies than cookies (checked before the import)")
     }
 
     fn import_with_cookies(
@@ -401,7 +434,16 @@ impl Engine {
             policy_changed: true,
             ..Default::default()
         };
-        // CIDR identities first: the only step that can fail.
+        // Every new policy needs a cookie of its own; refused before
+        // anything changes.
+        let new = policies
+            .iter()
+            .filter(|(p, _)| !self.policies.contains_key(&p.id))
+            .count();
+        if self.policies.len() + new > MAX_POLICY_COOKIE as usize {
+            return Err(EngineError::TooManyPolicies);
+        }
+        // CIDR identities next: the only other step that can fail.
         let mut delta: BTreeMap<Cidr, isize> = BTreeMap::new();
         for (pol, _) in &policies {
             for c in cidrs_of(pol) {
@@ -434,10 +476,7 @@ impl Engine {
                     want.unwrap_or(*c)
                 }
                 (None, Some(c)) => c,
-                (None, None) => {
-                    self.next_cookie += 1;
-                    self.next_cookie - 1
-                }
+                (None, None) => self.fresh_cookie(),
             };
             self.touch_subjects(&pol, &mut p);
             self.policies
@@ -547,10 +586,17 @@ impl Engine {
             }
         }
         let mut old: HashMap<u32, Option<Arc<EndpointPolicy>>> = HashMap::new();
+        // Each rule's entries carry its own cookie (policy and rule), so a
+        // verdict names the rule that decided (crate::explain).
         let rules: Vec<(&Rule, u32)> = self
             .policies
             .values()
-            .flat_map(|(pol, c)| pol.rules.iter().map(move |r| (r, *c)))
+            .flat_map(|(pol, c)| {
+                pol.rules
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, r)| (r, entry_cookie(*c, i)))
+            })
             .collect();
         for &id in p.touched.iter().filter(|id| local.contains(id)) {
             let labels = &self.ids.get(id).expect("local").labels;

@@ -22,11 +22,13 @@ pub use rule::{
 };
 pub use selector::{Op, Requirement, Selector};
 pub mod engine;
+pub mod explain;
 pub mod identity;
 pub mod lookup;
 pub mod resolve;
 pub mod trace;
 
 pub use engine::{Change, EndpointRecord, Engine, EngineError, Update};
+pub use explain::{Decision, Explanation};
 pub use identity::Allocator;
 pub use resolve::{EndpointPolicy, Entry};

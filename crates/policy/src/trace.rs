@@ -69,7 +69,7 @@ fn ports_match(pr: &PeerRule, protocol: u8, port: u16) -> bool {
         })
 }
 
-fn peer_rule_matches(
+pub(crate) fn peer_rule_matches(
     pr: &PeerRule,
     peer: &Identity,
     addrs: &Addresses,
@@ -139,7 +139,10 @@ impl Engine {
             cache: &mut cache,
             addrs: self.addresses(),
         };
-        let rules: Vec<(&Rule, u32)> = selecting.iter().map(|(_, r, c)| (*r, *c)).collect();
+        let rules: Vec<(&Rule, u32)> = selecting
+            .iter()
+            .map(|(pid, r, _)| (*r, self.entry_cookie_of(pid, r)))
+            .collect();
         let pol = compute(labels, rules.into_iter(), &mut peers);
         let ep = subject.ep_id.unwrap_or(0);
         let datapath = lookup::verdict(

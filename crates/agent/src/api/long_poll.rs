@@ -1,5 +1,6 @@
 //! The two long polls: `GET /v1/policy/revision?wait=N&timeout_ms=T` and
-//! `GET /v1/monitor?since=S&wait_ms=W&type=…&last=N`. Both await a
+//! `GET /v1/monitor?since=S&wait_ms=W&type=…&from=…&to=…&related_to=…&last=N`.
+//! Both await a
 //! `tokio::sync::watch` (the enforced revision that the mutating routes
 //! publish; the monitor ring's newest sequence number) with a server-side
 //! cap, and answer at once when the agent stops. A waiting poll holds no
@@ -17,8 +18,8 @@ use axum::{
     routing::{any, get},
     Router,
 };
-use pilus_api_types::{paths, MonitorBatch, MonitorFilter, MONITOR_MAX_WAIT_MS};
-use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+use pilus_api_types::{paths, MonitorBatch, MonitorFilter, MonitorKind, MONITOR_MAX_WAIT_MS};
+use std::time::Duration;
 
 /// The longest a revision long poll is held, whatever the client asks.
 pub const REVISION_MAX_WAIT_MS: u64 = 60_000;
@@ -99,42 +100,85 @@ async fn monitor(method: Method, State(s): State<Shared>, q: Params) -> Response
     }
 }
 
+/// A comma-separated list of `name`'s values, each parsed by `parse`.
+fn list<T>(
+    q: &Params,
+    name: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    expected: &str,
+) -> Result<Vec<T>, ApiError> {
+    match q.get(name) {
+        None | Some("") => Ok(Vec::new()),
+        Some(v) => v
+            .split(',')
+            .map(|x| {
+                parse(x.trim()).ok_or_else(|| {
+                    ApiError::bad_request(format!("{name}={x:?}: expected {expected}"))
+                })
+            })
+            .collect(),
+    }
+}
+
+fn filter(q: &Params) -> Result<MonitorFilter, ApiError> {
+    let ep = |s: &str| s.parse::<u16>().ok();
+    let mut types = list(
+        q,
+        "type",
+        |t| {
+            if t == "all" {
+                Some(None)
+            } else {
+                MonitorKind::parse(t).map(Some)
+            }
+        },
+        "drop, trace, policy-verdict, debug, capture or all",
+    )?;
+    // `all` (or nothing) is every kind.
+    if types.iter().any(Option::is_none) {
+        types.clear();
+    }
+    Ok(MonitorFilter {
+        types: types.into_iter().flatten().collect(),
+        from: list(q, "from", ep, "endpoint ids")?,
+        to: list(q, "to", ep, "endpoint ids")?,
+        related_to: list(q, "related_to", ep, "endpoint ids")?,
+    })
+}
+
 async fn monitor_batch(s: &Shared, q: &Params) -> Result<MonitorBatch, ApiError> {
-    let filter = match q.get("type") {
-        None | Some("") => MonitorFilter::All,
-        Some(t) => MonitorFilter::parse(t).ok_or_else(|| {
-            ApiError::bad_request(format!("type={t:?}: expected drop, trace or all"))
-        })?,
-    };
+    let filter = filter(q)?;
+    let last: Option<usize> = number(q, "last")?;
+    // Endpoints are only known once events are decoded: with an endpoint
+    // filter, `last` is applied after it.
+    let by_endpoint = !filter.any_endpoint();
     let query = Query {
         since: number(q, "since")?.unwrap_or(0),
-        filter,
-        last: number(q, "last")?,
+        filter: filter.clone(),
+        last: if by_endpoint { None } else { last },
     };
     let wait_ms: u64 = number(q, "wait_ms")?.unwrap_or(0);
     let wait = Duration::from_millis(wait_ms.min(MONITOR_MAX_WAIT_MS));
     let b = s.events.query(&query, wait, &s.stopping).await;
-    // Local endpoints by address, for the side of each packet the event's
-    // own endpoint is not (as they are now, not as they were).
-    let by_ip: HashMap<Ipv4Addr, u16> = if b.events.is_empty() {
-        HashMap::new()
+    let (next, lost) = (b.next, b.lost);
+    let mut events = if b.events.is_empty() {
+        Vec::new()
     } else {
-        s.read(|a| {
-            a.endpoints_view()
-                .into_iter()
-                .map(|e| (e.ipv4, e.id))
-                .collect()
+        // Named as the endpoints and policies are now (on the blocking
+        // pool: it takes the control plane's locks).
+        s.read(move |cp| {
+            let names = crate::names::AgentNames::new(cp);
+            b.events
+                .iter()
+                .map(|e| pilus_monitor::decode(&e.record, e.seq, e.time_ns, &names))
+                .filter(|e| filter.matches(e))
+                .collect::<Vec<_>>()
         })
         .await?
     };
-    let events = b
-        .events
-        .iter()
-        .map(|e| pilus_monitor::decode(&e.event, e.seq, e.time_ns, |ip| by_ip.get(&ip).copied()))
-        .collect();
-    Ok(MonitorBatch {
-        next: b.next,
-        lost: b.lost,
-        events,
-    })
+    if let (true, Some(n)) = (by_endpoint, last) {
+        let skip = events.len().saturating_sub(n);
+        events.drain(..skip);
+    }
+    Ok(MonitorBatch { next, lost, events })
 }

@@ -18,8 +18,10 @@ use axum::{
     routing::{get, post, put},
     Router,
 };
+use pilus_abi::Aggregation;
 use pilus_api_types::{self as api, paths};
 use pilus_controlplane::Error;
+use pilus_datapath::MonitorSettings;
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -76,6 +78,12 @@ pub fn router() -> Router<Shared> {
         .route(paths::BPF_ENDPOINTS, get(bpf_endpoints))
         .route(paths::BPF_CT, get(bpf_ct).delete(bpf_ct_flush))
         .route(
+            paths::MONITOR_CONFIG,
+            get(monitor_config)
+                .put(set_monitor_config)
+                .post(set_monitor_config),
+        )
+        .route(
             paths::SERVICES,
             get(services).put(upsert_service).post(upsert_service),
         )
@@ -99,8 +107,84 @@ fn bad(what: &'static str, reason: impl Into<String>) -> Error {
 }
 
 async fn status(State(s): State<Shared>) -> Result<Response, ApiError> {
-    let v = s.read(|a| a.status()).await?;
+    let events = s.events.clone();
+    let v = s
+        .read(move |a| {
+            let mut st = a.status();
+            let (events_read, events_lost) = events.counts();
+            // The settings live in a map: a failed read leaves the
+            // section out rather than failing the status.
+            st.monitor = events
+                .control()
+                .settings()
+                .ok()
+                .map(|c| api::MonitorStatus {
+                    config: config_view(c),
+                    events_read,
+                    events_lost,
+                });
+            st
+        })
+        .await?;
     Ok(json(StatusCode::OK, &v))
+}
+
+fn config_view(c: MonitorSettings) -> api::MonitorConfig {
+    api::MonitorConfig {
+        aggregation: c.aggregation.name().to_string(),
+        debug: c.debug,
+        capture: c.capture,
+    }
+}
+
+fn settings_error(e: pilus_datapath::Error) -> ApiError {
+    ApiError::internal(format!("the monitor's settings: {e}"))
+}
+
+/// `GET /v1/monitor/config`.
+async fn monitor_config(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let events = s.events.clone();
+    let c = s
+        .read(move |_| events.control().settings())
+        .await?
+        .map_err(settings_error)?;
+    Ok(json(StatusCode::OK, &config_view(c)))
+}
+
+/// `PUT` (or `POST`) `/v1/monitor/config`: changes what is given, at once (the programs
+/// read the map on their next packet); an unknown level changes nothing.
+async fn set_monitor_config(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::MonitorConfigUpdate>,
+) -> Result<Response, ApiError> {
+    let aggregation = match &b.aggregation {
+        None => None,
+        Some(a) => Some(
+            a.parse::<Aggregation>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+    };
+    let events = s.events.clone();
+    let c = s
+        .write(move |_| {
+            let mut c = events.control().settings()?;
+            if let Some(a) = aggregation {
+                c.aggregation = a;
+            }
+            c.debug = b.debug.unwrap_or(c.debug);
+            c.capture = b.capture.unwrap_or(c.capture);
+            events.control().set_settings(c)?;
+            tracing::info!(
+                aggregation = %c.aggregation,
+                debug = c.debug,
+                capture = c.capture,
+                "monitor settings changed"
+            );
+            Ok(c)
+        })
+        .await?
+        .map_err(settings_error)?;
+    Ok(json(StatusCode::OK, &config_view(c)))
 }
 
 async fn endpoints(State(s): State<Shared>) -> Result<Response, ApiError> {

@@ -649,9 +649,9 @@ pub fn events_lost(f: &Facts) -> DoctorCheck {
                     lost.total
                 ),
             ],
-            "fewer events: run pilusd without --trace (it reports every forwarded packet); \
-             find a flood of drops with pilus monitor --type drop. The count starts over when \
-             pilusd restarts",
+            "fewer events: raise the aggregation (pilus config MonitorAggregationLevel=maximum) \
+             and turn debug and capture off; find a flood of drops with pilus monitor --type \
+             drop. The count since pilusd started starts over when it restarts",
         ));
     }
     let summary = format!(

@@ -209,9 +209,16 @@ pub fn encode_events(enc: &mut DescriptorEncoder, t: &EventTotals) -> fmt::Resul
         enc,
         "pilus_datapath_events",
         "Events read from the datapath's ring buffer since the agent started, by type (drop, \
-         trace, unknown)",
-        [("drop", t.drops), ("trace", t.traces), ("unknown", t.other)]
-            .map(|(kind, v)| ([("type", kind)], v)),
+         trace, policy-verdict, debug, capture, unknown)",
+        [
+            ("drop", t.drops),
+            ("trace", t.traces),
+            ("policy-verdict", t.verdicts),
+            ("debug", t.debug),
+            ("capture", t.captures),
+            ("unknown", t.other),
+        ]
+        .map(|(kind, v)| ([("type", kind)], v)),
     )
 }
 

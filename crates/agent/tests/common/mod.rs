@@ -48,7 +48,7 @@ pub struct Cluster {
     /// Names this test's namespaces (`<prefix>node-…`, `<prefix>pod-…`),
     /// pins, state directory and node.
     pub prefix: &'static str,
-    /// Extra pilusd flags (`--trace`).
+    /// Extra pilusd flags (`--monitor-aggregation none`).
     pub agent_args: Vec<String>,
 }
 
@@ -299,6 +299,23 @@ impl Cluster {
             .iter()
             .find(|p| p.namespace == namespace && p.app == app)
             .expect("pod")
+    }
+
+    /// Runs the `pilus` CLI against this agent; its stdout (it must
+    /// succeed).
+    pub fn pilus(&self, args: &[&str]) -> String {
+        let out = Command::new(pilus_cli())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pilus {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn bpf_policy_all(&self) -> Vec<BpfPolicyEntry> {

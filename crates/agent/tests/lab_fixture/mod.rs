@@ -106,7 +106,7 @@ impl LabNode {
         let paths = paths(prefix);
         let _ = Lab::down(&paths);
         let plan = Plan::new(prefix, 1, pods).unwrap();
-        LabNode::serving(Lab::up(paths, plan, false).expect("lab up"))
+        LabNode::serving(Lab::up(paths, plan).expect("lab up"))
     }
 
     /// `lab` once every pod's server answers: `Lab::up` starts them and
@@ -149,7 +149,7 @@ impl LabNode {
             .unwrap()
             .clustered(routing, etcd_members, lease_ttl)
             .unwrap();
-        LabNode::serving(Lab::up(paths, plan, false).expect("lab up"))
+        LabNode::serving(Lab::up(paths, plan).expect("lab up"))
     }
 
     pub fn netns(&self, node: &str) -> PathBuf {

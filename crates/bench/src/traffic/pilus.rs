@@ -1,6 +1,7 @@
 //! The `pilus` configurations: the full datapath through the real agent
-//! and the real CNI plugin, per-packet trace off (events at their default:
-//! drops only), with an allow policy that selects both pods.
+//! and the real CNI plugin, the monitor at its default aggregation (medium:
+//! drops and denials always, traces only for a flow's news), with an allow
+//! policy that selects both pods.
 //!
 //! - [`AgentNode`]: one node — a private pilusd (its own namespace, pins,
 //!   state; pod CIDR a /22, so 500 endpoints fit), the two pods attached
@@ -239,7 +240,9 @@ impl LabPair {
             .map_err(LabError::from)
             .context("planning the lab")?;
         tracing::info!(routing = routing.name(), "starting a two-node lab");
-        let lab = Lab::up(paths, plan, false).context("bringing the lab up")?;
+        // The lab's agents at the default monitor aggregation (medium), as
+        // a node runs: traces only for a flow's news, drops always.
+        let lab = Lab::up(paths, plan).context("bringing the lab up")?;
         let client = lab.pod("frontend-1").context("the client pod")?;
         let server = lab.pod("frontend-2").context("the server pod")?;
         let ends = Ends {

@@ -7,6 +7,7 @@ mod api;
 mod cluster;
 mod cni;
 mod datapath;
+mod observe;
 mod policy;
 mod restart;
 mod traffic;
@@ -34,6 +35,11 @@ pub enum BenchCommand {
     /// lab (vs. CNI ADD), and one agent's ingest time and memory for 100
     /// simulated nodes with 10,000 pods in etcd.
     Cluster(cluster::ClusterArgs),
+    /// The cost of observability: pod-to-pod TCP_RR and TCP_STREAM with the
+    /// monitor's aggregation at none, medium and maximum vs. trace events
+    /// compiled out and bare veth routing (two one-node labs), with the CPU
+    /// time per transaction and per MiB.
+    Observe(observe::ObserveArgs),
     /// Real pod-to-pod traffic: TCP_RR, TCP_CRR, UDP_RR, TCP_STREAM through
     /// bare kernel routing, Pilus and per-pod iptables chains on one node,
     /// and across two nodes (tunnel vs. kernel VXLAN, direct vs. kernel
@@ -55,6 +61,7 @@ pub fn run(cmd: BenchCommand, output: Output) -> Result<()> {
         BenchCommand::Cni(args) => cni::run(args, output),
         BenchCommand::Api(args) => api::run(args, output),
         BenchCommand::Cluster(args) => cluster::run(args, output),
+        BenchCommand::Observe(args) => observe::run(args, output),
         BenchCommand::Traffic(args) => traffic::run(args, output),
         BenchCommand::Restart(args) => restart::run(args, output),
         BenchCommand::All(args) => all::run(args, output),

@@ -64,7 +64,7 @@ impl Node {
             prefix: prefix.clone(),
         };
         let _ = Lab::down(&paths);
-        let lab = Lab::up(paths, Plan::new(&prefix, 1, 0).unwrap(), false).expect("lab up");
+        let lab = Lab::up(paths, Plan::new(&prefix, 1, 0).unwrap()).expect("lab up");
         Node { lab }
     }
 

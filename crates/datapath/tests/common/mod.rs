@@ -257,6 +257,14 @@ pub fn name(code: u8) -> &'static str {
     pilus_abi::DropReason::from_code(code).map_or("?", |r| r.name)
 }
 
+/// A UDP datagram from A's veth with a source address that is not A's.
+pub fn spoofed() -> Vec<u8> {
+    PacketBuilder::new(MAC_A, NODE_MAC_A)
+        .ipv4("198.18.1.99".parse().unwrap(), IP_B)
+        .udp(1, 2)
+        .build()
+}
+
 /// A → B over the gateway: what pod A puts on its eth0.
 pub fn a_to_b() -> PacketBuilder {
     PacketBuilder::new(MAC_A, NODE_MAC_A).ipv4(IP_A, IP_B)
