@@ -90,6 +90,12 @@ struct Args {
     /// observability benchmark compares against.
     #[arg(long)]
     no_trace_events: bool,
+    /// Attach the XDP prefilter to --uplink (`pilus prefilter` fills its
+    /// deny list). Off by default: native XDP on a veth uplink turns its
+    /// peer's GSO off, so every segment crosses alone (cross-node
+    /// TCP_STREAM fell to 0.3-0.4x of kernel routing with it attached).
+    #[arg(long)]
+    prefilter: bool,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
@@ -242,13 +248,25 @@ fn run() -> Result<()> {
     }
     // The prefilter drops listed senders on the uplink before the stack
     // (or from-netdev) sees them, in either routing mode.
-    if let Some((name, _)) = &uplink {
-        dp.attach_prefilter(name)
-            .context("attaching the XDP prefilter to the uplink")?;
-    }
+    let prefilter_on = match (&uplink, args.prefilter) {
+        (Some((name, _)), true) => {
+            dp.attach_prefilter(name)
+                .context("attaching the XDP prefilter to the uplink")?;
+            Some(name.clone())
+        }
+        (None, true) => bail!("--prefilter needs an uplink (--etcd with --uplink)"),
+        (_, false) => {
+            if let Some((name, _)) = &uplink {
+                // An earlier agent's prefilter is not left running.
+                pilus_datapath::prefilter::detach_prefilter(&pin_dir, name)
+                    .context("removing an earlier XDP prefilter")?;
+            }
+            None
+        }
+    };
     let prefilter = Arc::new(PrefilterApi::new(
         Prefilter::open(&pin_dir).context("opening the prefilter's deny list")?,
-        uplink.as_ref().map(|(name, _)| name.clone()),
+        prefilter_on,
     ));
     let event_reader =
         EventReader::new(&mut dp).context("opening the datapath's event ring buffer")?;

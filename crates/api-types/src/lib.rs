@@ -79,8 +79,9 @@ pub struct PrefilterChange {
 /// The XDP prefilter: where it runs and what it denies.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PrefilterList {
-    /// The uplink it is attached to; `None`: this agent has no uplink
-    /// (single-node mode), so the list is kept but nothing is filtered.
+    /// The uplink it is attached to; `None`: not attached (pilusd runs
+    /// without `--prefilter` or without an uplink), so the list is kept
+    /// but nothing is filtered.
     pub device: Option<String>,
     pub entries: Vec<PrefilterEntry>,
     /// How many entries the list can hold.

@@ -49,7 +49,7 @@ pub fn run(c: &Client, cmd: PrefilterCommand, out: Output) -> Result<()> {
             list.max_entries
         ),
         None => println!(
-            "no uplink (pilusd runs without --uplink): the list is kept, nothing is filtered"
+            "the prefilter is not attached (pilusd --prefilter, with an uplink): the list is kept, nothing is filtered"
         ),
     }
     if !list.entries.is_empty() {

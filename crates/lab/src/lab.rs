@@ -590,6 +590,9 @@ impl Lab {
         if !self.state.plan.trace_events {
             cmd.arg("--no-trace-events");
         }
+        if self.state.plan.prefilter && self.state.plan.cluster.is_some() {
+            cmd.arg("--prefilter");
+        }
         if let Some(cluster) = &self.state.plan.cluster {
             let node = self
                 .state

@@ -120,6 +120,10 @@ pub struct Plan {
     /// `--no-trace-events`, the observability benchmark's floor).
     #[serde(default = "yes")]
     pub trace_events: bool,
+    /// The agents' `--prefilter` (clustered nodes, which have an uplink):
+    /// the XDP prefilter attached to it.
+    #[serde(default = "yes")]
+    pub prefilter: bool,
 }
 
 fn yes() -> bool {
@@ -169,6 +173,7 @@ impl Plan {
             cluster: None,
             monitor_aggregation: default_aggregation(),
             trace_events: true,
+            prefilter: true,
         };
         for i in 1..=nodes {
             let node = format!("node-{i}");
@@ -206,6 +211,12 @@ impl Plan {
     }
 
     /// The same lab with trace events compiled out of its datapath.
+    /// Agents without the XDP prefilter (pilusd's default).
+    pub fn without_prefilter(mut self) -> Plan {
+        self.prefilter = false;
+        self
+    }
+
     pub fn without_trace_events(mut self) -> Plan {
         self.trace_events = false;
         self

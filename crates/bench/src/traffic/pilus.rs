@@ -235,7 +235,10 @@ impl LabPair {
         // A run killed by a signal never ran its teardown.
         Lab::down(&paths).context("removing a killed run's lab")?;
         let down = Teardown(paths.clone());
+        // pilusd's default: no XDP prefilter (on a veth uplink, native
+        // XDP turns the peer's GSO off: every segment crosses alone).
         let plan = Plan::new(prefix, 2, 1)
+            .map(Plan::without_prefilter)
             .and_then(|p| p.clustered(routing, 1, 10))
             .map_err(LabError::from)
             .context("planning the lab")?;
