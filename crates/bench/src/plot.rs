@@ -159,24 +159,47 @@ pub fn scaling(r: &Report, series: &str) -> Result<Option<String>, Error> {
             }
         }
     }
-    let ys = lines.iter().flat_map(|l| l.3.iter().map(|p| p.1));
-    let y_lo = ys.clone().fold(0.9f64, f64::min) - 0.05;
-    let y_hi = ys.fold(1.1f64, f64::max) + 0.05;
     let (x_lo, x_hi) = (size(main).max(1.0), size(big).max(size(main) * 2.0));
-    let what = "drawing a scaling plot";
-    let title = match series {
+    let x_desc = match series {
         "policy" => "policy entries of the server (log scale)",
         _ => "endpoints on the node (log scale)",
     };
+    let lines = lines
+        .into_iter()
+        .map(|(label, c, test, pts)| (label, c, test, pts.to_vec()))
+        .collect();
+    ratio_chart(
+        &format!("same node, rate / bare vs. {series}"),
+        x_desc,
+        (x_lo, x_hi),
+        lines,
+        Test::TcpRr,
+    )
+    .map(Some)
+}
+
+/// A line: its label, configuration, test and (x, y) points.
+type Line = (String, Config, Test, Points);
+
+/// Rate over bare (y) against a size (x, log scale), a line per
+/// configuration and test (`bold`'s drawn thicker), bare at 1.00.
+fn ratio_chart(
+    caption: &str,
+    x_desc: &str,
+    (x_lo, x_hi): (f64, f64),
+    lines: Vec<Line>,
+    bold: Test,
+) -> Result<String, Error> {
+    let ys = lines.iter().flat_map(|l| l.3.iter().map(|p| p.1));
+    let y_lo = (ys.clone().fold(0.9f64, f64::min) - 0.05).max(0.0);
+    let y_hi = ys.fold(1.1f64, f64::max) + 0.05;
+    let what = "drawing a scaling plot";
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, (760, 440)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err(what))?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("same node, rate / bare vs. {series}"),
-                ("sans-serif", 18),
-            )
+            .caption(caption, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
@@ -184,7 +207,7 @@ pub fn scaling(r: &Report, series: &str) -> Result<Option<String>, Error> {
             .map_err(plot_err(what))?;
         chart
             .configure_mesh()
-            .x_desc(title)
+            .x_desc(x_desc)
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("rate / bare (same round)")
             .draw()
@@ -199,86 +222,7 @@ pub fn scaling(r: &Report, series: &str) -> Result<Option<String>, Error> {
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[0]));
         for (label, c, test, pts) in lines {
             let col = color(c);
-            let style = if test == Test::TcpRr {
-                col.stroke_width(2)
-            } else {
-                col.stroke_width(1)
-            };
-            chart
-                .draw_series(LineSeries::new(pts, style))
-                .map_err(plot_err(what))?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, col.filled())))
-                .map_err(plot_err(what))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerLeft)
-            .draw()
-            .map_err(plot_err(what))?;
-        root.present().map_err(plot_err(what))?;
-    }
-    Ok(Some(text))
-}
-
-/// A line's (x, y) points.
-type Points = Vec<(f64, f64)>;
-
-/// The service series: pilus's and iptables's rate over bare (same
-/// rounds) for each test against the number of services (`None`: the
-/// series was not run).
-pub fn services(r: &Report) -> Result<Option<String>, Error> {
-    let phases: Vec<_> = r.phases.iter().filter(|p| p.name == "services").collect();
-    if phases.is_empty() {
-        return Ok(None);
-    }
-    let mut lines: Vec<(String, Config, Test, Points)> = Vec::new();
-    for g in &phases[0].groups {
-        for c in [Config::Pilus, Config::Iptables] {
-            let pts: Vec<(f64, f64)> = phases
-                .iter()
-                .filter_map(|p| {
-                    let row = p.groups.iter().find(|x| x.test == g.test)?.row(c)?;
-                    Some((p.services as f64, row.ratio.median))
-                })
-                .collect();
-            lines.push((format!("{} {}", c.name(), g.test.name()), c, g.test, pts));
-        }
-    }
-    let ys = lines.iter().flat_map(|l| l.3.iter().map(|p| p.1));
-    let y_lo = (ys.clone().fold(0.9f64, f64::min) - 0.05).max(0.0);
-    let y_hi = ys.fold(1.1f64, f64::max) + 0.05;
-    let x_lo = phases[0].services.max(1) as f64;
-    let x_hi = (phases[phases.len() - 1].services as f64).max(x_lo * 10.0);
-    let what = "drawing the service plot";
-    let mut text = String::new();
-    {
-        let root = SVGBackend::with_string(&mut text, (760, 440)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err(what))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "pod to service, rate / bare pod to pod vs. services",
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d((x_lo * 0.8..x_hi * 1.25).log_scale(), y_lo..y_hi)
-            .map_err(plot_err(what))?;
-        chart
-            .configure_mesh()
-            .x_desc("services (log scale)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_desc("rate / bare (same round)")
-            .draw()
-            .map_err(plot_err(what))?;
-        for (label, c, test, pts) in lines {
-            let col = color(c);
-            let style = if test == Test::TcpCrr {
+            let style = if test == bold {
                 col.stroke_width(2)
             } else {
                 col.stroke_width(1)
@@ -301,5 +245,41 @@ pub fn services(r: &Report) -> Result<Option<String>, Error> {
             .map_err(plot_err(what))?;
         root.present().map_err(plot_err(what))?;
     }
-    Ok(Some(text))
+    Ok(text)
+}
+
+/// A line's (x, y) points.
+type Points = Vec<(f64, f64)>;
+
+/// The service series: pilus's and iptables's rate over bare (same
+/// rounds) for each test against the number of services (`None`: the
+/// series was not run).
+pub fn services(r: &Report) -> Result<Option<String>, Error> {
+    let phases: Vec<_> = r.phases.iter().filter(|p| p.name == "services").collect();
+    if phases.is_empty() {
+        return Ok(None);
+    }
+    let mut lines: Vec<Line> = Vec::new();
+    for g in &phases[0].groups {
+        for c in [Config::Pilus, Config::Iptables] {
+            let pts: Vec<(f64, f64)> = phases
+                .iter()
+                .filter_map(|p| {
+                    let row = p.groups.iter().find(|x| x.test == g.test)?.row(c)?;
+                    Some((p.services as f64, row.ratio.median))
+                })
+                .collect();
+            lines.push((format!("{} {}", c.name(), g.test.name()), c, g.test, pts));
+        }
+    }
+    let x_lo = phases[0].services.max(1) as f64;
+    let x_hi = (phases[phases.len() - 1].services as f64).max(x_lo * 10.0);
+    ratio_chart(
+        "pod to service, rate / bare pod to pod vs. services",
+        "services (log scale)",
+        (x_lo, x_hi),
+        lines,
+        Test::TcpCrr,
+    )
+    .map(Some)
 }
