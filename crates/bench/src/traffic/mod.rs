@@ -298,7 +298,7 @@ impl Group {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Phase {
     /// `main`, `policy` or `endpoints`.
     pub name: &'static str,
@@ -503,11 +503,8 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         pilus_policy_entries: pe,
         iptables_rules: rules,
         endpoints: hosts.same_pilus.endpoints()?,
-        services: 0,
-        pilus_services_apply_s: None,
-        iptables_services_apply_s: None,
-        iptables_nat_rules: 0,
         groups: m.phase("main", &hosts, &items)?,
+        ..Default::default()
     }];
     hosts.same_pilus.check_alive()?;
 
@@ -525,11 +522,8 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             pilus_policy_entries: pe,
             iptables_rules: rules,
             endpoints: hosts.same_pilus.endpoints()?,
-            services: 0,
-            pilus_services_apply_s: None,
-            iptables_services_apply_s: None,
-            iptables_nat_rules: 0,
             groups: m.phase("policy", &hosts, &items)?,
+            ..Default::default()
         });
         hosts.grow(e_large)?;
         // Back to the small policy, rendered for the new fillers.
@@ -540,11 +534,8 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             pilus_policy_entries: pe,
             iptables_rules: rules,
             endpoints: hosts.same_pilus.endpoints()?,
-            services: 0,
-            pilus_services_apply_s: None,
-            iptables_services_apply_s: None,
-            iptables_nat_rules: 0,
             groups: m.phase("endpoints", &hosts, &items)?,
+            ..Default::default()
         });
         hosts.same_pilus.check_alive()?;
     }
