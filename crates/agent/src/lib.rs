@@ -9,6 +9,7 @@
 pub mod api;
 pub mod datapath;
 pub mod doctor;
+pub mod flows;
 pub mod metrics;
 pub mod monitor;
 pub mod names;

@@ -129,6 +129,27 @@ struct Args {
     /// in the agent's network namespace, or `none`.
     #[arg(long, default_value = metrics::DEFAULT_ADDRESS)]
     metrics_address: MetricsAddress,
+    /// Where this agent serves its flows to the other nodes' agents (read
+    /// only: `GET /v1/flows` of this node, for `pilus observe --all-nodes`
+    /// on any node): `auto` is the underlay address, port 4244, in a
+    /// cluster and nowhere on a node of its own; or ADDRESS:PORT; or `none`.
+    #[arg(long, default_value = "auto")]
+    flows_address: String,
+}
+
+/// Where `--flows-address` says the peer flows are served, if anywhere.
+fn flows_address(args: &Args) -> Result<Option<std::net::SocketAddr>> {
+    match args.flows_address.as_str() {
+        "none" => Ok(None),
+        "auto" => Ok(args
+            .underlay_ip
+            .filter(|_| !args.etcd.is_empty())
+            .map(|ip| std::net::SocketAddr::from((ip, pilus_api_types::FLOWS_PEER_PORT)))),
+        a => a
+            .parse()
+            .map(Some)
+            .with_context(|| format!("--flows-address {a:?}: expected auto, none or ADDRESS:PORT")),
+    }
 }
 
 fn hostname() -> String {
@@ -209,6 +230,8 @@ fn run() -> Result<()> {
         (true, None) => bail!("--etcd needs --underlay-ip (this node's address on the underlay)"),
         (_, u) => u,
     };
+    // Checked before anything is loaded; used once the API is up.
+    flows_address(&args)?;
     let uplink = match (clustered, routing, &args.uplink) {
         (true, Routing::Direct, None) => bail!("--routing direct needs --uplink"),
         (true, _, Some(u)) => Some((u.clone(), node::uplink_index(u)?)),
@@ -458,6 +481,20 @@ async fn serve(
         .with_instruments(instruments)
         .with_doctor(doctor)
         .with_prefilter(observe.prefilter);
+    let peers_server = match flows_address(args)? {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the flows address {addr} (--flows-address none turns it off)")
+            })?;
+            let app = api::peer_router(shared.clone(), &metrics::limits());
+            let stopping = stopping.clone();
+            tracing::info!(address = %addr, "serving flows to the other nodes");
+            Some(tokio::spawn(async move {
+                api::serve(listener, app, &metrics::limits(), stopping).await
+            }))
+        }
+    };
     let app = api::router(shared, limits);
     let server = {
         let limits = limits.clone();
@@ -480,6 +517,11 @@ async fn serve(
         Ok(0) => {}
         Ok(dropped) => tracing::warn!(dropped, "API connections cut at exit"),
         Err(e) => tracing::error!(error = %e, "the API server task failed"),
+    }
+    if let Some(p) = peers_server {
+        if let Err(e) = p.await {
+            tracing::error!(error = %e, "the flows server task failed");
+        }
     }
     if let Some(m) = metrics_server {
         if let Err(e) = m.await {

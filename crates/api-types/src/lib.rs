@@ -67,6 +67,9 @@ pub mod paths {
     pub const PREFILTER: &str = "/v1/prefilter";
     /// POST a [`super::PrefilterChange`]: removes its CIDRs, all or none.
     pub const PREFILTER_DELETE: &str = "/v1/prefilter/delete";
+    /// GET: flow records (`pilus observe`), a [`super::FlowBatch`]: this
+    /// node's, or with `nodes=all` every node's (the agent asks its peers).
+    pub const FLOWS: &str = "/v1/flows";
 }
 
 /// CIDRs to add to or remove from the XDP prefilter's deny list.
@@ -1125,4 +1128,185 @@ pub struct DoctorReport {
     /// The worst status of any check.
     pub status: Severity,
     pub checks: Vec<DoctorCheck>,
+}
+
+// ---------------------------------------------------------------------------
+// Flows: Hubble-like records of what happened to packets (`pilus observe`)
+// ---------------------------------------------------------------------------
+
+/// The port on which an agent of a cluster serves its flows to the other
+/// nodes' agents (Hubble's peer port).
+pub const FLOWS_PEER_PORT: u16 = 4244;
+
+/// What happened to the packet, as Hubble names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FlowVerdict {
+    /// Passed an observation point, or a policy allowed it.
+    Forwarded,
+    /// Dropped by the datapath, or denied by a policy.
+    Dropped,
+}
+
+impl FlowVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowVerdict::Forwarded => "FORWARDED",
+            FlowVerdict::Dropped => "DROPPED",
+        }
+    }
+
+    /// `forwarded` / `FORWARDED`, `dropped` / `DROPPED`.
+    pub fn parse(s: &str) -> Option<FlowVerdict> {
+        match s.to_ascii_uppercase().as_str() {
+            "FORWARDED" => Some(FlowVerdict::Forwarded),
+            "DROPPED" => Some(FlowVerdict::Dropped),
+            _ => None,
+        }
+    }
+}
+
+/// One side of a flow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEndpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub identity: u32,
+    /// The pod's name, when it is a pod of the reporting node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// From the pod's name or its identity's namespace label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The identity's labels (`k8s:app=web`, `reserved:world`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// The node the address lives behind, when the cluster knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl FlowEndpoint {
+    /// `namespace/pod`, else the address (with `:port`), else the identity.
+    pub fn display(&self) -> String {
+        let who = match (&self.namespace, &self.pod, self.ip) {
+            (Some(ns), Some(pod), _) => format!("{ns}/{pod}"),
+            (_, _, Some(ip)) => ip.to_string(),
+            _ => format!("identity {}", self.identity),
+        };
+        match self.port {
+            Some(p) => format!("{who}:{p}"),
+            None => who,
+        }
+    }
+}
+
+/// A flow record: one datapath event (trace, drop or policy verdict) with
+/// its endpoints named, as Hubble shows flows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// Nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+    /// The node whose datapath saw it.
+    pub node: String,
+    /// The reporting agent's sequence number of the event.
+    pub seq: u64,
+    pub verdict: FlowVerdict,
+    /// `trace`, `drop` or `policy-verdict`.
+    pub event: MonitorKind,
+    /// Drops: the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<MonitorDropReason>,
+    /// Where the datapath saw it (`from-endpoint`, `to-overlay`, ...).
+    pub observation_point: String,
+    /// `ingress` or `egress`, as the event says.
+    pub traffic_direction: String,
+    /// `new`, `established`, `reply`, `related` or `unknown`.
+    pub state: String,
+    /// `TCP`, `UDP`, `ICMPv4`, or the protocol's number.
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_flags: Vec<String>,
+    pub source: FlowEndpoint,
+    pub destination: FlowEndpoint,
+    /// The policy that decided (verdicts and policy drops): its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The decision in words (`denied by ...`, `default deny: ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_explanation: Option<String>,
+    /// Policy verdicts: how the entry matched (`L3-L4`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_level: Option<String>,
+    /// The packet's interface on the reporting node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    pub summary: String,
+}
+
+/// Which flows to return: every list is "any of these" (empty: all), and
+/// the lists must all match. A pod or namespace or port matches either
+/// side of the flow, as Hubble's `--pod`, `--namespace`, `--port` do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowFilter {
+    /// `namespace/name` or `name` (any namespace).
+    #[serde(default)]
+    pub pods: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub verdicts: Vec<FlowVerdict>,
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// `tcp`, `udp`, `icmp` (lower case).
+    #[serde(default)]
+    pub protocols: Vec<String>,
+}
+
+impl FlowFilter {
+    pub fn matches(&self, f: &Flow) -> bool {
+        let pod_is = |pat: &str, e: &FlowEndpoint| match (pat.split_once('/'), &e.pod) {
+            (_, None) => false,
+            (Some((ns, name)), Some(pod)) => e.namespace.as_deref() == Some(ns) && pod == name,
+            (None, Some(pod)) => pod == pat,
+        };
+        let ns_is = |ns: &str, e: &FlowEndpoint| e.namespace.as_deref() == Some(ns);
+        let port_is = |p: u16, e: &FlowEndpoint| e.port == Some(p);
+        let either = |f2: &dyn Fn(&FlowEndpoint) -> bool| f2(&f.source) || f2(&f.destination);
+        (self.pods.is_empty() || self.pods.iter().any(|p| either(&|e| pod_is(p, e))))
+            && (self.namespaces.is_empty()
+                || self.namespaces.iter().any(|n| either(&|e| ns_is(n, e))))
+            && (self.verdicts.is_empty() || self.verdicts.contains(&f.verdict))
+            && (self.ports.is_empty() || self.ports.iter().any(|p| either(&|e| port_is(*p, e))))
+            && (self.protocols.is_empty()
+                || self.protocols.iter().any(|p| {
+                    let proto = f.protocol.to_ascii_lowercase();
+                    proto == *p || (p == "icmp" && proto == "icmpv4")
+                }))
+    }
+}
+
+/// One node's answer within a [`FlowBatch`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowNodeStatus {
+    pub node: String,
+    /// Pass back in `since` (`node:next,...`) for what follows.
+    pub next: u64,
+    /// Flows that node's buffer overwrote before they were asked for, and
+    /// events its datapath could not report (full ring buffer).
+    pub lost: u64,
+    /// Why the node did not answer (unreachable, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer of `GET /v1/flows`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowBatch {
+    /// Every node asked, with its cursor and losses.
+    pub nodes: Vec<FlowNodeStatus>,
+    /// The matching flows, oldest first.
+    pub flows: Vec<Flow>,
 }

@@ -15,6 +15,7 @@ mod labels;
 mod monitor;
 mod namespace;
 mod node;
+mod observe;
 mod policy;
 mod prefilter;
 mod service;
@@ -40,6 +41,8 @@ Exit codes:
 #[command(name = "pilus", version, about, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     /// Output format: human-readable tables, or JSON for scripts.
+    /// `compact` (the default there) and `table` are `pilus observe`'s: other
+    /// commands print `human` for them.
     #[arg(short = 'o', long = "output", value_enum, global = true, default_value_t = Output::Human)]
     output: Output,
     /// The agent's API socket.
@@ -58,6 +61,8 @@ struct Cli {
 pub enum Output {
     Human,
     Json,
+    Compact,
+    Table,
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,6 +121,20 @@ enum Command {
     ///
     ///   xx drop (Policy denied: no rule allows this flow) from-endpoint flow 0x0 to endpoint 13 (shop/web), ifindex lxc0a1b, identity 256->257, policy: default deny: endpoint selected by policy CiliumNetworkPolicy shop/web; no rule allows this peer: 198.18.0.5:43122 -> 198.18.0.6:80 tcp SYN
     Monitor(monitor::MonitorArgs),
+    /// Flows, as Hubble shows them: what happened to each packet the
+    /// datapath reported (a trace: FORWARDED; a drop or a denial: DROPPED,
+    /// with the reason and the policy), with both sides named — pod,
+    /// namespace, identity labels, the node behind the address.
+    ///
+    /// Filters (each repeatable; a pod, namespace or port matches either
+    /// side): --pod [NAMESPACE/]NAME, --namespace, --verdict
+    /// FORWARDED|DROPPED, --port, --protocol tcp|udp|icmp. --all-nodes asks
+    /// every node of the cluster (through this node's agent, as Hubble
+    /// Relay does). `-o compact` (default) prints a line per flow, `-o
+    /// table` a table, `-o json` a JSON object per line.
+    ///
+    ///   Dec  1 22:51:03.123 [node-1]: shop/client:43122 (ID:256) -> shop/web:80 (ID:257) to-endpoint FORWARDED (TCP Flags: SYN)
+    Observe(observe::ObserveArgs),
     /// The agent's run-time settings: show them, or change them with
     /// KEY=VALUE (MonitorAggregationLevel=none|low|medium|maximum,
     /// Debug=true|false, Capture=true|false), as `cilium config` does.
@@ -187,6 +206,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Namespace(cmd) => namespace::run(&c, cmd, out),
         Command::Bpf(cmd) => bpf::run(&c, cmd, out),
         Command::Monitor(args) => monitor::run(&c, args, out),
+        Command::Observe(args) => observe::run(&c, args, out),
         Command::Config { settings } => config::run(&c, settings, out),
         Command::Doctor(args) => doctor::run(&c, args, out),
         Command::Bench(cmd) => bench::run(cmd, out),

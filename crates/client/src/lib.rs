@@ -70,6 +70,9 @@ impl Response {
 #[derive(Debug, Clone)]
 pub struct Client {
     path: PathBuf,
+    /// Set for an agent's TCP address (the flows agents serve each other);
+    /// `path` then names it in errors.
+    tcp: Option<std::net::SocketAddr>,
     timeout: Duration,
 }
 
@@ -79,6 +82,17 @@ impl Client {
     pub fn new(path: impl Into<PathBuf>) -> Client {
         Client {
             path: path.into(),
+            tcp: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// A client for an agent's TCP address: another node's agent, which
+    /// serves its flows to its peers there (read only).
+    pub fn tcp(addr: std::net::SocketAddr) -> Client {
+        Client {
+            path: PathBuf::from(format!("tcp:{addr}")),
+            tcp: Some(addr),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -120,12 +134,32 @@ impl Client {
     }
 
     async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Result<Response, Error> {
-        let stream = UnixStream::connect(&self.path)
-            .await
-            .map_err(|source| Error::Connect {
-                path: self.path.clone(),
-                source,
-            })?;
+        let connect = |source| Error::Connect {
+            path: self.path.clone(),
+            source,
+        };
+        match self.tcp {
+            Some(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(connect)?;
+                self.exchange_on(stream, request).await
+            }
+            None => {
+                let stream = UnixStream::connect(&self.path).await.map_err(connect)?;
+                self.exchange_on(stream, request).await
+            }
+        }
+    }
+
+    async fn exchange_on<S>(
+        &self,
+        stream: S,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<Response, Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let transport = |source| Error::Transport {
             path: self.path.clone(),
             source,

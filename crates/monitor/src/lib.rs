@@ -12,6 +12,7 @@
 //! [`MonitorEvent`].
 
 pub mod cilium;
+pub mod flow;
 mod packet;
 mod text;
 mod wire;

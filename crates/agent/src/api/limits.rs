@@ -70,13 +70,19 @@ pub fn apply(
     limits: &Limits,
 ) -> Router<Shared> {
     let timeout = limits.request_timeout;
-    let routes = routes
-        // Innermost first: a slot, then (outside it) the deadline, so time
-        // spent waiting for a slot counts.
-        .route_layer(GlobalConcurrencyLimitLayer::new(limits.max_requests))
-        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
-            deadline(timeout, req, next)
-        }));
+    // axum refuses a route layer on a router without routes (the peers'
+    // router has long polls only).
+    let routes = if !routes.has_routes() {
+        routes
+    } else {
+        routes
+            // Innermost first: a slot, then (outside it) the deadline, so
+            // time spent waiting for a slot counts.
+            .route_layer(GlobalConcurrencyLimitLayer::new(limits.max_requests))
+            .route_layer(middleware::from_fn(move |req: Request, next: Next| {
+                deadline(timeout, req, next)
+            }))
+    };
     let long_polls =
         long_polls.route_layer(GlobalConcurrencyLimitLayer::new(limits.max_long_polls));
     let max_body = limits.max_body;

@@ -10,6 +10,7 @@ use super::{
     reply::{json, ApiError, Params},
     Shared,
 };
+use crate::flows::{self, AgentFlowNames};
 use crate::monitor::Query;
 use axum::{
     extract::State,
@@ -18,7 +19,11 @@ use axum::{
     routing::{any, get},
     Router,
 };
-use pilus_api_types::{paths, MonitorBatch, MonitorFilter, MonitorKind, MONITOR_MAX_WAIT_MS};
+use pilus_api_types::{
+    paths, FlowBatch, FlowFilter, FlowNodeStatus, FlowVerdict, MonitorBatch, MonitorFilter,
+    MonitorKind, FLOWS_PEER_PORT, MONITOR_MAX_WAIT_MS,
+};
+use pilus_monitor::Record;
 use std::time::Duration;
 
 /// The longest a revision long poll is held, whatever the client asks.
@@ -32,6 +37,13 @@ pub fn router() -> Router<Shared> {
         .route(paths::REVISION, get(revision))
         // Only GET; anything else is told so (405), as before the move.
         .route(paths::MONITOR, any(monitor))
+        .route(paths::FLOWS, get(flows))
+}
+
+/// What an agent serves the other nodes' agents on its underlay address:
+/// its own flows, nothing else.
+pub fn peer_router() -> Router<Shared> {
+    Router::new().route(paths::FLOWS, get(peer_flows))
 }
 
 /// `GET /v1/policy/revision`: 200 with the [`Revision`](pilus_api_types::Revision)
@@ -181,4 +193,183 @@ async fn monitor_batch(s: &Shared, q: &Params) -> Result<MonitorBatch, ApiError>
         events.drain(..skip);
     }
     Ok(MonitorBatch { next, lost, events })
+}
+
+/// The longest a cluster-wide flows poll waits for each node: a follower
+/// hears from every node at least this often.
+const FLOWS_CLUSTER_MAX_WAIT_MS: u64 = 1000;
+
+/// How long past its wait a peer may take to answer before it is reported
+/// unreachable for this poll.
+const PEER_GRACE: Duration = Duration::from_secs(2);
+
+/// The filter parameters of `GET /v1/flows`, checked; returned as the
+/// filter and as the pairs a peer is asked with.
+fn flow_filter(q: &Params) -> Result<(FlowFilter, Vec<(String, String)>), ApiError> {
+    let text = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+    let filter = FlowFilter {
+        pods: list(q, "pod", text, "[NAMESPACE/]POD names")?,
+        namespaces: list(q, "namespace", text, "namespace names")?,
+        verdicts: list(q, "verdict", FlowVerdict::parse, "FORWARDED or DROPPED")?,
+        ports: list(q, "port", |p| p.parse::<u16>().ok(), "port numbers")?,
+        protocols: list(
+            q,
+            "protocol",
+            |p| {
+                let p = p.to_ascii_lowercase();
+                ["tcp", "udp", "icmp"].contains(&p.as_str()).then_some(p)
+            },
+            "tcp, udp or icmp",
+        )?,
+    };
+    let pairs = ["pod", "namespace", "verdict", "port", "protocol"]
+        .iter()
+        .filter_map(|k| q.get(k).map(|v| (k.to_string(), v.to_owned())))
+        .collect();
+    Ok((filter, pairs))
+}
+
+/// `GET /v1/flows?since=…&wait_ms=…&last=N&nodes=local|all&pod=…&namespace=…
+/// &verdict=…&port=…&protocol=…`: flow records, this node's or every node's.
+async fn flows(State(s): State<Shared>, q: Params) -> Response {
+    match flow_batch(&s, &q, true).await {
+        Ok(b) => json(StatusCode::OK, &b),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A peer's `GET /v1/flows`: this node's flows only (a peer never relays).
+async fn peer_flows(State(s): State<Shared>, q: Params) -> Response {
+    match flow_batch(&s, &q, false).await {
+        Ok(b) => json(StatusCode::OK, &b),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn flow_batch(s: &Shared, q: &Params, may_relay: bool) -> Result<FlowBatch, ApiError> {
+    let (filter, pairs) = flow_filter(q)?;
+    let all = match q.get("nodes") {
+        None | Some("") | Some("local") => false,
+        Some("all") if may_relay => true,
+        Some("all") => {
+            return Err(ApiError::bad_request(
+                "nodes=all: a peer answers for its own node only",
+            ))
+        }
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "nodes={v:?}: expected local or all"
+            )))
+        }
+    };
+    let since = flows::parse_since(q.get("since").unwrap_or("")).map_err(ApiError::bad_request)?;
+    let last: Option<usize> = number(q, "last")?;
+    let wait_ms: u64 = number(q, "wait_ms")?.unwrap_or(0);
+    let (me, peers) = s
+        .read(|cp| (cp.status().node_name, cp.nodes_view()))
+        .await?;
+    if !all {
+        let wait = Duration::from_millis(wait_ms.min(MONITOR_MAX_WAIT_MS));
+        return local_flows(s, &me, since.of(&me, true), filter, wait, last).await;
+    }
+    let wait_ms = wait_ms.min(FLOWS_CLUSTER_MAX_WAIT_MS);
+    let mut asked = tokio::task::JoinSet::new();
+    for peer in peers.into_iter().filter(|n| !n.local) {
+        let cursor = since.of(&peer.name, false);
+        let path = flows::peer_query(&pairs, cursor, wait_ms, last);
+        let addr = std::net::SocketAddr::from((peer.underlay_ip, FLOWS_PEER_PORT));
+        let client = pilus_client::Client::tcp(addr)
+            .with_timeout(Duration::from_millis(wait_ms) + PEER_GRACE);
+        asked.spawn(async move {
+            client
+                .get_json::<FlowBatch>(&path)
+                .await
+                .unwrap_or_else(|e| FlowBatch {
+                    nodes: vec![FlowNodeStatus {
+                        node: peer.name.clone(),
+                        next: cursor,
+                        lost: 0,
+                        error: Some(format!("{addr}: {e}")),
+                    }],
+                    flows: Vec::new(),
+                })
+        });
+    }
+    let here = local_flows(
+        s,
+        &me,
+        since.of(&me, true),
+        filter,
+        Duration::from_millis(wait_ms),
+        last,
+    )
+    .await?;
+    let mut batches = vec![here];
+    while let Some(b) = asked.join_next().await {
+        batches.push(b.map_err(|e| ApiError::internal(format!("asking a peer: {e}")))?);
+    }
+    Ok(flows::merge(batches, last))
+}
+
+/// This node's flows after `since`, waiting up to `wait` for one.
+async fn local_flows(
+    s: &Shared,
+    me: &str,
+    since: u64,
+    filter: FlowFilter,
+    wait: Duration,
+    last: Option<usize>,
+) -> Result<FlowBatch, ApiError> {
+    let query = Query {
+        since,
+        filter: MonitorFilter {
+            types: vec![
+                MonitorKind::Trace,
+                MonitorKind::Drop,
+                MonitorKind::PolicyVerdict,
+            ],
+            ..Default::default()
+        },
+        last: None,
+    };
+    let b = s.events.query(&query, wait, &s.stopping).await;
+    // The datapath's own losses (a full ring buffer) are in the ring as
+    // records of their own; the agent's (overwritten before asked for) are
+    // the batch's.
+    let dropped_by_datapath: u64 = b
+        .events
+        .iter()
+        .map(|e| match e.record {
+            Record::Lost { count, .. } => count,
+            Record::Event(_) => 0,
+        })
+        .sum();
+    let mut flows = if b.events.is_empty() {
+        Vec::new()
+    } else {
+        s.read(move |cp| {
+            let names = crate::names::AgentNames::new(cp);
+            let flow_names = AgentFlowNames::new(cp);
+            b.events
+                .iter()
+                .map(|e| pilus_monitor::decode(&e.record, e.seq, e.time_ns, &names))
+                .filter_map(|e| pilus_monitor::flow::flow_of(&e, &flow_names))
+                .filter(|f| filter.matches(f))
+                .collect::<Vec<_>>()
+        })
+        .await?
+    };
+    if let Some(n) = last {
+        let skip = flows.len().saturating_sub(n);
+        flows.drain(..skip);
+    }
+    Ok(FlowBatch {
+        nodes: vec![FlowNodeStatus {
+            node: me.to_owned(),
+            next: b.next,
+            lost: b.lost + dropped_by_datapath,
+            error: None,
+        }],
+        flows,
+    })
 }

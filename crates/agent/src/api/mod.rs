@@ -174,3 +174,9 @@ impl Shared {
 pub fn router(shared: Shared, limits: &Limits) -> axum::Router {
     limits::apply(routes::router(), long_poll::router(), limits).with_state(shared)
 }
+
+/// What an agent of a cluster serves its peers on its underlay address
+/// (`GET /v1/flows` for this node only), behind `limits`.
+pub fn peer_router(shared: Shared, limits: &Limits) -> axum::Router {
+    limits::apply(axum::Router::new(), long_poll::peer_router(), limits).with_state(shared)
+}

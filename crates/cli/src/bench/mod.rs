@@ -89,7 +89,7 @@ fn pilusd(flag: Option<PathBuf>) -> Result<PathBuf> {
 fn emit<R: serde::Serialize>(report: &R, output: Output, table: fn(&R)) -> Result<()> {
     match output {
         Output::Json => crate::table::print_json(report),
-        Output::Human => {
+        Output::Human | Output::Compact | Output::Table => {
             table(report);
             Ok(())
         }
