@@ -6,7 +6,9 @@
 //! one undisturbed; a backend's ingress policy denies a client through the
 //! frontend as it does directly; a frontend without backends drops with its
 //! reason; bad input is refused and the maps stay as they were. In tunnel
-//! mode, and briefly with direct routing.
+//! mode, and briefly with direct routing. The monitor on the service path:
+//! each hop of a connection to a frontend whose backend is on another node,
+//! with the addresses before and after the translation.
 //!
 //! Needs root and etcd; fails, never skips, without them. Each lab is
 //! removed when its fixture drops, also on failure.
@@ -553,4 +555,211 @@ fn services_with_direct_routing() {
     assert_eq!(seen, BTreeSet::from([VIP]));
     let (_, from) = udp_to_vip(&fx, "frontend-1");
     assert_eq!(from, VIP);
+}
+
+// ---------------------------------------------------------------------
+// The monitor on the service path (issue 12)
+// ---------------------------------------------------------------------
+
+/// (node, observation point, state, src, dst, src identity, dst identity)
+/// of a trace: the addresses show where the datapath translated.
+type SvcHop = (String, String, String, String, String, u32, u32);
+
+/// A pod's connection to a ClusterIP whose one backend is on the other
+/// node, at aggregation none: the SYN leaves the client addressed to the
+/// frontend, is translated to the backend in from-endpoint (to-overlay
+/// already carries the backend's address), crosses the tunnel and is
+/// delivered; the SYN-ACK comes back from the backend and is translated
+/// back to the frontend before the client sees it (node-1's to-endpoint),
+/// as seed 003 walks it.
+#[test]
+fn a_service_flow_shows_each_hop_with_the_frontend_then_the_backend() {
+    let fx = lab("t12evsvc", Routing::Tunnel, 2);
+    let b2 = fx.pod_ip("backend-2");
+    let f1 = fx.pod_ip("frontend-1");
+    let _: api::ServiceUpserted = fx
+        .client("node-1")
+        .post_json(paths::SERVICES, &service(&[b2], |_| {}))
+        .unwrap();
+    for n in ["node-1", "node-2"] {
+        wait_for(
+            &format!("the service on {n}"),
+            Duration::from_secs(5),
+            || {
+                fx.bpf_lb(n)
+                    .iter()
+                    .any(|f| f.frontend == format!("{VIP}:80/TCP"))
+            },
+        );
+        let c: api::MonitorConfig = fx
+            .client(n)
+            .post_json(
+                paths::MONITOR_CONFIG,
+                &api::MonitorConfigUpdate {
+                    aggregation: Some("none".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(c.aggregation, "none");
+    }
+    let now = |n: &str| -> u64 {
+        let b: api::MonitorBatch = fx
+            .client(n)
+            .get_json(&format!("{}?last=0", paths::MONITOR))
+            .unwrap();
+        b.next
+    };
+    let (s1, s2) = (now("node-1"), now("node-2"));
+    let (_conn, greeting) = connect_vip(&fx, "frontend-1");
+    assert_eq!(backend_of(&greeting), "backend-2");
+    let ours = |e: &api::MonitorEvent| {
+        let ends = [e.packet.src_ip, e.packet.dst_ip];
+        ends.contains(&Some(f1)) && (ends.contains(&Some(VIP)) || ends.contains(&Some(b2)))
+    };
+    let traces = |n: &str, since: u64| -> Vec<api::MonitorEvent> {
+        let mut all = Vec::new();
+        wait_for(&format!("{n}'s traces"), Duration::from_secs(3), || {
+            let b: api::MonitorBatch = fx
+                .client(n)
+                .get_json(&format!("{}?since={since}&type=trace", paths::MONITOR))
+                .unwrap();
+            all = b.events.into_iter().filter(ours).collect();
+            all.iter()
+                .filter(|e| {
+                    e.packet.tcp_flags.as_deref()
+                        == Some(&["SYN".to_string(), "ACK".to_string()][..])
+                })
+                .count()
+                >= 2
+        });
+        all
+    };
+    let (t1, t2) = (traces("node-1", s1), traces("node-2", s2));
+    let hops = |node: &str, evs: &[api::MonitorEvent], flags: &[&str]| -> Vec<SvcHop> {
+        let want: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        evs.iter()
+            .filter(|e| e.packet.tcp_flags.as_ref() == Some(&want))
+            .map(|e| {
+                let at = |ip: Option<Ipv4Addr>| match ip {
+                    Some(ip) if ip == VIP => "frontend".to_string(),
+                    Some(ip) if ip == f1 => "frontend-1".to_string(),
+                    Some(ip) if ip == b2 => "backend-2".to_string(),
+                    other => format!("{other:?}"),
+                };
+                (
+                    node.to_string(),
+                    e.observation_point.clone(),
+                    e.state.clone(),
+                    at(e.packet.src_ip),
+                    at(e.packet.dst_ip),
+                    e.src_identity,
+                    e.dst_identity,
+                )
+            })
+            .collect()
+    };
+    let mut request = hops("node-1", &t1, &["SYN"]);
+    request.extend(hops("node-2", &t2, &["SYN"]));
+    let mut reply = hops("node-2", &t2, &["SYN", "ACK"]);
+    reply.extend(hops("node-1", &t1, &["SYN", "ACK"]));
+    let (f, b) = (
+        fx.lab.pod("frontend-1").unwrap().identity,
+        fx.lab.pod("backend-2").unwrap().identity,
+    );
+    let h = |node: &str, obs: &str, state: &str, src: &str, dst: &str, si: u32, di: u32| {
+        (
+            node.to_string(),
+            obs.to_string(),
+            state.to_string(),
+            src.to_string(),
+            dst.to_string(),
+            si,
+            di,
+        )
+    };
+    assert_eq!(
+        request,
+        [
+            h(
+                "node-1",
+                "from-endpoint",
+                "unknown",
+                "frontend-1",
+                "frontend",
+                f,
+                // Before the translation the destination is the frontend,
+                // which no ipcache entry names: world.
+                2
+            ),
+            h(
+                "node-1",
+                "to-overlay",
+                "new",
+                "frontend-1",
+                "backend-2",
+                f,
+                b
+            ),
+            h(
+                "node-2",
+                "from-overlay",
+                "unknown",
+                "frontend-1",
+                "backend-2",
+                f,
+                b
+            ),
+            h(
+                "node-2",
+                "to-endpoint",
+                "new",
+                "frontend-1",
+                "backend-2",
+                f,
+                b
+            ),
+        ]
+    );
+    assert_eq!(
+        reply,
+        [
+            h(
+                "node-2",
+                "from-endpoint",
+                "unknown",
+                "backend-2",
+                "frontend-1",
+                b,
+                f
+            ),
+            h(
+                "node-2",
+                "to-overlay",
+                "reply",
+                "backend-2",
+                "frontend-1",
+                b,
+                f
+            ),
+            h(
+                "node-1",
+                "from-overlay",
+                "unknown",
+                "backend-2",
+                "frontend-1",
+                b,
+                f
+            ),
+            h(
+                "node-1",
+                "to-endpoint",
+                "reply",
+                "frontend",
+                "frontend-1",
+                b,
+                f
+            ),
+        ]
+    );
 }
