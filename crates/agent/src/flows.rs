@@ -3,6 +3,9 @@
 //! filtered, and — with `nodes=all` — gathered from every node of the
 //! cluster, as Hubble Relay does.
 //!
+//! Pods of other nodes are named from the cluster store (each node
+//! publishes its pods' names with their identities).
+//!
 //! The flow buffer is the monitor's ring ([`crate::monitor::CAPACITY`]
 //! records): flows are its trace, drop and policy-verdict events, so the
 //! agent keeps one bounded copy of what the datapath reported, not two.
@@ -25,6 +28,7 @@ pub struct AgentFlowNames {
     node: String,
     labels: HashMap<u32, Vec<String>>,
     nodes: HashMap<Ipv4Addr, String>,
+    pods: HashMap<Ipv4Addr, String>,
 }
 
 impl AgentFlowNames {
@@ -67,6 +71,7 @@ impl AgentFlowNames {
                 .map(|i| (i.id, i.labels))
                 .collect(),
             nodes,
+            pods: cp.remote_pods(),
         }
     }
 }
@@ -80,6 +85,9 @@ impl FlowNames for AgentFlowNames {
     }
     fn node_of(&self, ip: Ipv4Addr) -> Option<String> {
         self.nodes.get(&ip).cloned()
+    }
+    fn pod_of(&self, ip: Ipv4Addr) -> Option<String> {
+        self.pods.get(&ip).cloned()
     }
 }
 

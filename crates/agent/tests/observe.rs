@@ -1,6 +1,7 @@
 //! Tier 3: `pilus observe` over real traffic in a two-node lab (VXLAN, etcd,
 //! pods by pilus-cni, the lab's medium aggregation): flows name both sides
-//! (pod, namespace, labels, node), drops carry their reason and the policy
+//! (pod, namespace, labels, node; other nodes' pods by the names the
+//! cluster store carries), drops carry their reason and the policy
 //! that decided, the filters (--pod, --namespace, --verdict, --port,
 //! --protocol) return only what they match, `--all-nodes` gathers the other
 //! node's flows through this node's agent (node-2's drop of node-1's
@@ -122,6 +123,8 @@ fn observe_names_flows_filters_them_and_gathers_every_node() {
         .find(|f| f.source.ip == Some(back1) && f.destination.ip == Some(db2))
         .expect("backend-1 -> db-2 seen leaving node-1");
     assert_eq!(to_remote.destination.node.as_deref(), Some("node-2"));
+    // Named from the cluster store: node-2 published its pod's name.
+    assert_eq!(to_remote.destination.pod.as_deref(), Some("db-2"));
     assert_eq!(to_remote.destination.namespace.as_deref(), Some("demo"));
     assert!(to_remote
         .destination
@@ -148,6 +151,7 @@ fn observe_names_flows_filters_them_and_gathers_every_node() {
         .unwrap_or_else(|| panic!("node-2's drop of frontend-1 -> db-2 in {drops:#?}"));
     assert_eq!(denied.destination.pod.as_deref(), Some("db-2"));
     assert_eq!(denied.source.node.as_deref(), Some("node-1"));
+    assert_eq!(denied.source.pod.as_deref(), Some("frontend-1"));
     assert_eq!(denied.drop_reason.as_ref().unwrap().name, "DROP_POLICY");
     assert_eq!(
         denied.policy.as_deref(),
@@ -161,7 +165,9 @@ fn observe_names_flows_filters_them_and_gathers_every_node() {
     );
 
     // Filters: everything returned matches, and what should be there is.
-    let by_pod = observe(&lab, "node-2", &["--pod", "demo/db-2"]);
+    // A pod of another node is found by name too.
+    let by_pod = observe(&lab, "node-1", &["--all-nodes", "--pod", "demo/db-2"]);
+    assert!(by_pod.iter().any(|f| f.node == "node-1") && by_pod.iter().any(|f| f.node == "node-2"));
     assert!(!by_pod.is_empty());
     assert!(by_pod.iter().all(|f| [&f.source, &f.destination]
         .iter()
@@ -205,50 +211,53 @@ fn observe_names_flows_filters_them_and_gathers_every_node() {
     );
     assert_eq!(rows.len(), 6, "a header and the last 5 flows: {table}");
 
-    // Following: a flow on node-2 printed by a follower on node-1.
+    // Following: flows of both nodes printed live by a follower on node-1.
     let mut follower = Command::new(lab.lab.paths.bin_dir.join("pilus"))
         .arg("--socket")
         .arg(lab.socket("node-1"))
-        .args([
-            "observe",
-            "-f",
-            "-n",
-            "1",
-            "-o",
-            "json",
-            "--all-nodes",
-            "--pod",
-            "demo/db-2",
-        ])
-        .args(["--verdict", "FORWARDED"])
+        .args(["observe", "-f", "-o", "json", "--all-nodes"])
+        .args(["--pod", "demo/db-2", "--verdict", "FORWARDED"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = follower.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
     });
-    // The follower asks where "now" is first; traffic until it prints.
-    let line = (0..20)
-        .find_map(|_| {
-            assert!(replied(&lab.probe("backend-1", "db-2", Proto::Tcp, YES)));
-            rx.recv_timeout(Duration::from_millis(500)).ok()
-        })
-        .expect("the follower printed a flow within 10 s");
+    // The follower asks where "now" is first: traffic until both nodes'
+    // flows of it were printed.
+    let mut followed: Vec<Flow> = Vec::new();
+    for _ in 0..20 {
+        assert!(replied(&lab.probe("backend-1", "db-2", Proto::Tcp, YES)));
+        std::thread::sleep(Duration::from_millis(300));
+        while let Ok(line) = rx.try_recv() {
+            followed.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+        }
+        if ["node-1", "node-2"]
+            .iter()
+            .all(|n| followed.iter().any(|f| f.node == *n))
+        {
+            break;
+        }
+    }
     let _ = follower.kill();
     let _ = follower.wait();
-    let f: Flow = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    assert_eq!(
-        (f.node.as_str(), f.verdict),
-        ("node-2", FlowVerdict::Forwarded)
+    assert!(
+        ["node-1", "node-2"]
+            .iter()
+            .all(|n| followed.iter().any(|f| f.node == *n)),
+        "a follower on node-1 printed both nodes' flows within 10 s: {followed:#?}"
     );
-    assert_eq!(
-        f.destination.pod.as_deref().or(f.source.pod.as_deref()),
-        Some("db-2")
-    );
+    assert!(followed.iter().all(|f| f.verdict == FlowVerdict::Forwarded
+        && [&f.source, &f.destination]
+            .iter()
+            .any(|e| e.pod.as_deref() == Some("db-2"))));
 
     // Bad filters are refused, with what was expected.
     let c = lab.client("node-1");

@@ -321,6 +321,7 @@ fn sim_record(node: &NodeRecord, j: u32) -> IpcacheRecord {
         identity: SIM_IDENTITY_BASE + j % SIM_IDENTITIES,
         node: node.name.clone(),
         tunnel_endpoint: node.underlay_ip,
+        pod: None,
     }
 }
 

@@ -108,6 +108,10 @@ pub struct IpcacheRecord {
     pub identity: u32,
     pub node: String,
     pub tunnel_endpoint: Ipv4Addr,
+    /// The pod as `namespace/name`, so other nodes' flows can name it
+    /// (absent in records of older agents, and for pods without a name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 pub fn nodes_prefix() -> String {
@@ -147,6 +151,9 @@ pub struct Cluster {
     pub(crate) routes: Arc<dyn NodeRoutes>,
     /// The other nodes, by name.
     pub(crate) nodes: Mutex<BTreeMap<String, NodeRecord>>,
+    /// Other nodes' pods by address, as `namespace/name`: what flows name
+    /// them by (the datapath only needs their identities).
+    pub(crate) remote_pods: Mutex<std::collections::HashMap<Ipv4Addr, String>>,
     /// This node's ipcache entries in the store may be stale (a write
     /// failed while the store was unreachable): publish them again.
     pub(crate) dirty: AtomicBool,

@@ -335,6 +335,7 @@ impl ControlPlane {
                     lease,
                     routes: c.routes.clone(),
                     nodes: Mutex::new(BTreeMap::new()),
+                    remote_pods: Mutex::new(Default::default()),
                     dirty: AtomicBool::new(true),
                 })
             }
@@ -766,7 +767,11 @@ impl ControlPlane {
             &pol,
         )?;
         let identity = pol.engine().endpoint(id).map(|r| r.identity);
-        self.publish(ip, identity);
+        let pod = ep
+            .pod_name
+            .as_ref()
+            .map(|n| format!("{}/{n}", ep.namespace));
+        self.publish(ip, identity, pod);
         tracing::info!(endpoint = id, container = %req.container_id, ipv4 = %ip, identity, "endpoint created");
         Ok(api::EndpointCreated {
             created: true,
@@ -804,7 +809,7 @@ impl ControlPlane {
         }
         eps.remove(id, &info)?;
         self.persist(Txn::new().delete(self.layout.endpoint(id)), &touched, &pol)?;
-        self.publish(ep.ipv4, None);
+        self.publish(ep.ipv4, None, None);
         tracing::info!(endpoint = id, container = %ep.container_id, "endpoint deleted");
         Ok(api::Deleted {
             deleted: 1,
@@ -936,7 +941,11 @@ impl ControlPlane {
         for (id, labels, _) in &plan {
             let identity = pol.engine().endpoint(*id).map(|r| r.identity);
             if let Some(ep) = eps.get(*id) {
-                self.publish(ep.ipv4, identity);
+                let pod = ep
+                    .pod_name
+                    .as_ref()
+                    .map(|n| format!("{}/{n}", ep.namespace));
+                self.publish(ep.ipv4, identity, pod);
             }
             tracing::info!(endpoint = id, labels = %labels, identity, "endpoint labels changed");
         }

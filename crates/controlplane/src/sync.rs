@@ -82,6 +82,10 @@ impl ControlPlane {
                     identity: r.identity,
                     node: c.me.name.clone(),
                     tunnel_endpoint: c.me.underlay_ip,
+                    pod: ep
+                        .pod_name
+                        .as_ref()
+                        .map(|name| format!("{}/{name}", ep.namespace)),
                 };
                 txn = txn.put_leased(ipcache_key(ep.ipv4), persist::encode(&rec), c.lease.id());
                 n += 1;
@@ -111,7 +115,8 @@ impl ControlPlane {
 
     /// Publishes (or with `None` withdraws) one local pod; on failure the
     /// maintenance loop publishes everything again later.
-    pub(crate) fn publish(&self, ip: Ipv4Addr, identity: Option<u32>) {
+    /// `pod` names it (`namespace/name`) for the other nodes' flows.
+    pub(crate) fn publish(&self, ip: Ipv4Addr, identity: Option<u32>, pod: Option<String>) {
         let Some(c) = &self.cluster else {
             return;
         };
@@ -122,6 +127,7 @@ impl ControlPlane {
                     identity: id,
                     node: c.me.name.clone(),
                     tunnel_endpoint: c.me.underlay_ip,
+                    pod,
                 }),
                 c.lease.id(),
             ),
@@ -195,6 +201,13 @@ impl ControlPlane {
                 };
                 if r.node == c.me.name {
                     return Ok(());
+                }
+                {
+                    let mut pods = c.remote_pods.lock().unwrap_or_else(|p| p.into_inner());
+                    match &r.pod {
+                        Some(p) => pods.insert(ip, p.clone()),
+                        None => pods.remove(&ip),
+                    };
                 }
                 let w = ipc.upsert(
                     host(ip),
@@ -284,6 +297,10 @@ impl ControlPlane {
                 let Some(ip) = crate::cluster::ipcache_ip(key) else {
                     return Ok(());
                 };
+                c.remote_pods
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&ip);
                 let w = ipc.remove(host(ip), Source::RemoteEndpoint)?;
                 if let Some((ip, id)) = w.and_then(|w| w.endpoint_identity()) {
                     let change = pol.engine.set_address(ip, id);
@@ -532,6 +549,17 @@ impl ControlPlane {
     }
 
     /// This node and the others it knows, by name; empty on its own.
+    /// Other nodes' pods by address, as `namespace/name` (empty on a node
+    /// of its own).
+    pub fn remote_pods(&self) -> std::collections::HashMap<Ipv4Addr, String> {
+        self.cluster.as_ref().map_or_else(Default::default, |c| {
+            c.remote_pods
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+    }
+
     pub fn nodes_view(&self) -> Vec<api::Node> {
         let Some(c) = self.cluster.as_ref() else {
             return Vec::new();

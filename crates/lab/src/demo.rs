@@ -329,6 +329,36 @@ impl Demo<'_> {
             .map_or("?".into(), |n| n.underlay_ip.to_string())
     }
 
+    /// Every node's drops of `pod`'s packets as flows, asked on this node
+    /// (`pilus observe --all-nodes`): the newest drop on each node.
+    fn observe_drops(&mut self, pod: &str) -> Result<(), Error> {
+        let b: api::FlowBatch = self
+            .client()
+            .get_json(&format!(
+                "{}?nodes=all&verdict=DROPPED&pod=demo/{pod}&last=50",
+                paths::FLOWS
+            ))
+            .map_err(api_err("asking for flows"))?;
+        let mut newest: std::collections::BTreeMap<&str, &api::Flow> = Default::default();
+        for f in b.flows.iter().filter(|f| f.event == api::MonitorKind::Drop) {
+            newest.insert(&f.node, f);
+        }
+        if newest.len() < 2 {
+            return Err(Error::Claim(format!(
+                "pilus observe --all-nodes did not show both nodes' drops of {pod}: {:?}",
+                b.flows
+            )));
+        }
+        writeln!(
+            self.out,
+            "  every node's drops as flows (pilus observe --all-nodes --pod demo/{pod} --verdict DROPPED):"
+        )?;
+        for f in newest.values() {
+            writeln!(self.out, "    {}", pilus_monitor::flow::format_compact(f))?;
+        }
+        Ok(())
+    }
+
     fn trace_reason(&mut self, from: &str, to: &str) -> Result<(), Error> {
         let t: api::Trace = self
             .client()
@@ -566,6 +596,7 @@ fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
         "    i.e. node-2 judged the packet on arrival (from-overlay) with identity {db} from the VNI: app=db on node-1"
     )?;
     d.trace_reason("db-1", "backend-1")?;
+    d.observe_drops("db-1")?;
 
     d.step(6, "Delete the policy: db reaches backend again")?;
     let del: api::Deleted = d

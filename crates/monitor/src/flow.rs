@@ -22,6 +22,11 @@ pub trait FlowNames {
     fn node_of(&self, _ip: Ipv4Addr) -> Option<String> {
         None
     }
+    /// Another node's pod at this address, as `namespace/name` (the event
+    /// names this node's own).
+    fn pod_of(&self, _ip: Ipv4Addr) -> Option<String> {
+        None
+    }
 }
 
 /// The namespace a label set names (`k8s:io.kubernetes.pod.namespace=X`).
@@ -40,7 +45,9 @@ fn endpoint(
     pod: &Option<String>,
 ) -> FlowEndpoint {
     let labels = names.labels(identity);
-    // The monitor names local pods `namespace/name`.
+    // The monitor names local pods `namespace/name`; the cluster store the
+    // other nodes'.
+    let pod = pod.clone().or_else(|| ip.and_then(|ip| names.pod_of(ip)));
     let (namespace, pod) = match pod.as_deref().and_then(|p| p.split_once('/')) {
         Some((ns, name)) => (Some(ns.to_owned()), Some(name.to_owned())),
         None => (namespace_label(&labels), None),
@@ -287,6 +294,9 @@ mod tests {
                 _ => None,
             }
         }
+        fn pod_of(&self, ip: Ipv4Addr) -> Option<String> {
+            (ip == Ipv4Addr::new(198, 18, 2, 7)).then(|| "store/cache".into())
+        }
     }
 
     fn event(kind: MonitorKind) -> MonitorEvent {
@@ -358,6 +368,17 @@ mod tests {
         assert_eq!(f.destination.namespace.as_deref(), Some("store"));
         assert_eq!(f.destination.node.as_deref(), Some("node-2"));
         assert_eq!(f.destination.labels, Cluster.labels(300));
+        // Another node's pod the cluster store names.
+        let mut e = event(MonitorKind::Trace);
+        e.packet.dst_ip = Some(Ipv4Addr::new(198, 18, 2, 7));
+        let f2 = flow_of(&e, &Cluster).unwrap();
+        assert_eq!(
+            (
+                f2.destination.namespace.as_deref(),
+                f2.destination.pod.as_deref()
+            ),
+            (Some("store"), Some("cache"))
+        );
         assert_eq!(
             format_compact(&f),
             "Dec  1 23:51:03.123 [node-1]: shop/client:43122 (ID:256) -> \
