@@ -1,7 +1,8 @@
 //! ns/packet of the pod programs under BPF_PROG_TEST_RUN, against an empty
 //! classifier (`bench_empty.o`) measured the same way in the same run.
 //!
-//! The datapath is loaded with private maps (no pins), two endpoints on
+//! The datapath is loaded with private maps (no pins), the monitor at
+//! pilusd's default aggregation (medium), two endpoints on
 //! veths in a scratch namespace (BPF_PROG_TEST_RUN resolves the ifindex
 //! there), both selected for ingress and egress, and `policy_entries`
 //! entries. Every case checks its verdict, so a case cannot silently
@@ -24,7 +25,7 @@ use pilus_abi::{
 };
 use pilus_datapath::{
     testrun::{verdict_name, Floor, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
-    Datapath, LoadOptions, NodeConfig, PodCidr, PolicyEntry, Program,
+    Datapath, LoadOptions, MonitorSettings, NodeConfig, PodCidr, PolicyEntry, Program,
 };
 use pilus_netns::NetNs;
 use pilus_packet::{tcp_flags::*, Mac, PacketBuilder};
@@ -138,6 +139,12 @@ impl Bench {
             ..Default::default()
         })
         .context("loading the datapath (private maps)")?;
+        // The monitor as pilusd runs it by default (medium aggregation:
+        // an established flow's packets are traced only when they bring
+        // news). The private map starts zeroed, which reads as `none`: a
+        // trace at every point of every packet, on a ring nobody drains.
+        dp.set_monitor_settings(MonitorSettings::default())
+            .context("setting the monitor's default aggregation")?;
         let floor = Floor::load().context("loading the empty classifier")?;
         let ep = |ifindex, ip, id, ep_id, mac, node_mac| EndpointInfo {
             ifindex,
