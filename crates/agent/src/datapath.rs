@@ -37,6 +37,12 @@ impl Pinned {
         self.dp.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Pins the live maps for `pilus trace`'s private copy, under the
+    /// lock only for that (see [`pilus_datapath::TracerSetup`]).
+    pub fn tracer_setup(&self) -> Result<pilus_datapath::TracerSetup, pilus_datapath::Error> {
+        self.dp().tracer_setup()
+    }
+
     fn gc(&self) -> MutexGuard<'_, CtTable> {
         self.gc.lock().unwrap_or_else(|p| p.into_inner())
     }

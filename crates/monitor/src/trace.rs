@@ -1,0 +1,410 @@
+//! `pilus trace`'s story of a packet: the decoded events of one run through
+//! the datapath's private copy (see `pilus_datapath::trace`), with what the
+//! agent knows around them, turned into numbered steps on the lanes of a
+//! sequence diagram (pod -> veth -> node -> tunnel -> node -> pod) and a
+//! verdict in words. Pure: tested on crafted events.
+
+use crate::format_packet;
+use pilus_api_types::{
+    MonitorEvent, MonitorKind, MonitorPacket, TraceLane, TraceOutcome, TraceStep, TraceVerdict,
+};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// tc verdicts (linux/pkt_cls.h).
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+const TC_ACT_REDIRECT: i32 = 7;
+
+/// Everything a trace's story is made of.
+#[derive(Clone, Debug)]
+pub struct TraceFacts<'a> {
+    /// The sending pod, `namespace/name`.
+    pub src_pod: String,
+    /// The packet as the pod sent it.
+    pub sent: &'a MonitorPacket,
+    /// from-container's tc verdict.
+    pub tc_verdict: i32,
+    /// Its events, in order.
+    pub events: &'a [MonitorEvent],
+    /// The tunnel's far end (the datapath's encap debug message) and the
+    /// node there, when it went to the tunnel.
+    pub tunnel: Option<(Ipv4Addr, Option<String>)>,
+    /// The destination as sent and as it left, when a service translated it,
+    /// with the service's name when known.
+    pub nat: Option<(SocketAddrV4, SocketAddrV4, Option<String>)>,
+}
+
+/// The name of a tc verdict.
+pub fn tc_verdict_name(v: i32) -> String {
+    match v {
+        TC_ACT_OK => "TC_ACT_OK".into(),
+        TC_ACT_SHOT => "TC_ACT_SHOT".into(),
+        TC_ACT_REDIRECT => "TC_ACT_REDIRECT".into(),
+        -1 => "TC_ACT_UNSPEC".into(),
+        n => format!("tc verdict {n}"),
+    }
+}
+
+fn step(lane: TraceLane, to_lane: Option<TraceLane>, text: String) -> TraceStep {
+    TraceStep {
+        lane,
+        to_lane,
+        text,
+        event: None,
+    }
+}
+
+fn pod_or_ep(ep: Option<u16>, pod: &Option<String>) -> String {
+    match (pod, ep) {
+        (Some(p), _) => format!("pod {p}"),
+        (None, Some(e)) => format!("endpoint {e}"),
+        (None, None) => "?".into(),
+    }
+}
+
+/// One event as a step: its lane, where it sends the packet, its words.
+fn event_step(e: &MonitorEvent) -> TraceStep {
+    use TraceLane::*;
+    let veth = e.ifname.clone().unwrap_or_else(|| e.ifindex.to_string());
+    let (to, text) = match e.kind {
+        MonitorKind::Trace => match e.observation_point.as_str() {
+            "from-endpoint" => (
+                None,
+                format!(
+                    "from-container on {veth}: from {} (identity {})",
+                    pod_or_ep(e.src_endpoint, &e.src_pod),
+                    e.src_identity
+                ),
+            ),
+            "to-endpoint" => (
+                Some(DestinationPod),
+                format!(
+                    "to-endpoint: redirected to {} (identity {}), conntrack {}",
+                    pod_or_ep(e.dst_endpoint, &e.dst_pod),
+                    e.dst_identity,
+                    e.state
+                ),
+            ),
+            "to-overlay" => (
+                Some(Tunnel),
+                format!(
+                    "to-overlay: encapsulated (destination identity {})",
+                    e.dst_identity
+                ),
+            ),
+            "to-stack" => (
+                Some(Node),
+                format!(
+                    "to-stack: handed to the node's stack (destination identity {})",
+                    e.dst_identity
+                ),
+            ),
+            other => (None, format!("{other}: {}", format_packet(&e.packet))),
+        },
+        MonitorKind::PolicyVerdict => {
+            let ingress = e.direction == "ingress";
+            let (whose, peer) = if ingress {
+                (pod_or_ep(e.dst_endpoint, &e.dst_pod), e.src_identity)
+            } else {
+                (pod_or_ep(e.src_endpoint, &e.src_pod), e.dst_identity)
+            };
+            let (action, level) = e
+                .verdict
+                .as_ref()
+                .map_or(("?", "?"), |v| (v.action.as_str(), v.match_level.as_str()));
+            let why = e
+                .policy
+                .as_ref()
+                .map(|p| format!(": {}", p.explanation))
+                .unwrap_or_default();
+            (
+                None,
+                format!(
+                    "policy: {} of {whose}, peer identity {peer}: {action} (match {level}){why}",
+                    e.direction
+                ),
+            )
+        }
+        MonitorKind::Drop => {
+            let why = e.reason.as_ref().map_or("unknown reason".to_string(), |r| {
+                format!("{} ({})", r.description, r.name)
+            });
+            let policy = e
+                .policy
+                .as_ref()
+                .map(|p| format!(", {}", p.explanation))
+                .unwrap_or_default();
+            (None, format!("dropped: {why}{policy}"))
+        }
+        MonitorKind::Debug => {
+            let m = e.message.as_deref().unwrap_or("");
+            let text = if m.starts_with("CT verdict") {
+                format!("conntrack: {} flow", e.state)
+            } else {
+                format!("debug: {m}")
+            };
+            (None, text)
+        }
+        MonitorKind::Capture => (None, format!("leaves as {}", format_packet(&e.packet))),
+        _ => (None, crate::format_line(e)),
+    };
+    TraceStep {
+        lane: SourceVeth,
+        to_lane: to,
+        text,
+        event: Some(e.clone()),
+    }
+}
+
+/// The numbered steps and the verdict of one trace.
+pub fn story(f: &TraceFacts<'_>) -> (Vec<TraceStep>, TraceVerdict) {
+    use TraceLane::*;
+    let mut steps = vec![step(
+        SourcePod,
+        Some(SourceVeth),
+        format!("pod {} sends {}", f.src_pod, format_packet(f.sent)),
+    )];
+    let mut nat_told = false;
+    for e in f.events {
+        // A service's translation happened in the tail call between the
+        // from-endpoint report and the next event.
+        let from_endpoint = e.kind == MonitorKind::Trace && e.observation_point == "from-endpoint";
+        if !nat_told && !from_endpoint {
+            if let Some((front, back, name)) = &f.nat {
+                let name = name.as_ref().map(|n| format!(" {n}")).unwrap_or_default();
+                steps.push(step(
+                    SourceVeth,
+                    None,
+                    format!("service{name} {front}: backend {back} chosen, destination translated (DNAT)"),
+                ));
+            }
+            nat_told = true;
+        }
+        steps.push(event_step(e));
+    }
+    let verdict = verdict(f);
+    if let (TraceOutcome::Tunnel, Some((ip, node))) = (verdict.outcome, &f.tunnel) {
+        let to = node.clone().unwrap_or_else(|| ip.to_string());
+        steps.push(step(
+            Tunnel,
+            Some(RemoteNode),
+            format!("VXLAN to {to} ({ip}); its from-overlay delivers to the pod"),
+        ));
+    }
+    (steps, verdict)
+}
+
+fn verdict(f: &TraceFacts<'_>) -> TraceVerdict {
+    let drop = f.events.iter().find(|e| e.kind == MonitorKind::Drop);
+    let delivered = f
+        .events
+        .iter()
+        .find(|e| e.kind == MonitorKind::Trace && e.observation_point == "to-endpoint");
+    let mut v = TraceVerdict {
+        outcome: TraceOutcome::Dropped,
+        summary: String::new(),
+        pod: None,
+        tunnel_endpoint: None,
+        node: None,
+        reason: None,
+        policy: None,
+        tc_verdict: tc_verdict_name(f.tc_verdict),
+    };
+    match (f.tc_verdict, &f.tunnel, delivered) {
+        (TC_ACT_SHOT, _, _) => {
+            v.reason = drop.and_then(|d| d.reason.clone());
+            v.policy = drop.and_then(|d| d.policy.clone());
+            let why = v
+                .reason
+                .as_ref()
+                .map_or("no drop event".to_string(), |r| r.description.clone());
+            let policy = v
+                .policy
+                .as_ref()
+                .map(|p| format!(" ({})", p.explanation))
+                .unwrap_or_default();
+            v.summary = format!("dropped: {why}{policy}");
+        }
+        (TC_ACT_REDIRECT, Some((ip, node)), _) => {
+            v.outcome = TraceOutcome::Tunnel;
+            v.tunnel_endpoint = Some(*ip);
+            v.node = node.clone();
+            v.summary = format!(
+                "to {} via tunnel",
+                node.clone().unwrap_or_else(|| format!("node {ip}"))
+            );
+        }
+        (TC_ACT_REDIRECT, None, Some(e)) => {
+            v.outcome = TraceOutcome::Delivered;
+            v.pod = e.dst_pod.clone();
+            v.summary = format!("delivered to {}", pod_or_ep(e.dst_endpoint, &e.dst_pod));
+        }
+        (TC_ACT_OK, _, _) => {
+            v.outcome = TraceOutcome::Stack;
+            v.summary = "to the stack".into();
+        }
+        (other, _, _) => {
+            v.summary = format!(
+                "{}: the trace cannot say where it went",
+                tc_verdict_name(other)
+            );
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pilus_api_types::{MonitorDropReason, MonitorPolicy, MonitorVerdict};
+
+    fn ev(kind: MonitorKind, obs: &str) -> MonitorEvent {
+        MonitorEvent {
+            seq: 0,
+            time_ns: 0,
+            kind,
+            cpu: 0,
+            reason: None,
+            observation_point: obs.into(),
+            direction: "egress".into(),
+            state: "new".into(),
+            endpoint: 12,
+            src_endpoint: Some(12),
+            dst_endpoint: Some(13),
+            src_pod: Some("shop/client".into()),
+            dst_pod: Some("shop/web".into()),
+            ifindex: 7,
+            ifname: Some("lxc0a".into()),
+            src_identity: 256,
+            dst_identity: 257,
+            orig_len: 54,
+            cap_len: 54,
+            hash: 0,
+            packet: MonitorPacket::default(),
+            data: String::new(),
+            verdict: None,
+            policy: None,
+            message: None,
+            delivered_to: None,
+            lost: None,
+        }
+    }
+
+    fn policy(text: &str) -> MonitorPolicy {
+        MonitorPolicy {
+            cookie: 1,
+            endpoint: 13,
+            direction: "ingress".into(),
+            name: Some("CiliumNetworkPolicy shop/web".into()),
+            rule: None,
+            peers: None,
+            selected_by: vec![],
+            explanation: text.into(),
+        }
+    }
+
+    fn facts<'a>(
+        sent: &'a MonitorPacket,
+        verdict: i32,
+        events: &'a [MonitorEvent],
+    ) -> TraceFacts<'a> {
+        TraceFacts {
+            src_pod: "shop/client".into(),
+            sent,
+            tc_verdict: verdict,
+            events,
+            tunnel: None,
+            nat: None,
+        }
+    }
+
+    #[test]
+    fn delivered_story_walks_from_the_pod_to_the_peer() {
+        let mut pv = ev(MonitorKind::PolicyVerdict, "from-endpoint");
+        pv.direction = "ingress".into();
+        pv.verdict = Some(MonitorVerdict {
+            action: "allow".into(),
+            match_level: "L3-L4".into(),
+            protocol: 6,
+            port: 80,
+        });
+        pv.policy = Some(policy(
+            "allowed by CiliumNetworkPolicy shop/web rule spec.ingress[0]",
+        ));
+        let events = [
+            ev(MonitorKind::Trace, "from-endpoint"),
+            pv,
+            ev(MonitorKind::Trace, "to-endpoint"),
+        ];
+        let sent = MonitorPacket::default();
+        let (steps, v) = story(&facts(&sent, TC_ACT_REDIRECT, &events));
+        assert_eq!(v.outcome, TraceOutcome::Delivered);
+        assert_eq!(v.summary, "delivered to pod shop/web");
+        assert_eq!(v.pod.as_deref(), Some("shop/web"));
+        assert_eq!(steps.len(), 4);
+        assert_eq!(steps[0].lane, TraceLane::SourcePod);
+        assert_eq!(steps[0].to_lane, Some(TraceLane::SourceVeth));
+        assert!(steps[2].text.starts_with("policy: ingress of pod shop/web, peer identity 256: allow (match L3-L4): allowed by"), "{}", steps[2].text);
+        assert_eq!(steps[3].to_lane, Some(TraceLane::DestinationPod));
+    }
+
+    #[test]
+    fn dropped_story_names_the_reason_and_policy() {
+        let mut d = ev(MonitorKind::Drop, "from-endpoint");
+        d.reason = Some(MonitorDropReason {
+            code: 133,
+            name: "DROP_POLICY".into(),
+            description: "Policy denied: no rule allows this flow".into(),
+        });
+        d.policy = Some(policy(
+            "denied by default (selected by CiliumNetworkPolicy shop/web)",
+        ));
+        let events = [ev(MonitorKind::Trace, "from-endpoint"), d];
+        let sent = MonitorPacket::default();
+        let (steps, v) = story(&facts(&sent, TC_ACT_SHOT, &events));
+        assert_eq!(v.outcome, TraceOutcome::Dropped);
+        assert_eq!(
+            v.summary,
+            "dropped: Policy denied: no rule allows this flow (denied by default (selected by CiliumNetworkPolicy shop/web))"
+        );
+        assert_eq!(v.reason.unwrap().name, "DROP_POLICY");
+        assert!(steps.last().unwrap().text.starts_with("dropped: "));
+    }
+
+    #[test]
+    fn tunnel_and_stack_and_service_translation() {
+        let events = [
+            ev(MonitorKind::Trace, "from-endpoint"),
+            ev(MonitorKind::Trace, "to-overlay"),
+        ];
+        let sent = MonitorPacket::default();
+        let mut f = facts(&sent, TC_ACT_REDIRECT, &events);
+        f.tunnel = Some((Ipv4Addr::new(198, 18, 100, 2), Some("node-2".into())));
+        f.nat = Some((
+            SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 10), 80),
+            SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 5), 8080),
+            Some("shop/web".into()),
+        ));
+        let (steps, v) = story(&f);
+        assert_eq!(v.summary, "to node-2 via tunnel");
+        assert_eq!(v.node.as_deref(), Some("node-2"));
+        let texts: Vec<&str> = steps.iter().map(|s| s.text.as_str()).collect();
+        assert!(
+            texts[2].starts_with("service shop/web 198.19.0.10:80: backend 198.18.1.5:8080"),
+            "{texts:?}"
+        );
+        assert_eq!(steps.last().unwrap().to_lane, Some(TraceLane::RemoteNode));
+
+        f.tunnel = None;
+        f.nat = None;
+        let events = [ev(MonitorKind::Trace, "to-stack")];
+        f.events = &events;
+        f.tc_verdict = TC_ACT_OK;
+        let (steps, v) = story(&f);
+        assert_eq!(
+            (v.outcome, v.summary.as_str()),
+            (TraceOutcome::Stack, "to the stack")
+        );
+        assert_eq!(steps[1].to_lane, Some(TraceLane::Node));
+    }
+}
