@@ -11,11 +11,14 @@
 mod common;
 
 use aya::maps::{HashMap as BpfHash, Map, MapData, PerCpuArray};
-use common::{Cluster, Pod};
+use common::{Cluster, Pod, NO, YES};
 use pilus_abi::{CtEntry, CtKey4, EventStats, MetricsValue};
 use pilus_api_types::{
-    paths, Deleted, NamespaceLabels, PacketTrace, PacketTraceRequest, Revision, TraceOutcome,
+    paths, Deleted, NamespaceLabels, PacketTrace, PacketTraceRequest, Revision, Service,
+    ServiceBackend, ServiceFrontend, ServiceUpserted, TraceOutcome,
 };
+use pilus_netns::probe;
+use std::net::SocketAddrV4;
 use std::{collections::HashMap, path::Path, time::Instant};
 
 const PREFIX: &str = "t12tr";
@@ -317,6 +320,64 @@ fn trace_names_policy_stack_and_refuses_bad_requests() {
         )
         .unwrap();
     assert_eq!(ping.verdict.outcome, TraceOutcome::Delivered);
+
+    // A service: the trace shows the translation to the backend, then the
+    // backend's policy; real traffic to the frontend agrees.
+    let vip = std::net::Ipv4Addr::new(198, 19, 128, 10);
+    let _: ServiceUpserted = c
+        .client()
+        .post_json(
+            paths::SERVICES,
+            &Service {
+                namespace: "shop".into(),
+                name: "websvc".into(),
+                frontends: vec![ServiceFrontend {
+                    kind: "ClusterIP".into(),
+                    address: vip.to_string(),
+                    port: 8080,
+                    protocol: "TCP".into(),
+                    port_name: String::new(),
+                }],
+                backends: vec![ServiceBackend {
+                    address: web.ep.ipv4.to_string(),
+                    port: 80,
+                    weight: 1,
+                    state: "active".into(),
+                    port_name: String::new(),
+                }],
+                algorithm: "random".into(),
+                session_affinity_seconds: None,
+            },
+        )
+        .unwrap();
+    let svc = |from: &str| -> PacketTrace {
+        c.client()
+            .post_json(
+                paths::PACKET_TRACE,
+                &PacketTraceRequest {
+                    from: from.into(),
+                    to: format!("{vip}:8080"),
+                    proto: "tcp".into(),
+                    port: None,
+                },
+            )
+            .unwrap()
+    };
+    let t = svc("shop/client");
+    let texts: Vec<&str> = t.steps.iter().map(|s| s.text.as_str()).collect();
+    let want = format!(
+        "service shop/websvc {vip}:8080: backend {}:80 chosen",
+        web.ep.ipv4
+    );
+    assert!(
+        texts.iter().any(|s| s.starts_with(&want)),
+        "{want}: {texts:#?}"
+    );
+    assert_eq!(t.verdict.summary, "delivered to pod shop/web");
+    assert!(probe::tcp(&client.ns, SocketAddrV4::new(vip, 8080), YES).unwrap());
+    let t = svc("ops/monitor");
+    assert_eq!(t.verdict.outcome, TraceOutcome::Dropped, "{t:#?}");
+    assert!(!probe::tcp(&monitor.ns, SocketAddrV4::new(vip, 8080), NO).unwrap());
 
     // Bad requests: refused with the reason, 400 or 404.
     for (req, status, words) in [

@@ -63,7 +63,9 @@ fn pod_or_ep(ep: Option<u16>, pod: &Option<String>) -> String {
 }
 
 /// One event as a step: its lane, where it sends the packet, its words.
-fn event_step(e: &MonitorEvent) -> TraceStep {
+/// `dst`: where the packet is addressed at this point (debug events carry
+/// no packet).
+fn event_step(e: &MonitorEvent, f: &TraceFacts<'_>, dst: Option<Ipv4Addr>) -> TraceStep {
     use TraceLane::*;
     let veth = e.ifname.clone().unwrap_or_else(|| e.ifindex.to_string());
     let (to, text) = match e.kind {
@@ -138,8 +140,35 @@ fn event_step(e: &MonitorEvent) -> TraceStep {
         }
         MonitorKind::Debug => {
             let m = e.message.as_deref().unwrap_or("");
+            let dst = e
+                .packet
+                .dst_ip
+                .or(dst)
+                .map_or_else(|| "the destination".to_string(), |ip| ip.to_string());
             let text = if m.starts_with("CT verdict") {
                 format!("conntrack: {} flow", e.state)
+            } else if m.starts_with("Encapsulating") {
+                match &f.tunnel {
+                    Some((ip, node)) => format!(
+                        "ipcache: {dst} (identity {}) is behind node {ip}{}: VXLAN with VNI {} \
+                         (the source identity)",
+                        e.dst_identity,
+                        node.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                        e.src_identity
+                    ),
+                    None => format!("debug: {m}"),
+                }
+            } else if m.starts_with("Attempting local delivery") {
+                format!(
+                    "local delivery: {dst} is {} (identity {})",
+                    pod_or_ep(e.dst_endpoint, &e.dst_pod),
+                    e.dst_identity
+                )
+            } else if m.starts_with("Going to the stack") {
+                format!(
+                    "ipcache: {dst} is identity {}, not a local pod and no tunnel: to the stack",
+                    e.dst_identity
+                )
             } else {
                 format!("debug: {m}")
             };
@@ -165,6 +194,7 @@ pub fn story(f: &TraceFacts<'_>) -> (Vec<TraceStep>, TraceVerdict) {
         format!("pod {} sends {}", f.src_pod, format_packet(f.sent)),
     )];
     let mut nat_told = false;
+    let mut dst = f.sent.dst_ip;
     for e in f.events {
         // A service's translation happened in the tail call between the
         // from-endpoint report and the next event.
@@ -177,10 +207,12 @@ pub fn story(f: &TraceFacts<'_>) -> (Vec<TraceStep>, TraceVerdict) {
                     None,
                     format!("service{name} {front}: backend {back} chosen, destination translated (DNAT)"),
                 ));
+                dst = Some(*back.ip());
             }
             nat_told = true;
         }
-        steps.push(event_step(e));
+        dst = e.packet.dst_ip.or(dst);
+        steps.push(event_step(e, f, dst));
     }
     let verdict = verdict(f);
     if let (TraceOutcome::Tunnel, Some((ip, node))) = (verdict.outcome, &f.tunnel) {
@@ -373,11 +405,18 @@ mod tests {
 
     #[test]
     fn tunnel_and_stack_and_service_translation() {
-        let events = [
-            ev(MonitorKind::Trace, "from-endpoint"),
-            ev(MonitorKind::Trace, "to-overlay"),
-        ];
-        let sent = MonitorPacket::default();
+        let mut encap = ev(MonitorKind::Debug, "");
+        encap.message =
+            Some("Encapsulating to node 198.18.100.2 (0x264612c6) from seclabel 256".into());
+        // Debug events carry no packet: the destination is the one after
+        // the service's translation, not the frontend the pod sent to.
+        let mut from = ev(MonitorKind::Trace, "from-endpoint");
+        from.packet.dst_ip = Some(Ipv4Addr::new(198, 19, 0, 10));
+        let events = [from, encap, ev(MonitorKind::Trace, "to-overlay")];
+        let sent = MonitorPacket {
+            dst_ip: Some(Ipv4Addr::new(198, 19, 0, 10)),
+            ..Default::default()
+        };
         let mut f = facts(&sent, TC_ACT_REDIRECT, &events);
         f.tunnel = Some((Ipv4Addr::new(198, 18, 100, 2), Some("node-2".into())));
         f.nat = Some((
@@ -392,6 +431,11 @@ mod tests {
         assert!(
             texts[2].starts_with("service shop/web 198.19.0.10:80: backend 198.18.1.5:8080"),
             "{texts:?}"
+        );
+        assert_eq!(
+            texts[3],
+            "ipcache: 198.18.1.5 (identity 257) is behind node 198.18.100.2 (node-2): VXLAN with \
+             VNI 256 (the source identity)"
         );
         assert_eq!(steps.last().unwrap().to_lane, Some(TraceLane::RemoteNode));
 
