@@ -108,12 +108,43 @@ impl Drop for TracerSetup {
     }
 }
 
+/// Removes the private pin directories of processes that are gone: one
+/// killed while it loaded a copy left the live maps pinned there too, which
+/// would keep them alive after their own pins are removed.
+fn sweep_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("pilus-private-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(e.path()) {
+            Ok(()) => {
+                tracing::info!(dir = %e.path().display(), "removed a stale private pin directory")
+            }
+            Err(err) => {
+                tracing::warn!(dir = %e.path().display(), error = %err, "could not remove a stale private pin directory")
+            }
+        }
+    }
+}
+
 impl Datapath {
     /// The first half of making a [`Tracer`]: pins this datapath's live
     /// maps where the copy's loader finds them. Quick (a few syscalls), so
     /// a caller holding the datapath's lock can release it before
     /// [`TracerSetup::load`] spends the verifier's time.
     pub fn tracer_setup(&self) -> Result<TracerSetup, Error> {
+        sweep_stale(&self.bpffs_root);
         let dir = private_pin_dir(&self.bpffs_root)?;
         let mut setup = TracerSetup {
             dir,
