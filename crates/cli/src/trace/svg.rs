@@ -12,8 +12,11 @@ const LEFT: i32 = 30;
 const TOP: i32 = 60;
 const HEAD: i32 = 44;
 const ROW: i32 = 30;
-/// Room to the right of the last column for notes, which run long.
-const NOTES: i32 = 560;
+/// Room to the right of the last column, at least.
+const NOTES: i32 = 200;
+/// The advance of a 12px monospace character (DejaVu Sans Mono: 0.6 em),
+/// rounded up: notes run long, and the canvas must hold the longest.
+const CHAR: f64 = 7.3;
 
 /// The columns, in a packet's order; only those a trace uses are drawn,
 /// and always the two ends.
@@ -51,7 +54,11 @@ fn title(t: &PacketTrace, lane: TraceLane) -> (String, String) {
                 .unwrap_or_else(|| "remote node".into()),
             "from-overlay".into(),
         ),
-        TraceLane::DestinationPod => pod(&t.to),
+        TraceLane::DestinationPod => match (&t.to.pod, &t.verdict.node) {
+            // A pod of another node: the local agent knows its address only.
+            (None, Some(node)) => (t.to.ip.to_string(), format!("on {node}")),
+            _ => pod(&t.to),
+        },
     }
 }
 
@@ -71,7 +78,20 @@ pub fn render(t: &PacketTrace) -> String {
         LEFT + COL / 2 + i * COL
     };
     let rows = t.steps.len() as i32 + 1;
-    let width = LEFT * 2 + COL * used.len() as i32 + NOTES;
+    // Every label starts a little right of its column (or its arrow's left
+    // end) and must fit.
+    let longest = t
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let start = x(s.lane).min(s.to_lane.map_or(i32::MAX, x)) + 10;
+            let chars = format!("{}. {}", i + 1, s.text).chars().count();
+            start + (chars as f64 * CHAR).ceil() as i32
+        })
+        .max()
+        .unwrap_or(0);
+    let width = (LEFT * 2 + COL * used.len() as i32 + NOTES).max(longest + LEFT);
     let bottom = TOP + HEAD + 20 + rows * ROW;
     let height = bottom + 30;
     let mut s = String::new();
@@ -174,6 +194,20 @@ mod tests {
         // Two arrows: pod -> veth, veth -> peer.
         assert_eq!(svg.matches("marker-end=").count(), 2);
         assert!(svg.contains("\u{2713} delivered to pod shop/web"));
+    }
+
+    #[test]
+    fn the_canvas_holds_the_longest_note() {
+        let mut t = sample(TraceOutcome::Delivered);
+        t.steps[1].text = "x".repeat(400);
+        let svg = render(&t);
+        let width: i32 = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|w| w.split('"').next())
+            .and_then(|w| w.parse().ok())
+            .unwrap();
+        assert!(width as f64 >= 400.0 * CHAR, "width {width}");
     }
 
     #[test]
