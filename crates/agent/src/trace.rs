@@ -285,6 +285,14 @@ impl PacketTracer {
             }
             _ => None,
         };
+        // Handed to the stack, a packet for another node's pod CIDR is
+        // routed there (direct routing).
+        let routed_to = out.dst_ip.or(sent.dst_ip).and_then(|dst| {
+            cp.nodes_view().into_iter().find_map(|n| {
+                let cidr: ipnet::Ipv4Net = n.pod_cidr.parse().ok()?;
+                (!n.local && cidr.contains(&dst)).then_some((n.name, n.pod_cidr))
+            })
+        });
         let (steps, verdict) = story(&TraceFacts {
             src_pod: pod_name(&p.src),
             sent: &sent,
@@ -292,6 +300,7 @@ impl PacketTracer {
             events: &events,
             tunnel,
             nat,
+            routed_to,
         });
         Ok(api::PacketTrace {
             node: cp.status().node_name,

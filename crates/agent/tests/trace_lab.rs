@@ -1,8 +1,9 @@
 //! Tier 3: `pilus trace` across nodes (issue 12). A two-node cluster of
-//! `pilus lab` (tunnel mode, etcd): a trace on node-1 to a pod of node-2
+//! `pilus lab` (etcd). Tunnel mode: a trace on node-1 to a pod of node-2
 //! ends "to node-2 via tunnel", naming the node whose underlay address the
 //! datapath encapsulated to, as real traffic goes; to a pod of its own
-//! node it is delivered. The CLI draws the tunnel in the diagram.
+//! node it is delivered; the CLI draws the tunnel in the diagram. Direct
+//! routing: "to node-2 via the stack", the node of the pod CIDR.
 //!
 //! Needs root and etcd; fails (never skips) without them. The lab's guard
 //! removes agents, etcd, pins, state and namespaces, also on failure.
@@ -15,6 +16,13 @@ use pilus_lab::{
     plan::Routing,
     serve::{Probe, Proto},
 };
+
+/// One cluster at a time (2 agents and etcd each: two at once on a 2-core
+/// machine slow everything down, as nodes.rs found).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn trace(fx: &LabNode, node: &str, from: &str, to: &str) -> PacketTrace {
     fx.client(node)
@@ -32,6 +40,7 @@ fn trace(fx: &LabNode, node: &str, from: &str, to: &str) -> PacketTrace {
 
 #[test]
 fn a_trace_to_another_nodes_pod_says_which_node_the_tunnel_leads_to() {
+    let _one = serial();
     let fx = LabNode::cluster("t12trl", 2, 2, Routing::Tunnel);
     let f1 = fx.lab.pod("frontend-1").unwrap().clone();
     let b1 = fx.lab.pod("backend-1").unwrap().clone();
@@ -101,4 +110,31 @@ fn a_trace_to_another_nodes_pod_says_which_node_the_tunnel_leads_to() {
     let _ = std::fs::remove_file(&svg);
     assert!(drawing.contains(">tunnel<"), "{drawing}");
     assert!(drawing.contains(&format!(">{}<", b2.node)), "{drawing}");
+}
+
+#[test]
+fn in_direct_routing_a_trace_names_the_node_the_stack_routes_to() {
+    let _one = serial();
+    let fx = LabNode::cluster("t12trd", 2, 2, Routing::Direct);
+    let f1 = fx.lab.pod("frontend-1").unwrap().clone();
+    let b2 = fx.lab.pod("backend-2").unwrap().clone();
+    let t = trace(&fx, &f1.node, &f1.ip.to_string(), &format!("{}:80", b2.ip));
+    assert_eq!(t.verdict.outcome, TraceOutcome::Stack, "{t:#?}");
+    assert_eq!(
+        t.verdict.summary,
+        format!("to {} via the stack (direct routing)", b2.node)
+    );
+    assert_eq!(t.verdict.node.as_deref(), Some(b2.node.as_str()));
+    let last = t.steps.last().unwrap();
+    assert_eq!(
+        (last.lane, last.to_lane),
+        (TraceLane::Node, Some(TraceLane::RemoteNode))
+    );
+    assert!(
+        matches!(
+            fx.probe("frontend-1", "backend-2", Proto::Tcp, YES),
+            Probe::Reply { .. }
+        ),
+        "frontend-1 -> backend-2 routed by the stack"
+    );
 }

@@ -32,6 +32,9 @@ pub struct TraceFacts<'a> {
     /// The destination as sent and as it left, when a service translated it,
     /// with the service's name when known.
     pub nat: Option<(SocketAddrV4, SocketAddrV4, Option<String>)>,
+    /// Another node whose pod CIDR holds the destination, and that CIDR:
+    /// where the stack routes a packet handed to it (direct routing).
+    pub routed_to: Option<(String, String)>,
 }
 
 /// The name of a tc verdict.
@@ -223,6 +226,15 @@ pub fn story(f: &TraceFacts<'_>) -> (Vec<TraceStep>, TraceVerdict) {
             format!("VXLAN to {to} ({ip}); its from-overlay delivers to the pod"),
         ));
     }
+    if let (TraceOutcome::Stack, Some((node, cidr))) = (verdict.outcome, &f.routed_to) {
+        steps.push(step(
+            Node,
+            Some(RemoteNode),
+            format!(
+                "the stack routes it to {node} (pod CIDR {cidr}); its from-netdev delivers to the pod"
+            ),
+        ));
+    }
     (steps, verdict)
 }
 
@@ -273,7 +285,13 @@ fn verdict(f: &TraceFacts<'_>) -> TraceVerdict {
         }
         (TC_ACT_OK, _, _) => {
             v.outcome = TraceOutcome::Stack;
-            v.summary = "to the stack".into();
+            v.summary = match &f.routed_to {
+                Some((node, _)) => {
+                    v.node = Some(node.clone());
+                    format!("to {node} via the stack (direct routing)")
+                }
+                None => "to the stack".into(),
+            };
         }
         (other, _, _) => {
             v.summary = format!(
@@ -347,6 +365,7 @@ mod tests {
             events,
             tunnel: None,
             nat: None,
+            routed_to: None,
         }
     }
 
@@ -450,5 +469,22 @@ mod tests {
             (TraceOutcome::Stack, "to the stack")
         );
         assert_eq!(steps[1].to_lane, Some(TraceLane::Node));
+        assert_eq!(steps.len(), 2);
+
+        // Direct routing: the stack takes it to the node of its pod CIDR.
+        f.routed_to = Some(("node-2".into(), "198.18.2.0/24".into()));
+        let (steps, v) = story(&f);
+        assert_eq!(v.summary, "to node-2 via the stack (direct routing)");
+        assert_eq!(v.node.as_deref(), Some("node-2"));
+        let last = steps.last().unwrap();
+        assert_eq!(
+            (last.lane, last.to_lane),
+            (TraceLane::Node, Some(TraceLane::RemoteNode))
+        );
+        assert!(
+            last.text.contains("pod CIDR 198.18.2.0/24"),
+            "{}",
+            last.text
+        );
     }
 }

@@ -52,7 +52,10 @@ fn title(t: &PacketTrace, lane: TraceLane) -> (String, String) {
                 .clone()
                 .or_else(|| t.verdict.tunnel_endpoint.map(|ip| ip.to_string()))
                 .unwrap_or_else(|| "remote node".into()),
-            "from-overlay".into(),
+            match t.verdict.outcome {
+                TraceOutcome::Stack => "from-netdev".into(),
+                _ => "from-overlay".into(),
+            },
         ),
         TraceLane::DestinationPod => match (&t.to.pod, &t.verdict.node) {
             // A pod of another node: the local agent knows its address only.
