@@ -76,7 +76,8 @@ fn event_step(e: &MonitorEvent, f: &TraceFacts<'_>, dst: Option<Ipv4Addr>) -> Tr
             "from-endpoint" => (
                 None,
                 format!(
-                    "from-container on {veth}: from {} (identity {})",
+                    "from-container (tc ingress of {veth}), tail call to ipv4_from_lxc: from {} \
+                     (identity {})",
                     pod_or_ep(e.src_endpoint, &e.src_pod),
                     e.src_identity
                 ),
@@ -208,7 +209,10 @@ pub fn story(f: &TraceFacts<'_>) -> (Vec<TraceStep>, TraceVerdict) {
                 steps.push(step(
                     SourceVeth,
                     None,
-                    format!("service{name} {front}: backend {back} chosen, destination translated (DNAT)"),
+                    format!(
+                        "ipv4_lb_from_lxc (tail call): service{name} {front}: backend {back} \
+                         chosen, destination translated (DNAT); tail call back to ipv4_from_lxc"
+                    ),
                 ));
                 dst = Some(*back.ip());
             }
@@ -448,7 +452,10 @@ mod tests {
         assert_eq!(v.node.as_deref(), Some("node-2"));
         let texts: Vec<&str> = steps.iter().map(|s| s.text.as_str()).collect();
         assert!(
-            texts[2].starts_with("service shop/web 198.19.0.10:80: backend 198.18.1.5:8080"),
+            texts[2].starts_with(
+                "ipv4_lb_from_lxc (tail call): service shop/web 198.19.0.10:80: backend \
+                 198.18.1.5:8080"
+            ),
             "{texts:?}"
         );
         assert_eq!(
