@@ -310,13 +310,6 @@ impl Tracer {
     }
 }
 
-/// The directory a setup pins in (for tests).
-impl TracerSetup {
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
