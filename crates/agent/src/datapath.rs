@@ -43,6 +43,14 @@ impl Pinned {
         self.dp().tracer_setup()
     }
 
+    /// The live conntrack entries of those of `keys` that exist.
+    pub fn conntrack_entries(
+        &self,
+        keys: &[CtKey4],
+    ) -> Result<Vec<(CtKey4, CtEntry)>, pilus_datapath::Error> {
+        self.dp().conntrack_entries(keys)
+    }
+
     fn gc(&self) -> MutexGuard<'_, CtTable> {
         self.gc.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -10,7 +10,10 @@
 //! for the next ones; each run starts from empty private maps.
 
 use crate::datapath::Pinned;
-use pilus_abi::consts::{DBG_ENCAP, EVENT_DEBUG};
+use pilus_abi::{
+    consts::{CT_SCOPE_FLOW, CT_SCOPE_SERVICE, DBG_ENCAP, EVENT_DEBUG},
+    Be16, Be32, CtKey4,
+};
 use pilus_api_types as api;
 use pilus_controlplane::ControlPlane;
 use pilus_monitor::{
@@ -59,6 +62,8 @@ struct Probe {
     dst: Option<api::Endpoint>,
     proto: Proto,
     port: Option<u16>,
+    /// Given: a packet of the flow that uses it.
+    sport: Option<u16>,
 }
 
 fn find_endpoint<'a>(eps: &'a [api::Endpoint], key: &str) -> Option<&'a api::Endpoint> {
@@ -157,6 +162,16 @@ fn probe(req: &api::PacketTraceRequest, eps: &[api::Endpoint]) -> Result<Probe, 
             )))
         }
     };
+    let sport = match (proto, req.sport) {
+        (_, None) => None,
+        (Proto::Icmp, Some(_)) => {
+            return Err(TraceError::Invalid(
+                "icmp has no source port (an echo request is traced)".into(),
+            ))
+        }
+        (_, Some(0)) => return Err(TraceError::Invalid("source port 0 cannot be traced".into())),
+        (_, Some(p)) => Some(p),
+    };
     if dst.as_ref().is_some_and(|d| d.id == src.id) {
         return Err(TraceError::Invalid(
             "a pod's traffic to itself never leaves it: pick another destination".into(),
@@ -168,21 +183,62 @@ fn probe(req: &api::PacketTraceRequest, eps: &[api::Endpoint]) -> Result<Probe, 
         dst,
         proto,
         port,
+        sport,
     })
 }
 
+impl Probe {
+    fn ip_proto(&self) -> u8 {
+        match self.proto {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+        }
+    }
+
+    /// The conntrack keys of the flow a given source port names: its own
+    /// and its reply's, and its service entry (a frontend's).
+    fn conntrack_keys(&self) -> Vec<CtKey4> {
+        let Some(sport) = self.sport else {
+            return Vec::new();
+        };
+        let (src, dst, dport) = (self.src.ipv4, self.dst_ip, self.port.unwrap_or(0));
+        let key = |s, d, sp, dp, scope| CtKey4 {
+            saddr: Be32::from(s),
+            daddr: Be32::from(d),
+            sport: Be16::new(sp),
+            dport: Be16::new(dp),
+            protocol: self.ip_proto(),
+            scope,
+            _pad: [0; 2],
+        };
+        vec![
+            key(src, dst, sport, dport, CT_SCOPE_FLOW),
+            key(dst, src, dport, sport, CT_SCOPE_FLOW),
+            key(src, dst, sport, dport, CT_SCOPE_SERVICE),
+        ]
+    }
+}
+
 /// The frame the pod sends: from its MAC to its gateway's (the host-side
-/// veth's, which the datapath answers ARP with).
-fn frame(p: &Probe) -> Result<Vec<u8>, TraceError> {
+/// veth's, which the datapath answers ARP with). `established`: a TCP
+/// packet of a known connection (an ACK), else a SYN.
+fn frame(p: &Probe, established: bool) -> Result<Vec<u8>, TraceError> {
     let b = PacketBuilder::new(
         mac(&p.src.mac, "the source pod")?,
         mac(&p.src.host_mac, "the source pod's veth")?,
     )
     .ipv4(p.src.ipv4, p.dst_ip);
     let port = p.port.unwrap_or(0);
+    let sport = p.sport.unwrap_or(TRACE_SPORT);
+    let flags = if established {
+        tcp_flags::ACK
+    } else {
+        tcp_flags::SYN
+    };
     Ok(match p.proto {
-        Proto::Tcp => b.tcp(TRACE_SPORT, port, tcp_flags::SYN),
-        Proto::Udp => b.udp(TRACE_SPORT, port).payload(b"pilus trace"),
+        Proto::Tcp => b.tcp(sport, port, flags),
+        Proto::Udp => b.udp(sport, port).payload(b"pilus trace"),
         Proto::Icmp => b.icmp_echo(true, TRACE_SPORT, 1),
     }
     .build())
@@ -221,7 +277,11 @@ impl PacketTracer {
     ) -> Result<api::PacketTrace, TraceError> {
         let eps = cp.endpoints_view();
         let p = probe(req, &eps)?;
-        let pkt = frame(&p)?;
+        let seed = self
+            .dp
+            .conntrack_entries(&p.conntrack_keys())
+            .map_err(TraceError::Datapath)?;
+        let pkt = frame(&p, !seed.is_empty())?;
         // One trace at a time: they share the copy's private maps.
         let mut held = self.tracer.lock().unwrap_or_else(|e| e.into_inner());
         let mut load_ms = None;
@@ -241,7 +301,7 @@ impl PacketTracer {
             }
         };
         let run = tracer
-            .from_container(p.src.host_ifindex, &pkt)
+            .from_container(p.src.host_ifindex, &pkt, &seed)
             .map_err(TraceError::Datapath)?;
         drop(held);
 
@@ -301,16 +361,18 @@ impl PacketTracer {
             tunnel,
             nat,
             routed_to,
+            conntrack_copied: seed.len(),
         });
         Ok(api::PacketTrace {
             node: cp.status().node_name,
             from: peer(p.src.ipv4, Some(&p.src)),
             to: peer(p.dst_ip, p.dst.as_ref()),
             proto: req.proto.to_ascii_lowercase(),
-            sport: (p.proto != Proto::Icmp).then_some(TRACE_SPORT),
+            sport: (p.proto != Proto::Icmp).then_some(p.sport.unwrap_or(TRACE_SPORT)),
             dport: p.port,
             steps,
             verdict,
+            conntrack_copied: seed.len(),
             load_ms,
         })
     }
@@ -338,6 +400,7 @@ mod tests {
             to: to.into(),
             proto: proto.into(),
             port,
+            sport: None,
         }
     }
 
@@ -361,9 +424,23 @@ mod tests {
         assert_eq!((p.dst.map(|d| d.id), p.port), (Some(2), Some(81)));
         let p = probe(&req("c1", "198.18.0.6", "icmp", None), &eps).unwrap();
         assert_eq!(p.dst.map(|d| d.id), Some(2));
-        assert!(
-            frame(&probe(&req("shop/client", "shop/web", "udp", Some(81)), &eps).unwrap()).is_ok()
-        );
+        let udp = probe(&req("shop/client", "shop/web", "udp", Some(81)), &eps).unwrap();
+        assert!(frame(&udp, false).is_ok());
+        // A source port names the flow: its key, its reply's, its service's.
+        let p = probe(
+            &api::PacketTraceRequest {
+                sport: Some(41_000),
+                ..req("shop/client", "shop/web", "tcp", Some(80))
+            },
+            &eps,
+        )
+        .unwrap();
+        let keys = p.conntrack_keys();
+        assert_eq!(keys.len(), 3);
+        assert_eq!((keys[0].sport.get(), keys[0].dport.get()), (41_000, 80));
+        assert_eq!((keys[1].sport.get(), keys[1].dport.get()), (80, 41_000));
+        assert_eq!(Ipv4Addr::from(keys[1].saddr), Ipv4Addr::new(198, 18, 0, 6));
+        assert_eq!(keys[2].scope, CT_SCOPE_SERVICE);
         for (r, want) in [
             (
                 req("shop/nobody", "shop/web", "tcp", Some(80)),
@@ -391,6 +468,13 @@ mod tests {
             ),
             (req("shop/client", "shop/web", "tcp", Some(0)), "port 0"),
             (req("shop/client", "shop/client", "tcp", Some(80)), "itself"),
+            (
+                api::PacketTraceRequest {
+                    sport: Some(5),
+                    ..req("shop/client", "shop/web", "icmp", None)
+                },
+                "no source port",
+            ),
         ] {
             let e = probe(&r, &eps)
                 .err()

@@ -145,6 +145,7 @@ fn trace(c: &Cluster, s: &Pod, d: &Pod, port: u16, proto: &str) -> PacketTrace {
                 to: format!("{}/{}", d.namespace, d.app),
                 proto: proto.to_ascii_lowercase(),
                 port: Some(port),
+                sport: None,
             },
         )
         .unwrap_or_else(|e| {
@@ -290,6 +291,52 @@ fn trace_names_policy_stack_and_refuses_bad_requests() {
     );
     assert!(t.load_ms.is_none(), "later traces reuse the copy");
 
+    // A packet of a live connection (--sport): the trace starts from copies
+    // of its conntrack entries, finds it established, skips policy, and
+    // leaves the live entries as they were.
+    let stream = client
+        .ns
+        .within(|| {
+            std::net::TcpStream::connect_timeout(&SocketAddrV4::new(web.ep.ipv4, 80).into(), YES)
+        })
+        .unwrap()
+        .expect("connect client -> web:80");
+    let sport = stream.local_addr().unwrap().port();
+    let before = live_state(&c.pins);
+    let t: PacketTrace = c
+        .client()
+        .post_json(
+            paths::PACKET_TRACE,
+            &PacketTraceRequest {
+                from: "shop/client".into(),
+                to: "shop/web".into(),
+                proto: "tcp".into(),
+                port: Some(80),
+                sport: Some(sport),
+            },
+        )
+        .unwrap();
+    let texts: Vec<&str> = t.steps.iter().map(|s| s.text.as_str()).collect();
+    assert!(t.conntrack_copied >= 1, "the flow's entry: {texts:#?}");
+    assert!(
+        texts
+            .iter()
+            .any(|s| s.starts_with("conntrack: established flow")),
+        "{texts:#?}"
+    );
+    assert!(
+        !texts.iter().any(|s| s.starts_with("policy:")),
+        "{texts:#?}"
+    );
+    assert!(texts[0].contains("tcp ACK"), "{texts:#?}");
+    assert_eq!(t.verdict.outcome, TraceOutcome::Delivered);
+    assert_eq!(
+        live_state(&c.pins),
+        before,
+        "the live entries were only copied"
+    );
+    drop(stream);
+
     // Outside the pods, no tunnel: to the stack. ICMP too.
     let out: PacketTrace = c
         .client()
@@ -300,6 +347,7 @@ fn trace_names_policy_stack_and_refuses_bad_requests() {
                 to: "198.19.200.1:443".into(),
                 proto: "tcp".into(),
                 port: None,
+                sport: None,
             },
         )
         .unwrap();
@@ -316,6 +364,7 @@ fn trace_names_policy_stack_and_refuses_bad_requests() {
                 to: "ops/web".into(),
                 proto: "icmp".into(),
                 port: None,
+                sport: None,
             },
         )
         .unwrap();
@@ -359,6 +408,7 @@ fn trace_names_policy_stack_and_refuses_bad_requests() {
                     to: format!("{vip}:8080"),
                     proto: "tcp".into(),
                     port: None,
+                    sport: None,
                 },
             )
             .unwrap()
@@ -406,6 +456,7 @@ fn trace_names_policy_stack_and_refuses_bad_requests() {
                     to: req.1.into(),
                     proto: req.2.into(),
                     port: req.3,
+                    sport: None,
                 },
             )
             .expect_err("refused");

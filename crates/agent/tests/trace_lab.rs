@@ -33,6 +33,7 @@ fn trace(fx: &LabNode, node: &str, from: &str, to: &str) -> PacketTrace {
                 to: to.into(),
                 proto: "tcp".into(),
                 port: None,
+                sport: None,
             },
         )
         .unwrap_or_else(|e| panic!("trace {from} -> {to} on {node}: {e}"))

@@ -1146,6 +1146,12 @@ pub struct PacketTraceRequest {
     /// The destination port (TCP and UDP; or given in `to`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The source port (TCP and UDP): a packet of the flow that uses it.
+    /// The live conntrack entries of its tuple (either direction) are
+    /// copied into the trace's private table, and, when there are any, a
+    /// TCP packet is an ACK (the connection's next packet), not a SYN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
 }
 
 /// One side of a traced packet.
@@ -1242,6 +1248,10 @@ pub struct PacketTrace {
     pub dport: Option<u16>,
     pub steps: Vec<TraceStep>,
     pub verdict: TraceVerdict,
+    /// Live conntrack entries copied into the trace's private table (with
+    /// `sport`).
+    #[serde(default)]
+    pub conntrack_copied: usize,
     /// What loading the private copy of the programs took, when this trace
     /// loaded it (the agent keeps it for the next).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -168,6 +168,29 @@ impl Datapath {
     }
 }
 
+impl Datapath {
+    /// The live conntrack entries of those of `keys` that exist: a trace of
+    /// a packet of an existing flow starts from them.
+    pub fn conntrack_entries(&self, keys: &[CtKey4]) -> Result<Vec<(CtKey4, CtEntry)>, Error> {
+        const NAME: &str = "pilus_ct4";
+        let m: HashMap<&MapData, CtKey4, CtEntry> = HashMap::try_from(
+            self.ebpf
+                .map(NAME)
+                .ok_or(Error::MissingMap { name: NAME })?,
+        )
+        .map_err(|e| Error::map(NAME, e))?;
+        let mut out = Vec::new();
+        for k in keys {
+            match m.get(k, 0) {
+                Ok(v) => out.push((*k, v)),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(Error::map(NAME, e)),
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl TracerSetup {
     /// Loads and verifies the private copy of bpf_lxc.o.
     pub fn load(self) -> Result<Tracer, Error> {
@@ -275,9 +298,28 @@ impl Tracer {
     /// Runs `frame` through from-container as if the pod behind host-side
     /// interface `ifindex` sent it (the interface must exist in the
     /// caller's network namespace). Each run starts from empty private
-    /// maps, so it traces the first packet of a new flow.
-    pub fn from_container(&mut self, ifindex: u32, frame: &[u8]) -> Result<TraceRun, Error> {
+    /// maps but for `conntrack`, copies of live entries (see
+    /// [`Datapath::conntrack_entries`]): without them it traces the first
+    /// packet of a new flow.
+    pub fn from_container(
+        &mut self,
+        ifindex: u32,
+        frame: &[u8],
+        conntrack: &[(CtKey4, CtEntry)],
+    ) -> Result<TraceRun, Error> {
         clear::<CtKey4, CtEntry>(&mut self.ebpf, "pilus_ct4")?;
+        {
+            const NAME: &str = "pilus_ct4";
+            let mut ct: HashMap<&mut MapData, CtKey4, CtEntry> = HashMap::try_from(
+                self.ebpf
+                    .map_mut(NAME)
+                    .ok_or(Error::MissingMap { name: NAME })?,
+            )
+            .map_err(|e| Error::map(NAME, e))?;
+            for (k, v) in conntrack {
+                ct.insert(k, v, 0).map_err(|e| Error::map(NAME, e))?;
+            }
+        }
         clear::<Lb4AffinityKey, Lb4Affinity>(&mut self.ebpf, "pilus_lb4_aff")?;
         clear::<FragKey4, FragPorts>(&mut self.ebpf, "pilus_frag4")?;
         // Whatever an earlier, failed run left.

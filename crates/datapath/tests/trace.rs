@@ -6,11 +6,15 @@
 mod common;
 use common::*;
 use pilus_abi::consts::*;
+use pilus_abi::CtKey4;
 use pilus_datapath::{
     testrun::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
     TraceRun, Tracer,
 };
-use pilus_packet::{tcp_flags::SYN, PacketBuilder};
+use pilus_packet::{
+    tcp_flags::{ACK, SYN},
+    PacketBuilder,
+};
 use std::time::Instant;
 
 fn syn(fx: &Fx, dst: std::net::Ipv4Addr, dport: u16) -> Vec<u8> {
@@ -22,7 +26,7 @@ fn syn(fx: &Fx, dst: std::net::Ipv4Addr, dport: u16) -> Vec<u8> {
 
 fn trace(fx: &Fx, t: &mut Tracer, pkt: &[u8]) -> TraceRun {
     fx.ns
-        .within(|| t.from_container(fx.a.ifindex, pkt))
+        .within(|| t.from_container(fx.a.ifindex, pkt, &[]))
         .expect("enter ns")
         .expect("trace run")
 }
@@ -119,11 +123,41 @@ fn trace_copy_decides_like_the_datapath_and_changes_nothing_live() {
     // comparison above could have failed.
     let out = fx.send_a(&syn(&fx, IP_B, 80));
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
-    assert_ne!(
-        fx.dp.conntrack().unwrap(),
-        ct,
-        "the live run creates a flow"
+    let live = fx.dp.conntrack().unwrap();
+    assert_ne!(live, ct, "the live run creates a flow");
+
+    // A packet of that flow, traced with copies of its live entries: the
+    // copy finds it established and skips policy; the live entry is not
+    // touched (its counters would have grown).
+    let keys: Vec<CtKey4> = live.iter().map(|(k, _)| *k).collect();
+    let seed = fx.dp.conntrack_entries(&keys).unwrap();
+    assert_eq!(seed.len(), live.len());
+    let ack = PacketBuilder::new(MAC_A, fx.a.node_mac)
+        .ipv4(IP_A, IP_B)
+        .tcp(40_000, 80, ACK)
+        .build();
+    let r = fx
+        .ns
+        .within(|| t.from_container(fx.a.ifindex, &ack, &seed))
+        .expect("enter ns")
+        .expect("trace run");
+    assert_eq!(r.verdict, TC_ACT_REDIRECT);
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.kind == EVENT_TRACE && e.ct_state == CT_ESTABLISHED),
+        "{:?}",
+        kinds(&r)
     );
+    assert!(
+        !r.events.iter().any(|e| e.kind == EVENT_POLICY_VERDICT),
+        "an established flow skips policy"
+    );
+    assert_eq!(fx.dp.conntrack().unwrap(), live, "live entries untouched");
+    // Asked for a tuple nobody uses, nothing is copied.
+    let mut none = keys[0];
+    none.sport = pilus_abi::Be16::new(1);
+    assert!(fx.dp.conntrack_entries(&[none]).unwrap().is_empty());
 
     // No pins are left behind by the copy.
     let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/bpf")

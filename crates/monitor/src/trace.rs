@@ -35,6 +35,8 @@ pub struct TraceFacts<'a> {
     /// Another node whose pod CIDR holds the destination, and that CIDR:
     /// where the stack routes a packet handed to it (direct routing).
     pub routed_to: Option<(String, String)>,
+    /// Live conntrack entries of the flow copied into the trace's table.
+    pub conntrack_copied: usize,
 }
 
 /// The name of a tc verdict.
@@ -197,6 +199,17 @@ pub fn story(f: &TraceFacts<'_>) -> (Vec<TraceStep>, TraceVerdict) {
         Some(SourceVeth),
         format!("pod {} sends {}", f.src_pod, format_packet(f.sent)),
     )];
+    if f.conntrack_copied > 0 {
+        steps.push(step(
+            SourceVeth,
+            None,
+            format!(
+                "conntrack: {} live entr{} of this flow copied into the trace's own table",
+                f.conntrack_copied,
+                if f.conntrack_copied == 1 { "y" } else { "ies" }
+            ),
+        ));
+    }
     let mut nat_told = false;
     let mut dst = f.sent.dst_ip;
     for e in f.events {
@@ -370,6 +383,7 @@ mod tests {
             tunnel: None,
             nat: None,
             routed_to: None,
+            conntrack_copied: 0,
         }
     }
 
@@ -397,6 +411,13 @@ mod tests {
         assert_eq!(v.summary, "delivered to pod shop/web");
         assert_eq!(v.pod.as_deref(), Some("shop/web"));
         assert_eq!(steps.len(), 4);
+        let mut f = facts(&sent, TC_ACT_REDIRECT, &events);
+        f.conntrack_copied = 2;
+        let (copied, _) = story(&f);
+        assert_eq!(
+            copied[1].text,
+            "conntrack: 2 live entries of this flow copied into the trace's own table"
+        );
         assert_eq!(steps[0].lane, TraceLane::SourcePod);
         assert_eq!(steps[0].to_lane, Some(TraceLane::SourceVeth));
         assert!(steps[2].text.starts_with("policy: ingress of pod shop/web, peer identity 256: allow (match L3-L4): allowed by"), "{}", steps[2].text);

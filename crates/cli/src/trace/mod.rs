@@ -46,6 +46,12 @@ pub struct TraceArgs {
     /// The destination port (tcp, udp), unless --to gives it.
     #[arg(long)]
     pub port: Option<u16>,
+    /// The source port (tcp, udp): trace a packet of the flow that uses
+    /// it. Its live conntrack entries are copied into the trace's own table
+    /// (never changed), and a TCP packet of a known connection is an ACK.
+    /// Without it: the first packet of a new flow.
+    #[arg(long)]
+    pub sport: Option<u16>,
     /// Also draw the packet's life as a sequence diagram (SVG) into FILE.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
@@ -64,6 +70,7 @@ pub fn run(c: &Client, a: TraceArgs, out: Output) -> Result<()> {
             to: a.to,
             proto: a.proto.name().into(),
             port: a.port,
+            sport: a.sport,
         },
     )?;
     if let Some(path) = &a.svg {
@@ -196,6 +203,7 @@ pub(crate) mod tests {
                 policy: None,
                 tc_verdict: "TC_ACT_REDIRECT".into(),
             },
+            conntrack_copied: 0,
             load_ms: Some(310),
         }
     }
