@@ -37,6 +37,20 @@ impl Pinned {
         self.dp.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Pins the live maps for `pilus trace`'s private copy, under the
+    /// lock only for that (see [`pilus_datapath::TracerSetup`]).
+    pub fn tracer_setup(&self) -> Result<pilus_datapath::TracerSetup, pilus_datapath::Error> {
+        self.dp().tracer_setup()
+    }
+
+    /// The live conntrack entries of those of `keys` that exist.
+    pub fn conntrack_entries(
+        &self,
+        keys: &[CtKey4],
+    ) -> Result<Vec<(CtKey4, CtEntry)>, pilus_datapath::Error> {
+        self.dp().conntrack_entries(keys)
+    }
+
     fn gc(&self) -> MutexGuard<'_, CtTable> {
         self.gc.lock().unwrap_or_else(|p| p.into_inner())
     }

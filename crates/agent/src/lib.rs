@@ -4,7 +4,7 @@
 //! name ([`names`]), the REST API server ([`api`], axum on hyper over a
 //! unix socket), the Prometheus metrics ([`metrics`], on a TCP address) and
 //! `pilus doctor`'s checks ([`doctor`]), both reading the datapath through
-//! [`view`].
+//! [`view`], and `pilus trace` ([`trace`]).
 
 pub mod api;
 pub mod datapath;
@@ -16,4 +16,5 @@ pub mod names;
 pub mod node;
 pub mod plumbing;
 pub mod prefilter;
+pub mod trace;
 pub mod view;

@@ -18,6 +18,7 @@ use pilus_agent::{
     node::{self, RoutingArg},
     plumbing::NetlinkPlumbing,
     prefilter::PrefilterApi,
+    trace::PacketTracer,
     view::DatapathView,
 };
 use pilus_controlplane::{
@@ -389,6 +390,7 @@ fn run() -> Result<()> {
         view,
         setup,
         monitor_control: dp.clone(),
+        tracer: Arc::new(PacketTracer::new(dp.clone())),
         ct_gc: ct_gc_metrics,
         prefilter,
     };
@@ -416,6 +418,7 @@ struct Observe {
     setup: NodeSetup,
     /// The monitor's run-time settings (pilus_monconf).
     monitor_control: Arc<Pinned>,
+    tracer: Arc<PacketTracer>,
     /// The conntrack GC thread's runs.
     ct_gc: ConntrackGcMetrics,
     prefilter: Arc<PrefilterApi>,
@@ -480,7 +483,8 @@ async fn serve(
     let shared = api::Shared::new(agent, events, stopping.clone())
         .with_instruments(instruments)
         .with_doctor(doctor)
-        .with_prefilter(observe.prefilter);
+        .with_prefilter(observe.prefilter)
+        .with_tracer(observe.tracer);
     let peers_server = match flows_address(args)? {
         None => None,
         Some(addr) => {

@@ -70,6 +70,11 @@ pub mod paths {
     /// GET: flow records (`pilus observe`), a [`super::FlowBatch`]: this
     /// node's, or with `nodes=all` every node's (the agent asks its peers).
     pub const FLOWS: &str = "/v1/flows";
+
+    /// POST a [`super::PacketTraceRequest`]: `pilus trace`, a packet run
+    /// through the loaded programs on a private copy of the state it
+    /// writes; a [`super::PacketTrace`].
+    pub const PACKET_TRACE: &str = "/v1/trace";
 }
 
 /// CIDRs to add to or remove from the XDP prefilter's deny list.
@@ -1309,4 +1314,131 @@ pub struct FlowBatch {
     pub nodes: Vec<FlowNodeStatus>,
     /// The matching flows, oldest first.
     pub flows: Vec<Flow>,
+}
+
+/// `pilus trace`: a packet to run through this node's datapath.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PacketTraceRequest {
+    /// The sending pod: `namespace/name`, an endpoint id, a container id
+    /// or its address.
+    pub from: String,
+    /// A pod (as `from`), or an IPv4 address; either optionally with
+    /// `:port`.
+    pub to: String,
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: String,
+    /// The destination port (TCP and UDP; or given in `to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The source port (TCP and UDP): a packet of the flow that uses it.
+    /// The live conntrack entries of its tuple (either direction) are
+    /// copied into the trace's private table, and, when there are any, a
+    /// TCP packet is an ACK (the connection's next packet), not a SYN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+}
+
+/// One side of a traced packet.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TracePeer {
+    pub ip: Ipv4Addr,
+    /// The local pod, `namespace/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<u16>,
+}
+
+/// Where a step happens: a participant of the sequence diagram, in the
+/// order a packet meets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TraceLane {
+    /// The sending pod.
+    SourcePod,
+    /// Its host-side veth, where from-container runs.
+    SourceVeth,
+    /// This node's stack.
+    Node,
+    /// The VXLAN tunnel.
+    Tunnel,
+    /// The node the tunnel leads to.
+    RemoteNode,
+    /// The receiving pod (local or remote).
+    DestinationPod,
+}
+
+/// One step of a packet's life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStep {
+    pub lane: TraceLane,
+    /// Where it goes next when the step moves it (an arrow in the diagram).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_lane: Option<TraceLane>,
+    /// For people: `policy: ingress of shop/web allowed (L3-L4, ...)`.
+    pub text: String,
+    /// The datapath event it comes from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<MonitorEvent>,
+}
+
+/// What became of the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TraceOutcome {
+    /// Delivered to a local pod.
+    Delivered,
+    Dropped,
+    /// Handed to this node's stack.
+    Stack,
+    /// Encapsulated to another node.
+    Tunnel,
+}
+
+/// The end of a trace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceVerdict {
+    pub outcome: TraceOutcome,
+    /// `delivered to pod shop/web`, `dropped: Policy denied (policy ...)`,
+    /// `to the stack`, `to node-2 via tunnel`.
+    pub summary: String,
+    /// The pod it was delivered to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The tunnel's far end, and the node there when it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_endpoint: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<MonitorDropReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<MonitorPolicy>,
+    /// The tc verdict of from-container (`TC_ACT_REDIRECT`, ...).
+    pub tc_verdict: String,
+}
+
+/// The answer of `POST /v1/trace`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketTrace {
+    pub node: String,
+    pub from: TracePeer,
+    pub to: TracePeer,
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    pub steps: Vec<TraceStep>,
+    pub verdict: TraceVerdict,
+    /// Live conntrack entries copied into the trace's private table (with
+    /// `sport`).
+    #[serde(default)]
+    pub conntrack_copied: usize,
+    /// What loading the private copy of the programs took, when this trace
+    /// loaded it (the agent keeps it for the next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<u64>,
 }

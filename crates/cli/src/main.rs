@@ -21,6 +21,7 @@ mod prefilter;
 mod service;
 mod status;
 mod table;
+mod trace;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -155,6 +156,19 @@ enum Command {
     /// store unreachable (etcd). Exit code 5 when any is a fault; warnings
     /// alone exit 0.
     Doctor(doctor::DoctorArgs),
+    /// What would happen to this packet? The agent builds it (a TCP SYN, a
+    /// UDP datagram or an ICMP echo request from the pod, to its gateway
+    /// MAC) and runs it through the loaded programs with BPF_PROG_TEST_RUN
+    /// against the live endpoint, ipcache, policy and service maps, on a
+    /// private copy of everything a packet writes: a trace never changes
+    /// conntrack, counters or the monitor's events. Prints each step
+    /// (programs, conntrack, service translation, each policy verdict with
+    /// its match level and rule, where it goes next) and the verdict:
+    /// delivered to pod X, dropped (reason, policy), to the stack, or to
+    /// node Y via tunnel. --svg FILE draws it as a sequence diagram.
+    ///
+    ///   pilus trace --from shop/client --to shop/web --proto tcp --port 80
+    Trace(trace::TraceArgs),
     /// Benchmarks (measurements, not tests). Needs root.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -209,6 +223,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Observe(args) => observe::run(&c, args, out),
         Command::Config { settings } => config::run(&c, settings, out),
         Command::Doctor(args) => doctor::run(&c, args, out),
+        Command::Trace(args) => trace::run(&c, args, out),
         Command::Bench(cmd) => bench::run(cmd, out),
         Command::Cni(cmd) => cni::run(cmd, &cli.socket),
         Command::Lab(a) => lab::run(a, out),

@@ -44,6 +44,17 @@ fn every_command_has_help() {
             &["policy", "trace", "--help"],
             &["--src", "--dst", "--dport", "80/TCP"],
         ),
+        (
+            &["trace", "--help"],
+            &[
+                "--from",
+                "--to",
+                "--proto",
+                "--port",
+                "--svg",
+                "BPF_PROG_TEST_RUN",
+            ],
+        ),
         (&["namespace", "--help"], &["label"]),
         (&["bpf", "--help"], &["policy", "ipcache", "ct"]),
         (&["bpf", "ct", "--help"], &["list", "flush"]),

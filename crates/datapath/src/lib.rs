@@ -3,7 +3,8 @@
 //! attached to pod veths (rtnetlink through pilus-netlink for the tc
 //! filters), driven through typed maps (endpoints, ipcache, policy,
 //! conntrack and its GC, services), and read without the loader for
-//! metrics and `pilus doctor` ([`inspect`]). No BPF syscalls happen anywhere
+//! metrics and `pilus doctor` ([`inspect`]), and copied privately for
+//! `pilus trace` ([`trace`]). No BPF syscalls happen anywhere
 //! else in Pilus; control-plane crates talk to this one.
 
 mod attach;
@@ -24,6 +25,7 @@ pub mod pins;
 pub mod prefilter;
 mod sys;
 pub mod testrun;
+pub mod trace;
 
 pub use attach::{AttachMode, EndpointLinks, HookStatus, NodeDevice};
 pub use config::{NodeConfig, PodCidr};
@@ -36,3 +38,4 @@ pub use maps::{DropCount, PolicyEntry};
 pub use monitor::{EventTotals, MonitorSettings};
 pub use pins::{MapDef, PinMismatch};
 pub use prefilter::{Prefilter, PrefilterEntry, PrefilterError};
+pub use trace::{TraceRun, Tracer, TracerSetup};

@@ -148,6 +148,10 @@ pub struct Datapath {
     host: Ebpf,
     pub(crate) xdp: Ebpf,
     pin_dir: Option<PathBuf>,
+    /// What the objects were loaded with (its `hz` the one in use): a
+    /// private copy for `pilus trace` loads with the same ([`crate::trace`]).
+    pub(crate) node: NodeConfig,
+    pub(crate) bpffs_root: PathBuf,
     pub(crate) hz: u32,
     pub(crate) pod_cidr: PodCidr,
     pub(crate) attach_mode: AttachMode,
@@ -228,6 +232,11 @@ impl Datapath {
             host,
             xdp,
             pin_dir: opts.pin_dir.clone(),
+            node: NodeConfig {
+                hz,
+                ..opts.node.clone()
+            },
+            bpffs_root: opts.bpffs_root.clone(),
             hz,
             pod_cidr,
             attach_mode: AttachMode::default(),
@@ -237,42 +246,9 @@ impl Datapath {
                 .load()
                 .map_err(|e| Error::program(p.name(), e))?;
         }
-        dp.fill_tail_calls()?;
+        fill_tail_calls(&mut dp.ebpf)?;
         tracing::debug!(pin_dir = ?dp.pin_dir, "datapath loaded");
         Ok(dp)
-    }
-
-    fn fill_tail_calls(&mut self) -> Result<(), Error> {
-        let slots = [
-            (CALL_IPV4_FROM_LXC, Program::Ipv4FromLxc),
-            (CALL_IPV4_TO_LXC, Program::Ipv4ToLxc),
-            (CALL_IPV4_LB, Program::Ipv4LbFromLxc),
-        ];
-        let mut fds = Vec::new();
-        for (slot, p) in slots {
-            let fd = self
-                .classifier(p)?
-                .fd()
-                .map_err(|e| Error::program(p.name(), e))?;
-            fds.push((
-                slot,
-                fd.try_clone().map_err(|source| Error::Syscall {
-                    call: "dup(program fd)",
-                    source,
-                })?,
-            ));
-        }
-        let map = self.ebpf.map_mut("pilus_calls").ok_or(Error::MissingMap {
-            name: "pilus_calls",
-        })?;
-        let mut calls: ProgramArray<_> =
-            ProgramArray::try_from(map).map_err(|e| Error::map("pilus_calls", e))?;
-        for (slot, fd) in &fds {
-            calls
-                .set(*slot, fd, 0)
-                .map_err(|e| Error::map("pilus_calls", e))?;
-        }
-        Ok(())
     }
 
     /// Conntrack's "now" (seconds on the kernel's tick), to compare with
@@ -345,8 +321,53 @@ impl Datapath {
     }
 }
 
+/// The programs of bpf_lxc.o.
+pub(crate) const LXC_PROGRAMS: [Program; 5] = [
+    Program::FromContainer,
+    Program::ToContainer,
+    Program::Ipv4FromLxc,
+    Program::Ipv4ToLxc,
+    Program::Ipv4LbFromLxc,
+];
+
+/// Fills bpf_lxc.o's tail-call array with its own (loaded) programs.
+pub(crate) fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), Error> {
+    let slots = [
+        (CALL_IPV4_FROM_LXC, Program::Ipv4FromLxc),
+        (CALL_IPV4_TO_LXC, Program::Ipv4ToLxc),
+        (CALL_IPV4_LB, Program::Ipv4LbFromLxc),
+    ];
+    let mut fds = Vec::new();
+    for (slot, p) in slots {
+        let prog: &SchedClassifier = ebpf
+            .program(p.name())
+            .ok_or(Error::MissingProgram { name: p.name() })?
+            .try_into()
+            .map_err(|e| Error::program(p.name(), e))?;
+        let fd = prog.fd().map_err(|e| Error::program(p.name(), e))?;
+        fds.push((
+            slot,
+            fd.try_clone().map_err(|source| Error::Syscall {
+                call: "dup(program fd)",
+                source,
+            })?,
+        ));
+    }
+    let map = ebpf.map_mut("pilus_calls").ok_or(Error::MissingMap {
+        name: "pilus_calls",
+    })?;
+    let mut calls: ProgramArray<_> =
+        ProgramArray::try_from(map).map_err(|e| Error::map("pilus_calls", e))?;
+    for (slot, fd) in &fds {
+        calls
+            .set(*slot, fd, 0)
+            .map_err(|e| Error::map("pilus_calls", e))?;
+    }
+    Ok(())
+}
+
 /// A fresh directory on bpffs for a load whose pins must not outlive it.
-fn private_pin_dir(root: &Path) -> Result<PathBuf, Error> {
+pub(crate) fn private_pin_dir(root: &Path) -> Result<PathBuf, Error> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = root.join(format!(

@@ -9,12 +9,13 @@
 //! interfaces, policies) comes through [`Names`], so the agent (which
 //! decodes) and the CLI (which prints) share this, and it is tested on
 //! crafted records. A flow record (`pilus observe`) is built from the same
-//! [`MonitorEvent`].
+//! [`MonitorEvent`], and so is `pilus trace`'s story of a packet ([`trace`]).
 
 pub mod cilium;
 pub mod flow;
 mod packet;
 mod text;
+pub mod trace;
 mod wire;
 
 pub use packet::{decode_packet, format_packet, icmp_name, proto_name, tcp_flag_names};

@@ -29,7 +29,10 @@ pub use limits::Limits;
 pub use reply::ApiError;
 pub use server::{bind, serve, BindError};
 
-use crate::{doctor::Doctor, metrics::Instruments, monitor::Monitor, prefilter::PrefilterApi};
+use crate::{
+    doctor::Doctor, metrics::Instruments, monitor::Monitor, prefilter::PrefilterApi,
+    trace::PacketTracer,
+};
 use pilus_api_types as api;
 use pilus_controlplane::ControlPlane;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,6 +58,9 @@ pub struct Shared {
     /// `None` in an agent without a real datapath: `/v1/prefilter` then
     /// says so.
     prefilter: Option<Arc<PrefilterApi>>,
+    /// `None` in an agent without a real datapath: `/v1/trace` then says
+    /// so.
+    tracer: Option<Arc<PacketTracer>>,
 }
 
 fn revision_of(cp: &ControlPlane) -> api::Revision {
@@ -83,6 +89,7 @@ impl Shared {
             instruments: Instruments::default(),
             doctor: None,
             prefilter: None,
+            tracer: None,
         }
     }
 
@@ -101,6 +108,12 @@ impl Shared {
     /// Serves `/v1/prefilter` with this deny list.
     pub fn with_prefilter(mut self, prefilter: Arc<PrefilterApi>) -> Shared {
         self.prefilter = Some(prefilter);
+        self
+    }
+
+    /// Serves `/v1/trace` with this tracer.
+    pub fn with_tracer(mut self, tracer: Arc<PacketTracer>) -> Shared {
+        self.tracer = Some(tracer);
         self
     }
 

@@ -11,6 +11,7 @@ use super::{
     Shared,
 };
 use crate::prefilter::{PrefilterApi, RequestError as PrefilterRequestError};
+use crate::trace::TraceError;
 use axum::{
     extract::{Path, State},
     http::StatusCode,
@@ -65,6 +66,7 @@ pub fn router() -> Router<Shared> {
             get(policy).delete(delete_policy),
         )
         .route(paths::TRACE, post(trace))
+        .route(paths::PACKET_TRACE, post(packet_trace))
         .route(paths::NAMESPACES, get(namespaces))
         .route(
             &format!("{}/{{namespace}}/labels", paths::NAMESPACES),
@@ -352,6 +354,34 @@ async fn trace(
     JsonBody(b): JsonBody<api::TraceRequest>,
 ) -> Result<Response, ApiError> {
     Ok(ok(s.read(move |a| a.trace(&b)).await?))
+}
+
+/// `POST /v1/trace`: a packet through the loaded programs, on a private
+/// copy of the state they write (`crate::trace`).
+async fn packet_trace(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<api::PacketTraceRequest>,
+) -> Result<Response, ApiError> {
+    let Some(tracer) = s.tracer.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this agent has no datapath to trace through",
+        ));
+    };
+    match s.read(move |cp| tracer.trace(cp, &b)).await? {
+        Ok(t) => Ok(json(StatusCode::OK, &t)),
+        Err(e) => {
+            let status = match e {
+                TraceError::Invalid(_) => StatusCode::BAD_REQUEST,
+                TraceError::NotFound(_) => StatusCode::NOT_FOUND,
+                TraceError::Datapath(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if status.is_server_error() {
+                tracing::error!(error = %pilus_datapath::error_chain(&e), "trace failed");
+            }
+            Err(ApiError::new(status, pilus_datapath::error_chain(&e)))
+        }
+    }
 }
 
 async fn namespaces(State(s): State<Shared>) -> Result<Response, ApiError> {
