@@ -329,6 +329,45 @@ impl Demo<'_> {
             .map_or("?".into(), |n| n.underlay_ip.to_string())
     }
 
+    /// `pilus trace`: what would become of a TCP SYN from `from` to `to`
+    /// (a pod of this node by name, or an address) on port 80, asked of
+    /// this node's programs before anything is sent.
+    fn trace_packet(
+        &mut self,
+        from: &str,
+        to: &str,
+        expect: api::TraceOutcome,
+    ) -> Result<(), Error> {
+        let t: api::PacketTrace = self
+            .client()
+            .post_json(
+                paths::PACKET_TRACE,
+                &api::PacketTraceRequest {
+                    from: format!("demo/{from}"),
+                    to: to.to_string(),
+                    proto: "tcp".into(),
+                    port: Some(80),
+                    sport: None,
+                },
+            )
+            .map_err(api_err("tracing a packet"))?;
+        writeln!(
+            self.out,
+            "  asked before sending anything (pilus trace --from demo/{from} --to {to} --proto tcp --port 80):"
+        )?;
+        for (i, step) in t.steps.iter().enumerate() {
+            writeln!(self.out, "    {}. {}", i + 1, step.text)?;
+        }
+        writeln!(self.out, "    verdict: {}", t.verdict.summary)?;
+        if t.verdict.outcome != expect {
+            return Err(Error::Claim(format!(
+                "pilus trace {from} -> {to} said {:?}, expected {expect:?}",
+                t.verdict.outcome
+            )));
+        }
+        Ok(())
+    }
+
     /// Every node's drops of `pod`'s packets as flows, asked on this node
     /// (`pilus observe --all-nodes`): the newest drop on each node.
     fn observe_drops(&mut self, pod: &str) -> Result<(), Error> {
@@ -490,6 +529,8 @@ fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
         "Across nodes: frontend-1 (node-1) to backend-2 (node-2), through the tunnel",
     )?;
     d.show_tunnel("frontend-1", "backend-2")?;
+    let backend2 = d.pod_ip("backend-2")?.to_string();
+    d.trace_packet("frontend-1", &backend2, api::TraceOutcome::Tunnel)?;
 
     d.step(
         4,
@@ -596,6 +637,7 @@ fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
         "    i.e. node-2 judged the packet on arrival (from-overlay) with identity {db} from the VNI: app=db on node-1"
     )?;
     d.trace_reason("db-1", "backend-1")?;
+    d.trace_packet("db-1", "demo/backend-1", api::TraceOutcome::Dropped)?;
     d.observe_drops("db-1")?;
 
     d.step(6, "Delete the policy: db reaches backend again")?;
