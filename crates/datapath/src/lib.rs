@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod objects;
 pub mod pins;
 pub mod prefilter;
+pub mod sock;
 mod sys;
 pub mod testrun;
 
@@ -36,3 +37,4 @@ pub use maps::{DropCount, PolicyEntry};
 pub use monitor::{EventTotals, MonitorSettings};
 pub use pins::{MapDef, PinMismatch};
 pub use prefilter::{Prefilter, PrefilterEntry, PrefilterError};
+pub use sock::SockProgram;

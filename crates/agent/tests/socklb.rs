@@ -1,0 +1,520 @@
+//! Tier 3: socket-level service LB (issue 11, bpf/bpf_sock.c) with real
+//! sockets. pilusd runs with `--socket-lb-cgroup` on a cgroup v2 directory
+//! this test makes under /sys/fs/cgroup/unified (never the root). Client
+//! processes are this test binary run again (the ignored test
+//! `client_process`), moved into that cgroup and into a network namespace
+//! before they exec, from the root mount namespace:
+//!
+//! - a host process (the node's namespace) reaches a ClusterIP over TCP,
+//!   connected UDP and unconnected UDP, although the node has no route to
+//!   it: connect()/sendmsg() gave the socket a backend; getpeername() and
+//!   recvfrom() show the ClusterIP;
+//! - a host process outside the cgroup is not translated (no route);
+//! - a pod process in the cgroup is translated once, at the socket: its
+//!   conntrack entries name the backend and no service entry exists;
+//! - a frontend without backends refuses connect() (ECONNREFUSED), counted
+//!   as DROP_NO_SERVICE_BACKEND;
+//! - the pinned links outlive the agent and a restart keeps translating; a
+//!   start without the flag removes them.
+//!
+//! Needs root and cgroup v2 at /sys/fs/cgroup/unified; fails, never skips,
+//! without them. The guards kill the clients left in the cgroup, remove it,
+//! and (the fixture) the agent, pins and namespaces, also on failure.
+
+mod common;
+
+use common::Cluster;
+use pilus_api_types::{self as api, paths};
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions},
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// This file's frontends: in 198.19.129.0/24, used by no other test.
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 129, 10);
+const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 129, 11);
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
+const PREFIX: &str = "t11sock";
+/// What the client process prints before each of its results.
+const MARK: &str = "SOCKLB ";
+const CLIENT_ENV: &str = "PILUS_SOCKLB_CLIENT";
+const ECONNREFUSED: i32 = 111;
+const ENETUNREACH: i32 = 101;
+
+/// A cgroup v2 directory of this test. Dropping it kills the processes
+/// left in it (only this test's clients are ever moved there) and removes
+/// it.
+struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    fn new(tag: &str) -> Cgroup {
+        assert!(
+            Path::new(CGROUP_ROOT).join("cgroup.procs").exists(),
+            "no cgroup v2 hierarchy at {CGROUP_ROOT}: socket-level LB needs one"
+        );
+        remove_stale_cgroups();
+        let path =
+            Path::new(CGROUP_ROOT).join(format!("pilus-{PREFIX}-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("creating the cgroup {}: {e}", path.display()));
+        Cgroup { path }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        empty_and_remove(&self.path);
+    }
+}
+
+fn procs(cgroup: &Path) -> Vec<i32> {
+    std::fs::read_to_string(cgroup.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn empty_and_remove(cgroup: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = procs(cgroup);
+        if left.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        for pid in left {
+            // SAFETY: kill(2) on a client this test moved into its cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Err(e) = std::fs::remove_dir(cgroup) {
+        eprintln!("could not remove the cgroup {}: {e}", cgroup.display());
+    }
+}
+
+/// Cgroups of this file's runs whose test process is gone.
+fn remove_stale_cgroups() {
+    let Ok(entries) = std::fs::read_dir(CGROUP_ROOT) else {
+        return;
+    };
+    let start = format!("pilus-{PREFIX}-");
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&start)
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            empty_and_remove(&e.path());
+        }
+    }
+}
+
+/// What a client process reported: its `key=value` results.
+#[derive(Debug)]
+struct Report(BTreeMap<String, String>);
+
+impl Report {
+    fn get(&self, key: &str) -> &str {
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("the client reported no {key}: {self:?}"))
+    }
+}
+
+/// Runs the client `action` against `dst` as a new process in the network
+/// namespace `netns`, inside `cgroup` if given: both are entered between
+/// fork and exec, so every socket it makes belongs to them.
+fn client(netns: &Path, cgroup: Option<&Path>, action: &str, dst: SocketAddrV4) -> Report {
+    let ns = File::open(netns).unwrap_or_else(|e| panic!("open {}: {e}", netns.display()));
+    let procs = cgroup.map(|c| {
+        OpenOptions::new()
+            .write(true)
+            .open(c.join("cgroup.procs"))
+            .unwrap_or_else(|e| panic!("open {}/cgroup.procs: {e}", c.display()))
+    });
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "client_process",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CLIENT_ENV, format!("{action} {dst}"))
+    .stdin(Stdio::null());
+    let ns_fd = ns.as_raw_fd();
+    let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
+    // SAFETY: only write(2) and setns(2) between fork and exec, on
+    // descriptors opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = procs_fd {
+                // "0": the writing process itself.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run the client process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client {action} {dst}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Report(
+        stdout
+            .lines()
+            // libtest's "test client_process ... " shares the first line.
+            .filter_map(|l| l.split_once(MARK)?.1.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// The client process: one exchange, its results printed as `SOCKLB k=v`
+/// lines. Not a test on its own: the tests above run it in a namespace and
+/// a cgroup.
+#[test]
+#[ignore = "the client process the socket-LB tests start; not a test on its own"]
+fn client_process() {
+    let spec =
+        std::env::var(CLIENT_ENV).expect("run by the socket-LB tests, with PILUS_SOCKLB_CLIENT");
+    let (action, dst) = spec.split_once(' ').unwrap();
+    let dst: SocketAddr = dst.parse().unwrap();
+    let timeout = Duration::from_secs(3);
+    let say = |k: &str, v: &dyn std::fmt::Display| println!("{MARK}{k}={v}");
+    let errno = |e: &std::io::Error| e.raw_os_error().unwrap_or(-1);
+    let mut buf = [0u8; 512];
+    match action {
+        "tcp" => {
+            let mut s = match TcpStream::connect_timeout(&dst, timeout) {
+                Ok(s) => s,
+                Err(e) => return say("connect_errno", &errno(&e)),
+            };
+            say("peer", &s.peer_addr().unwrap());
+            s.set_read_timeout(Some(timeout)).unwrap();
+            s.write_all(b"over tcp\n").unwrap();
+            let n = s.read(&mut buf).unwrap();
+            say("echo", &String::from_utf8_lossy(&buf[..n]).trim());
+        }
+        "udp-connected" => {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(timeout)).unwrap();
+            if let Err(e) = s.connect(dst) {
+                return say("connect_errno", &errno(&e));
+            }
+            say("peer", &s.peer_addr().unwrap());
+            s.send(b"over connected udp\n").unwrap();
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            say("from", &from);
+            say("echo", &String::from_utf8_lossy(&buf[..n]).trim());
+        }
+        "udp-unconnected" => {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(timeout)).unwrap();
+            if let Err(e) = s.send_to(b"over unconnected udp\n", dst) {
+                return say("send_errno", &errno(&e));
+            }
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            say("from", &from);
+            say("echo", &String::from_utf8_lossy(&buf[..n]).trim());
+        }
+        other => panic!("unknown client action {other}"),
+    }
+}
+
+fn service(name: &str, vip: Ipv4Addr, backends: &[Ipv4Addr]) -> api::Service {
+    api::Service {
+        namespace: "demo".into(),
+        name: name.into(),
+        frontends: ["TCP", "UDP"]
+            .iter()
+            .map(|p| api::ServiceFrontend {
+                kind: "ClusterIP".into(),
+                address: vip.to_string(),
+                port: 80,
+                protocol: (*p).into(),
+                port_name: p.to_lowercase(),
+            })
+            .collect(),
+        backends: backends
+            .iter()
+            .flat_map(|ip| {
+                ["tcp", "udp"].map(|n| api::ServiceBackend {
+                    address: ip.to_string(),
+                    port: 80,
+                    weight: 1,
+                    state: "active".into(),
+                    port_name: n.into(),
+                })
+            })
+            .collect(),
+        algorithm: "random".into(),
+        session_affinity_seconds: None,
+    }
+}
+
+fn node_ns(c: &Cluster) -> PathBuf {
+    c.node.path()
+}
+
+/// A node with two backend pods, a client pod, the service on VIP with
+/// both backends and the one on EMPTY_VIP without, and socket LB on `cg`.
+fn cluster(tag: &str, cg: &Cgroup) -> Cluster {
+    let mut c = Cluster::new(
+        PREFIX,
+        tag,
+        &["--socket-lb-cgroup", cg.path.to_str().unwrap()],
+    );
+    // The node's own address, which host sockets send from (the node has
+    // no other, and no route to the frontends).
+    for args in ["link set lo up", "addr add 198.19.129.1/32 dev lo"] {
+        c.node
+            .ip(&args.split(' ').collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("ip {args}: {e}"));
+    }
+    c.add_pod("demo", "web1");
+    c.add_pod("demo", "web2");
+    c.add_pod("demo", "client");
+    let backends = [c.pod("demo", "web1").ep.ipv4, c.pod("demo", "web2").ep.ipv4];
+    let r: api::ServiceUpserted = c
+        .client()
+        .post_json(paths::SERVICES, &service("web", VIP, &backends))
+        .unwrap();
+    assert!(r.created);
+    let r: api::ServiceUpserted = c
+        .client()
+        .post_json(paths::SERVICES, &service("empty", EMPTY_VIP, &[]))
+        .unwrap();
+    assert!(r.created);
+    c
+}
+
+fn vip(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(VIP, port)
+}
+
+/// The host (node namespace) process in the cgroup reaches the frontend
+/// with each kind of socket and sees the frontend as its peer.
+fn assert_host_translated(c: &Cluster, cg: &Cgroup) {
+    let ns = node_ns(c);
+    let r = client(&ns, Some(&cg.path), "tcp", vip(80));
+    assert_eq!(r.get("echo"), "over tcp", "{r:?}");
+    assert_eq!(r.get("peer"), vip(80).to_string(), "getpeername over TCP");
+
+    let r = client(&ns, Some(&cg.path), "udp-connected", vip(80));
+    assert_eq!(r.get("echo"), "over connected udp", "{r:?}");
+    assert_eq!(
+        r.get("peer"),
+        vip(80).to_string(),
+        "getpeername, connected UDP"
+    );
+    assert_eq!(
+        r.get("from"),
+        vip(80).to_string(),
+        "recvfrom, connected UDP"
+    );
+
+    let r = client(&ns, Some(&cg.path), "udp-unconnected", vip(80));
+    assert_eq!(r.get("echo"), "over unconnected udp", "{r:?}");
+    assert_eq!(
+        r.get("from"),
+        vip(80).to_string(),
+        "recvfrom, unconnected UDP"
+    );
+}
+
+/// The same from outside the cgroup: the node has no route to the
+/// frontend, and no hook translated the socket.
+fn assert_host_untranslated(c: &Cluster, cg: Option<&Cgroup>) {
+    let r = client(&node_ns(c), cg.map(|g| g.path.as_path()), "tcp", vip(80));
+    assert_eq!(
+        r.get("connect_errno"),
+        ENETUNREACH.to_string(),
+        "an untranslated connect to the frontend: {r:?}"
+    );
+}
+
+fn ct_entries(c: &Cluster) -> Vec<api::BpfCtEntry> {
+    c.client().get_json(paths::BPF_CT).unwrap()
+}
+
+/// `pilus_drop_packets_total` for `reason` and `direction` in the agent's
+/// metrics (served in the node's namespace).
+fn drop_metric(c: &Cluster, reason: &str, direction: &str) -> f64 {
+    let mut s = c
+        .node
+        .within(|| TcpStream::connect("127.0.0.1:9962"))
+        .unwrap()
+        .expect("connect to the agent's metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("pilus_drop_packets_total{"))
+        .filter(|l| l.contains(reason) && l.contains(&format!("direction=\"{direction}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn socket_lb_translates_host_and_pod_sockets_once() {
+    let cg = Cgroup::new("a");
+    let c = cluster("a", &cg);
+
+    assert_host_translated(&c, &cg);
+    assert_host_untranslated(&c, None);
+
+    // A pod process in the cgroup: translated at its socket, so
+    // from-container sees a backend, not a frontend, and makes no service
+    // entry: each connection is translated once.
+    let backends = [c.pod("demo", "web1").ep.ipv4, c.pod("demo", "web2").ep.ipv4];
+    let client_pod = c.pod("demo", "client");
+    let before: usize = ct_entries(&c).iter().filter(|e| e.nat.is_some()).count();
+    assert_eq!(before, 0, "no per-packet service flow yet");
+    let r = client(&client_pod.ns.path(), Some(&cg.path), "tcp", vip(80));
+    assert_eq!(r.get("echo"), "over tcp", "{r:?}");
+    assert_eq!(r.get("peer"), vip(80).to_string());
+    let r = client(
+        &client_pod.ns.path(),
+        Some(&cg.path),
+        "udp-unconnected",
+        vip(80),
+    );
+    assert_eq!(r.get("from"), vip(80).to_string());
+    let entries = ct_entries(&c);
+    let me = client_pod.ep.ipv4.to_string();
+    let mine: Vec<&api::BpfCtEntry> = entries
+        .iter()
+        .filter(|e| e.src.starts_with(&format!("{me}:")))
+        .collect();
+    assert!(
+        mine.iter()
+            .any(|e| e.protocol == 6 && backends.iter().any(|b| e.dst == format!("{b}:80"))),
+        "the pod's TCP flow to a backend: {entries:#?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.nat.is_none() && !e.dst.starts_with(&format!("{VIP}:"))),
+        "nothing was translated per packet: {entries:#?}"
+    );
+
+    // The same pod outside the cgroup: per-packet LB, which does make a
+    // service entry (the control: the check above can see one).
+    let r = client(&client_pod.ns.path(), None, "tcp", vip(80));
+    assert_eq!(r.get("echo"), "over tcp", "{r:?}");
+    assert_eq!(r.get("peer"), vip(80).to_string());
+    assert!(
+        ct_entries(&c)
+            .iter()
+            .any(|e| e.nat.is_some() && e.dst == vip(80).to_string()),
+        "per-packet LB's service entry: {:#?}",
+        ct_entries(&c)
+    );
+
+    // No backend: connect() is refused at once, and counted.
+    let before = drop_metric(&c, "NO_SERVICE_BACKEND", "egress");
+    let r = client(
+        &node_ns(&c),
+        Some(&cg.path),
+        "tcp",
+        SocketAddrV4::new(EMPTY_VIP, 80),
+    );
+    assert_eq!(r.get("connect_errno"), ECONNREFUSED.to_string(), "{r:?}");
+    let r = client(
+        &node_ns(&c),
+        Some(&cg.path),
+        "udp-unconnected",
+        SocketAddrV4::new(EMPTY_VIP, 80),
+    );
+    assert_eq!(r.get("send_errno"), ECONNREFUSED.to_string(), "{r:?}");
+    let after = drop_metric(&c, "NO_SERVICE_BACKEND", "egress");
+    assert_eq!(after - before, 2.0, "refused connect and sendmsg counted");
+}
+
+#[test]
+fn socket_lb_links_outlive_the_agent_until_it_starts_without_them() {
+    let cg = Cgroup::new("b");
+    let mut c = cluster("b", &cg);
+    assert_host_translated(&c, &cg);
+    let links = c.pins.join("links");
+    for hook in ["connect4", "sendmsg4", "recvmsg4", "getpeername4"] {
+        assert!(
+            links.join(format!("sock_{hook}")).exists(),
+            "the {hook} link is pinned"
+        );
+    }
+
+    // The agent gone, the pinned links keep translating on the maps.
+    c.stop_agent();
+    assert_host_translated(&c, &cg);
+    // A restart replaces them with its own programs, without a gap that a
+    // test could see, and they still translate.
+    c.start_agent();
+    assert_host_translated(&c, &cg);
+    let staged: Vec<_> = std::fs::read_dir(&links)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with("_staged"))
+        .collect();
+    assert!(staged.is_empty(), "no staged link left: {staged:?}");
+
+    // A bad cgroup is refused with a clear message, and the running links
+    // stay as they were.
+    c.stop_agent();
+    c.agent_args = vec!["--socket-lb-cgroup".into(), "/tmp".into()];
+    let out = Command::new(common::pilusd())
+        .args(["--netns", c.node.name(), "--log", "error"])
+        .args(["--node-name", PREFIX, "--pod-cidr", "198.18.0.0/24"])
+        .arg("--state-dir")
+        .arg(c.dir.join("state"))
+        .arg("--pin-dir")
+        .arg(&c.pins)
+        .arg("--socket")
+        .arg(c.socket())
+        .args(&c.agent_args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/tmp is not a cgroup v2 directory"),
+        "pilusd's error: {err}"
+    );
+    assert_host_translated(&c, &cg);
+
+    // Started without the flag, the agent removes them.
+    c.agent_args.clear();
+    c.start_agent();
+    for hook in ["connect4", "sendmsg4", "recvmsg4", "getpeername4"] {
+        assert!(!links.join(format!("sock_{hook}")).exists(), "{hook}");
+    }
+    assert_host_untranslated(&c, Some(&cg));
+}

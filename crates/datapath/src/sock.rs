@@ -1,0 +1,284 @@
+//! Socket-level service LB (bpf/bpf_sock.c): its four cgroup programs and
+//! their attachment to one cgroup v2 directory, as links pinned under
+//! `<pin dir>/links/` so that they outlive the agent. Each start of an agent
+//! with socket LB replaces them with its own programs; a start without it
+//! removes them ([`detach_socket_lb`]).
+//!
+//! Every socket created by a process of the cgroup (or of a cgroup below it)
+//! is translated at connect()/sendmsg() time; sockets of other processes
+//! keep the per-packet LB of from-container.
+
+use crate::{Datapath, Error};
+use aya::{
+    programs::{
+        cgroup_sock_addr::CgroupSockAddrAttachType, links::FdLink, CgroupAttachMode, CgroupSockAddr,
+    },
+    Ebpf,
+};
+use std::{
+    fs::File,
+    io,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+};
+
+/// The programs of bpf_sock.c, one per hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SockProgram {
+    /// connect() of TCP and UDP sockets: a frontend becomes a backend.
+    Connect4,
+    /// sendmsg() with an address on UDP sockets (unconnected UDP).
+    Sendmsg4,
+    /// recvmsg() on UDP sockets: a backend shows as its frontend.
+    Recvmsg4,
+    /// getpeername(): a backend shows as its frontend.
+    Getpeername4,
+}
+
+impl SockProgram {
+    pub const ALL: [SockProgram; 4] = [
+        SockProgram::Connect4,
+        SockProgram::Sendmsg4,
+        SockProgram::Recvmsg4,
+        SockProgram::Getpeername4,
+    ];
+
+    /// The function name in bpf/bpf_sock.c.
+    pub fn name(self) -> &'static str {
+        match self {
+            SockProgram::Connect4 => "sock4_connect",
+            SockProgram::Sendmsg4 => "sock4_sendmsg",
+            SockProgram::Recvmsg4 => "sock4_recvmsg",
+            SockProgram::Getpeername4 => "sock4_getpeername",
+        }
+    }
+
+    /// The hook, as the program's `SEC("cgroup/...")` names it.
+    pub fn hook(self) -> &'static str {
+        match self {
+            SockProgram::Connect4 => "connect4",
+            SockProgram::Sendmsg4 => "sendmsg4",
+            SockProgram::Recvmsg4 => "recvmsg4",
+            SockProgram::Getpeername4 => "getpeername4",
+        }
+    }
+
+    /// The kernel hook (attach type) it is loaded and attached for.
+    pub fn attach_type(self) -> CgroupSockAddrAttachType {
+        match self {
+            SockProgram::Connect4 => CgroupSockAddrAttachType::Connect4,
+            SockProgram::Sendmsg4 => CgroupSockAddrAttachType::UDPSendMsg4,
+            SockProgram::Recvmsg4 => CgroupSockAddrAttachType::UDPRecvMsg4,
+            SockProgram::Getpeername4 => CgroupSockAddrAttachType::GetPeerName4,
+        }
+    }
+
+    /// Where its link is pinned under `pin_dir`.
+    pub fn link_pin(self, pin_dir: &Path) -> PathBuf {
+        pin_dir.join("links").join(format!("sock_{}", self.hook()))
+    }
+
+    /// Where a new link waits until every program is attached: a failure
+    /// half-way leaves the links in place as they were. (bpffs refuses
+    /// names with a dot: `bpf_lookup` returns EPERM for them.)
+    fn staged_pin(self, pin_dir: &Path) -> PathBuf {
+        pin_dir
+            .join("links")
+            .join(format!("sock_{}_staged", self.hook()))
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf, p: SockProgram) -> Result<&mut CgroupSockAddr, Error> {
+    ebpf.program_mut(p.name())
+        .ok_or(Error::MissingProgram { name: p.name() })?
+        .try_into()
+        .map_err(|e| Error::program(p.name(), e))
+}
+
+/// Verifies bpf_sock.o's programs (the loader calls this once).
+pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
+    for p in SockProgram::ALL {
+        program_mut(ebpf, p)?
+            .load()
+            .map_err(|e| Error::program(p.name(), e))?;
+    }
+    Ok(())
+}
+
+/// statfs(2)'s magic number of cgroup v2 (linux/magic.h).
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Opens `path` if it is a cgroup v2 directory.
+fn open_cgroup2(path: &Path) -> Result<File, Error> {
+    let err = |source| Error::Cgroup {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = File::open(path).map_err(err)?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+    // SAFETY: a NUL-terminated path and a statfs the call fills.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    if st.f_type as i64 != CGROUP2_SUPER_MAGIC || !dir.metadata().map_err(err)?.is_dir() {
+        return Err(Error::NotCgroup2 {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(dir)
+}
+
+/// Checks that `path` is a cgroup v2 directory socket LB can attach to:
+/// the agent asks before it changes anything.
+pub fn check_cgroup(path: &Path) -> Result<(), Error> {
+    open_cgroup2(path).map(drop)
+}
+
+fn remove_pin(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Bpffs {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+impl Datapath {
+    /// Attaches the four socket-LB programs to the cgroup v2 directory
+    /// `cgroup` as links pinned under `<pin dir>/links/`, replacing the
+    /// links an earlier agent pinned there (on this cgroup or another).
+    ///
+    /// All or nothing: the new links are pinned beside the old ones first;
+    /// only when all four are attached do they take the old ones' names
+    /// (rename(2) on bpffs), which releases the old links. In between, both
+    /// generations run; that is harmless, as the programs are idempotent (a
+    /// translated address is a backend, which is no frontend; a
+    /// reverse-translated one is a frontend, which is no socket's backend).
+    pub fn attach_socket_lb(&mut self, cgroup: &Path) -> Result<(), Error> {
+        let pin_dir = self.pin_dir().ok_or(Error::NotPinned)?.to_path_buf();
+        let dir = open_cgroup2(cgroup)?;
+        let links = pin_dir.join("links");
+        std::fs::create_dir_all(&links).map_err(|source| Error::Bpffs {
+            path: links.clone(),
+            source,
+        })?;
+        let staged = (|| {
+            for p in SockProgram::ALL {
+                let path = p.staged_pin(&pin_dir);
+                remove_pin(&path)?;
+                let attach_err =
+                    |source: Box<dyn std::error::Error + Send + Sync>| Error::AttachCgroup {
+                        program: p.name(),
+                        cgroup: cgroup.to_path_buf(),
+                        source,
+                    };
+                let prog = program_mut(&mut self.sock, p)?;
+                let id = prog
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .map_err(|e| attach_err(Box::new(e)))?;
+                let link = prog.take_link(id).map_err(|e| attach_err(Box::new(e)))?;
+                // Dropped on an error below, the unpinned link detaches.
+                let fd = FdLink::try_from(link).map_err(|e| attach_err(Box::new(e)))?;
+                fd.pin(&path).map_err(|e| attach_err(Box::new(e)))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = staged {
+            for p in SockProgram::ALL {
+                let _ = remove_pin(&p.staged_pin(&pin_dir));
+            }
+            return Err(e);
+        }
+        for p in SockProgram::ALL {
+            let (from, to) = (p.staged_pin(&pin_dir), p.link_pin(&pin_dir));
+            std::fs::rename(&from, &to).map_err(|source| Error::Bpffs { path: to, source })?;
+        }
+        tracing::debug!(cgroup = %cgroup.display(), "socket-level LB attached");
+        Ok(())
+    }
+}
+
+/// Removes the socket-LB links pinned under `pin_dir` (the pins hold the
+/// only references once the agent that made them is gone, so the programs
+/// leave the cgroup); missing pins are fine.
+pub fn detach_socket_lb(pin_dir: &Path) -> Result<(), Error> {
+    for p in SockProgram::ALL {
+        remove_pin(&p.link_pin(pin_dir))?;
+        remove_pin(&p.staged_pin(pin_dir))?;
+    }
+    Ok(())
+}
+
+/// Whether a socket-LB link is pinned under `pin_dir` for each program.
+pub fn socket_lb_pinned(pin_dir: &Path) -> Vec<(SockProgram, bool)> {
+    SockProgram::ALL
+        .iter()
+        .map(|p| (*p, p.link_pin(pin_dir).exists()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aya_obj::{generated::bpf_attach_type, ProgramSection};
+
+    /// Every program is in bpf_sock.o, on the hook its SEC() names, and the
+    /// object has nothing else: a renamed function or section fails here,
+    /// not at the agent's start.
+    #[test]
+    fn programs_are_the_objects_with_their_hooks() {
+        let obj = aya_obj::Object::parse(crate::objects::BPF_SOCK).expect("parse bpf_sock.o");
+        let mut names: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        names.sort();
+        let mut ours: Vec<&str> = SockProgram::ALL.iter().map(|p| p.name()).collect();
+        ours.sort();
+        assert_eq!(names, ours);
+        for p in SockProgram::ALL {
+            match &obj.programs[p.name()].section {
+                ProgramSection::CgroupSockAddr { attach_type } => assert_eq!(
+                    bpf_attach_type::from(*attach_type),
+                    bpf_attach_type::from(p.attach_type()),
+                    "{}",
+                    p.name()
+                ),
+                other => panic!("{}: {other:?}", p.name()),
+            }
+        }
+    }
+
+    #[test]
+    fn links_are_pinned_apart_from_the_tcx_links() {
+        let dir = Path::new("/sys/fs/bpf/pilus");
+        let pins: Vec<PathBuf> = SockProgram::ALL.iter().map(|p| p.link_pin(dir)).collect();
+        assert_eq!(
+            pins,
+            [
+                "/sys/fs/bpf/pilus/links/sock_connect4",
+                "/sys/fs/bpf/pilus/links/sock_sendmsg4",
+                "/sys/fs/bpf/pilus/links/sock_recvmsg4",
+                "/sys/fs/bpf/pilus/links/sock_getpeername4",
+            ]
+            .map(PathBuf::from)
+        );
+        for p in SockProgram::ALL {
+            assert_ne!(p.staged_pin(dir), p.link_pin(dir));
+        }
+    }
+
+    #[test]
+    fn only_a_cgroup2_directory_is_accepted() {
+        let tmp = std::env::temp_dir();
+        assert!(matches!(
+            open_cgroup2(&tmp),
+            Err(Error::NotCgroup2 { path }) if path == tmp
+        ));
+        assert!(matches!(
+            open_cgroup2(Path::new("/nonexistent/pilus-cgroup")),
+            Err(Error::Cgroup { .. })
+        ));
+    }
+}
