@@ -15,16 +15,23 @@
 //! - a frontend without backends refuses connect() (ECONNREFUSED), counted
 //!   as DROP_NO_SERVICE_BACKEND;
 //! - the pinned links outlive the agent and a restart keeps translating; a
-//!   start without the flag removes them.
+//!   start without the flag removes them;
+//! - in a two-node tunnel lab (`Plan::with_socket_lb`: a cgroup per node),
+//!   a pod process in its node's cgroup reaches backends on both nodes
+//!   through the ClusterIP, translated at the socket only; `Lab::down`
+//!   removes the cgroups.
 //!
 //! Needs root and cgroup v2 at /sys/fs/cgroup/unified; fails, never skips,
 //! without them. The guards kill the clients left in the cgroup, remove it,
 //! and (the fixture) the agent, pins and namespaces, also on failure.
 
 mod common;
+mod lab_fixture;
 
 use common::Cluster;
+use lab_fixture::{wait_for, LabNode};
 use pilus_api_types::{self as api, paths};
+use pilus_lab::{plan::Routing, Plan};
 use std::{
     collections::BTreeMap,
     fs::{File, OpenOptions},
@@ -39,6 +46,7 @@ use std::{
 /// This file's frontends: in 198.19.129.0/24, used by no other test.
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 129, 10);
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 129, 11);
+const LAB_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 129, 20);
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
 const PREFIX: &str = "t11sock";
 /// What the client process prints before each of its results.
@@ -517,4 +525,67 @@ fn socket_lb_links_outlive_the_agent_until_it_starts_without_them() {
         assert!(!links.join(format!("sock_{hook}")).exists(), "{hook}");
     }
     assert_host_untranslated(&c, Some(&cg));
+}
+
+#[test]
+fn socket_lb_in_a_tunnel_cluster() {
+    let fx = LabNode::cluster_with("t11sockl", 2, 2, Routing::Tunnel, Plan::with_socket_lb);
+    let cgroups = [fx.lab.paths.cgroup("node-1"), fx.lab.paths.cgroup("node-2")];
+    assert_ne!(cgroups[0], cgroups[1], "a cgroup per node");
+    for cg in &cgroups {
+        assert!(cg.is_dir(), "{} made by the lab", cg.display());
+        assert!(cg.starts_with(CGROUP_ROOT) && cg.as_path() != Path::new(CGROUP_ROOT));
+    }
+    let backends: Vec<Ipv4Addr> = ["backend-1", "backend-2"]
+        .iter()
+        .map(|p| fx.lab.pod(p).unwrap().ip)
+        .collect();
+    let _: api::ServiceUpserted = fx
+        .client("node-1")
+        .post_json(paths::SERVICES, &service("web", LAB_VIP, &backends))
+        .unwrap();
+    for n in ["node-1", "node-2"] {
+        wait_for(
+            &format!("the service on {n}"),
+            Duration::from_secs(5),
+            || {
+                fx.client(n)
+                    .get_json::<Vec<api::BpfLbFrontend>>(paths::BPF_LB)
+                    .unwrap()
+                    .iter()
+                    .any(|f| f.frontend == format!("{LAB_VIP}:80/TCP") && f.count == 2)
+            },
+        );
+    }
+    let netns = PathBuf::from("/run/netns").join(&fx.lab.pod("frontend-1").unwrap().netns);
+    let lab_vip = SocketAddrV4::new(LAB_VIP, 80);
+
+    // The local and the remote backend (16 connections all to one: p = 3e-5).
+    let mut greeted = std::collections::BTreeSet::new();
+    for _ in 0..16 {
+        let r = client(&netns, Some(&cgroups[0]), "tcp", lab_vip);
+        let greeting = r.get("echo");
+        assert!(greeting.starts_with("hello from backend-"), "{r:?}");
+        greeted.insert(greeting.lines().next().unwrap().to_string());
+        assert_eq!(r.get("peer"), lab_vip.to_string(), "getpeername");
+    }
+    assert_eq!(greeted.len(), 2, "both backends answer: {greeted:?}");
+    let r = client(&netns, Some(&cgroups[0]), "udp-unconnected", lab_vip);
+    assert!(r.get("echo").starts_with("hello from backend-"), "{r:?}");
+    assert_eq!(r.get("from"), lab_vip.to_string(), "recvfrom");
+
+    // Translated at the socket only: node-1 made no service entry.
+    let entries: Vec<api::BpfCtEntry> = fx.client("node-1").get_json(paths::BPF_CT).unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.nat.is_none() && !e.dst.starts_with(&format!("{LAB_VIP}:"))),
+        "nothing was translated per packet: {entries:#?}"
+    );
+
+    // Down removes the nodes' cgroups.
+    drop(fx);
+    for cg in &cgroups {
+        assert!(!cg.exists(), "{} left behind", cg.display());
+    }
 }

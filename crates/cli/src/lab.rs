@@ -69,6 +69,12 @@ pub enum LabCommand {
         /// Seconds a node's keys outlive its agent (pilusd --lease-ttl).
         #[arg(long, default_value_t = 15)]
         lease_ttl: u64,
+        /// Socket-level service LB (pilusd --socket-lb-cgroup) on a cgroup
+        /// of each node's own, /sys/fs/cgroup/unified/pilus-lab-PREFIX-NODE:
+        /// the sockets of processes moved there reach a ClusterIP's backend
+        /// directly.
+        #[arg(long)]
+        socket_lb: bool,
     },
     /// Remove everything the lab made: pods (CNI DEL), agents, pins,
     /// namespaces, state.
@@ -136,10 +142,16 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
             routing,
             etcd_members,
             lease_ttl,
+            socket_lb,
         } => {
             let plan = Plan::new(&p.prefix, nodes, pods_per_node)
                 .map_err(|e| InvalidInput(e.to_string()))?
                 .with_monitor_aggregation(monitor_aggregation);
+            let plan = if socket_lb {
+                plan.with_socket_lb()
+            } else {
+                plan
+            };
             let routing = routing.unwrap_or(if nodes > 1 {
                 LabRouting::Tunnel
             } else {

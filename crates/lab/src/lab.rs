@@ -75,6 +75,13 @@ impl Paths {
         }
     }
 
+    /// The cgroup v2 directory of `node`'s socket-level LB (a plan
+    /// [`with_socket_lb`](crate::Plan::with_socket_lb)): one per node, under
+    /// the hybrid hierarchy's root, never the root itself.
+    pub fn cgroup(&self, node: &str) -> PathBuf {
+        Path::new(CGROUP_ROOT).join(format!("{}{}-{node}", CGROUP_PREFIX, self.prefix))
+    }
+
     fn state_file(&self) -> PathBuf {
         self.dir.join("lab.json")
     }
@@ -593,6 +600,16 @@ impl Lab {
         if self.state.plan.prefilter && self.state.plan.cluster.is_some() {
             cmd.arg("--prefilter");
         }
+        if self.state.plan.socket_lb {
+            let cgroup = self.paths.cgroup(name);
+            match std::fs::create_dir(&cgroup) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(io(format!("create the cgroup {}", cgroup.display()))(e))
+                }
+                _ => {}
+            }
+            cmd.arg("--socket-lb-cgroup").arg(&cgroup);
+        }
         if let Some(cluster) = &self.state.plan.cluster {
             let node = self
                 .state
@@ -848,6 +865,7 @@ impl Lab {
                 .map_err(io(format!("remove {}", paths.pins.display())))?;
             removed.push(paths.pins.display().to_string());
         }
+        removed.extend(remove_cgroups(paths)?);
         let gone = pilus_netns::remove_stale(&paths.prefix)
             .map_err(|e| LabError::Setup(format!("removing namespaces {}-*: {e}", paths.prefix)))?;
         removed.extend(gone.into_iter().map(|n| format!("netns {n}")));
@@ -858,6 +876,48 @@ impl Lab {
         }
         Ok(removed)
     }
+}
+
+/// Where the nodes' socket-LB cgroups are made, and their names' start.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
+const CGROUP_PREFIX: &str = "pilus-lab-";
+
+/// Removes the nodes' socket-LB cgroups of the lab `paths` names, after
+/// killing the processes left in them (the lab's: only what a lab user
+/// moved there runs in them). The agents are gone by then, and with their
+/// pins their links.
+fn remove_cgroups(paths: &Paths) -> Result<Vec<String>, LabError> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(CGROUP_ROOT) else {
+        return Ok(removed);
+    };
+    let start = format!("{CGROUP_PREFIX}{}-", paths.prefix);
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&start) || !e.path().is_dir() {
+            continue;
+        }
+        let procs = e.path().join("cgroup.procs");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids: Vec<i32> = std::fs::read_to_string(&procs)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: kill(2) on a process of the lab's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::remove_dir(e.path()).map_err(io(format!("remove {}", e.path().display())))?;
+        removed.push(format!("cgroup {}", e.path().display()));
+    }
+    Ok(removed)
 }
 
 /// Processes whose command line contains `needle` (never this one).
