@@ -307,6 +307,7 @@ fn run() -> Result<()> {
             _ => None,
         },
         overlay: (tunnel_ifindex != 0).then(|| node::VXLAN_DEVICE.to_string()),
+        socket_lb_cgroup: args.socket_lb_cgroup.clone(),
     };
     let store = pilus_kvstore::LocalKv::open(&args.state_dir)
         .with_context(|| format!("opening the state in {}", args.state_dir.display()))?;

@@ -14,8 +14,9 @@
 //!   conntrack entries name the backend and no service entry exists;
 //! - a frontend without backends refuses connect() (ECONNREFUSED), counted
 //!   as DROP_NO_SERVICE_BACKEND;
-//! - the pinned links outlive the agent and a restart keeps translating; a
-//!   start without the flag removes them;
+//! - the pinned links outlive the agent and a restart keeps translating;
+//!   `pilus doctor` reports a link gone; a start without the flag removes
+//!   them;
 //! - in a two-node tunnel lab (`Plan::with_socket_lb`: a cgroup per node),
 //!   a pod process in its node's cgroup reaches backends on both nodes
 //!   through the ClusterIP, translated at the socket only; `Lab::down`
@@ -363,6 +364,14 @@ fn assert_host_untranslated(c: &Cluster, cg: Option<&Cgroup>) {
     );
 }
 
+fn socket_lb_check(c: &Cluster) -> api::DoctorCheck {
+    let r: api::DoctorReport = c.client().get_json(paths::DOCTOR).unwrap();
+    r.checks
+        .into_iter()
+        .find(|c| c.name == "socket-lb")
+        .expect("a socket-lb check")
+}
+
 fn ct_entries(c: &Cluster) -> Vec<api::BpfCtEntry> {
     c.client().get_json(paths::BPF_CT).unwrap()
 }
@@ -482,8 +491,8 @@ fn socket_lb_links_outlive_the_agent_until_it_starts_without_them() {
     // The agent gone, the pinned links keep translating on the maps.
     c.stop_agent();
     assert_host_translated(&c, &cg);
-    // A restart replaces them with its own programs, without a gap that a
-    // test could see, and they still translate.
+    // A restart replaces them with its own programs, and they still
+    // translate.
     c.start_agent();
     assert_host_translated(&c, &cg);
     let staged: Vec<_> = std::fs::read_dir(&links)
@@ -493,6 +502,26 @@ fn socket_lb_links_outlive_the_agent_until_it_starts_without_them() {
         .filter(|n| n.ends_with("_staged"))
         .collect();
     assert!(staged.is_empty(), "no staged link left: {staged:?}");
+
+    // pilus doctor sees the four links on the cgroup, and a link gone (its
+    // pin removed: nothing else holds it) as a fault naming the hook.
+    assert_eq!(socket_lb_check(&c).status, api::Severity::Ok);
+    std::fs::remove_file(links.join("sock_connect4")).unwrap();
+    let check = socket_lb_check(&c);
+    assert_eq!(check.status, api::Severity::Fault, "{check:#?}");
+    assert_eq!(check.findings.len(), 1, "{check:#?}");
+    assert!(
+        check.findings[0]
+            .problem
+            .starts_with("sock4_connect is not attached to connect4"),
+        "{check:#?}"
+    );
+    assert_host_untranslated(&c, Some(&cg));
+    // As the fix says: a restart attaches it again.
+    c.stop_agent();
+    c.start_agent();
+    assert_eq!(socket_lb_check(&c).status, api::Severity::Ok);
+    assert_host_translated(&c, &cg);
 
     // A bad cgroup is refused with a clear message, and the running links
     // stay as they were.

@@ -37,4 +37,4 @@ pub use maps::{DropCount, PolicyEntry};
 pub use monitor::{EventTotals, MonitorSettings};
 pub use pins::{MapDef, PinMismatch};
 pub use prefilter::{Prefilter, PrefilterEntry, PrefilterError};
-pub use sock::SockProgram;
+pub use sock::{SockHookStatus, SockProgram};

@@ -213,12 +213,82 @@ pub fn detach_socket_lb(pin_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether a socket-LB link is pinned under `pin_dir` for each program.
-pub fn socket_lb_pinned(pin_dir: &Path) -> Vec<(SockProgram, bool)> {
-    SockProgram::ALL
-        .iter()
-        .map(|p| (*p, p.link_pin(pin_dir).exists()))
-        .collect()
+/// One socket-LB hook as `pilus doctor` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SockHookStatus {
+    /// `sock4_connect`, ...
+    pub program: &'static str,
+    /// `connect4`, ...
+    pub hook: &'static str,
+    /// This datapath's program runs on the cgroup through its pinned link.
+    pub attached: bool,
+    /// What was found: the evidence when `attached` is false.
+    pub found: String,
+}
+
+/// The map every socket-LB program uses: how their programs are told from
+/// others' (as `pilus_calls` tells the pod programs).
+pub(crate) const SOCK_MAP: &str = "pilus_lb4_sk";
+
+/// Whether each socket-LB program runs on `cgroup` through the link pinned
+/// for it under `pin_dir`: a cgroup link on that very cgroup (by id: a
+/// cgroup removed and made again under the same name is another), on its
+/// hook, running a program that uses the map with id `ours` ([`SOCK_MAP`]).
+pub(crate) fn socket_lb_hooks(
+    pin_dir: &Path,
+    cgroup: &Path,
+    ours: u32,
+) -> Result<Vec<SockHookStatus>, Error> {
+    use aya_obj::generated::bpf_attach_type;
+    use std::os::unix::fs::MetadataExt;
+    let cgroup_id = std::fs::metadata(cgroup).ok().map(|m| m.ino());
+    let mut out = Vec::new();
+    for p in SockProgram::ALL {
+        let path = p.link_pin(pin_dir);
+        let link = crate::sys::pinned_cgroup_link(&path).map_err(|source| Error::Bpffs {
+            path: path.clone(),
+            source,
+        })?;
+        let (attached, found) = match (link, cgroup_id) {
+            (None, _) => (
+                false,
+                format!("no cgroup link pinned at {}", path.display()),
+            ),
+            (Some(_), None) => (false, format!("{} does not exist", cgroup.display())),
+            (Some(l), Some(id)) => {
+                let uses = crate::sys::prog_map_ids(l.prog_id)
+                    .map_err(|source| Error::Syscall {
+                        call: "bpf(BPF_OBJ_GET_INFO_BY_FD) of a socket-LB program",
+                        source,
+                    })?
+                    .is_some_and(|ids| ids.contains(&ours));
+                let hook = bpf_attach_type::from(p.attach_type()) as u32;
+                (
+                    l.cgroup_id == id && l.attach_type == hook && uses,
+                    format!(
+                        "link pinned at {}: cgroup id {} (want {id}), attach type {} (want \
+                         {hook}), program id {}{}",
+                        path.display(),
+                        l.cgroup_id,
+                        l.attach_type,
+                        l.prog_id,
+                        if uses {
+                            ""
+                        } else {
+                            " (not on this datapath's maps)"
+                        }
+                    ),
+                )
+            }
+        };
+        out.push(SockHookStatus {
+            program: p.name(),
+            hook: p.hook(),
+            attached,
+            found,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
