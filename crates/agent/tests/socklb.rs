@@ -612,6 +612,53 @@ fn socket_lb_in_a_tunnel_cluster() {
         "nothing was translated per packet: {entries:#?}"
     );
 
+    // The socket path uses lb.h's selection, with its algorithms and
+    // affinity. Affinity: every socket of the pod's namespace (the socket
+    // path's client) gets the same backend.
+    let greetings = |n: usize| {
+        (0..n)
+            .map(|_| {
+                let r = client(&netns, Some(&cgroups[0]), "tcp", lab_vip);
+                r.get("echo").lines().next().unwrap().to_string()
+            })
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let upsert = |change: &dyn Fn(&mut api::Service),
+                  what: &str,
+                  ok: &dyn Fn(&api::BpfLbFrontend) -> bool| {
+        let mut svc = service("web", LAB_VIP, &backends);
+        change(&mut svc);
+        let r: api::ServiceUpserted = fx
+            .client("node-1")
+            .post_json(paths::SERVICES, &svc)
+            .unwrap();
+        assert!(!r.created);
+        wait_for(what, Duration::from_secs(5), || {
+            fx.client("node-1")
+                .get_json::<Vec<api::BpfLbFrontend>>(paths::BPF_LB)
+                .unwrap()
+                .iter()
+                .filter(|f| f.frontend.starts_with(&format!("{LAB_VIP}:80/")))
+                .all(ok)
+        });
+    };
+    upsert(
+        &|s| s.session_affinity_seconds = Some(300),
+        "affinity on node-1",
+        &|f| f.affinity_seconds == Some(300),
+    );
+    let sticky = greetings(12);
+    assert_eq!(sticky.len(), 1, "one backend for the client: {sticky:?}");
+    // Maglev: sockets hash apart (their cookie), so both backends answer
+    // (16 all to one: p = 3e-5).
+    upsert(
+        &|s| s.algorithm = "maglev".into(),
+        "maglev on node-1",
+        &|f| f.algorithm == "maglev" && f.affinity_seconds.is_none(),
+    );
+    let spread = greetings(16);
+    assert_eq!(spread.len(), 2, "maglev spreads sockets: {spread:?}");
+
     // Down removes the nodes' cgroups.
     drop(fx);
     for cg in &cgroups {
