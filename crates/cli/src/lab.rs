@@ -77,7 +77,7 @@ pub enum LabCommand {
         socket_lb: bool,
     },
     /// Remove everything the lab made: pods (CNI DEL), agents, pins,
-    /// namespaces, state.
+    /// namespaces, socket-LB cgroups, state.
     Down,
     /// Nodes, agents and pods of the lab that is up.
     Status,

@@ -820,7 +820,8 @@ impl Lab {
 
     /// Removes everything a lab with these paths made (recorded or not):
     /// pods are detached with CNI DEL while their agent still runs, then
-    /// processes stop, pins and namespaces go. Returns what was removed.
+    /// processes stop, pins, namespaces and the nodes' socket-LB cgroups
+    /// go. Returns what was removed.
     pub fn down(paths: &Paths) -> Result<Vec<String>, LabError> {
         let mut removed = Vec::new();
         if let Ok(lab) = Lab::load(paths) {
@@ -865,7 +866,6 @@ impl Lab {
                 .map_err(io(format!("remove {}", paths.pins.display())))?;
             removed.push(paths.pins.display().to_string());
         }
-        removed.extend(remove_cgroups(paths)?);
         let gone = pilus_netns::remove_stale(&paths.prefix)
             .map_err(|e| LabError::Setup(format!("removing namespaces {}-*: {e}", paths.prefix)))?;
         removed.extend(gone.into_iter().map(|n| format!("netns {n}")));
@@ -874,6 +874,9 @@ impl Lab {
                 .map_err(io(format!("remove {}", paths.dir.display())))?;
             removed.push(dir);
         }
+        // Last: a cgroup that will not go (a process that survived
+        // SIGKILL) leaves everything else removed.
+        removed.extend(remove_cgroups(paths)?);
         Ok(removed)
     }
 }
