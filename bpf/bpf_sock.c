@@ -15,6 +15,11 @@
  * socket's network namespace (its cookie folded to 32 bits: a pod, or the
  * node), the source port the socket's cookie folded to 16 bits.
  *
+ * IPv6 sockets are translated when they address an IPv4-mapped frontend
+ * (::ffff:a.b.c.d), as dual-stack applications (Java's default) do for
+ * IPv4: connect6, recvmsg6 and getpeername6 do what their IPv4 twins do on
+ * the address's last word.
+ *
  * Return values: 1 lets the call go on (translated or not); 0 refuses it
  * with the errno set by bpf_set_retval (EPERM without one).
  */
@@ -26,6 +31,9 @@
 
 #define SYS_PROCEED	1
 #define SYS_REJECT	0
+
+/* sock_xlate_fwd's "the address was a frontend and is now a backend". */
+#define SOCK_XLATED	1
 
 static __always_inline __u32 fold32(__u64 v)
 {
@@ -50,16 +58,24 @@ static __always_inline void sock_count(__u32 reason)
 		m->packets++;	/* per-CPU slot: no atomics */
 }
 
+/* An IPv4 address the socket uses: its own (AF_INET) or mapped into an
+ * AF_INET6 socket's address (::ffff:a.b.c.d, what dual-stack sockets use
+ * for IPv4 peers). Each entry program touches only its own family's field:
+ * the verifier refuses user_ip4 in an IPv6 hook and user_ip6 in an IPv4 one. */
+struct sock_addr4 {
+	__be32 addr;
+	__be16 port;
+};
+
 /*
- * connect4 and sendmsg4: a socket addressing a frontend is given a backend
- * and its address rewritten; the frontend is remembered for the socket and
- * that backend. Returns CTX_ACT_OK or -DROP_NO_SERVICE_BACKEND.
+ * The forward translation of (addr, port) for the socket: a frontend gets a
+ * backend, written back into *a, and the frontend is remembered for the
+ * socket and that backend. Returns SOCK_XLATED, CTX_ACT_OK (not a
+ * frontend) or -DROP_NO_SERVICE_BACKEND.
  */
-static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, struct sock_addr4 *a)
 {
-	__be32 vip = ctx->user_ip4;
-	__be16 vport = (__be16)ctx->user_port;
-	struct lb4_key key = lb4_key_of(vip, vport, (__u8)ctx->protocol);
+	struct lb4_key key = lb4_key_of(a->addr, a->port, (__u8)ctx->protocol);
 	struct lb4_backend be = {};
 	struct lb4_service *svcp, svc;
 	struct lb4_sk_value rev = {};
@@ -76,9 +92,9 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	svc = *svcp;
 	cookie = bpf_get_socket_cookie(ctx);
 	p.tuple.saddr = fold32(bpf_get_netns_cookie(ctx));
-	p.tuple.daddr = vip;
+	p.tuple.daddr = a->addr;
 	p.tuple.sport = fold16(cookie);
-	p.tuple.dport = vport;
+	p.tuple.dport = a->port;
 	p.tuple.protocol = key.protocol;
 	ret = lb4_select(&key, &svc, &p, bpf_mono_now(), &backend_id, &be);
 	if (ret < 0)
@@ -86,27 +102,28 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	sk.cookie = cookie;
 	sk.address = be.address;
 	sk.port = be.port;
-	rev.address = vip;
-	rev.port = vport;
+	rev.address = a->addr;
+	rev.port = a->port;
 	rev.id = svc.id;
 	/* Best effort, as Cilium's: without the entry the socket still
 	 * reaches the backend, only getpeername/recvfrom show the backend. */
 	bpf_map_update_elem(&pilus_lb4_sk, &sk, &rev, BPF_ANY);
-	ctx->user_ip4 = be.address;
-	ctx->user_port = (__u32)be.port;
-	return CTX_ACT_OK;
+	a->addr = be.address;
+	a->port = be.port;
+	return SOCK_XLATED;
 }
 
 /*
- * recvmsg4 and getpeername4: a backend this socket was given shows as the
+ * The reverse translation: a backend this socket was given shows as the
  * frontend it addressed, while that frontend still exists as it was.
+ * Returns whether *a was rewritten.
  */
-static __always_inline void sock4_xlate_rev(struct bpf_sock_addr *ctx)
+static __always_inline bool sock_xlate_rev(struct bpf_sock_addr *ctx, struct sock_addr4 *a)
 {
 	struct lb4_sk_key sk = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.address = ctx->user_ip4,
-		.port = (__be16)ctx->user_port,
+		.address = a->addr,
+		.port = a->port,
 	};
 	struct lb4_reverse_nat *rn;
 	struct lb4_sk_value *rev;
@@ -114,22 +131,87 @@ static __always_inline void sock4_xlate_rev(struct bpf_sock_addr *ctx)
 
 	rev = bpf_map_lookup_elem(&pilus_lb4_sk, &sk);
 	if (!rev)
-		return;
+		return false;
 	id = rev->id;
 	rn = bpf_map_lookup_elem(&pilus_lb4_rnat, &id);
 	if (!rn || rn->address != rev->address || rn->port != rev->port) {
 		/* The frontend was deleted (or its id reused for another):
 		 * the socket talks to the backend it has, by its name. */
 		bpf_map_delete_elem(&pilus_lb4_sk, &sk);
-		return;
+		return false;
 	}
-	ctx->user_ip4 = rev->address;
-	ctx->user_port = (__u32)rev->port;
+	a->addr = rev->address;
+	a->port = rev->port;
+	return true;
+}
+
+/* connect4 and sendmsg4. */
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+{
+	struct sock_addr4 a = { .addr = ctx->user_ip4, .port = (__be16)ctx->user_port };
+	int ret;
+
+	ret = sock_xlate_fwd(ctx, &a);
+	if (ret != SOCK_XLATED)
+		return ret;
+	ctx->user_ip4 = a.addr;
+	ctx->user_port = (__u32)a.port;
+	return CTX_ACT_OK;
+}
+
+/* recvmsg4 and getpeername4. */
+static __always_inline void sock4_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct sock_addr4 a = { .addr = ctx->user_ip4, .port = (__be16)ctx->user_port };
+
+	if (!sock_xlate_rev(ctx, &a))
+		return;
+	ctx->user_ip4 = a.addr;
+	ctx->user_port = (__u32)a.port;
+}
+
+/* Whether an AF_INET6 socket's address is IPv4-mapped, and which. */
+static __always_inline bool sock6_v4_mapped(struct bpf_sock_addr *ctx, struct sock_addr4 *a)
+{
+	if (ctx->user_ip6[0] != 0 || ctx->user_ip6[1] != 0 ||
+	    ctx->user_ip6[2] != bpf_htonl(0xffff))
+		return false;
+	a->addr = ctx->user_ip6[3];
+	a->port = (__be16)ctx->user_port;
+	return true;
+}
+
+/* connect6 of an IPv4-mapped address. IPv6 proper is not load-balanced
+ * (the datapath has no IPv6 yet): anything else goes on untouched. */
+static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx)
+{
+	struct sock_addr4 a;
+	int ret;
+
+	if (!sock6_v4_mapped(ctx, &a))
+		return CTX_ACT_OK;
+	ret = sock_xlate_fwd(ctx, &a);
+	if (ret != SOCK_XLATED)
+		return ret;
+	ctx->user_ip6[3] = a.addr;
+	ctx->user_port = (__u32)a.port;
+	return CTX_ACT_OK;
+}
+
+/* recvmsg6 and getpeername6 of an IPv4-mapped address. */
+static __always_inline void sock6_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct sock_addr4 a;
+
+	if (!sock6_v4_mapped(ctx, &a) || !sock_xlate_rev(ctx, &a))
+		return;
+	ctx->user_ip6[3] = a.addr;
+	ctx->user_port = (__u32)a.port;
 }
 
 /* A refused translation: counted, and the call fails with ECONNREFUSED (a
  * frontend without backends refuses, as kube-proxy's REJECT rule does). */
-static __always_inline int sock4_reject(int ret)
+static __always_inline int sock_reject(int ret)
 {
 	sock_count((__u32)-ret);
 	bpf_set_retval(-ECONNREFUSED);
@@ -145,7 +227,7 @@ int sock4_connect(struct bpf_sock_addr *ctx)
 {
 	int ret = sock4_xlate_fwd(ctx);
 
-	return ret < 0 ? sock4_reject(ret) : SYS_PROCEED;
+	return ret < 0 ? sock_reject(ret) : SYS_PROCEED;
 }
 
 /*
@@ -157,7 +239,7 @@ int sock4_sendmsg(struct bpf_sock_addr *ctx)
 {
 	int ret = sock4_xlate_fwd(ctx);
 
-	return ret < 0 ? sock4_reject(ret) : SYS_PROCEED;
+	return ret < 0 ? sock_reject(ret) : SYS_PROCEED;
 }
 
 /*
@@ -178,6 +260,42 @@ SEC("cgroup/getpeername4")
 int sock4_getpeername(struct bpf_sock_addr *ctx)
 {
 	sock4_xlate_rev(ctx);
+	return SYS_PROCEED;
+}
+
+/*
+ * Attachment/entry point is connect() on IPv6 sockets of the cgroup, for an
+ * IPv4-mapped peer (::ffff:a.b.c.d): a dual-stack socket's IPv4
+ * connection. Its unconnected UDP datagrams to such a peer are sent by the
+ * IPv4 stack, so sendmsg4 translates them (udpv6_sendmsg hands them to
+ * udp_sendmsg with an AF_INET address).
+ */
+SEC("cgroup/connect6")
+int sock6_connect(struct bpf_sock_addr *ctx)
+{
+	int ret = sock6_xlate_fwd(ctx);
+
+	return ret < 0 ? sock_reject(ret) : SYS_PROCEED;
+}
+
+/*
+ * Attachment/entry point is recvmsg() on IPv6 UDP sockets of the cgroup:
+ * an IPv4-mapped source shown to the application.
+ */
+SEC("cgroup/recvmsg6")
+int sock6_recvmsg(struct bpf_sock_addr *ctx)
+{
+	sock6_xlate_rev(ctx);
+	return SYS_PROCEED;
+}
+
+/*
+ * Attachment/entry point is getpeername() on IPv6 sockets of the cgroup.
+ */
+SEC("cgroup/getpeername6")
+int sock6_getpeername(struct bpf_sock_addr *ctx)
+{
+	sock6_xlate_rev(ctx);
 	return SYS_PROCEED;
 }
 

@@ -97,7 +97,8 @@ struct Args {
     #[arg(long)]
     prefilter: bool,
     /// Socket-level service LB: attach bpf_sock.c's connect4, sendmsg4,
-    /// recvmsg4 and getpeername4 programs to this cgroup v2 directory
+    /// recvmsg4 and getpeername4 programs (and connect6, recvmsg6 and
+    /// getpeername6 for IPv4-mapped addresses) to this cgroup v2 directory
     /// (e.g. /sys/fs/cgroup/unified on a hybrid system, /sys/fs/cgroup on a
     /// unified one, for the whole node). Sockets of its processes reach a
     /// ClusterIP's backend directly, translated once at connect()/sendmsg()

@@ -8,7 +8,8 @@
 //! - a host process (the node's namespace) reaches a ClusterIP over TCP,
 //!   connected UDP and unconnected UDP, although the node has no route to
 //!   it: connect()/sendmsg() gave the socket a backend; getpeername() and
-//!   recvfrom() show the ClusterIP;
+//!   recvfrom() show the ClusterIP; the same with dual-stack (AF_INET6)
+//!   sockets and the IPv4-mapped ClusterIP;
 //! - a host process outside the cgroup is not translated (no route);
 //! - a pod process in the cgroup is translated once, at the socket: its
 //!   conntrack entries name the backend and no service entry exists;
@@ -55,6 +56,15 @@ const MARK: &str = "SOCKLB ";
 const CLIENT_ENV: &str = "PILUS_SOCKLB_CLIENT";
 const ECONNREFUSED: i32 = 111;
 const ENETUNREACH: i32 = 101;
+const HOOKS: [&str; 7] = [
+    "connect4",
+    "sendmsg4",
+    "recvmsg4",
+    "getpeername4",
+    "connect6",
+    "recvmsg6",
+    "getpeername6",
+];
 
 /// A cgroup v2 directory of this test. Dropping it kills the processes
 /// left in it (only this test's clients are ever moved there) and removes
@@ -146,7 +156,8 @@ impl Report {
 /// Runs the client `action` against `dst` as a new process in the network
 /// namespace `netns`, inside `cgroup` if given: both are entered between
 /// fork and exec, so every socket it makes belongs to them.
-fn client(netns: &Path, cgroup: Option<&Path>, action: &str, dst: SocketAddrV4) -> Report {
+fn client(netns: &Path, cgroup: Option<&Path>, action: &str, dst: impl Into<SocketAddr>) -> Report {
+    let dst: SocketAddr = dst.into();
     let ns = File::open(netns).unwrap_or_else(|e| panic!("open {}: {e}", netns.display()));
     let procs = cgroup.map(|c| {
         OpenOptions::new()
@@ -214,6 +225,8 @@ fn client_process() {
     let say = |k: &str, v: &dyn std::fmt::Display| println!("{MARK}{k}={v}");
     let errno = |e: &std::io::Error| e.raw_os_error().unwrap_or(-1);
     let mut buf = [0u8; 512];
+    // An IPv6 socket for an IPv6 (IPv4-mapped) peer: a dual-stack one.
+    let any = if dst.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
     match action {
         "tcp" => {
             let mut s = match TcpStream::connect_timeout(&dst, timeout) {
@@ -227,7 +240,7 @@ fn client_process() {
             say("echo", &String::from_utf8_lossy(&buf[..n]).trim());
         }
         "udp-connected" => {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let s = UdpSocket::bind(any).unwrap();
             s.set_read_timeout(Some(timeout)).unwrap();
             if let Err(e) = s.connect(dst) {
                 return say("connect_errno", &errno(&e));
@@ -239,7 +252,7 @@ fn client_process() {
             say("echo", &String::from_utf8_lossy(&buf[..n]).trim());
         }
         "udp-unconnected" => {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let s = UdpSocket::bind(any).unwrap();
             s.set_read_timeout(Some(timeout)).unwrap();
             if let Err(e) = s.send_to(b"over unconnected udp\n", dst) {
                 return say("send_errno", &errno(&e));
@@ -350,6 +363,31 @@ fn assert_host_translated(c: &Cluster, cg: &Cgroup) {
         r.get("from"),
         vip(80).to_string(),
         "recvfrom, unconnected UDP"
+    );
+
+    // Dual-stack (AF_INET6) sockets addressing the IPv4-mapped frontend.
+    let mapped = SocketAddr::new(VIP.to_ipv6_mapped().into(), 80);
+    let r = client(&ns, Some(&cg.path), "tcp", mapped);
+    assert_eq!(r.get("echo"), "over tcp", "{r:?}");
+    assert_eq!(
+        r.get("peer"),
+        mapped.to_string(),
+        "getpeername, TCP over IPv6"
+    );
+    let r = client(&ns, Some(&cg.path), "udp-connected", mapped);
+    assert_eq!(r.get("echo"), "over connected udp", "{r:?}");
+    assert_eq!(
+        r.get("peer"),
+        mapped.to_string(),
+        "getpeername, UDP over IPv6"
+    );
+    assert_eq!(r.get("from"), mapped.to_string(), "recvfrom, UDP over IPv6");
+    let r = client(&ns, Some(&cg.path), "udp-unconnected", mapped);
+    assert_eq!(r.get("echo"), "over unconnected udp", "{r:?}");
+    assert_eq!(
+        r.get("from"),
+        mapped.to_string(),
+        "recvfrom, unconnected UDP over IPv6"
     );
 }
 
@@ -481,7 +519,7 @@ fn socket_lb_links_outlive_the_agent_until_it_starts_without_them() {
     let mut c = cluster("b", &cg);
     assert_host_translated(&c, &cg);
     let links = c.pins.join("links");
-    for hook in ["connect4", "sendmsg4", "recvmsg4", "getpeername4"] {
+    for hook in HOOKS {
         assert!(
             links.join(format!("sock_{hook}")).exists(),
             "the {hook} link is pinned"
@@ -503,7 +541,7 @@ fn socket_lb_links_outlive_the_agent_until_it_starts_without_them() {
         .collect();
     assert!(staged.is_empty(), "no staged link left: {staged:?}");
 
-    // pilus doctor sees the four links on the cgroup, and a link gone (its
+    // pilus doctor sees every link on the cgroup, and a link gone (its
     // pin removed: nothing else holds it) as a fault naming the hook.
     assert_eq!(socket_lb_check(&c).status, api::Severity::Ok);
     std::fs::remove_file(links.join("sock_connect4")).unwrap();
@@ -550,7 +588,7 @@ fn socket_lb_links_outlive_the_agent_until_it_starts_without_them() {
     // Started without the flag, the agent removes them.
     c.agent_args.clear();
     c.start_agent();
-    for hook in ["connect4", "sendmsg4", "recvmsg4", "getpeername4"] {
+    for hook in HOOKS {
         assert!(!links.join(format!("sock_{hook}")).exists(), "{hook}");
     }
     assert_host_untranslated(&c, Some(&cg));

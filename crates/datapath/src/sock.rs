@@ -1,4 +1,4 @@
-//! Socket-level service LB (bpf/bpf_sock.c): its four cgroup programs and
+//! Socket-level service LB (bpf/bpf_sock.c): its seven cgroup programs and
 //! their attachment to one cgroup v2 directory, as links pinned under
 //! `<pin dir>/links/` so that they outlive the agent. Each start of an agent
 //! with socket LB replaces them with its own programs; a start without it
@@ -33,14 +33,24 @@ pub enum SockProgram {
     Recvmsg4,
     /// getpeername(): a backend shows as its frontend.
     Getpeername4,
+    /// connect() of IPv6 sockets to an IPv4-mapped frontend (dual-stack
+    /// sockets' IPv4; their unconnected UDP goes through sendmsg4).
+    Connect6,
+    /// recvmsg() on IPv6 UDP sockets, IPv4-mapped sources.
+    Recvmsg6,
+    /// getpeername() of IPv6 sockets, IPv4-mapped peers.
+    Getpeername6,
 }
 
 impl SockProgram {
-    pub const ALL: [SockProgram; 4] = [
+    pub const ALL: [SockProgram; 7] = [
         SockProgram::Connect4,
         SockProgram::Sendmsg4,
         SockProgram::Recvmsg4,
         SockProgram::Getpeername4,
+        SockProgram::Connect6,
+        SockProgram::Recvmsg6,
+        SockProgram::Getpeername6,
     ];
 
     /// The function name in bpf/bpf_sock.c.
@@ -50,6 +60,9 @@ impl SockProgram {
             SockProgram::Sendmsg4 => "sock4_sendmsg",
             SockProgram::Recvmsg4 => "sock4_recvmsg",
             SockProgram::Getpeername4 => "sock4_getpeername",
+            SockProgram::Connect6 => "sock6_connect",
+            SockProgram::Recvmsg6 => "sock6_recvmsg",
+            SockProgram::Getpeername6 => "sock6_getpeername",
         }
     }
 
@@ -60,6 +73,9 @@ impl SockProgram {
             SockProgram::Sendmsg4 => "sendmsg4",
             SockProgram::Recvmsg4 => "recvmsg4",
             SockProgram::Getpeername4 => "getpeername4",
+            SockProgram::Connect6 => "connect6",
+            SockProgram::Recvmsg6 => "recvmsg6",
+            SockProgram::Getpeername6 => "getpeername6",
         }
     }
 
@@ -70,6 +86,9 @@ impl SockProgram {
             SockProgram::Sendmsg4 => CgroupSockAddrAttachType::UDPSendMsg4,
             SockProgram::Recvmsg4 => CgroupSockAddrAttachType::UDPRecvMsg4,
             SockProgram::Getpeername4 => CgroupSockAddrAttachType::GetPeerName4,
+            SockProgram::Connect6 => CgroupSockAddrAttachType::Connect6,
+            SockProgram::Recvmsg6 => CgroupSockAddrAttachType::UDPRecvMsg6,
+            SockProgram::Getpeername6 => CgroupSockAddrAttachType::GetPeerName6,
         }
     }
 
@@ -148,12 +167,12 @@ fn remove_pin(path: &Path) -> Result<(), Error> {
 }
 
 impl Datapath {
-    /// Attaches the four socket-LB programs to the cgroup v2 directory
+    /// Attaches the socket-LB programs to the cgroup v2 directory
     /// `cgroup` as links pinned under `<pin dir>/links/`, replacing the
     /// links an earlier agent pinned there (on this cgroup or another).
     ///
     /// All or nothing: the new links are pinned beside the old ones first;
-    /// only when all four are attached do they take the old ones' names
+    /// only when all are attached do they take the old ones' names
     /// (rename(2) on bpffs), which releases the old links. In between, both
     /// generations run; that is harmless, as the programs are idempotent (a
     /// translated address is a backend, which is no frontend; a
@@ -331,6 +350,9 @@ mod tests {
                 "/sys/fs/bpf/pilus/links/sock_sendmsg4",
                 "/sys/fs/bpf/pilus/links/sock_recvmsg4",
                 "/sys/fs/bpf/pilus/links/sock_getpeername4",
+                "/sys/fs/bpf/pilus/links/sock_connect6",
+                "/sys/fs/bpf/pilus/links/sock_recvmsg6",
+                "/sys/fs/bpf/pilus/links/sock_getpeername6",
             ]
             .map(PathBuf::from)
         );

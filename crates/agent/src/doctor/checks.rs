@@ -406,7 +406,7 @@ pub fn programs(f: &Facts) -> DoctorCheck {
     )
 }
 
-/// Socket-level LB's four programs run on the agent's cgroup (when it has
+/// Socket-level LB's programs run on the agent's cgroup (when it has
 /// one), through the links it pinned.
 pub fn socket_lb(f: &Facts) -> DoctorCheck {
     const NAME: &str = "socket-lb";
@@ -433,8 +433,12 @@ pub fn socket_lb(f: &Facts) -> DoctorCheck {
                     s.cgroup,
                     match h.hook {
                         "connect4" => "connect() to a ClusterIP goes to the ClusterIP itself",
+                        "connect6" => {
+                            "connect() of IPv6 sockets to a ClusterIP (::ffff:VIP) goes to the \
+                             ClusterIP itself"
+                        }
                         "sendmsg4" => "UDP datagrams sent to a ClusterIP go to the ClusterIP",
-                        "recvmsg4" => "UDP replies show the backend as their source",
+                        "recvmsg4" | "recvmsg6" => "UDP replies show the backend as their source",
                         _ => "getpeername() shows the backend",
                     }
                 ),
