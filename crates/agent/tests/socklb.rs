@@ -650,6 +650,43 @@ fn socket_lb_in_a_tunnel_cluster() {
         "nothing was translated per packet: {entries:#?}"
     );
 
+    // `pilus lab exec` runs its command in the pod's node's cgroup: the
+    // client, run through it, is translated at the socket.
+    let lab_exec = |args: &[&str]| {
+        let out = Command::new(fx.lab.paths.bin_dir.join("pilus"))
+            .arg("lab")
+            .arg("--lab-dir")
+            .arg(&fx.lab.paths.dir)
+            .args(["--prefix", "t11sockl", "exec", "frontend-1", "--"])
+            .args(args)
+            .env(CLIENT_ENV, format!("tcp {lab_vip}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pilus lab exec {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cgroup = lab_exec(&["cat", "/proc/self/cgroup"]);
+    assert!(
+        cgroup.contains("0::/pilus-lab-t11sockl-node-1\n"),
+        "pilus lab exec's cgroup: {cgroup}"
+    );
+    let exe = std::env::current_exe().unwrap();
+    let out = lab_exec(&[
+        exe.to_str().unwrap(),
+        "--exact",
+        "client_process",
+        "--ignored",
+        "--nocapture",
+    ]);
+    assert!(
+        out.contains(&format!("{MARK}peer={lab_vip}")) && out.contains("hello from backend-"),
+        "the client through pilus lab exec: {out}"
+    );
+
     // The socket path uses lb.h's selection, with its algorithms and
     // affinity. Affinity: every socket of the pod's namespace (the socket
     // path's client) gets the same backend.

@@ -71,8 +71,8 @@ pub enum LabCommand {
         lease_ttl: u64,
         /// Socket-level service LB (pilusd --socket-lb-cgroup) on a cgroup
         /// of each node's own, /sys/fs/cgroup/unified/pilus-lab-PREFIX-NODE:
-        /// the sockets of processes moved there reach a ClusterIP's backend
-        /// directly.
+        /// the sockets of processes moved there (`pilus lab exec` runs its
+        /// command there) reach a ClusterIP's backend directly.
         #[arg(long)]
         socket_lb: bool,
     },
@@ -81,7 +81,9 @@ pub enum LabCommand {
     Down,
     /// Nodes, agents and pods of the lab that is up.
     Status,
-    /// Run a command inside a pod's network namespace.
+    /// Run a command inside a pod's network namespace (and, in a lab up
+    /// with --socket-lb, in its node's cgroup: its ClusterIP connections
+    /// are translated at the socket).
     Exec {
         pod: String,
         /// The command and its arguments (after `--`).
@@ -199,6 +201,20 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
             let mut c = std::process::Command::new(&cmd[0]);
             c.args(&cmd[1..]);
             pilus_lab::cni::exec_in_netns(&mut c, &ns, false);
+            let procs = if lab.state.plan.socket_lb {
+                let path = p.cgroup(&pod.node).join("cgroup.procs");
+                Some(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?,
+                )
+            } else {
+                None
+            };
+            if let Some(procs) = &procs {
+                pilus_lab::lab::exec_in_cgroup(&mut c, procs);
+            }
             let status = c
                 .status()
                 .with_context(|| format!("running {:?} in {}", cmd[0], pod.name))?;

@@ -881,6 +881,26 @@ impl Lab {
     }
 }
 
+/// Makes `cmd`'s child move itself into the cgroup whose `cgroup.procs`
+/// is open (for writing) at `procs` before it execs, so every socket it
+/// makes is the cgroup's (socket-level LB translates them). `procs` must
+/// stay open until the child is spawned.
+pub fn exec_in_cgroup(cmd: &mut Command, procs: &std::fs::File) {
+    use std::os::{fd::AsRawFd, unix::process::CommandExt};
+    let fd = procs.as_raw_fd();
+    // SAFETY: only write(2) (async-signal-safe) runs between fork and exec,
+    // on a descriptor the caller keeps open.
+    unsafe {
+        cmd.pre_exec(move || {
+            // "0": the writing process itself.
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Where the nodes' socket-LB cgroups are made, and their names' start.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
 const CGROUP_PREFIX: &str = "pilus-lab-";
