@@ -1,7 +1,8 @@
 //! The Pilus datapath from userspace: the BPF objects compiled at build time,
 //! loaded with aya, configured through load-time globals, pinned under bpffs,
 //! attached to pod veths (rtnetlink through pilus-netlink for the tc
-//! filters), driven through typed maps (endpoints, ipcache, policy,
+//! filters) and, for socket-level LB, to a cgroup ([`sock`]), driven
+//! through typed maps (endpoints, ipcache, policy,
 //! conntrack and its GC, services), and read without the loader for
 //! metrics and `pilus doctor` ([`inspect`]). No BPF syscalls happen anywhere
 //! else in Pilus; control-plane crates talk to this one.
