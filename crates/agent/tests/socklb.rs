@@ -394,12 +394,19 @@ fn assert_host_translated(c: &Cluster, cg: &Cgroup) {
 /// The same from outside the cgroup: the node has no route to the
 /// frontend, and no hook translated the socket.
 fn assert_host_untranslated(c: &Cluster, cg: Option<&Cgroup>) {
-    let r = client(&node_ns(c), cg.map(|g| g.path.as_path()), "tcp", vip(80));
-    assert_eq!(
-        r.get("connect_errno"),
-        ENETUNREACH.to_string(),
-        "an untranslated connect to the frontend: {r:?}"
-    );
+    let mapped = SocketAddr::new(VIP.to_ipv6_mapped().into(), 80);
+    assert_untranslated(c, cg, &[SocketAddr::V4(vip(80)), mapped]);
+}
+
+fn assert_untranslated(c: &Cluster, cg: Option<&Cgroup>, dsts: &[SocketAddr]) {
+    for &dst in dsts {
+        let r = client(&node_ns(c), cg.map(|g| g.path.as_path()), "tcp", dst);
+        assert_eq!(
+            r.get("connect_errno"),
+            ENETUNREACH.to_string(),
+            "an untranslated connect to the frontend {dst}: {r:?}"
+        );
+    }
 }
 
 fn socket_lb_check(c: &Cluster) -> api::DoctorCheck {
@@ -554,7 +561,12 @@ fn socket_lb_links_outlive_the_agent_until_it_starts_without_them() {
             .starts_with("sock4_connect is not attached to connect4"),
         "{check:#?}"
     );
-    assert_host_untranslated(&c, Some(&cg));
+    // IPv4 sockets are no longer translated; dual-stack ones still are
+    // (connect6 has a link of its own).
+    assert_untranslated(&c, Some(&cg), &[SocketAddr::V4(vip(80))]);
+    let mapped = SocketAddr::new(VIP.to_ipv6_mapped().into(), 80);
+    let r = client(&node_ns(&c), Some(&cg.path), "tcp", mapped);
+    assert_eq!(r.get("peer"), mapped.to_string(), "{r:?}");
     // As the fix says: a restart attaches it again.
     c.stop_agent();
     c.start_agent();
