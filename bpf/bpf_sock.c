@@ -22,6 +22,9 @@
  *
  * Return values: 1 lets the call go on (translated or not); 0 refuses it
  * with the errno set by bpf_set_retval (EPERM without one).
+ *
+ * Kernel: sendmsg4 4.18, recvmsg4 5.2, bpf_get_netns_cookie here 5.7,
+ * getpeername4 5.8, bpf_set_retval 5.18; links (the agent pins them) 5.7.
  */
 #include <linux/errno.h>
 #include "lib/common.h"
