@@ -561,6 +561,13 @@ fn socket_lb_links_outlive_the_agent_until_it_starts_without_them() {
             .starts_with("sock4_connect is not attached to connect4"),
         "{check:#?}"
     );
+    assert_eq!(
+        check.findings[0].evidence,
+        [format!(
+            "no cgroup link pinned at {}; program ids on the cgroup's connect4: []",
+            links.join("sock_connect4").display()
+        )]
+    );
     // IPv4 sockets are no longer translated; dual-stack ones still are
     // (connect6 has a link of its own).
     assert_untranslated(&c, Some(&cg), &[SocketAddr::V4(vip(80))]);

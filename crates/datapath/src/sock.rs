@@ -221,6 +221,27 @@ impl Datapath {
     }
 }
 
+/// The ids of the programs attached directly to `cgroup` on each
+/// socket-LB hook, whoever attached them: one each after
+/// [`Datapath::attach_socket_lb`], none after [`detach_socket_lb`].
+pub fn cgroup_programs(cgroup: &Path) -> Result<Vec<(SockProgram, Vec<u32>)>, Error> {
+    use aya_obj::generated::bpf_attach_type;
+    use std::os::fd::AsFd;
+    let dir = open_cgroup2(cgroup)?;
+    SockProgram::ALL
+        .iter()
+        .map(|&p| {
+            let hook = bpf_attach_type::from(p.attach_type()) as u32;
+            crate::sys::cgroup_prog_ids(dir.as_fd(), hook)
+                .map(|ids| (p, ids))
+                .map_err(|source| Error::Syscall {
+                    call: "bpf(BPF_PROG_QUERY) of a cgroup",
+                    source,
+                })
+        })
+        .collect()
+}
+
 /// Removes the socket-LB links pinned under `pin_dir` (the pins hold the
 /// only references once the agent that made them is gone, so the programs
 /// leave the cgroup); missing pins are fine.
@@ -261,6 +282,8 @@ pub(crate) fn socket_lb_hooks(
     use aya_obj::generated::bpf_attach_type;
     use std::os::unix::fs::MetadataExt;
     let cgroup_id = std::fs::metadata(cgroup).ok().map(|m| m.ino());
+    // What runs on each hook, whoever attached it: evidence for a report.
+    let on_hooks = cgroup_programs(cgroup).ok();
     let mut out = Vec::new();
     for p in SockProgram::ALL {
         let path = p.link_pin(pin_dir);
@@ -299,6 +322,13 @@ pub(crate) fn socket_lb_hooks(
                     ),
                 )
             }
+        };
+        let found = match on_hooks
+            .as_ref()
+            .and_then(|h| h.iter().find(|(q, _)| *q == p))
+        {
+            Some((_, ids)) => format!("{found}; program ids on the cgroup's {}: {ids:?}", p.hook()),
+            None => found,
         };
         out.push(SockHookStatus {
             program: p.name(),

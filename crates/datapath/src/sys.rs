@@ -117,6 +117,36 @@ pub(crate) fn pinned_cgroup_link(path: &Path) -> io::Result<Option<CgroupLink>> 
     }))
 }
 
+/// The ids of the programs attached directly to the cgroup open at
+/// `cgroup` on `attach_type` (`BPF_PROG_QUERY`; not those it inherits).
+pub(crate) fn cgroup_prog_ids(cgroup: BorrowedFd<'_>, attach_type: u32) -> io::Result<Vec<u32>> {
+    let mut ids = vec![0u32; 16];
+    loop {
+        let mut attr = zeroed_attr();
+        // SAFETY: writing the fields of the union's BPF_PROG_QUERY member;
+        // `ids` outlives the call and holds `prog_cnt` ids.
+        unsafe {
+            let q = &mut attr.query;
+            q.__bindgen_anon_1.target_fd = cgroup.as_raw_fd() as u32;
+            q.attach_type = attach_type;
+            q.prog_ids = ids.as_mut_ptr() as u64;
+            q.__bindgen_anon_2.prog_cnt = ids.len() as u32;
+        }
+        let result = bpf(bpf_cmd::BPF_PROG_QUERY, &mut attr);
+        // SAFETY: the kernel wrote the count it has (also on ENOSPC).
+        let count = unsafe { attr.query.__bindgen_anon_2.prog_cnt } as usize;
+        match result {
+            Ok(_) => {
+                ids.truncate(count);
+                return Ok(ids);
+            }
+            // More than we made room for: again, with room for them.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => ids = vec![0u32; count],
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The link info of what is pinned at `path`; `None` if nothing is, or it
 /// is no link.
 fn pinned_link_info(path: &Path) -> io::Result<Option<bpf_link_info>> {
