@@ -1,7 +1,9 @@
 //! The few BPF syscalls aya 0.14 does not expose, by hand: where a pinned
 //! TCX or cgroup link is attached (aya's `LinkInfo` hides those parts of
 //! `bpf_link_info`), which maps a program found by id uses (aya has no
-//! public `ProgramInfo` by id), and a walk over a map's keys of any size
+//! public `ProgramInfo` by id), which programs a cgroup's hook runs (aya
+//! 0.14 queries cgroup device, lirc and TCX hooks only), and a walk over a
+//! map's keys of any size
 //! (aya's `MapKeys` wants the key's type at compile time; counting the
 //! entries of every pinned map, whatever it holds, needs raw bytes). All
 //! only read.
