@@ -20,8 +20,9 @@
 //!   them;
 //! - in a two-node tunnel lab (`Plan::with_socket_lb`: a cgroup per node),
 //!   a pod process in its node's cgroup reaches backends on both nodes
-//!   through the ClusterIP, translated at the socket only; `Lab::down`
-//!   removes the cgroups.
+//!   through the ClusterIP, translated at the socket only, also when run
+//!   by `pilus lab exec`; session affinity and Maglev apply at the socket;
+//!   `Lab::down` removes the cgroups.
 //!
 //! Needs root and cgroup v2 at /sys/fs/cgroup/unified; fails, never skips,
 //! without them. The guards kill the clients left in the cgroup, remove it,
