@@ -28,6 +28,8 @@ ABI(lb4_maglev);
 ABI(lb4_reverse_nat);
 ABI(lb4_affinity_key);
 ABI(lb4_affinity);
+ABI(lb4_sk_key);
+ABI(lb4_sk_value);
 ABI(frag_key4);
 ABI(frag_ports);
 ABI(prefilter_key);

@@ -137,6 +137,20 @@ struct {
 	__uint(pinning, PIN_BY_NAME);
 } pilus_lb4_aff SEC(".maps");
 
+/*
+ * Socket-level LB's reverse translation, by socket cookie and backend
+ * (bpf_sock.c). An LRU: sockets close without telling the datapath, so
+ * entries of closed sockets are evicted by newer ones instead of filling it
+ * (Cilium's lb4_reverse_nat_sk does the same).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_sk_key);
+	__type(value, struct lb4_sk_value);
+	__uint(max_entries, 262144);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_lb4_sk SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct frag_key4);

@@ -331,6 +331,28 @@ struct lb4_affinity {
 	__u32 expires;		/* monotonic seconds, as ct_entry.expires */
 };
 
+/*
+ * Key and value of pilus_lb4_sk: socket-level LB's reverse translation
+ * (Cilium's lb4_reverse_nat_sk). connect4/sendmsg4 record, for the socket
+ * (its cookie) and the backend they chose, the frontend the application
+ * addressed; recvmsg4/getpeername4 show that frontend instead of the
+ * backend. `id` is the frontend's id: an entry whose frontend is gone (or
+ * now has another address) no longer translates.
+ */
+struct lb4_sk_key {
+	__u64 cookie;		/* bpf_get_socket_cookie */
+	__be32 address;		/* the backend */
+	__be16 port;
+	__u16 _pad;
+};
+
+struct lb4_sk_value {
+	__be32 address;		/* the frontend */
+	__be16 port;
+	__u16 _pad;
+	__u32 id;		/* the frontend's id (pilus_lb4_rnat's key) */
+};
+
 /* ---------------------------------------------------------------- fragments */
 
 /* pilus_frag4: the ports of a fragmented datagram, learned from its first

@@ -136,6 +136,8 @@ pub fn all() -> Vec<StructLayout> {
         layout!(Lb4ReverseNat, "lb4_reverse_nat", [address, port, _pad]),
         layout!(Lb4AffinityKey, "lb4_affinity_key", [id, client]),
         layout!(Lb4Affinity, "lb4_affinity", [backend_id, expires]),
+        layout!(Lb4SkKey, "lb4_sk_key", [cookie, address, port, _pad]),
+        layout!(Lb4SkValue, "lb4_sk_value", [address, port, _pad, id]),
         layout!(FragKey4, "frag_key4", [saddr, daddr, id, protocol, _pad]),
         layout!(FragPorts, "frag_ports", [sport, dport, policy_port, _pad]),
         layout!(MetricsValue, "metrics_value", [packets, bytes]),

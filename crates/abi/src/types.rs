@@ -218,6 +218,27 @@ pub struct Lb4Affinity {
     pub expires: u32,
 }
 
+/// Key of `pilus_lb4_sk`: a socket (its cookie) and the backend socket-level
+/// LB gave it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lb4SkKey {
+    pub cookie: u64,
+    pub address: Be32,
+    pub port: Be16,
+    pub _pad: u16,
+}
+
+/// Value of `pilus_lb4_sk`: the frontend the socket addressed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lb4SkValue {
+    pub address: Be32,
+    pub port: Be16,
+    pub _pad: u16,
+    pub id: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragKey4 {
@@ -389,6 +410,8 @@ mod pod {
         Lb4ReverseNat,
         Lb4AffinityKey,
         Lb4Affinity,
+        Lb4SkKey,
+        Lb4SkValue,
         FragKey4,
         FragPorts,
         MetricsValue,

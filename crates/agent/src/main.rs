@@ -97,6 +97,17 @@ struct Args {
     /// TCP_STREAM fell to 0.3-0.4x of kernel routing with it attached).
     #[arg(long)]
     prefilter: bool,
+    /// Socket-level service LB: attach bpf_sock.c's connect4, sendmsg4,
+    /// recvmsg4 and getpeername4 programs (and connect6, recvmsg6 and
+    /// getpeername6 for IPv4-mapped addresses) to this cgroup v2 directory
+    /// (e.g. /sys/fs/cgroup/unified on a hybrid system, /sys/fs/cgroup on a
+    /// unified one, for the whole node). Sockets of its processes reach a
+    /// ClusterIP's backend directly, translated once at connect()/sendmsg()
+    /// instead of per packet, and still see the ClusterIP as their peer.
+    /// The links are pinned and outlive the agent. Off by default: a start
+    /// without it removes an earlier agent's.
+    #[arg(long, value_name = "PATH")]
+    socket_lb_cgroup: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
@@ -242,6 +253,9 @@ fn run() -> Result<()> {
         (true, Routing::Tunnel, Some(local)) => node::ensure_vxlan(local, args.vxlan_port)?,
         _ => 0,
     };
+    if let Some(cgroup) = &args.socket_lb_cgroup {
+        pilus_datapath::sock::check_cgroup(cgroup).context("--socket-lb-cgroup")?;
+    }
     let mut dp = Datapath::load(&LoadOptions {
         node: NodeConfig {
             router_ip4: router,
@@ -288,6 +302,17 @@ fn run() -> Result<()> {
             None
         }
     };
+    match &args.socket_lb_cgroup {
+        Some(cgroup) => dp.attach_socket_lb(cgroup).with_context(|| {
+            format!(
+                "attaching socket-level LB to the cgroup {}",
+                cgroup.display()
+            )
+        })?,
+        // An earlier agent's socket LB is not left running.
+        None => pilus_datapath::sock::detach_socket_lb(&pin_dir)
+            .context("removing an earlier agent's socket-level LB")?,
+    }
     let prefilter = Arc::new(PrefilterApi::new(
         Prefilter::open(&pin_dir).context("opening the prefilter's deny list")?,
         prefilter_on,
@@ -307,6 +332,7 @@ fn run() -> Result<()> {
             _ => None,
         },
         overlay: (tunnel_ifindex != 0).then(|| node::VXLAN_DEVICE.to_string()),
+        socket_lb_cgroup: args.socket_lb_cgroup.clone(),
     };
     let store = pilus_kvstore::LocalKv::open(&args.state_dir)
         .with_context(|| format!("opening the state in {}", args.state_dir.display()))?;

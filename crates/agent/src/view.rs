@@ -5,8 +5,9 @@
 
 use pilus_datapath::{
     inspect::{Counters, Usage},
-    Error, HookStatus, Inspector, NodeDevice,
+    Error, HookStatus, Inspector, NodeDevice, SockHookStatus,
 };
+use std::path::Path;
 
 pub trait DatapathView: Send + Sync + 'static {
     /// How full each hash, LRU and LPM map is; conntrack by protocol.
@@ -21,6 +22,8 @@ pub trait DatapathView: Send + Sync + 'static {
         ifname: &str,
         role: NodeDevice,
     ) -> Result<Option<Vec<HookStatus>>, Error>;
+    /// Whether the socket-LB programs run on `cgroup`.
+    fn socket_lb_hooks(&self, cgroup: &Path) -> Result<Vec<SockHookStatus>, Error>;
 }
 
 impl DatapathView for Inspector {
@@ -39,5 +42,8 @@ impl DatapathView for Inspector {
         role: NodeDevice,
     ) -> Result<Option<Vec<HookStatus>>, Error> {
         Inspector::device_hooks(self, ifname, role)
+    }
+    fn socket_lb_hooks(&self, cgroup: &Path) -> Result<Vec<SockHookStatus>, Error> {
+        Inspector::socket_lb_hooks(self, cgroup)
     }
 }

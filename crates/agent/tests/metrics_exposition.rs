@@ -26,7 +26,7 @@ use pilus_controlplane::{
 };
 use pilus_datapath::{
     inspect::{Counters, MapUsage, Usage},
-    DropCount, Error, HookStatus, NodeDevice,
+    DropCount, Error, HookStatus, NodeDevice, SockHookStatus,
 };
 use std::{sync::Arc, time::Duration};
 use tower::ServiceExt;
@@ -79,6 +79,9 @@ impl DatapathView for FakeView {
     }
     fn device_hooks(&self, _: &str, _: NodeDevice) -> Result<Option<Vec<HookStatus>>, Error> {
         Ok(None)
+    }
+    fn socket_lb_hooks(&self, _: &std::path::Path) -> Result<Vec<SockHookStatus>, Error> {
+        Ok(Vec::new())
     }
 }
 

@@ -69,13 +69,21 @@ pub enum LabCommand {
         /// Seconds a node's keys outlive its agent (pilusd --lease-ttl).
         #[arg(long, default_value_t = 15)]
         lease_ttl: u64,
+        /// Socket-level service LB (pilusd --socket-lb-cgroup) on a cgroup
+        /// of each node's own, /sys/fs/cgroup/unified/pilus-lab-PREFIX-NODE:
+        /// the sockets of processes moved there (`pilus lab exec` runs its
+        /// command there) reach a ClusterIP's backend directly.
+        #[arg(long)]
+        socket_lb: bool,
     },
     /// Remove everything the lab made: pods (CNI DEL), agents, pins,
-    /// namespaces, state.
+    /// namespaces, socket-LB cgroups, state.
     Down,
     /// Nodes, agents and pods of the lab that is up.
     Status,
-    /// Run a command inside a pod's network namespace.
+    /// Run a command inside a pod's network namespace (and, in a lab up
+    /// with --socket-lb, in its node's cgroup: its ClusterIP connections
+    /// are translated at the socket).
     Exec {
         pod: String,
         /// The command and its arguments (after `--`).
@@ -136,10 +144,16 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
             routing,
             etcd_members,
             lease_ttl,
+            socket_lb,
         } => {
             let plan = Plan::new(&p.prefix, nodes, pods_per_node)
                 .map_err(|e| InvalidInput(e.to_string()))?
                 .with_monitor_aggregation(monitor_aggregation);
+            let plan = if socket_lb {
+                plan.with_socket_lb()
+            } else {
+                plan
+            };
             let routing = routing.unwrap_or(if nodes > 1 {
                 LabRouting::Tunnel
             } else {
@@ -187,6 +201,20 @@ pub fn run(a: LabArgs, out: Output) -> Result<()> {
             let mut c = std::process::Command::new(&cmd[0]);
             c.args(&cmd[1..]);
             pilus_lab::cni::exec_in_netns(&mut c, &ns, false);
+            let procs = if lab.state.plan.socket_lb {
+                let path = p.cgroup(&pod.node).join("cgroup.procs");
+                Some(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?,
+                )
+            } else {
+                None
+            };
+            if let Some(procs) = &procs {
+                pilus_lab::lab::exec_in_cgroup(&mut c, procs);
+            }
             let status = c
                 .status()
                 .with_context(|| format!("running {:?} in {}", cmd[0], pod.name))?;

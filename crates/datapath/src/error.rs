@@ -87,6 +87,25 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("cgroup {path}", path = .path.display())]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a cgroup v2 directory (socket-level LB attaches to cgroup v2 only, e.g. \
+         /sys/fs/cgroup/unified/... on a hybrid system)",
+        path = .path.display()
+    )]
+    NotCgroup2 { path: PathBuf },
+    #[error("attaching {program} to cgroup {cgroup}", cgroup = .cgroup.display())]
+    AttachCgroup {
+        program: &'static str,
+        cgroup: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("lasting attachments need a datapath loaded with a pin directory")]
     NotPinned,
     #[error("rtnetlink on {ifname}")]

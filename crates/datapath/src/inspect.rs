@@ -239,6 +239,22 @@ impl Inspector {
         attach::endpoint_hooks(self.calls_id, &self.pin_dir, ifname)
     }
 
+    /// Whether the socket-LB programs run on `cgroup` through the links
+    /// pinned for them (see [`crate::sock`]).
+    pub fn socket_lb_hooks(
+        &self,
+        cgroup: &Path,
+    ) -> Result<Vec<crate::sock::SockHookStatus>, Error> {
+        let path = self.pin_dir.join(crate::sock::SOCK_MAP);
+        let ours = aya::maps::MapInfo::from_pin(&path)
+            .map(|i| i.id())
+            .map_err(|e| Error::ReadPin {
+                path,
+                source: Box::new(e),
+            })?;
+        crate::sock::socket_lb_hooks(&self.pin_dir, cgroup, ours)
+    }
+
     /// The hooks of node device `ifname` (the uplink, the VXLAN device).
     /// `None` if there is no such link.
     pub fn device_hooks(

@@ -1,7 +1,8 @@
 //! The Pilus datapath from userspace: the BPF objects compiled at build time,
 //! loaded with aya, configured through load-time globals, pinned under bpffs,
 //! attached to pod veths (rtnetlink through pilus-netlink for the tc
-//! filters), driven through typed maps (endpoints, ipcache, policy,
+//! filters) and, for socket-level LB, to a cgroup ([`sock`]), driven
+//! through typed maps (endpoints, ipcache, policy,
 //! conntrack and its GC, services), and read without the loader for
 //! metrics and `pilus doctor` ([`inspect`]), and copied privately for
 //! `pilus trace` ([`trace`]). No BPF syscalls happen anywhere
@@ -23,6 +24,7 @@ pub mod monitor;
 pub mod objects;
 pub mod pins;
 pub mod prefilter;
+pub mod sock;
 mod sys;
 pub mod testrun;
 pub mod trace;
@@ -38,4 +40,5 @@ pub use maps::{DropCount, PolicyEntry};
 pub use monitor::{EventTotals, MonitorSettings};
 pub use pins::{MapDef, PinMismatch};
 pub use prefilter::{Prefilter, PrefilterEntry, PrefilterError};
+pub use sock::{SockHookStatus, SockProgram};
 pub use trace::{TraceRun, Tracer, TracerSetup};

@@ -34,10 +34,18 @@ pub enum Object {
     Host,
     /// bpf_xdp.c: the XDP prefilter on the node's uplink.
     Xdp,
+    /// bpf_sock.c: socket-level service LB on a cgroup.
+    Sock,
 }
 
 impl Object {
-    pub const ALL: [Object; 4] = [Object::Lxc, Object::Overlay, Object::Host, Object::Xdp];
+    pub const ALL: [Object; 5] = [
+        Object::Lxc,
+        Object::Overlay,
+        Object::Host,
+        Object::Xdp,
+        Object::Sock,
+    ];
 
     pub(crate) fn bytes(self) -> &'static [u8] {
         match self {
@@ -45,6 +53,7 @@ impl Object {
             Object::Overlay => objects::BPF_OVERLAY,
             Object::Host => objects::BPF_HOST,
             Object::Xdp => objects::BPF_XDP,
+            Object::Sock => objects::BPF_SOCK,
         }
     }
 
@@ -54,6 +63,7 @@ impl Object {
             Object::Overlay => "bpf_overlay.o",
             Object::Host => "bpf_host.o",
             Object::Xdp => "bpf_xdp.o",
+            Object::Sock => "bpf_sock.o",
         }
     }
 }
@@ -143,10 +153,11 @@ impl Default for LoadOptions {
 pub struct Datapath {
     /// bpf_lxc.o, whose map handles the typed accessors use.
     pub(crate) ebpf: Ebpf,
-    /// bpf_overlay.o, bpf_host.o and bpf_xdp.o, on the same maps.
+    /// bpf_overlay.o, bpf_host.o, bpf_xdp.o and bpf_sock.o, on the same maps.
     overlay: Ebpf,
     host: Ebpf,
     pub(crate) xdp: Ebpf,
+    pub(crate) sock: Ebpf,
     pin_dir: Option<PathBuf>,
     /// What the objects were loaded with (its `hz` the one in use): a
     /// private copy for `pilus trace` loads with the same ([`crate::trace`]).
@@ -170,8 +181,8 @@ fn max_entries(node: &NodeConfig) -> [(&'static str, u32); 2] {
 }
 
 impl Datapath {
-    /// Loads bpf_lxc.o, bpf_overlay.o, bpf_host.o and bpf_xdp.o, all on the
-    /// same maps.
+    /// Loads bpf_lxc.o, bpf_overlay.o, bpf_host.o, bpf_xdp.o and
+    /// bpf_sock.o, all on the same maps.
     /// With a pin directory, maps pinned there by an earlier
     /// load (an agent before a restart) are reused, so state survives; but
     /// only if they are the maps this build and these options create, and
@@ -217,20 +228,23 @@ impl Datapath {
                 load(Object::Overlay)?,
                 load(Object::Host)?,
                 load(Object::Xdp)?,
+                load(Object::Sock)?,
             ))
         });
         if private {
             remove_pins(&dir, &maps);
         }
-        let (ebpf, overlay, host, mut xdp) = loaded?;
+        let (ebpf, overlay, host, mut xdp, mut sock) = loaded?;
         crate::prefilter::prefilter_program(&mut xdp)?
             .load()
             .map_err(|e| Error::program(XDP_PREFILTER, e))?;
+        crate::sock::load_programs(&mut sock)?;
         let mut dp = Datapath {
             ebpf,
             overlay,
             host,
             xdp,
+            sock,
             pin_dir: opts.pin_dir.clone(),
             node: NodeConfig {
                 hz,
@@ -268,6 +282,7 @@ impl Datapath {
             Object::Overlay => &self.overlay,
             Object::Host => &self.host,
             Object::Xdp => &self.xdp,
+            Object::Sock => &self.sock,
         }
     }
 
@@ -294,6 +309,7 @@ impl Datapath {
             Object::Overlay => &mut self.overlay,
             Object::Host => &mut self.host,
             Object::Xdp => &mut self.xdp,
+            Object::Sock => &mut self.sock,
         };
         obj.program_mut(p.name())
             .ok_or(Error::MissingProgram { name: p.name() })?

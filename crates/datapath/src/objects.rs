@@ -13,6 +13,9 @@ pub static BPF_HOST: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 /// bpf/bpf_xdp.c: the XDP prefilter on the uplink.
 pub static BPF_XDP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_xdp.o"));
 
+/// bpf/bpf_sock.c: socket-level service LB (cgroup connect4 and friends).
+pub static BPF_SOCK: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_sock.o"));
+
 /// bpf/abi_layout.c: one instance of every shared struct, for the layout test
 /// and the layout hash of the pins' ABI stamp (never loaded).
 pub static ABI_LAYOUT: &[u8] =

@@ -1,7 +1,9 @@
 //! The few BPF syscalls aya 0.14 does not expose, by hand: where a pinned
-//! TCX link is attached (aya's `LinkInfo` hides the TCX part of
+//! TCX or cgroup link is attached (aya's `LinkInfo` hides those parts of
 //! `bpf_link_info`), which maps a program found by id uses (aya has no
-//! public `ProgramInfo` by id), and a walk over a map's keys of any size
+//! public `ProgramInfo` by id), which programs a cgroup's hook runs (aya
+//! 0.14 queries cgroup device, lirc and TCX hooks only), and a walk over a
+//! map's keys of any size
 //! (aya's `MapKeys` wants the key's type at compile time; counting the
 //! entries of every pinned map, whatever it holds, needs raw bytes). All
 //! only read.
@@ -73,6 +75,83 @@ pub(crate) struct TcxLink {
 /// The TCX link pinned at `path`; `None` if nothing is pinned there or it
 /// is no TCX link.
 pub(crate) fn pinned_tcx_link(path: &Path) -> io::Result<Option<TcxLink>> {
+    let Some(info) = pinned_link_info(path)? else {
+        return Ok(None);
+    };
+    if info.type_ != bpf_link_type::BPF_LINK_TYPE_TCX as u32 {
+        return Ok(None);
+    }
+    // SAFETY: a TCX link fills the union's `tcx` member.
+    let tcx = unsafe { info.__bindgen_anon_1.tcx };
+    Ok(Some(TcxLink {
+        ifindex: tcx.ifindex,
+        ingress: tcx.attach_type == bpf_attach_type::BPF_TCX_INGRESS as u32,
+        prog_id: info.prog_id,
+    }))
+}
+
+/// A cgroup link as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CgroupLink {
+    /// The cgroup's id (its directory's inode number on cgroup v2); 0 once
+    /// the cgroup is gone (`bpf_cgroup_link_fill_link_info`).
+    pub cgroup_id: u64,
+    /// `bpf_attach_type`.
+    pub attach_type: u32,
+    pub prog_id: u32,
+}
+
+/// The cgroup link pinned at `path`; `None` if nothing is pinned there or
+/// it is no cgroup link.
+pub(crate) fn pinned_cgroup_link(path: &Path) -> io::Result<Option<CgroupLink>> {
+    let Some(info) = pinned_link_info(path)? else {
+        return Ok(None);
+    };
+    if info.type_ != bpf_link_type::BPF_LINK_TYPE_CGROUP as u32 {
+        return Ok(None);
+    }
+    // SAFETY: a cgroup link fills the union's `cgroup` member.
+    let cg = unsafe { info.__bindgen_anon_1.cgroup };
+    Ok(Some(CgroupLink {
+        cgroup_id: cg.cgroup_id,
+        attach_type: cg.attach_type,
+        prog_id: info.prog_id,
+    }))
+}
+
+/// The ids of the programs attached directly to the cgroup open at
+/// `cgroup` on `attach_type` (`BPF_PROG_QUERY`; not those it inherits).
+pub(crate) fn cgroup_prog_ids(cgroup: BorrowedFd<'_>, attach_type: u32) -> io::Result<Vec<u32>> {
+    let mut ids = vec![0u32; 16];
+    loop {
+        let mut attr = zeroed_attr();
+        // SAFETY: writing the fields of the union's BPF_PROG_QUERY member;
+        // `ids` outlives the call and holds `prog_cnt` ids.
+        unsafe {
+            let q = &mut attr.query;
+            q.__bindgen_anon_1.target_fd = cgroup.as_raw_fd() as u32;
+            q.attach_type = attach_type;
+            q.prog_ids = ids.as_mut_ptr() as u64;
+            q.__bindgen_anon_2.prog_cnt = ids.len() as u32;
+        }
+        let result = bpf(bpf_cmd::BPF_PROG_QUERY, &mut attr);
+        // SAFETY: the kernel wrote the count it has (also on ENOSPC).
+        let count = unsafe { attr.query.__bindgen_anon_2.prog_cnt } as usize;
+        match result {
+            Ok(_) => {
+                ids.truncate(count);
+                return Ok(ids);
+            }
+            // More than we made room for: again, with room for them.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => ids = vec![0u32; count],
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The link info of what is pinned at `path`; `None` if nothing is, or it
+/// is no link.
+fn pinned_link_info(path: &Path) -> io::Result<Option<bpf_link_info>> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut attr = zeroed_attr();
@@ -91,16 +170,7 @@ pub(crate) fn pinned_tcx_link(path: &Path) -> io::Result<Option<TcxLink>> {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
         Err(e) => return Err(e),
     }
-    if info.type_ != bpf_link_type::BPF_LINK_TYPE_TCX as u32 {
-        return Ok(None);
-    }
-    // SAFETY: a TCX link fills the union's `tcx` member.
-    let tcx = unsafe { info.__bindgen_anon_1.tcx };
-    Ok(Some(TcxLink {
-        ifindex: tcx.ifindex,
-        ingress: tcx.attach_type == bpf_attach_type::BPF_TCX_INGRESS as u32,
-        prog_id: info.prog_id,
-    }))
+    Ok(Some(info))
 }
 
 /// The ids of the maps program `prog_id` uses; `None` if there is no such

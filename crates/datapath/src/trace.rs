@@ -66,6 +66,9 @@ pub const TRACE_MAPS: &[(&str, TraceMap)] = &[
     ("pilus_ct4", TraceMap::Private(SMALL)),
     ("pilus_lb4_aff", TraceMap::Private(SMALL)),
     ("pilus_frag4", TraceMap::Private(SMALL)),
+    // The socket hooks' reverse translations: no tc program touches it,
+    // so the copy's is an empty stand-in.
+    ("pilus_lb4_sk", TraceMap::Private(SMALL)),
     ("pilus_metrics", TraceMap::Private(None)),
     ("pilus_evstats", TraceMap::Private(None)),
     // 64 KiB: ~300 events, far more than one packet's.

@@ -75,6 +75,13 @@ impl Paths {
         }
     }
 
+    /// The cgroup v2 directory of `node`'s socket-level LB (a plan
+    /// [`with_socket_lb`](crate::Plan::with_socket_lb)): one per node, under
+    /// the hybrid hierarchy's root, never the root itself.
+    pub fn cgroup(&self, node: &str) -> PathBuf {
+        Path::new(CGROUP_ROOT).join(format!("{}{}-{node}", CGROUP_PREFIX, self.prefix))
+    }
+
     fn state_file(&self) -> PathBuf {
         self.dir.join("lab.json")
     }
@@ -593,6 +600,16 @@ impl Lab {
         if self.state.plan.prefilter && self.state.plan.cluster.is_some() {
             cmd.arg("--prefilter");
         }
+        if self.state.plan.socket_lb {
+            let cgroup = self.paths.cgroup(name);
+            match std::fs::create_dir(&cgroup) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(io(format!("create the cgroup {}", cgroup.display()))(e))
+                }
+                _ => {}
+            }
+            cmd.arg("--socket-lb-cgroup").arg(&cgroup);
+        }
         if let Some(cluster) = &self.state.plan.cluster {
             let node = self
                 .state
@@ -803,7 +820,8 @@ impl Lab {
 
     /// Removes everything a lab with these paths made (recorded or not):
     /// pods are detached with CNI DEL while their agent still runs, then
-    /// processes stop, pins and namespaces go. Returns what was removed.
+    /// processes stop, pins, namespaces and the nodes' socket-LB cgroups
+    /// go. Returns what was removed.
     pub fn down(paths: &Paths) -> Result<Vec<String>, LabError> {
         let mut removed = Vec::new();
         if let Ok(lab) = Lab::load(paths) {
@@ -856,8 +874,73 @@ impl Lab {
                 .map_err(io(format!("remove {}", paths.dir.display())))?;
             removed.push(dir);
         }
+        // Last: a cgroup that will not go (a process that survived
+        // SIGKILL) leaves everything else removed.
+        removed.extend(remove_cgroups(paths)?);
         Ok(removed)
     }
+}
+
+/// Makes `cmd`'s child move itself into the cgroup whose `cgroup.procs`
+/// is open (for writing) at `procs` before it execs, so every socket it
+/// makes is the cgroup's (socket-level LB translates them). `procs` must
+/// stay open until the child is spawned.
+pub fn exec_in_cgroup(cmd: &mut Command, procs: &std::fs::File) {
+    use std::os::{fd::AsRawFd, unix::process::CommandExt};
+    let fd = procs.as_raw_fd();
+    // SAFETY: only write(2) (async-signal-safe) runs between fork and exec,
+    // on a descriptor the caller keeps open.
+    unsafe {
+        cmd.pre_exec(move || {
+            // "0": the writing process itself.
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Where the nodes' socket-LB cgroups are made, and their names' start.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
+const CGROUP_PREFIX: &str = "pilus-lab-";
+
+/// Removes the nodes' socket-LB cgroups of the lab `paths` names, after
+/// killing the processes left in them (the lab's: only what a lab user
+/// moved there runs in them). The agents are gone by then, and with their
+/// pins their links.
+fn remove_cgroups(paths: &Paths) -> Result<Vec<String>, LabError> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(CGROUP_ROOT) else {
+        return Ok(removed);
+    };
+    let start = format!("{CGROUP_PREFIX}{}-", paths.prefix);
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&start) || !e.path().is_dir() {
+            continue;
+        }
+        let procs = e.path().join("cgroup.procs");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids: Vec<i32> = std::fs::read_to_string(&procs)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: kill(2) on a process of the lab's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::remove_dir(e.path()).map_err(io(format!("remove {}", e.path().display())))?;
+        removed.push(format!("cgroup {}", e.path().display()));
+    }
+    Ok(removed)
 }
 
 /// Processes whose command line contains `needle` (never this one).

@@ -124,6 +124,12 @@ pub struct Plan {
     /// the XDP prefilter attached to it.
     #[serde(default = "yes")]
     pub prefilter: bool,
+    /// The agents' `--socket-lb-cgroup`: socket-level service LB on a
+    /// cgroup of each node's own ([`crate::Paths::cgroup`]), made by the
+    /// lab. Processes run in it (moved there by whoever starts them) have
+    /// their ClusterIP connections translated at the socket.
+    #[serde(default)]
+    pub socket_lb: bool,
 }
 
 fn yes() -> bool {
@@ -174,6 +180,7 @@ impl Plan {
             monitor_aggregation: default_aggregation(),
             trace_events: true,
             prefilter: true,
+            socket_lb: false,
         };
         for i in 1..=nodes {
             let node = format!("node-{i}");
@@ -214,6 +221,12 @@ impl Plan {
     /// Agents without the XDP prefilter (pilusd's default).
     pub fn without_prefilter(mut self) -> Plan {
         self.prefilter = false;
+        self
+    }
+
+    /// The same lab with socket-level LB on each node's cgroup.
+    pub fn with_socket_lb(mut self) -> Plan {
+        self.socket_lb = true;
         self
     }
 

@@ -27,6 +27,7 @@ pub fn all(f: &Facts) -> Vec<DoctorCheck> {
     vec![
         routing(f),
         programs(f),
+        socket_lb(f),
         sysctls(f),
         map_pressure(f),
         events_lost(f),
@@ -401,6 +402,59 @@ pub fn programs(f: &Facts) -> DoctorCheck {
         "programs",
         "every endpoint veth and node device runs Pilus's programs",
         format!("{} device(s), {hooks} hook(s) checked", f.hooks.len()),
+        findings,
+    )
+}
+
+/// Socket-level LB's programs run on the agent's cgroup (when it has
+/// one), through the links it pinned.
+pub fn socket_lb(f: &Facts) -> DoctorCheck {
+    const NAME: &str = "socket-lb";
+    const TITLE: &str = "socket-level service LB runs on its cgroup";
+    let Some(s) = &f.socket_lb else {
+        return check(NAME, TITLE, "off (no --socket-lb-cgroup)".into(), vec![]);
+    };
+    let hooks = match &s.hooks {
+        Ok(h) => h,
+        Err(e) => return not_checked(NAME, TITLE, "the socket-LB links", e),
+    };
+    let findings = hooks
+        .iter()
+        .filter(|h| !h.attached)
+        .map(|h| {
+            finding(
+                Severity::Fault,
+                format!(
+                    "{} is not attached to {} on {}: sockets of its processes are not \
+                     translated there ({}); pods' packets still meet per-packet LB, the node's \
+                     own processes reach no ClusterIP",
+                    h.program,
+                    h.hook,
+                    s.cgroup,
+                    match h.hook {
+                        "connect4" => "connect() to a ClusterIP goes to the ClusterIP itself",
+                        "connect6" => {
+                            "connect() of IPv6 sockets to a ClusterIP (::ffff:VIP) goes to the \
+                             ClusterIP itself"
+                        }
+                        "sendmsg4" => "UDP datagrams sent to a ClusterIP go to the ClusterIP",
+                        "recvmsg4" | "recvmsg6" => "UDP replies show the backend as their source",
+                        _ => "getpeername() shows the backend",
+                    }
+                ),
+                vec![h.found.clone()],
+                format!(
+                    "restart pilusd: at start it attaches socket LB to {} again (and pins the \
+                     links under {}/links)",
+                    s.cgroup, f.pin_dir
+                ),
+            )
+        })
+        .collect();
+    check(
+        NAME,
+        TITLE,
+        format!("{} hook(s) on {}", hooks.len(), s.cgroup),
         findings,
     )
 }

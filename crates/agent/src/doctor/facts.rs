@@ -11,7 +11,7 @@ use crate::view::DatapathView;
 use ipnet::Ipv4Net;
 use pilus_api_types::ClusterStatus;
 use pilus_controlplane::{cluster::Routing, ControlPlane};
-use pilus_datapath::{inspect::Usage, HookStatus, NodeDevice};
+use pilus_datapath::{inspect::Usage, HookStatus, NodeDevice, SockHookStatus};
 use pilus_netlink::{Netlink, Route, Rule};
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -44,6 +44,13 @@ pub struct HookFact {
     pub hooks: Result<Option<Vec<HookStatus>>, String>,
 }
 
+/// Socket-level LB's programs on the cgroup the agent was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketLbFact {
+    pub cgroup: String,
+    pub hooks: Result<Vec<SockHookStatus>, String>,
+}
+
 /// Events the ring buffer lost (packets whose event found it full).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventsLost {
@@ -74,6 +81,8 @@ pub struct Facts {
     /// could not be read is absent.
     pub sysctls: BTreeMap<String, u32>,
     pub hooks: Vec<HookFact>,
+    /// `None`: socket-level LB is off (no --socket-lb-cgroup).
+    pub socket_lb: Option<SocketLbFact>,
     pub usage: Result<Usage, String>,
     pub events_lost: Result<EventsLost, String>,
     pub cluster: Option<ClusterStatus>,
@@ -87,6 +96,8 @@ pub struct NodeSetup {
     pub uplink: Option<String>,
     /// The VXLAN device (tunnel mode).
     pub overlay: Option<String>,
+    /// The cgroup of socket-level LB (--socket-lb-cgroup).
+    pub socket_lb_cgroup: Option<std::path::PathBuf>,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -211,6 +222,10 @@ pub fn gather(
         net,
         sysctls,
         hooks,
+        socket_lb: setup.socket_lb_cgroup.as_ref().map(|cg| SocketLbFact {
+            cgroup: cg.display().to_string(),
+            hooks: view.socket_lb_hooks(cg).map_err(|e| chain(&e)),
+        }),
         usage: view.usage().map_err(|e| chain(&e)),
         events_lost,
         cluster: status.cluster,

@@ -1,10 +1,11 @@
 //! Tier 1: each check over facts made by hand — a healthy node reports
 //! clean, and each fault (seed 002's `ip rule`, a pod without its route, a
 //! detached program, a full map, lost events, sysctls against the routing
-//! mode, etcd away) is reported with its evidence and fix.
+//! mode, etcd away, a socket-LB link gone) is reported with its evidence
+//! and fix.
 
 use super::{
-    facts::{conf_key, EndpointFact, EventsLost, Facts, HookFact, Net, IP_FORWARD},
+    facts::{conf_key, EndpointFact, EventsLost, Facts, HookFact, Net, SocketLbFact, IP_FORWARD},
     fib::{
         tests::{default_rules, route, rule},
         TABLE_LOCAL, TABLE_MAIN,
@@ -15,7 +16,7 @@ use pilus_api_types::{ClusterStatus, DoctorCheck, Severity};
 use pilus_controlplane::cluster::Routing;
 use pilus_datapath::{
     inspect::{MapUsage, Usage},
-    HookStatus,
+    HookStatus, SockHookStatus,
 };
 use std::net::Ipv4Addr;
 
@@ -84,6 +85,7 @@ fn healthy() -> Facts {
             what: "endpoint 1 (default/web)".into(),
             hooks: Ok(Some(hooks([true, true]))),
         }],
+        socket_lb: None,
         usage: Ok(Usage {
             maps: vec![
                 usage("pilus_ct4", "lru_hash", 12, 262144),
@@ -134,6 +136,7 @@ fn a_healthy_node_is_clean() {
         [
             "routing",
             "programs",
+            "socket-lb",
             "sysctl",
             "map-pressure",
             "events-lost",
@@ -463,4 +466,64 @@ fn checks_that_cannot_look_say_so() {
         assert!(c.findings[0].problem.contains("could not read"), "{c:#?}");
     }
     assert_eq!(r.status, Severity::Warning);
+}
+
+#[test]
+fn a_socket_lb_link_gone_is_a_fault_naming_the_hook() {
+    let cgroup = "/sys/fs/cgroup/unified/node";
+    let hooks = |gone: &str| -> Vec<SockHookStatus> {
+        pilus_datapath::SockProgram::ALL
+            .iter()
+            .map(|p| SockHookStatus {
+                program: p.name(),
+                hook: p.hook(),
+                attached: p.hook() != gone,
+                found: if p.hook() == gone {
+                    format!("no cgroup link pinned at /sys/fs/bpf/pilus/links/sock_{gone}")
+                } else {
+                    "link pinned".into()
+                },
+            })
+            .collect()
+    };
+    let mut f = healthy();
+    // Off: fine, and says so.
+    let c = only(&report(&f).checks, "socket-lb").clone();
+    assert_eq!(c.status, Severity::Ok);
+    assert_eq!(c.summary, "off (no --socket-lb-cgroup)");
+    // On, all four attached: fine.
+    f.socket_lb = Some(SocketLbFact {
+        cgroup: cgroup.into(),
+        hooks: Ok(hooks("none")),
+    });
+    assert_eq!(report(&f).status, Severity::Ok, "{:#?}", report(&f));
+    // connect4's link gone.
+    f.socket_lb = Some(SocketLbFact {
+        cgroup: cgroup.into(),
+        hooks: Ok(hooks("connect4")),
+    });
+    let c = faulty(&f, "socket-lb");
+    assert_eq!(c.status, Severity::Fault);
+    assert_eq!(c.findings.len(), 1, "{c:#?}");
+    let finding = &c.findings[0];
+    assert!(
+        finding.problem.starts_with(
+            "sock4_connect is not attached to connect4 on /sys/fs/cgroup/unified/node: \
+             sockets of its processes are not translated there (connect() to a ClusterIP goes \
+             to the ClusterIP itself)"
+        ),
+        "{}",
+        finding.problem
+    );
+    assert_eq!(
+        finding.evidence,
+        ["no cgroup link pinned at /sys/fs/bpf/pilus/links/sock_connect4"]
+    );
+    assert!(finding.fix.starts_with("restart pilusd"), "{}", finding.fix);
+    // Unreadable: a warning, not a fault.
+    f.socket_lb = Some(SocketLbFact {
+        cgroup: cgroup.into(),
+        hooks: Err("bpffs at /sys/fs/bpf/pilus: permission denied".into()),
+    });
+    assert_eq!(faulty(&f, "socket-lb").status, Severity::Warning);
 }

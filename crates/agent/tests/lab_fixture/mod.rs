@@ -152,6 +152,28 @@ impl LabNode {
         LabNode::serving(Lab::up(paths, plan).expect("lab up"))
     }
 
+    /// A cluster as [`LabNode::cluster`] makes it, its plan changed by
+    /// `change` first (e.g. `Plan::with_socket_lb`).
+    pub fn cluster_with(
+        prefix: &str,
+        nodes: u32,
+        pods: u32,
+        routing: Routing,
+        change: impl FnOnce(Plan) -> Plan,
+    ) -> LabNode {
+        assert!(
+            Path::new("/usr/bin/etcd").exists(),
+            "etcd is not installed: `source scripts/deps.sh; pilus_build_deps` installs etcd-server"
+        );
+        let paths = paths(prefix);
+        let _ = Lab::down(&paths);
+        let plan = Plan::new(prefix, nodes, pods)
+            .unwrap()
+            .clustered(routing, 1, 15)
+            .unwrap();
+        LabNode::serving(Lab::up(paths, change(plan)).expect("lab up"))
+    }
+
     pub fn netns(&self, node: &str) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.lab.node(node).expect("node").netns)
     }
