@@ -404,26 +404,9 @@ type Hop = (String, String, String, u32, u32);
 /// hops on node-1 then node-2, and the SYN-ACK's on node-2 then node-1.
 fn cross_node_hops(fx: &LabNode) -> (Vec<Hop>, Vec<Hop>) {
     for n in fx.nodes() {
-        let c: api::MonitorConfig = fx
-            .client(&n)
-            .post_json(
-                paths::MONITOR_CONFIG,
-                &api::MonitorConfigUpdate {
-                    aggregation: Some("none".into()),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(c.aggregation, "none");
+        fx.set_aggregation(&n, "none");
     }
-    let now = |n: &str| -> u64 {
-        let b: api::MonitorBatch = fx
-            .client(n)
-            .get_json(&format!("{}?last=0", paths::MONITOR))
-            .unwrap();
-        b.next
-    };
-    let (s1, s2) = (now("node-1"), now("node-2"));
+    let (s1, s2) = (fx.monitor_next("node-1"), fx.monitor_next("node-2"));
     assert!(fx.reaches("frontend-1", "backend-2", Proto::Tcp));
     let (f1, b2) = (fx.pod_ip("frontend-1"), fx.pod_ip("backend-2"));
     let traces = |n: &str, since: u64| -> Vec<api::MonitorEvent> {

@@ -591,26 +591,9 @@ fn a_service_flow_shows_each_hop_with_the_frontend_then_the_backend() {
                     .any(|f| f.frontend == format!("{VIP}:80/TCP"))
             },
         );
-        let c: api::MonitorConfig = fx
-            .client(n)
-            .post_json(
-                paths::MONITOR_CONFIG,
-                &api::MonitorConfigUpdate {
-                    aggregation: Some("none".into()),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(c.aggregation, "none");
+        fx.set_aggregation(n, "none");
     }
-    let now = |n: &str| -> u64 {
-        let b: api::MonitorBatch = fx
-            .client(n)
-            .get_json(&format!("{}?last=0", paths::MONITOR))
-            .unwrap();
-        b.next
-    };
-    let (s1, s2) = (now("node-1"), now("node-2"));
+    let (s1, s2) = (fx.monitor_next("node-1"), fx.monitor_next("node-2"));
     let (_conn, greeting) = connect_vip(&fx, "frontend-1");
     assert_eq!(backend_of(&greeting), "backend-2");
     let ours = |e: &api::MonitorEvent| {

@@ -762,7 +762,9 @@ pub struct Status {
 pub const MONITOR_MAX_WAIT_MS: u64 = 5000;
 
 /// What an event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum MonitorKind {
     /// A packet the datapath dropped, with the reason.
@@ -780,6 +782,7 @@ pub enum MonitorKind {
     /// Events the datapath could not report: its ring buffer was full.
     Lost,
     /// A kind this build does not know (a newer datapath).
+    #[default]
     Unknown,
 }
 
@@ -957,7 +960,7 @@ pub struct MonitorPolicy {
 
 /// One datapath event, decoded: what `pilus monitor` prints, and what a
 /// flow record is built from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorEvent {
     /// The agent's sequence number: increasing, never reused while the
     /// agent runs.

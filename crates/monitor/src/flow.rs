@@ -331,12 +331,7 @@ mod tests {
                 tcp_flags: Some(vec!["SYN".into()]),
                 ..Default::default()
             },
-            data: String::new(),
-            verdict: None,
-            policy: None,
-            message: None,
-            delivered_to: None,
-            lost: None,
+            ..Default::default()
         }
     }
 

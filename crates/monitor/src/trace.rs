@@ -346,14 +346,7 @@ mod tests {
             dst_identity: 257,
             orig_len: 54,
             cap_len: 54,
-            hash: 0,
-            packet: MonitorPacket::default(),
-            data: String::new(),
-            verdict: None,
-            policy: None,
-            message: None,
-            delivered_to: None,
-            lost: None,
+            ..Default::default()
         }
     }
 

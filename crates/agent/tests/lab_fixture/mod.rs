@@ -285,6 +285,31 @@ impl LabNode {
         serve::probe(&self.netns(node), SocketAddrV4::new(ip, 80), proto, timeout)
     }
 
+    /// Sets `node`'s monitor aggregation live (`none`: every packet at
+    /// every point).
+    pub fn set_aggregation(&self, node: &str, level: &str) {
+        let c: api::MonitorConfig = self
+            .client(node)
+            .post_json(
+                paths::MONITOR_CONFIG,
+                &api::MonitorConfigUpdate {
+                    aggregation: Some(level.into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(c.aggregation, level);
+    }
+
+    /// Where "now" is in `node`'s monitor sequence.
+    pub fn monitor_next(&self, node: &str) -> u64 {
+        let b: api::MonitorBatch = self
+            .client(node)
+            .get_json(&format!("{}?last=0", paths::MONITOR))
+            .unwrap();
+        b.next
+    }
+
     pub fn doctor(&self, node: &str) -> api::DoctorReport {
         self.client(node)
             .get_json(paths::DOCTOR)
