@@ -14,8 +14,8 @@ use aya::maps::{HashMap as BpfHash, Map, MapData, PerCpuArray};
 use common::{Cluster, Pod, NO, YES};
 use pilus_abi::{CtEntry, CtKey4, EventStats, MetricsValue};
 use pilus_api_types::{
-    paths, Deleted, NamespaceLabels, PacketTrace, PacketTraceRequest, Revision, Service,
-    ServiceBackend, ServiceFrontend, ServiceUpserted, TraceOutcome,
+    paths, Deleted, PacketTrace, PacketTraceRequest, Revision, Service, ServiceBackend,
+    ServiceFrontend, ServiceUpserted, TraceOutcome,
 };
 use pilus_netns::probe;
 use std::net::SocketAddrV4;
@@ -24,29 +24,7 @@ use std::{collections::HashMap, path::Path, time::Instant};
 const PREFIX: &str = "t12tr";
 
 fn four_pods(tag: &str) -> Cluster {
-    let mut c = Cluster::new(PREFIX, tag, &[]);
-    for (ns, app) in [
-        ("shop", "web"),
-        ("shop", "client"),
-        ("ops", "web"),
-        ("ops", "monitor"),
-    ] {
-        c.add_pod(ns, app);
-    }
-    for (ns, team) in [("shop", "team=shop"), ("ops", "team=ops")] {
-        let _: NamespaceLabels = c
-            .client()
-            .post_json(
-                &format!("/v1/namespaces/{ns}/labels"),
-                &NamespaceLabels {
-                    namespace: ns.into(),
-                    labels: vec![team.into()],
-                    revision: 0,
-                },
-            )
-            .unwrap();
-    }
-    c
+    Cluster::four_pods(PREFIX, tag)
 }
 
 /// (name, documents); `None` is the round without policy.

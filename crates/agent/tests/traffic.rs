@@ -14,7 +14,7 @@
 mod common;
 
 use common::{pilus_cli, Cluster, Pod, NO, YES};
-use pilus_api_types::{BpfIpcacheEntry, Endpoint, Identity, NamespaceLabels, Revision, Status};
+use pilus_api_types::{BpfIpcacheEntry, Endpoint, Identity, Revision, Status};
 use pilus_netns::probe;
 use std::{
     io::{Read, Write},
@@ -26,31 +26,8 @@ fn is(p: &Pod, namespace: &str, app: &str) -> bool {
     p.namespace == namespace && p.app == app
 }
 
-/// The four pods: web and client in `shop`, web and monitor in `ops`.
 fn four_pods(tag: &str) -> Cluster {
-    let mut c = Cluster::new("t4", tag, &[]);
-    for (ns, app) in [
-        ("shop", "web"),
-        ("shop", "client"),
-        ("ops", "web"),
-        ("ops", "monitor"),
-    ] {
-        c.add_pod(ns, app);
-    }
-    for (ns, team) in [("shop", "team=shop"), ("ops", "team=ops")] {
-        let _: NamespaceLabels = c
-            .client()
-            .post_json(
-                &format!("/v1/namespaces/{ns}/labels"),
-                &NamespaceLabels {
-                    namespace: ns.into(),
-                    labels: vec![team.into()],
-                    revision: 0,
-                },
-            )
-            .unwrap();
-    }
-    c
+    Cluster::four_pods("t4", tag)
 }
 
 type Expect = fn(&Pod, &Pod, u16, &str) -> bool;

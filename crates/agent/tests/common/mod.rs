@@ -119,6 +119,35 @@ impl Cluster {
         c
     }
 
+    /// The four pods of the matrix tests: web and client in `shop`, web
+    /// and monitor in `ops`, the namespaces labelled team=shop and
+    /// team=ops.
+    pub fn four_pods(prefix: &'static str, tag: &str) -> Cluster {
+        let mut c = Cluster::new(prefix, tag, &[]);
+        for (ns, app) in [
+            ("shop", "web"),
+            ("shop", "client"),
+            ("ops", "web"),
+            ("ops", "monitor"),
+        ] {
+            c.add_pod(ns, app);
+        }
+        for (ns, team) in [("shop", "team=shop"), ("ops", "team=ops")] {
+            let _: pilus_api_types::NamespaceLabels = c
+                .client()
+                .post_json(
+                    &format!("/v1/namespaces/{ns}/labels"),
+                    &pilus_api_types::NamespaceLabels {
+                        namespace: ns.into(),
+                        labels: vec![team.into()],
+                        revision: 0,
+                    },
+                )
+                .unwrap();
+        }
+        c
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.join("pilus.sock")
     }
