@@ -192,19 +192,28 @@ fn a_full_map_is_found() {
     let c = check(&report, "map-pressure");
     assert_eq!(c.status, Severity::Fault, "{c:#?}");
     let f = &c.findings[0];
-    assert!(
-        f.problem
-            .contains("map pilus_frag4 is 100% full (8192/8192 entries)"),
-        "{f:#?}"
-    );
+    // An LRU map may evict a little before it is full (its free entries
+    // are spread over per-CPU lists): whatever it holds, from 90% on.
+    let held: u32 = f
+        .problem
+        .strip_prefix("map pilus_frag4 is ")
+        .and_then(|rest| rest.split_once("% full ("))
+        .and_then(|(_, rest)| rest.split_once("/8192 entries)"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a pressure finding about pilus_frag4: {f:#?}"));
+    assert!(held >= max * 9 / 10, "{f:#?}");
     assert!(f.problem.contains("LRU"), "{f:#?}");
     // The metrics say the same.
     let m = lab.http_get("node-1", "127.0.0.1:9962", "/metrics", "text/plain");
+    let ratio: f64 = m
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("pilus_bpf_map_pressure_ratio{map=\"pilus_frag4\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pressure ratio for pilus_frag4:\n{}", m.body));
     assert!(
-        m.body
-            .contains("pilus_bpf_map_pressure_ratio{map=\"pilus_frag4\"} 1"),
-        "{}",
-        m.body
+        (ratio - f64::from(held) / f64::from(max)).abs() < 0.02,
+        "metrics {ratio} against the doctor's {held}/{max}"
     );
     for k in &keys {
         let _ = frags.remove(k);
