@@ -158,10 +158,11 @@ pub(crate) const XDP_PREFILTER: &str = "xdp_prefilter";
 
 /// Map sizes that depend on the node. The one table both aya's loader and
 /// the pin check read, so the check compares with what aya creates.
-fn max_entries(node: &NodeConfig) -> [(&'static str, u32); 2] {
+fn max_entries(node: &NodeConfig) -> [(&'static str, u32); 3] {
     [
         ("pilus_lxc", node.pod_cidr.size()),
         ("pilus_ct4", node.ct_max_entries),
+        ("pilus_nat4", node.nat_max_entries),
     ]
 }
 
