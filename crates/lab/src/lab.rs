@@ -593,6 +593,9 @@ impl Lab {
         if self.state.plan.prefilter && self.state.plan.cluster.is_some() {
             cmd.arg("--prefilter");
         }
+        if self.state.plan.masquerade && self.state.plan.cluster.is_some() {
+            cmd.arg("--masquerade");
+        }
         if let Some(cluster) = &self.state.plan.cluster {
             let node = self
                 .state

@@ -124,6 +124,10 @@ pub struct Plan {
     /// the XDP prefilter attached to it.
     #[serde(default = "yes")]
     pub prefilter: bool,
+    /// The agents' `--masquerade` (clustered nodes, which have an uplink):
+    /// pods reach the outside from their node's address.
+    #[serde(default = "yes")]
+    pub masquerade: bool,
 }
 
 fn yes() -> bool {
@@ -174,6 +178,7 @@ impl Plan {
             monitor_aggregation: default_aggregation(),
             trace_events: true,
             prefilter: true,
+            masquerade: true,
         };
         for i in 1..=nodes {
             let node = format!("node-{i}");
@@ -214,6 +219,12 @@ impl Plan {
     /// Agents without the XDP prefilter (pilusd's default).
     pub fn without_prefilter(mut self) -> Plan {
         self.prefilter = false;
+        self
+    }
+
+    /// Agents without masquerade (pilusd's default).
+    pub fn without_masquerade(mut self) -> Plan {
+        self.masquerade = false;
         self
     }
 
