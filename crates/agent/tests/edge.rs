@@ -15,25 +15,14 @@ mod lab_fixture;
 
 use lab_fixture::LabNode;
 use pilus_lab::{
+    outside::{Outside, OUTSIDE_IP},
     plan::Routing,
-    serve::{self, Probe, Proto},
+    serve::Probe,
+    serve::Proto,
 };
-use std::{
-    io::Write,
-    net::{Ipv4Addr, SocketAddrV4, TcpListener},
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc, Arc,
-    },
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::{net::SocketAddrV4, time::Duration};
 
 const YES: Duration = Duration::from_secs(3);
-/// The outside's address on the lab's underlay (nodes are .1, .2, ...).
-const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 240);
-const OUTSIDE_PORT: u16 = 8080;
 
 /// One lab at a time (a cluster is two agents and etcd on two cores).
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -41,130 +30,22 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A namespace on the lab's underlay bridge with a server that tells each
-/// TCP client the address it came from. Its namespace goes on drop.
-struct Outside {
-    netns: String,
-    stop: Arc<AtomicBool>,
-    server: Option<JoinHandle<()>>,
-}
-
-impl Outside {
-    fn new(fx: &LabNode, name: &str) -> Outside {
-        let netns = format!("{}-{name}", fx.lab.state.plan.prefix);
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &netns])
-            .output();
-        let mut out = Outside {
-            netns,
-            stop: Arc::new(AtomicBool::new(false)),
-            server: None,
-        };
-        let underlay = &fx.lab.state.plan.underlay_netns;
-        let port = format!("o-{name}");
-        let addr = format!("{OUTSIDE_IP}/24");
-        for args in [
-            vec!["netns", "add", &out.netns],
-            vec![
-                "-n", underlay, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", &out.netns,
-            ],
-            vec!["-n", underlay, "link", "set", &port, "master", "br0", "up"],
-            vec!["-n", &out.netns, "addr", "add", &addr, "dev", "eth0"],
-            vec!["-n", &out.netns, "link", "set", "eth0", "up"],
-            vec!["-n", &out.netns, "link", "set", "lo", "up"],
-        ] {
-            let o = std::process::Command::new("ip")
-                .args(&args)
-                .output()
-                .expect("ip (iproute2)");
-            assert!(
-                o.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        out.server = Some(out.peer_server());
-        out
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.netns))
-    }
-
-    /// Serves `peer ADDRESS:PORT` to every connection until dropped; bound
-    /// before this returns.
-    fn peer_server(&self) -> JoinHandle<()> {
-        let (path, stop) = (self.path(), self.stop.clone());
-        let (bound, ready) = mpsc::channel();
-        let h = std::thread::spawn(move || {
-            // This thread stays in the outside's namespace.
-            let _inside = pilus_netlink::netns::enter_path(&path).expect("enter the outside");
-            let l =
-                TcpListener::bind(("0.0.0.0", OUTSIDE_PORT)).expect("bind the outside's server");
-            l.set_nonblocking(true).unwrap();
-            bound.send(()).unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((mut c, peer)) => {
-                        let _ = writeln!(c, "peer {peer}");
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        ready
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the outside's server is listening");
-        h
-    }
-}
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.server.take() {
-            let _ = h.join();
-        }
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .output();
-    }
-}
-
 /// What the outside saw of `pod`'s connection: the source address and port.
-fn seen_from(fx: &LabNode, pod: &str) -> SocketAddrV4 {
-    let ns = PathBuf::from("/run/netns").join(&fx.lab.pod(pod).unwrap().netns);
-    match serve::probe(
-        &ns,
-        SocketAddrV4::new(OUTSIDE_IP, OUTSIDE_PORT),
-        Proto::Tcp,
-        YES,
-    ) {
-        Probe::Reply { reply, .. } => reply
-            .strip_prefix("peer ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("{pod}: unexpected answer {reply:?}")),
-        other => panic!("{pod} -> the outside over TCP: {other:?}"),
-    }
-}
-
-fn pings_outside(fx: &LabNode, pod: &str) -> bool {
-    let ns = PathBuf::from("/run/netns").join(&fx.lab.pod(pod).unwrap().netns);
-    matches!(
-        serve::probe(&ns, SocketAddrV4::new(OUTSIDE_IP, 0), Proto::Icmp, YES),
-        Probe::Reply { .. }
-    )
+fn seen_from(fx: &LabNode, outside: &Outside, pod: &str) -> SocketAddrV4 {
+    outside
+        .seen_from(&fx.lab, pod, YES)
+        .expect("probe")
+        .unwrap_or_else(|p| panic!("{pod} -> the outside over TCP: {p:?}"))
 }
 
 fn pods_reach_the_outside_from_their_nodes_address(prefix: &str, routing: Routing) {
     let _one = serial();
     let fx = LabNode::cluster(prefix, 2, 1, routing);
-    let outside = Outside::new(&fx, "out");
+    let outside = Outside::new(&fx.lab, "out", OUTSIDE_IP).expect("the outside host");
     for (pod, node) in [("frontend-1", 0), ("frontend-2", 1)] {
         let node_ip = fx.lab.state.plan.nodes[node].underlay_ip;
         let pod_ip = fx.lab.pod(pod).unwrap().ip;
-        let seen = seen_from(&fx, pod);
+        let seen = seen_from(&fx, &outside, pod);
         assert_eq!(
             *seen.ip(),
             node_ip,
@@ -177,11 +58,14 @@ fn pods_reach_the_outside_from_their_nodes_address(prefix: &str, routing: Routin
         );
         // Again: a new connection, a new mapping, the same address.
         assert_eq!(
-            *seen_from(&fx, pod).ip(),
+            *seen_from(&fx, &outside, pod).ip(),
             node_ip,
             "{pod}, second connection"
         );
-        assert!(pings_outside(&fx, pod), "{pod} pings the outside");
+        assert!(
+            outside.pinged_from(&fx.lab, pod, YES).unwrap(),
+            "{pod} pings the outside"
+        );
     }
     // Pod to pod across the nodes is not masqueraded and still works.
     for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {

@@ -155,7 +155,7 @@ pub struct Lab {
     pub state: State,
 }
 
-fn ip(args: &[&str]) -> Result<(), LabError> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), LabError> {
     let out = Command::new("ip")
         .args(args)
         .output()
