@@ -205,10 +205,53 @@ static __always_inline int nat4_snat(struct __sk_buff *ctx, const struct pkt4 *p
 }
 
 /*
+ * An ICMP error to the node's address about a masqueraded packet (a port
+ * unreachable from the peer, a fragmentation-needed from a router on the
+ * way): the quoted packet left from the node's address and port, so its
+ * reply entry (the quote reversed) names the pod. The quote's source and
+ * the error's destination become the pod's, and *p with them, so that the
+ * pod's conntrack finds the flow (RELATED) and the pod's socket the error.
+ */
+static __always_inline int nat4_rev_snat_icmp_error(struct __sk_buff *ctx, struct pkt4 *p)
+{
+	struct nat_key4 key = {
+		.saddr = p->inner.daddr,
+		.daddr = p->inner.saddr,
+		.sport = p->inner.dport,
+		.dport = p->inner.sport,
+		.protocol = p->inner.protocol,
+		.direction = NAT_DIR_INGRESS,
+	};
+	struct nat_entry4 *e;
+	__be32 addr;
+	__be16 port;
+	int ret;
+
+	if (p->inner.saddr != p->tuple.daddr)
+		return CTX_ACT_OK;
+	e = bpf_map_lookup_elem(&pilus_nat4, &key);
+	if (!e)
+		return CTX_ACT_OK;
+	addr = e->to_addr;
+	port = e->to_port;
+	ret = lb4_rewrite_icmp_inner(ctx, p, true, p->inner.saddr, addr, p->inner.sport, port);
+	if (ret < 0)
+		return ret;
+	/* ICMP has no pseudo-header: only the IPv4 checksum follows. */
+	ret = lb4_rewrite_l3(ctx, true, p->tuple.daddr, addr);
+	if (ret < 0)
+		return ret;
+	p->inner.saddr = addr;
+	p->inner.sport = port;
+	p->tuple.daddr = addr;
+	return CTX_ACT_OK;
+}
+
+/*
  * Reverse SNAT of a packet to the node's address: a reply of a masqueraded
- * flow is translated to the pod's address and port, and *p with it (the
- * caller goes on to deliver it). Anything else (the node's own traffic) is
- * left as it is.
+ * flow (or an ICMP error about one) is translated to the pod's address and
+ * port, and *p with it (the caller goes on to deliver it). Anything else
+ * (the node's own traffic) is left as it is.
  */
 static __always_inline int nat4_rev_snat(struct __sk_buff *ctx, struct pkt4 *p, __u32 now)
 {
@@ -225,6 +268,8 @@ static __always_inline int nat4_rev_snat(struct __sk_buff *ctx, struct pkt4 *p, 
 	__be16 port;
 	int ret;
 
+	if (p->icmp_error)
+		return nat4_rev_snat_icmp_error(ctx, p);
 	if (!nat4_handles(p, ICMP_ECHOREPLY))
 		return CTX_ACT_OK;
 	e = bpf_map_lookup_elem(&pilus_nat4, &key);

@@ -3,7 +3,8 @@
 //! allocated port, byte for byte against frames the packet builder computes
 //! from scratch (IPv4 and L4 checksums included), for TCP, UDP and ICMP
 //! echo; the reply is translated back on `from_netdev` and delivered to the
-//! pod. A port another flow holds is not reused; no free port is a counted
+//! pod, and so is an ICMP error about a masqueraded datagram, quoting it as
+//! the pod sent it. A port another flow holds is not reused; no free port is a counted
 //! drop with its own reason; pod to pod, pod to node, the node's own
 //! traffic and a node without masquerade are left alone.
 
@@ -402,4 +403,40 @@ fn the_gc_removes_a_lapsed_mapping_pair_and_keeps_a_live_one() {
     assert!(left
         .iter()
         .all(|(k, _)| k.dport != Be16::new(61999) && k.sport != Be16::new(61999)));
+}
+
+#[test]
+fn an_icmp_error_about_a_masqueraded_datagram_reaches_the_pod_quoting_it_as_the_pod_sent_it() {
+    let mut fx = fixture(None);
+    let from_pod = PacketBuilder::new(MAC_A, NODE_MAC_A)
+        .ipv4(IP_A, OUT)
+        .udp(40000, 53)
+        .payload(b"query")
+        .build();
+    fx.expect_ok(&fx.send_a(&from_pod), "UDP to the outside: to the stack");
+    let out = to_netdev(
+        &fx,
+        &a_leaving(OUT).udp(40000, 53).payload(b"query").build(),
+    );
+    fx.expect_ok(&out, "UDP leaving");
+    let (port, _, _) = mapping(&fx, UDP, 40000);
+    // What the outside got, quoted back in its port unreachable.
+    let quoted = node_leaving(OUT).udp(port, 53).payload(b"query").build_ip();
+    let unreachable = reply_to_node().icmp_error(3, 3, &quoted).build();
+    let out = from_netdev(&fx, &unreachable);
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "port unreachable: delivered to A");
+    let as_sent = a_leaving(OUT).udp(40000, 53).payload(b"query").build_ip();
+    let want = delivered_to_a().icmp_error(3, 3, &as_sent).build();
+    assert_eq!(
+        out.packet, want,
+        "to A, quoting A's datagram from A:40000, every checksum updated"
+    );
+    checksums_ok(&out.packet, "ICMP error after reverse SNAT");
+    // An error about no flow of ours (the node's own datagram) is left
+    // for the stack.
+    let own = node_leaving(OUT).udp(61777, 53).build_ip();
+    let err = reply_to_node().icmp_error(3, 3, &own).build();
+    let out = from_netdev(&fx, &err);
+    fx.expect_ok(&out, "about the node's own datagram");
+    assert_eq!(out.packet, err);
 }
