@@ -5,8 +5,9 @@
 //! answers every connection with the peer address it sees. Pods of both
 //! nodes reach it over TCP and ping it, and it sees each pod's NODE address
 //! as the source (a port of masquerade's range); the ping's reply could not
-//! even come back otherwise (the outside has no route to the pods). Pod to
-//! pod across nodes keeps working beside it, in tunnel and direct mode.
+//! even come back otherwise (the outside has no route to the pods). The
+//! node's own connection keeps its own port, and pod to pod across nodes
+//! keeps working beside it, in tunnel and direct mode.
 //!
 //! Needs root and etcd; fails (never skips) without them. The lab and the
 //! outside namespace are removed when the test ends, also on failure.
@@ -17,8 +18,7 @@ use lab_fixture::LabNode;
 use pilus_lab::{
     outside::{Outside, OUTSIDE_IP},
     plan::Routing,
-    serve::Probe,
-    serve::Proto,
+    serve::{self, Probe, Proto},
 };
 use std::{net::SocketAddrV4, time::Duration};
 
@@ -67,6 +67,29 @@ fn pods_reach_the_outside_from_their_nodes_address(prefix: &str, routing: Routin
             "{pod} pings the outside"
         );
     }
+    // The node's own connections are its own: they keep their port (from
+    // the node's ephemeral range, apart from masquerade's) and work beside
+    // the pods'.
+    let node_ip = fx.lab.state.plan.nodes[0].underlay_ip;
+    let own = serve::probe(
+        &fx.netns("node-1"),
+        SocketAddrV4::new(OUTSIDE_IP, outside.port),
+        Proto::Tcp,
+        YES,
+    );
+    let Probe::Reply { reply, .. } = &own else {
+        panic!("node-1 -> the outside over TCP: {own:?}")
+    };
+    let seen: SocketAddrV4 = reply
+        .strip_prefix("peer ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected answer {reply:?}"));
+    assert_eq!(*seen.ip(), node_ip);
+    assert!(
+        (32768..=60999).contains(&seen.port()),
+        "node-1's own port {} is from its ephemeral range",
+        seen.port()
+    );
     // Pod to pod across the nodes is not masqueraded and still works.
     for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
         let r = fx.probe("frontend-1", "frontend-2", proto, YES);

@@ -440,3 +440,77 @@ fn an_icmp_error_about_a_masqueraded_datagram_reaches_the_pod_quoting_it_as_the_
     fx.expect_ok(&out, "about the node's own datagram");
     assert_eq!(out.packet, err);
 }
+
+#[test]
+fn every_fragment_of_a_masqueraded_datagram_is_translated_both_ways() {
+    let mut fx = fixture(None);
+    let first = a_leaving(OUT)
+        .ip_id(77)
+        .fragment(0, true)
+        .udp(40000, 53)
+        .payload(&[1; 16]);
+    let out = to_netdev(&fx, &first.build());
+    fx.expect_ok(&out, "first fragment leaving");
+    let (port, _, _) = mapping(&fx, UDP, 40000);
+    assert_eq!(
+        out.packet,
+        node_leaving(OUT)
+            .ip_id(77)
+            .fragment(0, true)
+            .udp(port, 53)
+            .payload(&[1; 16])
+            .build(),
+        "first fragment: address and port"
+    );
+    let later = a_leaving(OUT)
+        .ip_id(77)
+        .fragment(24, false)
+        .l4_raw(UDP, &[])
+        .payload(&[2; 8]);
+    let out = to_netdev(&fx, &later.build());
+    fx.expect_ok(&out, "later fragment leaving");
+    assert_eq!(
+        out.packet,
+        node_leaving(OUT)
+            .ip_id(77)
+            .fragment(24, false)
+            .l4_raw(UDP, &[])
+            .payload(&[2; 8])
+            .build(),
+        "later fragment: the address (it has no ports)"
+    );
+
+    // The answer, fragmented too.
+    let first = reply_to_node()
+        .ip_id(78)
+        .fragment(0, true)
+        .udp(53, port)
+        .payload(&[3; 16]);
+    let out = from_netdev(&fx, &first.build());
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "first fragment of the answer");
+    assert_eq!(
+        out.packet,
+        delivered_to_a()
+            .ip_id(78)
+            .fragment(0, true)
+            .udp(53, 40000)
+            .payload(&[3; 16])
+            .build()
+    );
+    let later = reply_to_node()
+        .ip_id(78)
+        .fragment(24, false)
+        .l4_raw(UDP, &[])
+        .payload(&[4; 8]);
+    let out = from_netdev(&fx, &later.build());
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "later fragment of the answer");
+    assert_eq!(
+        out.packet,
+        delivered_to_a()
+            .ip_id(78)
+            .fragment(24, false)
+            .l4_raw(UDP, &[])
+            .payload(&[4; 8])
+            .build()
+    );
+}
