@@ -514,3 +514,24 @@ fn every_fragment_of_a_masqueraded_datagram_is_translated_both_ways() {
             .build()
     );
 }
+
+#[test]
+fn a_full_nat_table_refuses_a_new_flow_with_its_reason_and_keeps_the_others() {
+    // Room for one flow's pair.
+    let mut fx = Fx::with_config(|n| {
+        n.masquerade_ip4 = Some(NODE_IP);
+        n.nat_max_entries = 2;
+    });
+    let first = a_leaving(OUT).tcp(40000, 80, SYN).build();
+    fx.expect_ok(&to_netdev(&fx, &first), "the first flow");
+    let second = a_leaving(OUT).tcp(40001, 80, SYN).build();
+    let out = to_netdev(&fx, &second);
+    fx.expect_drop(&out, DROP_NAT_CREATE_FAILED, "no room for a second pair");
+    assert_eq!(fx.dp.metric(DROP_NAT_CREATE_FAILED, DIR_EGRESS).unwrap(), 1);
+    // The first flow goes on.
+    let (port, _, _) = mapping(&fx, TCP, 40000);
+    let ack = a_leaving(OUT).tcp(40000, 80, ACK).build();
+    let out = to_netdev(&fx, &ack);
+    fx.expect_ok(&out, "the first flow's next segment");
+    assert_eq!(out.packet, node_leaving(OUT).tcp(port, 80, ACK).build());
+}

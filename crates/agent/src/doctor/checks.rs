@@ -454,16 +454,21 @@ pub fn sysctls(f: &Facts) -> DoctorCheck {
         }
     }
     let forwarding = f.sysctl(IP_FORWARD);
-    if f.routing == Some(Routing::Direct) {
+    if f.routing == Some(Routing::Direct) || f.masquerade {
         let fix = "sysctl -w net.ipv4.ip_forward=1 (pilusd turns it on at start with direct \
-                   routing; something turned it off since)";
+                   routing or masquerade; something turned it off since)";
         match forwarding {
             Some(1) => {}
             Some(v) => findings.push(finding(
                 Severity::Fault,
-                "IPv4 forwarding is off: with direct routing the node routes its pods' packets \
-                 to other nodes and theirs to its pods"
-                    .into(),
+                if f.routing == Some(Routing::Direct) {
+                    "IPv4 forwarding is off: with direct routing the node routes its pods' \
+                     packets to other nodes and theirs to its pods"
+                } else {
+                    "IPv4 forwarding is off: with masquerade the node routes its pods' packets \
+                     to the outside"
+                }
+                .into(),
                 vec![format!("{IP_FORWARD} = {v}")],
                 fix,
             )),
@@ -485,6 +490,7 @@ pub fn sysctls(f: &Facts) -> DoctorCheck {
     }
     let mode = match f.routing {
         Some(Routing::Direct) => "needed with direct routing",
+        _ if f.masquerade => "needed with masquerade",
         Some(Routing::Tunnel) => "not needed in tunnel mode, where the datapath redirects",
         None => "not needed on a node on its own, where the datapath redirects",
     };

@@ -64,6 +64,9 @@ pub struct Facts {
     pub routing: Option<Routing>,
     pub uplink: Option<String>,
     pub overlay: Option<String>,
+    /// Masquerade is on: pods' traffic to the outside is routed by the
+    /// node (forwarding needed in either routing mode).
+    pub masquerade: bool,
     pub endpoints: Vec<EndpointFact>,
     /// Other nodes' pod CIDRs, by node name.
     pub remote_pod_cidrs: Vec<(String, Ipv4Net)>,
@@ -83,10 +86,13 @@ pub struct Facts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeSetup {
     pub routing: Option<Routing>,
-    /// The uplink (direct routing).
+    /// The uplink, when it carries the node programs (direct routing, or
+    /// masquerade in either mode).
     pub uplink: Option<String>,
     /// The VXLAN device (tunnel mode).
     pub overlay: Option<String>,
+    /// `--masquerade`.
+    pub masquerade: bool,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -205,6 +211,7 @@ pub fn gather(
         routing: setup.routing,
         uplink: setup.uplink.clone(),
         overlay: setup.overlay.clone(),
+        masquerade: setup.masquerade,
         endpoints,
         remote_pod_cidrs,
         links,
