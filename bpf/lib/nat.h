@@ -244,14 +244,15 @@ static __always_inline int nat4_rev_snat_icmp_error(struct __sk_buff *ctx, struc
 	p->inner.saddr = addr;
 	p->inner.sport = port;
 	p->tuple.daddr = addr;
-	return CTX_ACT_OK;
+	return 1;
 }
 
 /*
  * Reverse SNAT of a packet to the node's address: a reply of a masqueraded
  * flow (or an ICMP error about one) is translated to the pod's address and
  * port, and *p with it (the caller goes on to deliver it). Anything else
- * (the node's own traffic) is left as it is.
+ * (the node's own traffic) is left as it is. Returns 1 when it translated,
+ * 0 when not, or -DROP_*.
  */
 static __always_inline int nat4_rev_snat(struct __sk_buff *ctx, struct pkt4 *p, __u32 now)
 {
@@ -285,7 +286,7 @@ static __always_inline int nat4_rev_snat(struct __sk_buff *ctx, struct pkt4 *p, 
 	p->tuple.dport = port;
 	if (p->tuple.protocol != IPPROTO_ICMP)
 		p->policy_port = port;
-	return CTX_ACT_OK;
+	return 1;
 }
 
 #endif /* PILUS_NAT_H */

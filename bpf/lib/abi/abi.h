@@ -75,6 +75,7 @@
 /* 155-159 unassigned; 160-169 the node's edge (masquerade, NodePort). */
 #define DROP_NAT_NO_PORT	160 /* masquerade: no free port in the NAT range for this peer */
 #define DROP_NAT_CREATE_FAILED	161 /* masquerade: a NAT entry could not be written (table full) */
+#define DROP_NO_LOCAL_BACKEND	162 /* a NodePort with no backend on this node */
 
 #define DROP_REASON_MAX		256
 
@@ -250,7 +251,7 @@ struct ct_entry {
  * slot reads the entry again.
  */
 #define LB_TYPE_CLUSTER_IP	1
-#define LB_TYPE_NODE_PORT	2 /* in the map for bpf_host (a later issue); pods skip it */
+#define LB_TYPE_NODE_PORT	2 /* served on the uplink (from_netdev); pods skip it */
 #define LB_TYPE_EXTERNAL_IP	3
 #define LB_TYPE_LOAD_BALANCER	4
 
@@ -567,6 +568,8 @@ struct abi_stamp {
 #define CALL_IPV4_FROM_LXC	0
 #define CALL_IPV4_TO_LXC	1
 #define CALL_IPV4_LB		2 /* service translation of a pod's packet */
+#define CALL_IPV4_NODEPORT	4 /* a NodePort connection from the network (bpf_host) */
+#define CALL_IPV4_REV_SNAT	5 /* a packet to the masquerade address (bpf_host) */
 #define CALLS_MAX		8
 
 #endif /* PILUS_ABI_H */

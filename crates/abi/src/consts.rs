@@ -52,6 +52,7 @@ consts! {
     DROP_PREFILTER: u8 = 154;
     DROP_NAT_NO_PORT: u8 = 160;
     DROP_NAT_CREATE_FAILED: u8 = 161;
+    DROP_NO_LOCAL_BACKEND: u8 = 162;
     DROP_REASON_MAX: u32 = 256;
     METRIC_FORWARDED: u8 = 0;
 
@@ -138,6 +139,8 @@ consts! {
     CALL_IPV4_FROM_LXC: u32 = 0;
     CALL_IPV4_TO_LXC: u32 = 1;
     CALL_IPV4_LB: u32 = 2;
+    CALL_IPV4_NODEPORT: u32 = 4;
+    CALL_IPV4_REV_SNAT: u32 = 5;
     CALLS_MAX: u32 = 8;
 
     PILUS_ABI_VERSION: u32 = 2;

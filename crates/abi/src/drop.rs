@@ -143,6 +143,11 @@ pub const DROP_REASONS: &[DropReason] = &[
         "DROP_NAT_CREATE_FAILED",
         "Masquerade: NAT entry could not be created (table full)",
     ),
+    r(
+        DROP_NO_LOCAL_BACKEND,
+        "DROP_NO_LOCAL_BACKEND",
+        "NodePort: no backend on this node",
+    ),
 ];
 
 const fn r(code: u8, name: &'static str, description: &'static str) -> DropReason {

@@ -107,6 +107,12 @@ struct Args {
     /// reply to the node's own connection could be taken for a pod's.
     #[arg(long, value_name = "MIN-MAX", default_value = "61000-65535")]
     masquerade_ports: NatPorts,
+    /// NodePort: connections from the network to this node's --underlay-ip
+    /// and a NodePort frontend's port are served on --uplink by this node's
+    /// backends (client address kept, as externalTrafficPolicy: Local);
+    /// a node without one drops them. Needs --etcd with --uplink.
+    #[arg(long)]
+    node_port: bool,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
@@ -242,6 +248,11 @@ fn run() -> Result<()> {
         }
         (true, _, _) => bail!("--masquerade needs --etcd with --underlay-ip and --uplink"),
     };
+    let nodeport_ip = match (args.node_port, &uplink, underlay) {
+        (false, _, _) => None,
+        (true, Some(_), Some(ip)) if clustered => Some(ip),
+        (true, _, _) => bail!("--node-port needs --etcd with --underlay-ip and --uplink"),
+    };
     let tunnel_ifindex = match (clustered, routing, underlay) {
         (true, Routing::Tunnel, Some(local)) => node::ensure_vxlan(local, args.vxlan_port)?,
         _ => 0,
@@ -254,6 +265,7 @@ fn run() -> Result<()> {
             tunnel_ifindex,
             masquerade_ip4: masquerade_ip,
             nat_ports: args.masquerade_ports,
+            nodeport_ip4: nodeport_ip,
             ..Default::default()
         },
         bpffs_root: args.bpffs.clone(),
@@ -270,8 +282,10 @@ fn run() -> Result<()> {
             .context("attaching the overlay program")?;
     }
     // The uplink's programs: direct routing delivers other nodes' pods'
-    // packets there, masquerade translates pods' traffic to the outside.
-    let uplink_programs = routing == Routing::Direct || masquerade_ip.is_some();
+    // packets there, masquerade translates pods' traffic to the outside,
+    // NodePort serves connections from it.
+    let uplink_programs =
+        routing == Routing::Direct || masquerade_ip.is_some() || nodeport_ip.is_some();
     match (&uplink, uplink_programs) {
         (Some((name, _)), true) => {
             // Pods' traffic to other nodes and to the outside leaves

@@ -187,6 +187,10 @@ pub struct NodeConfig {
     /// NAT entries (`pilus_nat4`'s size, two per flow). Full, new flows to
     /// the outside are refused (a counted drop) until the GC makes room.
     pub nat_max_entries: u32,
+    /// NodePort: connections from the network to this address (the
+    /// node's, on its uplink) and a NodePort frontend's port are served by
+    /// this node's backends; `None`: off.
+    pub nodeport_ip4: Option<Ipv4Addr>,
 }
 
 impl Default for NodeConfig {
@@ -208,6 +212,7 @@ impl Default for NodeConfig {
             masquerade_ip4: None,
             nat_ports: NatPorts::default(),
             nat_max_entries: NAT_MAX_ENTRIES,
+            nodeport_ip4: None,
         }
     }
 }
@@ -229,6 +234,7 @@ pub(crate) struct Globals {
     router_ip4: Be32,
     pod_cidr: Be32,
     nat_ip4: Be32,
+    nodeport_ip4: Be32,
     values: Vec<(&'static str, u32)>,
 }
 
@@ -239,6 +245,7 @@ impl NodeConfig {
             router_ip4: Be32::from(self.router_ip4),
             pod_cidr: Be32::from(self.pod_cidr.network()),
             nat_ip4: Be32::from(self.masquerade_ip4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            nodeport_ip4: Be32::from(self.nodeport_ip4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
             values: vec![
                 ("CONFIG_CT_LIFETIME_TCP", self.ct_lifetime_tcp),
                 ("CONFIG_CT_LIFETIME_NONTCP", self.ct_lifetime_nontcp),
@@ -264,6 +271,7 @@ impl Globals {
         loader.override_global("CONFIG_ROUTER_IP4", &self.router_ip4, true);
         loader.override_global("CONFIG_POD_CIDR4", &self.pod_cidr, true);
         loader.override_global("CONFIG_NAT_IP4", &self.nat_ip4, true);
+        loader.override_global("CONFIG_NODEPORT_IP4", &self.nodeport_ip4, true);
         for (name, value) in &self.values {
             loader.override_global(name, value, true);
         }

@@ -16,7 +16,9 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
-use pilus_abi::consts::{CALL_IPV4_FROM_LXC, CALL_IPV4_LB, CALL_IPV4_TO_LXC};
+use pilus_abi::consts::{
+    CALL_IPV4_FROM_LXC, CALL_IPV4_LB, CALL_IPV4_NODEPORT, CALL_IPV4_REV_SNAT, CALL_IPV4_TO_LXC,
+};
 use std::{
     os::fd::{AsFd, BorrowedFd},
     path::{Path, PathBuf},
@@ -77,10 +79,16 @@ pub enum Program {
     FromNetdev,
     /// tc egress of the uplink: packets leaving the node.
     ToNetdev,
+    /// Tail call: a NodePort connection from the network, translated to a
+    /// backend on this node and delivered.
+    NodeportFromNetdev,
+    /// Tail call: a packet to the masquerade address, a reply translated
+    /// back to its pod and delivered.
+    NatFromNetdev,
 }
 
 impl Program {
-    pub const ALL: [Program; 8] = [
+    pub const ALL: [Program; 10] = [
         Program::FromContainer,
         Program::ToContainer,
         Program::Ipv4FromLxc,
@@ -89,6 +97,8 @@ impl Program {
         Program::FromOverlay,
         Program::FromNetdev,
         Program::ToNetdev,
+        Program::NodeportFromNetdev,
+        Program::NatFromNetdev,
     ];
 
     /// The function name in its C file.
@@ -102,6 +112,8 @@ impl Program {
             Program::FromOverlay => "from_overlay",
             Program::FromNetdev => "from_netdev",
             Program::ToNetdev => "to_netdev",
+            Program::NodeportFromNetdev => "nodeport_from_netdev",
+            Program::NatFromNetdev => "nat_from_netdev",
         }
     }
 
@@ -113,7 +125,10 @@ impl Program {
             | Program::Ipv4ToLxc
             | Program::Ipv4LbFromLxc => Object::Lxc,
             Program::FromOverlay => Object::Overlay,
-            Program::FromNetdev | Program::ToNetdev => Object::Host,
+            Program::FromNetdev
+            | Program::ToNetdev
+            | Program::NodeportFromNetdev
+            | Program::NatFromNetdev => Object::Host,
         }
     }
 }
@@ -248,6 +263,8 @@ impl Datapath {
             (CALL_IPV4_FROM_LXC, Program::Ipv4FromLxc),
             (CALL_IPV4_TO_LXC, Program::Ipv4ToLxc),
             (CALL_IPV4_LB, Program::Ipv4LbFromLxc),
+            (CALL_IPV4_NODEPORT, Program::NodeportFromNetdev),
+            (CALL_IPV4_REV_SNAT, Program::NatFromNetdev),
         ];
         let mut fds = Vec::new();
         for (slot, p) in slots {

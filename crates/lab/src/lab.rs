@@ -596,6 +596,9 @@ impl Lab {
         if self.state.plan.masquerade && self.state.plan.cluster.is_some() {
             cmd.arg("--masquerade");
         }
+        if self.state.plan.node_port && self.state.plan.cluster.is_some() {
+            cmd.arg("--node-port");
+        }
         if let Some(cluster) = &self.state.plan.cluster {
             let node = self
                 .state

@@ -128,6 +128,10 @@ pub struct Plan {
     /// pods reach the outside from their node's address.
     #[serde(default = "yes")]
     pub masquerade: bool,
+    /// The agents' `--node-port` (clustered nodes): NodePort frontends
+    /// served on the uplink.
+    #[serde(default = "yes")]
+    pub node_port: bool,
 }
 
 fn yes() -> bool {
@@ -179,6 +183,7 @@ impl Plan {
             trace_events: true,
             prefilter: true,
             masquerade: true,
+            node_port: true,
         };
         for i in 1..=nodes {
             let node = format!("node-{i}");
@@ -222,9 +227,11 @@ impl Plan {
         self
     }
 
-    /// Agents without masquerade (pilusd's default).
+    /// Agents without masquerade and NodePort (pilusd's default): the
+    /// uplink programs only where direct routing needs them.
     pub fn without_masquerade(mut self) -> Plan {
         self.masquerade = false;
+        self.node_port = false;
         self
     }
 
