@@ -340,6 +340,7 @@ fn run() -> Result<()> {
         },
         overlay: (tunnel_ifindex != 0).then(|| node::VXLAN_DEVICE.to_string()),
         masquerade: masquerade_ip.is_some(),
+        node_port: nodeport_ip.is_some(),
     };
     let store = pilus_kvstore::LocalKv::open(&args.state_dir)
         .with_context(|| format!("opening the state in {}", args.state_dir.display()))?;

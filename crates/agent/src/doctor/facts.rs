@@ -67,6 +67,9 @@ pub struct Facts {
     /// Masquerade is on: pods' traffic to the outside is routed by the
     /// node (forwarding needed in either routing mode).
     pub masquerade: bool,
+    /// NodePort is on: the backends' replies are routed by the node to the
+    /// uplink (forwarding needed in either routing mode).
+    pub node_port: bool,
     pub endpoints: Vec<EndpointFact>,
     /// Other nodes' pod CIDRs, by node name.
     pub remote_pod_cidrs: Vec<(String, Ipv4Net)>,
@@ -93,6 +96,8 @@ pub struct NodeSetup {
     pub overlay: Option<String>,
     /// `--masquerade`.
     pub masquerade: bool,
+    /// `--node-port`.
+    pub node_port: bool,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -212,6 +217,7 @@ pub fn gather(
         uplink: setup.uplink.clone(),
         overlay: setup.overlay.clone(),
         masquerade: setup.masquerade,
+        node_port: setup.node_port,
         endpoints,
         remote_pod_cidrs,
         links,

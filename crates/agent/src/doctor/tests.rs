@@ -57,6 +57,7 @@ fn healthy() -> Facts {
         pin_dir: "/sys/fs/bpf/pilus".into(),
         routing: None,
         masquerade: false,
+        node_port: false,
         uplink: None,
         overlay: None,
         endpoints: vec![EndpointFact {
@@ -300,7 +301,7 @@ fn strict_rp_filter_with_the_route_back_elsewhere() {
 }
 
 #[test]
-fn forwarding_matters_with_masquerade_in_tunnel_mode_too() {
+fn forwarding_matters_with_masquerade_or_nodeport_in_tunnel_mode_too() {
     let mut f = healthy();
     f.routing = Some(Routing::Tunnel);
     f.uplink = Some("eth0".into());
@@ -325,6 +326,12 @@ fn forwarding_matters_with_masquerade_in_tunnel_mode_too() {
         "{}",
         c.summary
     );
+    // NodePort alone needs it too: the backends' replies are routed.
+    f.masquerade = false;
+    f.node_port = true;
+    f.sysctls.insert(IP_FORWARD.into(), 0);
+    let c = only(&report(&f).checks, "sysctl").clone();
+    assert!(c.findings[0].problem.contains("with NodePort"), "{c:#?}");
 }
 
 #[test]
