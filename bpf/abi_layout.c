@@ -32,6 +32,8 @@ ABI(lb4_sk_key);
 ABI(lb4_sk_value);
 ABI(frag_key4);
 ABI(frag_ports);
+ABI(nat_key4);
+ABI(nat_entry4);
 ABI(prefilter_key);
 ABI(prefilter_value);
 ABI(metrics_value);

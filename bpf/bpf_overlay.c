@@ -65,7 +65,7 @@ int from_overlay(struct __sk_buff *ctx)
 	n.dst_ep_id = ep->ep_id;
 	n.dst_id = ep->sec_identity;
 	send_trace(ctx, &n, OBS_FROM_OVERLAY, NULL, 0);
-	ret = ipv4_deliver_from_node(ctx, &p, ep, &n);
+	ret = ipv4_deliver_from_node(ctx, &p, ep, &n, 0);
 	if (ret < 0)
 		goto drop;
 	return ret;

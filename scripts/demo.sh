@@ -3,7 +3,8 @@
 # missing, builds Pilus (release), and runs `pilus lab demo` — an etcd and
 # two nodes with their agents, six pods attached through pilus-cni, traffic
 # and the tunnel, a policy that denies and says why, a ClusterIP service
-# over a backend on each node, and teardown. Everything lives in network namespaces
+# over a backend on each node, a pod reaching the outside from its node's
+# address (masquerade), and teardown. Everything lives in network namespaces
 # (198.18.0.0/15) and is removed at the end. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -53,12 +53,14 @@ static __always_inline int ipv4_deliver_reported(struct __sk_buff *ctx,
  * A packet from another node for local endpoint `ep`, sent by a peer of
  * identity n->src_id: conntrack, `ep`'s ingress policy (its verdict
  * reported), then local delivery. A reply from a service's backend on that
- * node is reverse-NATed here, before the client sees it. Returns
+ * node is reverse-NATed here, before the client sees it. `rev_nat`: the
+ * frontend a new flow was translated from (a NodePort), 0 if none. Returns
  * TC_ACT_REDIRECT or -DROP_*; `n` carries the flow's state to the drop
  * event, if any.
  */
 static __always_inline int ipv4_deliver_from_node(struct __sk_buff *ctx, const struct pkt4 *p,
-						  const struct endpoint_info *ep, struct notify *n)
+						  const struct endpoint_info *ep, struct notify *n,
+						  __u32 rev_nat)
 {
 	struct policy_match m = {};
 	struct ct_entry *entry;
@@ -79,7 +81,7 @@ static __always_inline int ipv4_deliver_from_node(struct __sk_buff *ctx, const s
 				return ret;
 		}
 		if (ct_status == CT_NEW) {
-			ret = ct_create4(p, ctx->len, now, n->src_id, rev, 0);
+			ret = ct_create4(p, ctx->len, now, n->src_id, rev, rev_nat);
 			if (ret < 0)
 				return ret;
 		} else if (entry) {

@@ -210,8 +210,9 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *ctx, const struct pkt4 
 	idx = e->rev_nat_index;
 	rn = bpf_map_lookup_elem(&pilus_lb4_rnat, &idx);
 	/* The frontend was deleted: its flows' replies go as they are (the
-	 * client resets them). */
-	if (!rn)
+	 * client resets them). A NodePort's (address 0, the node's) replies
+	 * leave through the uplink, where to_netdev translates them. */
+	if (!rn || !rn->address)
 		return CTX_ACT_OK;
 	vip = rn->address;
 	vport = rn->port;

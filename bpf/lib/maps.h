@@ -78,6 +78,20 @@ struct {
 } pilus_ct4 SEC(".maps");
 
 /*
+ * Masquerade's NAT table (two entries per flow, see abi.h). A plain hash, as
+ * conntrack: full, a new flow to the outside is dropped
+ * (DROP_NAT_CREATE_FAILED, counted) rather than a live mapping evicted; the
+ * agent's conntrack GC removes expired pairs. The loader sizes it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct nat_key4);
+	__type(value, struct nat_entry4);
+	__uint(max_entries, 131072);
+	__uint(pinning, PIN_BY_NAME);
+} pilus_nat4 SEC(".maps");
+
+/*
  * Services (see abi.h). Hash maps without preallocation: an update swaps in a
  * new element and frees the old one only after an RCU grace period, so a
  * program that looked up the old value keeps reading a whole, unchanging

@@ -72,6 +72,10 @@
 #define DROP_NO_SERVICE_BACKEND	152 /* a service frontend with no backend to choose */
 #define DROP_CSUM_L4		153 /* an L4 checksum could not be updated (NAT) */
 #define DROP_PREFILTER		154 /* the source is on the XDP prefilter's deny list */
+/* 155-159 unassigned; 160-169 the node's edge (masquerade, NodePort). */
+#define DROP_NAT_NO_PORT	160 /* masquerade: no free port in the NAT range for this peer */
+#define DROP_NAT_CREATE_FAILED	161 /* masquerade: a NAT entry could not be written (table full) */
+#define DROP_NO_LOCAL_BACKEND	162 /* a NodePort with no backend on this node */
 
 #define DROP_REASON_MAX		256
 
@@ -247,7 +251,7 @@ struct ct_entry {
  * slot reads the entry again.
  */
 #define LB_TYPE_CLUSTER_IP	1
-#define LB_TYPE_NODE_PORT	2 /* in the map for bpf_host (a later issue); pods skip it */
+#define LB_TYPE_NODE_PORT	2 /* served on the uplink (from_netdev); pods skip it */
 #define LB_TYPE_EXTERNAL_IP	3
 #define LB_TYPE_LOAD_BALANCER	4
 
@@ -370,6 +374,49 @@ struct frag_ports {
 	__be16 dport;
 	__be16 policy_port;	/* the port policy saw on the first fragment */
 	__u16 _pad;
+};
+
+/* ---------------------------------------------------------------- NAT */
+
+/*
+ * Masquerade (SNAT of pods' traffic to the outside to the node's address),
+ * as Cilium's SNAT map: two entries per flow in pilus_nat4.
+ * NAT_DIR_EGRESS, keyed by the pod's tuple as it leaves (pod address and
+ * port -> peer), holds the node's address and the port allocated to it.
+ * NAT_DIR_INGRESS, keyed by the peer's reply as it arrives (peer -> node
+ * address and allocated port), holds the pod's address and port: the
+ * allocated port is taken by writing this entry first (BPF_NOEXIST), so two
+ * flows never share a reply tuple. ICMP echo: the identifier is the port
+ * (sport on requests, dport on replies, as in ct_key4).
+ */
+#define NAT_DIR_EGRESS		0
+#define NAT_DIR_INGRESS		1
+
+#define NAT_F_SEEN_NON_SYN	(1U << 0) /* TCP: past the SYN in this direction */
+#define NAT_F_CLOSING		(1U << 1) /* TCP: FIN or RST seen in this direction */
+
+struct nat_key4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 protocol;
+	__u8 direction;		/* NAT_DIR_* */
+	__u8 _pad[2];
+};
+
+/*
+ * Both entries of a flow lapse together: the GC removes an expired entry
+ * only when its partner (the key its value names) has expired too, since
+ * each is refreshed by the packets of its own direction only.
+ */
+struct nat_entry4 {
+	__be32 to_addr;		/* egress: the node's address; ingress: the pod's */
+	__be16 to_port;		/* egress: the allocated port; ingress: the pod's port */
+	__u16 flags;		/* NAT_F_* */
+	__u32 expires;		/* monotonic seconds, as ct_entry.expires */
+	__u32 created;		/* monotonic seconds */
+	__u64 packets;		/* packets translated in this direction */
 };
 
 /* ---------------------------------------------------------------- prefilter */
@@ -543,6 +590,8 @@ struct abi_stamp {
 #define CALL_IPV4_FROM_LXC	0
 #define CALL_IPV4_TO_LXC	1
 #define CALL_IPV4_LB		2 /* service translation of a pod's packet */
+#define CALL_IPV4_NODEPORT	4 /* a NodePort connection from the network (bpf_host) */
+#define CALL_IPV4_REV_SNAT	5 /* a packet to the masquerade address (bpf_host) */
 #define CALLS_MAX		8
 
 #endif /* PILUS_ABI_H */

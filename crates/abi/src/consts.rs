@@ -50,6 +50,9 @@ consts! {
     DROP_NO_SERVICE_BACKEND: u8 = 152;
     DROP_CSUM_L4: u8 = 153;
     DROP_PREFILTER: u8 = 154;
+    DROP_NAT_NO_PORT: u8 = 160;
+    DROP_NAT_CREATE_FAILED: u8 = 161;
+    DROP_NO_LOCAL_BACKEND: u8 = 162;
     DROP_REASON_MAX: u32 = 256;
     METRIC_FORWARDED: u8 = 0;
 
@@ -74,6 +77,11 @@ consts! {
     CT_REPLY: u8 = 2;
     CT_RELATED: u8 = 3;
     CT_UNKNOWN: u8 = 4;
+
+    NAT_DIR_EGRESS: u8 = 0;
+    NAT_DIR_INGRESS: u8 = 1;
+    NAT_F_SEEN_NON_SYN: u16 = 1 << 0;
+    NAT_F_CLOSING: u16 = 1 << 1;
 
     LB_TYPE_CLUSTER_IP: u8 = 1;
     LB_TYPE_NODE_PORT: u8 = 2;
@@ -131,6 +139,8 @@ consts! {
     CALL_IPV4_FROM_LXC: u32 = 0;
     CALL_IPV4_TO_LXC: u32 = 1;
     CALL_IPV4_LB: u32 = 2;
+    CALL_IPV4_NODEPORT: u32 = 4;
+    CALL_IPV4_REV_SNAT: u32 = 5;
     CALLS_MAX: u32 = 8;
 
     PILUS_ABI_VERSION: u32 = 2;

@@ -133,6 +133,21 @@ pub const DROP_REASONS: &[DropReason] = &[
         "DROP_PREFILTER",
         "Source denied by the XDP prefilter",
     ),
+    r(
+        DROP_NAT_NO_PORT,
+        "DROP_NAT_NO_PORT",
+        "Masquerade: no free port in the NAT range for this peer",
+    ),
+    r(
+        DROP_NAT_CREATE_FAILED,
+        "DROP_NAT_CREATE_FAILED",
+        "Masquerade: NAT entry could not be created (table full)",
+    ),
+    r(
+        DROP_NO_LOCAL_BACKEND,
+        "DROP_NO_LOCAL_BACKEND",
+        "NodePort: no backend on this node",
+    ),
 ];
 
 const fn r(code: u8, name: &'static str, description: &'static str) -> DropReason {

@@ -114,6 +114,16 @@ pub fn all() -> Vec<StructLayout> {
                 _pad
             ]
         ),
+        layout!(
+            NatKey4,
+            "nat_key4",
+            [saddr, daddr, sport, dport, protocol, direction, _pad]
+        ),
+        layout!(
+            NatEntry4,
+            "nat_entry4",
+            [to_addr, to_port, flags, expires, created, packets]
+        ),
         layout!(Lb4Key, "lb4_key", [address, dport, protocol, scope]),
         layout!(
             Lb4Service,

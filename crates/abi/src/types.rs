@@ -123,6 +123,70 @@ pub struct CtEntry {
     pub _pad: u16,
 }
 
+/// Key of `pilus_nat4`: a masqueraded flow's tuple in one direction
+/// (`NAT_DIR_EGRESS`: as the pod sends it; `NAT_DIR_INGRESS`: the reply as
+/// it arrives at the node's address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatKey4 {
+    pub saddr: Be32,
+    pub daddr: Be32,
+    pub sport: Be16,
+    pub dport: Be16,
+    pub protocol: u8,
+    /// `NAT_DIR_*`.
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `pilus_nat4`: what the direction's packets are translated to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NatEntry4 {
+    /// Egress: the node's address; ingress: the pod's.
+    pub to_addr: Be32,
+    /// Egress: the allocated port; ingress: the pod's port.
+    pub to_port: Be16,
+    /// `NAT_F_*`.
+    pub flags: u16,
+    /// Monotonic seconds, as `CtEntry::expires`.
+    pub expires: u32,
+    pub created: u32,
+    pub packets: u64,
+}
+
+impl NatKey4 {
+    /// The key of the other direction's entry of the same flow, given this
+    /// entry's value: the reply's tuple for an egress entry, the pod's for
+    /// an ingress one.
+    pub fn partner(&self, value: &NatEntry4) -> NatKey4 {
+        use crate::consts::{NAT_DIR_EGRESS, NAT_DIR_INGRESS};
+        if self.direction == NAT_DIR_EGRESS {
+            // pod -> peer becomes peer -> node's address and port.
+            NatKey4 {
+                saddr: self.daddr,
+                daddr: value.to_addr,
+                sport: self.dport,
+                dport: value.to_port,
+                protocol: self.protocol,
+                direction: NAT_DIR_INGRESS,
+                _pad: [0; 2],
+            }
+        } else {
+            // peer -> node becomes pod's address and port -> peer.
+            NatKey4 {
+                saddr: value.to_addr,
+                daddr: self.saddr,
+                sport: value.to_port,
+                dport: self.sport,
+                protocol: self.protocol,
+                direction: NAT_DIR_EGRESS,
+                _pad: [0; 2],
+            }
+        }
+    }
+}
+
 /// Key of `pilus_lb4_svc`: a frontend.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -401,6 +465,8 @@ mod pod {
         PolicyRev,
         CtKey4,
         CtEntry,
+        NatKey4,
+        NatEntry4,
         Lb4Key,
         Lb4Service,
         Lb4SlotKey,

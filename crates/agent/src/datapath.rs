@@ -156,6 +156,8 @@ impl Conntrack for Pinned {
             scanned: p.scanned as u64,
             deleted: p.deleted as u64,
             affinity_deleted: p.affinity_deleted as u64,
+            nat_scanned: p.nat_scanned as u64,
+            nat_deleted: p.nat_deleted as u64,
         })
     }
     fn ct_max_entries(&self) -> DpResult<u64> {

@@ -26,7 +26,7 @@ use pilus_controlplane::{
     ControlPlane, Settings,
 };
 use pilus_datapath::{
-    config::TUNNEL_MTU, Datapath, EventReader, LoadOptions, MonitorSettings, NodeConfig,
+    config::TUNNEL_MTU, Datapath, EventReader, LoadOptions, MonitorSettings, NatPorts, NodeConfig,
     NodeDevice, PodCidr, Prefilter,
 };
 use pilus_kvstore::{EtcdConfig, EtcdKv};
@@ -108,6 +108,23 @@ struct Args {
     /// without it removes an earlier agent's.
     #[arg(long, value_name = "PATH")]
     socket_lb_cgroup: Option<PathBuf>,
+    /// Masquerade: pods' traffic to addresses outside the cluster (not a
+    /// pod, not a node) leaves from this node's --underlay-ip, SNATed on
+    /// --uplink and translated back on the way in, in either routing mode.
+    /// Needs --etcd with --uplink. Turns IPv4 forwarding on.
+    #[arg(long)]
+    masquerade: bool,
+    /// The ports masquerade allocates from, MIN-MAX. They must not overlap
+    /// the node's own ephemeral ports (net.ipv4.ip_local_port_range), or a
+    /// reply to the node's own connection could be taken for a pod's.
+    #[arg(long, value_name = "MIN-MAX", default_value = "61000-65535")]
+    masquerade_ports: NatPorts,
+    /// NodePort: connections from the network to this node's --underlay-ip
+    /// and a NodePort frontend's port are served on --uplink by this node's
+    /// backends (client address kept, as externalTrafficPolicy: Local);
+    /// a node without one drops them. Needs --etcd with --uplink.
+    #[arg(long)]
+    node_port: bool,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
@@ -249,6 +266,28 @@ fn run() -> Result<()> {
         (true, _, Some(u)) => Some((u.clone(), node::uplink_index(u)?)),
         _ => None,
     };
+    let masquerade_ip = match (args.masquerade, &uplink, underlay) {
+        (false, _, _) => None,
+        (true, Some(_), Some(ip)) if clustered => {
+            let (lo, hi) = node::local_port_range()
+                .context("reading the node's ephemeral ports for --masquerade-ports")?;
+            if args.masquerade_ports.overlaps(lo, hi) {
+                bail!(
+                    "--masquerade-ports {} overlaps the node's own ephemeral ports \
+                     (net.ipv4.ip_local_port_range {lo}-{hi}): replies to the node's own \
+                     connections could be taken for a pod's; choose ports outside it",
+                    args.masquerade_ports
+                );
+            }
+            Some(ip)
+        }
+        (true, _, _) => bail!("--masquerade needs --etcd with --underlay-ip and --uplink"),
+    };
+    let nodeport_ip = match (args.node_port, &uplink, underlay) {
+        (false, _, _) => None,
+        (true, Some(_), Some(ip)) if clustered => Some(ip),
+        (true, _, _) => bail!("--node-port needs --etcd with --underlay-ip and --uplink"),
+    };
     let tunnel_ifindex = match (clustered, routing, underlay) {
         (true, Routing::Tunnel, Some(local)) => node::ensure_vxlan(local, args.vxlan_port)?,
         _ => 0,
@@ -262,6 +301,9 @@ fn run() -> Result<()> {
             pod_cidr,
             trace_events: !args.no_trace_events,
             tunnel_ifindex,
+            masquerade_ip4: masquerade_ip,
+            nat_ports: args.masquerade_ports,
+            nodeport_ip4: nodeport_ip,
             ..Default::default()
         },
         bpffs_root: args.bpffs.clone(),
@@ -277,12 +319,26 @@ fn run() -> Result<()> {
         dp.attach_node_device(node::VXLAN_DEVICE, NodeDevice::Overlay)
             .context("attaching the overlay program")?;
     }
-    if let (Routing::Direct, Some((name, _))) = (routing, &uplink) {
-        // Pods' traffic to other nodes leaves through the stack, which
-        // routes it to the uplink only when the node forwards.
-        node::enable_forwarding().context("enabling IPv4 forwarding (direct routing)")?;
-        dp.attach_node_device(name, NodeDevice::Uplink)
-            .context("attaching the uplink programs")?;
+    // The uplink's programs: direct routing delivers other nodes' pods'
+    // packets there, masquerade translates pods' traffic to the outside,
+    // NodePort serves connections from it.
+    let uplink_programs =
+        routing == Routing::Direct || masquerade_ip.is_some() || nodeport_ip.is_some();
+    match (&uplink, uplink_programs) {
+        (Some((name, _)), true) => {
+            // Pods' traffic to other nodes and to the outside leaves
+            // through the stack, which routes it to the uplink only when
+            // the node forwards.
+            node::enable_forwarding().context("enabling IPv4 forwarding")?;
+            dp.attach_node_device(name, NodeDevice::Uplink)
+                .context("attaching the uplink programs")?;
+        }
+        (Some((name, _)), false) => {
+            // An earlier agent's (with masquerade) would go on translating.
+            dp.detach_node_device(name, NodeDevice::Uplink)
+                .context("removing an earlier agent's uplink programs")?;
+        }
+        (None, _) => {}
     }
     // The prefilter drops listed senders on the uplink before the stack
     // (or from-netdev) sees them, in either routing mode.
@@ -327,12 +383,14 @@ fn run() -> Result<()> {
     );
     let setup = NodeSetup {
         routing: clustered.then_some(routing),
-        uplink: match (routing, &uplink) {
-            (Routing::Direct, Some((name, _))) => Some(name.clone()),
+        uplink: match (uplink_programs, &uplink) {
+            (true, Some((name, _))) => Some(name.clone()),
             _ => None,
         },
         overlay: (tunnel_ifindex != 0).then(|| node::VXLAN_DEVICE.to_string()),
         socket_lb_cgroup: args.socket_lb_cgroup.clone(),
+        masquerade: masquerade_ip.is_some(),
+        node_port: nodeport_ip.is_some(),
     };
     let store = pilus_kvstore::LocalKv::open(&args.state_dir)
         .with_context(|| format!("opening the state in {}", args.state_dir.display()))?;
@@ -400,7 +458,7 @@ fn run() -> Result<()> {
         let m = ct_gc_metrics.clone();
         agent
             .spawn_ct_gc(pilus_controlplane::ctgc::GcSchedule::default(), move |r| {
-                m.record_run(r.deleted, r.took)
+                m.record_run(r.deleted, r.nat_deleted, r.took)
             })
             .context("starting the conntrack GC")?
     };

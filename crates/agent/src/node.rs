@@ -86,6 +86,19 @@ pub fn enable_forwarding() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The node's own ephemeral ports (net.ipv4.ip_local_port_range of the
+/// agent's network namespace), which masquerade must keep out of.
+pub fn local_port_range() -> std::io::Result<(u16, u16)> {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = std::fs::read_to_string(path)?;
+    let bad = || std::io::Error::other(format!("{path}: unexpected {text:?}"));
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    match (it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) => Ok((lo, hi)),
+        _ => Err(bad()),
+    }
+}
+
 /// The index of the uplink `name`.
 pub fn uplink_index(name: &str) -> Result<u32, NodeError> {
     let mut nl = Netlink::open().map_err(|source| NodeError::Uplink {

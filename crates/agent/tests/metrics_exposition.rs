@@ -236,8 +236,12 @@ fn a_failed_read_is_left_out_and_counted() {
 fn the_conntrack_gc_hook_exports_its_runs() {
     let gc = ConntrackGcMetrics::default();
     let (m, _) = metrics(false, Some(&gc));
-    gc.record_run(7, Duration::from_millis(2));
+    gc.record_run(7, 4, Duration::from_millis(2));
     let text = m.encode(true).unwrap();
+    assert_eq!(
+        sample(&text, "pilus_nat_gc_deleted_entries_total"),
+        Some(4.0)
+    );
     assert_eq!(sample(&text, "pilus_conntrack_gc_runs_total"), Some(1.0));
     assert_eq!(
         sample(&text, "pilus_conntrack_gc_deleted_entries_total"),

@@ -666,6 +666,12 @@ pub struct ConntrackStatus {
     pub gc_deleted: u64,
     /// Expired affinity entries removed, all passes.
     pub gc_affinity_deleted: u64,
+    /// Masquerade's NAT entries after the last pass (two per flow).
+    #[serde(default)]
+    pub nat_entries: u64,
+    /// Expired NAT entries removed, all passes.
+    #[serde(default)]
+    pub gc_nat_deleted: u64,
     /// New flows refused because the table was full (datapath drops
     /// DROP_CT_CREATE_FAILED since the maps were made).
     pub insert_failures: u64,

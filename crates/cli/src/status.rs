@@ -51,6 +51,10 @@ pub fn run(c: &Client, out: Output) -> Result<()> {
                 "                 {} new flows refused (table full)",
                 ct.insert_failures
             );
+            println!(
+                "Masquerade NAT:  {} entries; GC: {} expired removed",
+                ct.nat_entries, ct.gc_nat_deleted
+            );
         }
         None => println!("Conntrack:       (no GC pass yet)"),
     }

@@ -30,7 +30,7 @@ fn lab_demo_runs_end_to_end_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     for needle in [
-        "[1/7]",
+        "[1/8]",
         "the same labels have the same identity on both nodes",
         "frontend-1 -> backend-1:80/TCP: connected, reply \"hello from backend-1\"",
         "-> endpoint",
@@ -58,11 +58,14 @@ fn lab_demo_runs_end_to_end_and_cleans_up() {
         "every node's drops as flows (pilus observe --all-nodes --pod demo/db-1 --verdict DROPPED):",
         "[node-2]: demo/db-1:",
         "DROPPED (Policy denied",
-        "[6/7]",
-        "[7/7] A service",
+        "[6/8]",
+        "[7/8] A service",
         "pilus bpf lb list: 198.19.128.10:80/TCP -> ",
         "new connections to 198.19.128.10:80 answered \"hello from backend-1\"",
         "new connections to 198.19.128.10:80 answered \"hello from backend-2\"",
+        "[8/8] A pod reaches the outside",
+        "the outside saw the connection come from 198.19.0.1:",
+        "frontend-1 -> 198.19.0.240/ICMP: echo reply",
         "Lab removed",
     ] {
         assert!(

@@ -45,10 +45,12 @@ pub struct GcOutcome {
     pub run: Option<GcRun>,
 }
 
-/// A completed pass: expired entries deleted and how long it took.
+/// A completed pass: expired entries deleted (conntrack, and masquerade's
+/// NAT entries) and how long it took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GcRun {
     pub deleted: u64,
+    pub nat_deleted: u64,
     pub took: Duration,
 }
 
@@ -113,6 +115,8 @@ impl ControlPlane {
                 s.gc_runs += 1;
                 s.gc_deleted += pass.deleted;
                 s.gc_affinity_deleted += pass.affinity_deleted;
+                s.nat_entries = pass.nat_scanned - pass.nat_deleted;
+                s.gc_nat_deleted += pass.nat_deleted;
                 if p.new_failures > 0 {
                     tracing::warn!(
                         refused = p.new_failures,
@@ -129,7 +133,7 @@ impl ControlPlane {
                     next_ms = next.as_millis() as u64,
                     "conntrack GC pass"
                 );
-                (next, Some(pass.deleted))
+                (next, Some((pass.deleted, pass.nat_deleted)))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "conntrack GC pass failed");
@@ -143,7 +147,11 @@ impl ControlPlane {
         s.next_gc_in_ms = next.as_millis() as u64;
         GcOutcome {
             next,
-            run: deleted.map(|deleted| GcRun { deleted, took }),
+            run: deleted.map(|(deleted, nat_deleted)| GcRun {
+                deleted,
+                nat_deleted,
+                took,
+            }),
         }
     }
 
@@ -192,6 +200,7 @@ mod tests {
                 scanned,
                 deleted,
                 affinity_deleted: 0,
+                ..Default::default()
             },
             max_entries: max,
             new_failures: failures,

@@ -71,6 +71,10 @@ pub struct CtGcPass {
     pub deleted: u64,
     /// Expired affinity entries removed.
     pub affinity_deleted: u64,
+    /// Masquerade's NAT entries seen and the expired ones removed (a
+    /// flow's two entries lapse together).
+    pub nat_scanned: u64,
+    pub nat_deleted: u64,
 }
 
 /// Connection tracking, for `pilus bpf ct` and the GC.

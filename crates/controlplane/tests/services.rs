@@ -456,14 +456,16 @@ fn the_gc_counts_and_adapts() {
             scanned: 400,
             deleted: 200,
             affinity_deleted: 3,
+            nat_scanned: 10,
+            nat_deleted: 4,
         };
     }
     let s = GcSchedule::default();
     let pass = cp.ct_gc_once(Duration::from_secs(10), &s);
     assert_eq!(pass.next, Duration::from_secs(5), "half expired: sooner");
     assert_eq!(
-        pass.run.map(|r| r.deleted),
-        Some(200),
+        pass.run.map(|r| (r.deleted, r.nat_deleted)),
+        Some((200, 4)),
         "the run a watcher sees"
     );
     let st = cp.conntrack_status().unwrap();
@@ -477,6 +479,11 @@ fn the_gc_counts_and_adapts() {
         ),
         (200, 1000, 1, 200, 3)
     );
+    assert_eq!(
+        (st.nat_entries, st.gc_nat_deleted),
+        (6, 4),
+        "masquerade's NAT entries"
+    );
     // The table filled and refused flows: at once.
     {
         let mut m = dp.maps();
@@ -485,6 +492,7 @@ fn the_gc_counts_and_adapts() {
             scanned: 1000,
             deleted: 0,
             affinity_deleted: 0,
+            ..Default::default()
         };
     }
     let pass = cp.ct_gc_once(Duration::from_secs(10), &s);

@@ -75,6 +75,81 @@ impl std::fmt::Display for PodCidr {
     }
 }
 
+/// The ports masquerade allocates from: an inclusive range of
+/// unprivileged ports. It must stay apart from the node's own ephemeral
+/// ports (its `ip_local_port_range`, 32768-60999 by default): a reply to
+/// the node's own connection must never be taken for a pod's (the agent
+/// checks; [`NatPorts::overlaps`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatPorts {
+    min: u16,
+    max: u16,
+}
+
+impl NatPorts {
+    /// Validates `min-max`: unprivileged (1024 and up), not empty.
+    pub fn new(min: u16, max: u16) -> Result<NatPorts, Error> {
+        let bad = |reason| Error::NatPorts { min, max, reason };
+        if min < 1024 {
+            return Err(bad("the ports must be unprivileged (1024 and up)"));
+        }
+        if max < min {
+            return Err(bad("the range is empty (the maximum is below the minimum)"));
+        }
+        Ok(NatPorts { min, max })
+    }
+
+    pub fn min(&self) -> u16 {
+        self.min
+    }
+
+    pub fn max(&self) -> u16 {
+        self.max
+    }
+
+    /// Does the range share a port with `lo..=hi` (e.g. the node's
+    /// `ip_local_port_range`)?
+    pub fn overlaps(&self, lo: u16, hi: u16) -> bool {
+        self.min <= hi && lo <= self.max
+    }
+}
+
+impl Default for NatPorts {
+    /// Above Linux's default ephemeral range (32768-60999).
+    fn default() -> Self {
+        NatPorts {
+            min: 61000,
+            max: 65535,
+        }
+    }
+}
+
+impl std::fmt::Display for NatPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+impl std::str::FromStr for NatPorts {
+    type Err = Error;
+
+    /// `MIN-MAX`, as `ip_local_port_range` is written (a dash or blanks).
+    fn from_str(s: &str) -> Result<NatPorts, Error> {
+        let bad = || Error::NatPortsSyntax {
+            text: s.to_string(),
+        };
+        let mut it = s
+            .split(|c: char| c == '-' || c.is_whitespace())
+            .filter(|p| !p.is_empty());
+        let (Some(a), Some(b), None) = (it.next(), it.next(), it.next()) else {
+            return Err(bad());
+        };
+        let min = a.parse().map_err(|_| bad())?;
+        let max = b.parse().map_err(|_| bad())?;
+        NatPorts::new(min, max)
+    }
+}
+
 /// What one node's datapath is configured with at load time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -103,6 +178,19 @@ pub struct NodeConfig {
     /// Conntrack entries (`pilus_ct4`'s size). A full table refuses new
     /// flows (a counted drop) until the agent's GC makes room.
     pub ct_max_entries: u32,
+    /// Masquerade: pods' traffic to addresses outside the cluster leaves
+    /// from this address (the node's, on its uplink, where `to_netdev`
+    /// and `from_netdev` must be attached); `None`: off.
+    pub masquerade_ip4: Option<Ipv4Addr>,
+    /// The ports masquerade allocates from.
+    pub nat_ports: NatPorts,
+    /// NAT entries (`pilus_nat4`'s size, two per flow). Full, new flows to
+    /// the outside are refused (a counted drop) until the GC makes room.
+    pub nat_max_entries: u32,
+    /// NodePort: connections from the network to this address (the
+    /// node's, on its uplink) and a NodePort frontend's port are served by
+    /// this node's backends; `None`: off.
+    pub nodeport_ip4: Option<Ipv4Addr>,
 }
 
 impl Default for NodeConfig {
@@ -121,12 +209,19 @@ impl Default for NodeConfig {
             tunnel_ifindex: 0,
             tunnel_mtu: TUNNEL_MTU,
             ct_max_entries: CT_MAX_ENTRIES,
+            masquerade_ip4: None,
+            nat_ports: NatPorts::default(),
+            nat_max_entries: NAT_MAX_ENTRIES,
+            nodeport_ip4: None,
         }
     }
 }
 
 /// Conntrack entries by default: Cilium's default for its TCP table.
 pub const CT_MAX_ENTRIES: u32 = 262_144;
+
+/// NAT entries by default: 65536 masqueraded flows.
+pub const NAT_MAX_ENTRIES: u32 = 131_072;
 
 /// The pods' MTU in tunnel mode: a 1500-byte underlay less VXLAN's 50
 /// bytes (outer Ethernet is not counted; outer IPv4 20, UDP 8, VXLAN 8,
@@ -138,6 +233,8 @@ pub const TUNNEL_MTU: u32 = 1450;
 pub(crate) struct Globals {
     router_ip4: Be32,
     pod_cidr: Be32,
+    nat_ip4: Be32,
+    nodeport_ip4: Be32,
     values: Vec<(&'static str, u32)>,
 }
 
@@ -147,6 +244,8 @@ impl NodeConfig {
         Globals {
             router_ip4: Be32::from(self.router_ip4),
             pod_cidr: Be32::from(self.pod_cidr.network()),
+            nat_ip4: Be32::from(self.masquerade_ip4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            nodeport_ip4: Be32::from(self.nodeport_ip4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
             values: vec![
                 ("CONFIG_CT_LIFETIME_TCP", self.ct_lifetime_tcp),
                 ("CONFIG_CT_LIFETIME_NONTCP", self.ct_lifetime_nontcp),
@@ -158,6 +257,8 @@ impl NodeConfig {
                 ("CONFIG_POD_CIDR4_SIZE", self.pod_cidr.size()),
                 ("CONFIG_TUNNEL_IFINDEX", self.tunnel_ifindex),
                 ("CONFIG_TUNNEL_MTU", self.tunnel_mtu),
+                ("CONFIG_NAT_PORT_MIN", u32::from(self.nat_ports.min())),
+                ("CONFIG_NAT_PORT_MAX", u32::from(self.nat_ports.max())),
             ],
         }
     }
@@ -169,6 +270,8 @@ impl Globals {
     pub(crate) fn apply<'a>(&'a self, loader: &mut aya::EbpfLoader<'a>) {
         loader.override_global("CONFIG_ROUTER_IP4", &self.router_ip4, true);
         loader.override_global("CONFIG_POD_CIDR4", &self.pod_cidr, true);
+        loader.override_global("CONFIG_NAT_IP4", &self.nat_ip4, true);
+        loader.override_global("CONFIG_NODEPORT_IP4", &self.nodeport_ip4, true);
         for (name, value) in &self.values {
             loader.override_global(name, value, true);
         }
@@ -194,5 +297,29 @@ mod tests {
             PodCidr::new(Ipv4Addr::new(198, 18, 0, 1), 24).is_err(),
             "host bits"
         );
+    }
+
+    #[test]
+    fn nat_ports_parse_validate_and_overlap() {
+        let p: NatPorts = "61000-65535".parse().unwrap();
+        assert_eq!((p.min(), p.max()), (61000, 65535));
+        assert_eq!(p, NatPorts::default());
+        let p: NatPorts = "40000\t40009".parse().unwrap();
+        assert_eq!(p.to_string(), "40000-40009");
+        for bad in [
+            "",
+            "61000",
+            "1-2-3",
+            "x-2",
+            "100-2000",
+            "5000-4000",
+            "61000-70000",
+        ] {
+            assert!(bad.parse::<NatPorts>().is_err(), "{bad:?}");
+        }
+        // Linux's default ephemeral range and the default NAT range.
+        assert!(!NatPorts::default().overlaps(32768, 60999));
+        assert!(NatPorts::default().overlaps(32768, 61000));
+        assert!(NatPorts::new(30000, 32768).unwrap().overlaps(32768, 60999));
     }
 }

@@ -136,6 +136,14 @@ pub enum Error {
         prefix_len: u8,
         reason: &'static str,
     },
+    #[error("invalid masquerade port range {min}-{max}: {reason}")]
+    NatPorts {
+        min: u16,
+        max: u16,
+        reason: &'static str,
+    },
+    #[error("invalid masquerade port range {text:?}: expected MIN-MAX (e.g. 61000-65535)")]
+    NatPortsSyntax { text: String },
     #[error("endpoint address {ip} is outside the node's pod CIDR {cidr}")]
     OutsidePodCidr {
         ip: std::net::Ipv4Addr,

@@ -30,7 +30,7 @@ pub mod testrun;
 pub mod trace;
 
 pub use attach::{AttachMode, EndpointLinks, HookStatus, NodeDevice};
-pub use config::{NodeConfig, PodCidr};
+pub use config::{NatPorts, NodeConfig, PodCidr};
 pub use ctgc::{CtTable, GcPass};
 pub use error::{chain as error_chain, Error};
 pub use events::EventReader;

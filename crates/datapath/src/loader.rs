@@ -13,10 +13,12 @@ use crate::{
 };
 use aya::{
     maps::ProgramArray,
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{ProgramFd, SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
-use pilus_abi::consts::{CALL_IPV4_FROM_LXC, CALL_IPV4_LB, CALL_IPV4_TO_LXC};
+use pilus_abi::consts::{
+    CALL_IPV4_FROM_LXC, CALL_IPV4_LB, CALL_IPV4_NODEPORT, CALL_IPV4_REV_SNAT, CALL_IPV4_TO_LXC,
+};
 use std::{
     os::fd::{AsFd, BorrowedFd},
     path::{Path, PathBuf},
@@ -87,10 +89,16 @@ pub enum Program {
     FromNetdev,
     /// tc egress of the uplink: packets leaving the node.
     ToNetdev,
+    /// Tail call: a NodePort connection from the network, translated to a
+    /// backend on this node and delivered.
+    NodeportFromNetdev,
+    /// Tail call: a packet to the masquerade address, a reply translated
+    /// back to its pod and delivered.
+    NatFromNetdev,
 }
 
 impl Program {
-    pub const ALL: [Program; 8] = [
+    pub const ALL: [Program; 10] = [
         Program::FromContainer,
         Program::ToContainer,
         Program::Ipv4FromLxc,
@@ -99,6 +107,8 @@ impl Program {
         Program::FromOverlay,
         Program::FromNetdev,
         Program::ToNetdev,
+        Program::NodeportFromNetdev,
+        Program::NatFromNetdev,
     ];
 
     /// The function name in its C file.
@@ -112,6 +122,8 @@ impl Program {
             Program::FromOverlay => "from_overlay",
             Program::FromNetdev => "from_netdev",
             Program::ToNetdev => "to_netdev",
+            Program::NodeportFromNetdev => "nodeport_from_netdev",
+            Program::NatFromNetdev => "nat_from_netdev",
         }
     }
 
@@ -123,7 +135,10 @@ impl Program {
             | Program::Ipv4ToLxc
             | Program::Ipv4LbFromLxc => Object::Lxc,
             Program::FromOverlay => Object::Overlay,
-            Program::FromNetdev | Program::ToNetdev => Object::Host,
+            Program::FromNetdev
+            | Program::ToNetdev
+            | Program::NodeportFromNetdev
+            | Program::NatFromNetdev => Object::Host,
         }
     }
 }
@@ -173,10 +188,11 @@ pub(crate) const XDP_PREFILTER: &str = "xdp_prefilter";
 
 /// Map sizes that depend on the node. The one table both aya's loader and
 /// the pin check read, so the check compares with what aya creates.
-fn max_entries(node: &NodeConfig) -> [(&'static str, u32); 2] {
+fn max_entries(node: &NodeConfig) -> [(&'static str, u32); 3] {
     [
         ("pilus_lxc", node.pod_cidr.size()),
         ("pilus_ct4", node.ct_max_entries),
+        ("pilus_nat4", node.nat_max_entries),
     ]
 }
 
@@ -261,6 +277,16 @@ impl Datapath {
                 .map_err(|e| Error::program(p.name(), e))?;
         }
         fill_tail_calls(&mut dp.ebpf)?;
+        // The uplink's own tail calls (bpf_host.o: NodePort and reverse
+        // SNAT), in the same shared array.
+        let host = program_fds(
+            &dp.host,
+            &[
+                (CALL_IPV4_NODEPORT, Program::NodeportFromNetdev),
+                (CALL_IPV4_REV_SNAT, Program::NatFromNetdev),
+            ],
+        )?;
+        set_tail_calls(&mut dp.ebpf, &host)?;
         tracing::debug!(pin_dir = ?dp.pin_dir, "datapath loaded");
         Ok(dp)
     }
@@ -348,13 +374,21 @@ pub(crate) const LXC_PROGRAMS: [Program; 5] = [
 
 /// Fills bpf_lxc.o's tail-call array with its own (loaded) programs.
 pub(crate) fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), Error> {
-    let slots = [
-        (CALL_IPV4_FROM_LXC, Program::Ipv4FromLxc),
-        (CALL_IPV4_TO_LXC, Program::Ipv4ToLxc),
-        (CALL_IPV4_LB, Program::Ipv4LbFromLxc),
-    ];
+    let fds = program_fds(
+        ebpf,
+        &[
+            (CALL_IPV4_FROM_LXC, Program::Ipv4FromLxc),
+            (CALL_IPV4_TO_LXC, Program::Ipv4ToLxc),
+            (CALL_IPV4_LB, Program::Ipv4LbFromLxc),
+        ],
+    )?;
+    set_tail_calls(ebpf, &fds)
+}
+
+/// Copies of the fds of `slots`' (loaded) programs of `ebpf`, by slot.
+fn program_fds(ebpf: &Ebpf, slots: &[(u32, Program)]) -> Result<Vec<(u32, ProgramFd)>, Error> {
     let mut fds = Vec::new();
-    for (slot, p) in slots {
+    for &(slot, p) in slots {
         let prog: &SchedClassifier = ebpf
             .program(p.name())
             .ok_or(Error::MissingProgram { name: p.name() })?
@@ -369,12 +403,18 @@ pub(crate) fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), Error> {
             })?,
         ));
     }
+    Ok(fds)
+}
+
+/// Puts programs into the tail-call array `ebpf` holds (`pilus_calls`,
+/// one map shared by every object of the datapath).
+fn set_tail_calls(ebpf: &mut Ebpf, fds: &[(u32, ProgramFd)]) -> Result<(), Error> {
     let map = ebpf.map_mut("pilus_calls").ok_or(Error::MissingMap {
         name: "pilus_calls",
     })?;
     let mut calls: ProgramArray<_> =
         ProgramArray::try_from(map).map_err(|e| Error::map("pilus_calls", e))?;
-    for (slot, fd) in &fds {
+    for (slot, fd) in fds {
         calls
             .set(*slot, fd, 0)
             .map_err(|e| Error::map("pilus_calls", e))?;

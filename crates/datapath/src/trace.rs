@@ -69,6 +69,8 @@ pub const TRACE_MAPS: &[(&str, TraceMap)] = &[
     // The socket hooks' reverse translations: no tc program touches it,
     // so the copy's is an empty stand-in.
     ("pilus_lb4_sk", TraceMap::Private(SMALL)),
+    // Masquerade's translations: written by the uplink's programs only.
+    ("pilus_nat4", TraceMap::Private(SMALL)),
     ("pilus_metrics", TraceMap::Private(None)),
     ("pilus_evstats", TraceMap::Private(None)),
     // 64 KiB: ~300 events, far more than one packet's.

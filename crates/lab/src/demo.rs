@@ -1,11 +1,12 @@
 //! `pilus lab demo`: the newcomer's tour (traffic and its path, the tunnel,
-//! a policy, a service), told in a few short steps on a real lab, written to the writer the caller passes (the CLI passes
+//! a policy, a service, a pod reaching the outside), told in a few short steps on a real lab, written to the writer the caller passes (the CLI passes
 //! stdout). Every claim it prints is checked: if traffic that should pass
 //! is dropped (or the reverse), or the monitor does not show what the demo
 //! says it shows, the demo fails with [`Error::Claim`] instead of telling
 //! a story. The lab is removed however the demo ends.
 
 use crate::{
+    outside::{Outside, OUTSIDE_IP},
     plan::Routing,
     serve::{Probe, Proto},
     Lab, LabError, Paths, Plan, Teardown,
@@ -69,7 +70,7 @@ spec:
 ";
 
 /// The tour's steps.
-const STEPS: u32 = 7;
+const STEPS: u32 = 8;
 
 /// The demo service's ClusterIP: in 198.19.128.0/17, neither a pod CIDR
 /// nor the underlay.
@@ -455,7 +456,7 @@ pub fn run(paths: Paths, out: &mut dyn Write) -> Result<(), Error> {
     let started = Instant::now();
     writeln!(
         out,
-        "Pilus lab demo: two nodes, six pods, a tunnel, a policy, a service. (Everything runs in"
+        "Pilus lab demo: two nodes, six pods, a tunnel, a policy, a service, the outside. (Everything runs in"
     )?;
     writeln!(
         out,
@@ -489,7 +490,7 @@ pub fn run(paths: Paths, out: &mut dyn Write) -> Result<(), Error> {
     Ok(())
 }
 
-/// Steps 1 (what is up) to 7, on the lab that is up.
+/// Steps 1 (what is up) to 8, on the lab that is up.
 fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
     for e in &d.lab.state.etcd {
         writeln!(d.out, "  {}: {} (on the underlay)", e.name, e.url)?;
@@ -663,7 +664,8 @@ fn tour(d: &mut Demo<'_>, up_started: Instant) -> Result<(), Error> {
         }
     }
     d.expect("db-1", "backend-2", true)?;
-    service(d)
+    service(d)?;
+    outside(d)
 }
 
 /// Step 7: a ClusterIP service over a backend on each node; new
@@ -753,6 +755,52 @@ fn service(d: &mut Demo<'_>) -> Result<(), Error> {
     writeln!(
         d.out,
         "    i.e. each new flow got a backend (DNAT of its first packet, the choice kept in conntrack), and every reply came back as {VIP}: the client's sockets, connected to {VIP}, accepted nothing else"
+    )?;
+    Ok(())
+}
+
+/// Step 8: a host outside the cluster on the underlay, with no route to any
+/// pod, tells frontend-1 the address its connection came from: node-1's
+/// (masquerade, the agents' --masquerade), and its ping comes back.
+fn outside(d: &mut Demo<'_>) -> Result<(), Error> {
+    d.step(
+        8,
+        "A pod reaches the outside: frontend-1 connects to a host on the underlay, which sees node-1's address",
+    )?;
+    let host = Outside::new(&d.lab, "outside", OUTSIDE_IP)
+        .map_err(lab_err("adding a host outside the cluster"))?;
+    let pod_ip = d.pod_ip("frontend-1")?;
+    let node_ip = d.underlay_ip(&d.node.clone());
+    writeln!(
+        d.out,
+        "  outside host {OUTSIDE_IP} (on the underlay, no route to the pods); frontend-1 is {pod_ip}, node-1 is {node_ip}"
+    )?;
+    let seen = host
+        .seen_from(&d.lab, "frontend-1", YES)
+        .map_err(lab_err("probing the outside"))?
+        .map_err(|p| Error::Claim(format!("frontend-1 -> {OUTSIDE_IP}:{}: {p:?}", host.port)))?;
+    writeln!(
+        d.out,
+        "  frontend-1 -> {OUTSIDE_IP}:{}/TCP: connected; the outside saw the connection come from {seen}",
+        host.port
+    )?;
+    if seen.ip().to_string() != node_ip {
+        return Err(Error::Claim(format!(
+            "the outside saw {seen}, not node-1's address {node_ip}"
+        )));
+    }
+    if !host
+        .pinged_from(&d.lab, "frontend-1", YES)
+        .map_err(lab_err("pinging the outside"))?
+    {
+        return Err(Error::Claim(format!(
+            "frontend-1 could not ping {OUTSIDE_IP}"
+        )));
+    }
+    writeln!(d.out, "  frontend-1 -> {OUTSIDE_IP}/ICMP: echo reply")?;
+    writeln!(
+        d.out,
+        "    i.e. node-1's to-netdev rewrote the source to {node_ip} and a port of its own (SNAT), and its from-netdev translated the replies back to {pod_ip} before delivering them"
     )?;
     Ok(())
 }

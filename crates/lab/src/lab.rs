@@ -162,7 +162,7 @@ pub struct Lab {
     pub state: State,
 }
 
-fn ip(args: &[&str]) -> Result<(), LabError> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), LabError> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -609,6 +609,12 @@ impl Lab {
                 _ => {}
             }
             cmd.arg("--socket-lb-cgroup").arg(&cgroup);
+        }
+        if self.state.plan.masquerade && self.state.plan.cluster.is_some() {
+            cmd.arg("--masquerade");
+        }
+        if self.state.plan.node_port && self.state.plan.cluster.is_some() {
+            cmd.arg("--node-port");
         }
         if let Some(cluster) = &self.state.plan.cluster {
             let node = self

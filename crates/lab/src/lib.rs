@@ -13,6 +13,8 @@
 //!   failed `up`);
 //! - [`serve`]: the pods' server and the probe that talks to it;
 //! - [`capture`]: what crosses the underlay (VXLAN frames and their VNI);
+//! - [`outside`]: a host on the underlay outside the cluster, whose server
+//!   tells each client the address it came from (masquerade);
 //! - [`demo`]: `pilus lab demo`, the tour on a lab of its own, whose every
 //!   claim is checked.
 //!
@@ -23,6 +25,7 @@ pub mod capture;
 pub mod cni;
 pub mod demo;
 pub mod lab;
+pub mod outside;
 pub mod plan;
 pub mod serve;
 

@@ -130,6 +130,14 @@ pub struct Plan {
     /// their ClusterIP connections translated at the socket.
     #[serde(default)]
     pub socket_lb: bool,
+    /// The agents' `--masquerade` (clustered nodes, which have an uplink):
+    /// pods reach the outside from their node's address.
+    #[serde(default = "yes")]
+    pub masquerade: bool,
+    /// The agents' `--node-port` (clustered nodes): NodePort frontends
+    /// served on the uplink.
+    #[serde(default = "yes")]
+    pub node_port: bool,
 }
 
 fn yes() -> bool {
@@ -181,6 +189,8 @@ impl Plan {
             trace_events: true,
             prefilter: true,
             socket_lb: false,
+            masquerade: true,
+            node_port: true,
         };
         for i in 1..=nodes {
             let node = format!("node-{i}");
@@ -227,6 +237,14 @@ impl Plan {
     /// The same lab with socket-level LB on each node's cgroup.
     pub fn with_socket_lb(mut self) -> Plan {
         self.socket_lb = true;
+        self
+    }
+
+    /// Agents without masquerade and NodePort (pilusd's default): the
+    /// uplink programs only where direct routing needs them.
+    pub fn without_masquerade(mut self) -> Plan {
+        self.masquerade = false;
+        self.node_port = false;
         self
     }
 

@@ -71,6 +71,12 @@ pub struct Facts {
     pub routing: Option<Routing>,
     pub uplink: Option<String>,
     pub overlay: Option<String>,
+    /// Masquerade is on: pods' traffic to the outside is routed by the
+    /// node (forwarding needed in either routing mode).
+    pub masquerade: bool,
+    /// NodePort is on: the backends' replies are routed by the node to the
+    /// uplink (forwarding needed in either routing mode).
+    pub node_port: bool,
     pub endpoints: Vec<EndpointFact>,
     /// Other nodes' pod CIDRs, by node name.
     pub remote_pod_cidrs: Vec<(String, Ipv4Net)>,
@@ -92,12 +98,17 @@ pub struct Facts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeSetup {
     pub routing: Option<Routing>,
-    /// The uplink (direct routing).
+    /// The uplink, when it carries the node programs (direct routing, or
+    /// masquerade in either mode).
     pub uplink: Option<String>,
     /// The VXLAN device (tunnel mode).
     pub overlay: Option<String>,
     /// The cgroup of socket-level LB (--socket-lb-cgroup).
     pub socket_lb_cgroup: Option<std::path::PathBuf>,
+    /// `--masquerade`.
+    pub masquerade: bool,
+    /// `--node-port`.
+    pub node_port: bool,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -216,6 +227,8 @@ pub fn gather(
         routing: setup.routing,
         uplink: setup.uplink.clone(),
         overlay: setup.overlay.clone(),
+        masquerade: setup.masquerade,
+        node_port: setup.node_port,
         endpoints,
         remote_pod_cidrs,
         links,

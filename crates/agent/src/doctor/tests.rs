@@ -57,6 +57,8 @@ fn healthy() -> Facts {
         pod_cidr: "198.18.1.0/24".into(),
         pin_dir: "/sys/fs/bpf/pilus".into(),
         routing: None,
+        masquerade: false,
+        node_port: false,
         uplink: None,
         overlay: None,
         endpoints: vec![EndpointFact {
@@ -299,6 +301,40 @@ fn strict_rp_filter_with_the_route_back_elsewhere() {
     // Loose mode is satisfied by any route back.
     f.sysctls.insert(conf_key("lxc-web", "rp_filter"), 2);
     assert_eq!(only(&report(&f).checks, "sysctl").status, Severity::Ok);
+}
+
+#[test]
+fn forwarding_matters_with_masquerade_or_nodeport_in_tunnel_mode_too() {
+    let mut f = healthy();
+    f.routing = Some(Routing::Tunnel);
+    f.uplink = Some("eth0".into());
+    assert_eq!(only(&report(&f).checks, "sysctl").status, Severity::Ok);
+    f.masquerade = true;
+    let c = only(&report(&f).checks, "sysctl").clone();
+    assert_eq!(c.status, Severity::Fault);
+    assert!(
+        c.findings[0]
+            .problem
+            .contains("with masquerade the node routes its pods' packets to the outside"),
+        "{c:#?}"
+    );
+    f.sysctls.insert(IP_FORWARD.into(), 1);
+    for dev in ["all", "lxc-web", "eth0"] {
+        f.sysctls.insert(conf_key(dev, "forwarding"), 1);
+    }
+    let c = only(&report(&f).checks, "sysctl").clone();
+    assert_eq!(c.status, Severity::Ok, "{c:#?}");
+    assert!(
+        c.summary.contains("needed with masquerade"),
+        "{}",
+        c.summary
+    );
+    // NodePort alone needs it too: the backends' replies are routed.
+    f.masquerade = false;
+    f.node_port = true;
+    f.sysctls.insert(IP_FORWARD.into(), 0);
+    let c = only(&report(&f).checks, "sysctl").clone();
+    assert!(c.findings[0].problem.contains("with NodePort"), "{c:#?}");
 }
 
 #[test]

@@ -134,6 +134,7 @@ impl Instruments {
 pub struct ConntrackGcMetrics {
     runs: Counter,
     deleted: Counter,
+    nat_deleted: Counter,
     duration: Histogram,
 }
 
@@ -142,16 +143,19 @@ impl Default for ConntrackGcMetrics {
         ConntrackGcMetrics {
             runs: Counter::default(),
             deleted: Counter::default(),
+            nat_deleted: Counter::default(),
             duration: latency_histogram(),
         }
     }
 }
 
 impl ConntrackGcMetrics {
-    /// One GC pass that deleted `deleted` expired entries in `took`.
-    pub fn record_run(&self, deleted: u64, took: Duration) {
+    /// One GC pass that deleted `deleted` expired conntrack entries and
+    /// `nat_deleted` expired NAT entries in `took`.
+    pub fn record_run(&self, deleted: u64, nat_deleted: u64, took: Duration) {
         self.runs.inc();
         self.deleted.inc_by(deleted);
+        self.nat_deleted.inc_by(nat_deleted);
         self.duration.observe(took.as_secs_f64());
     }
 
@@ -165,6 +169,11 @@ impl ConntrackGcMetrics {
             "pilus_conntrack_gc_deleted_entries",
             "Expired conntrack entries the garbage collector deleted",
             self.deleted.clone(),
+        );
+        r.register(
+            "pilus_nat_gc_deleted_entries",
+            "Expired masquerade NAT entries the conntrack garbage collector deleted",
+            self.nat_deleted.clone(),
         );
         r.register(
             "pilus_conntrack_gc_duration_seconds",

@@ -236,9 +236,11 @@ impl LabPair {
         Lab::down(&paths).context("removing a killed run's lab")?;
         let down = Teardown(paths.clone());
         // pilusd's default: no XDP prefilter (on a veth uplink, native
-        // XDP turns the peer's GSO off: every segment crosses alone).
+        // XDP turns the peer's GSO off: every segment crosses alone), no
+        // masquerade (pod to pod never needs it).
         let plan = Plan::new(prefix, 2, 1)
             .map(Plan::without_prefilter)
+            .map(Plan::without_masquerade)
             .and_then(|p| p.clustered(routing, 1, 10))
             .map_err(LabError::from)
             .context("planning the lab")?;

@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * NodePort on the uplink (Cilium's nodeport.h, its local-backend path): a
+ * connection from the network to the node's address (CONFIG_NODEPORT_IP4)
+ * and a NodePort frontend's port is translated in from_netdev to one of
+ * the frontend's backends ON THIS NODE (DNAT; the client's address is kept,
+ * as externalTrafficPolicy: Local keeps it) and delivered; the backend's
+ * replies leave through the stack to the uplink, where to_netdev translates
+ * them back to the node's address and port. A node with no backend of the
+ * frontend drops the connection (DROP_NO_LOCAL_BACKEND): forwarding to
+ * another node's backend is not done.
+ */
+#ifndef PILUS_NODEPORT_H
+#define PILUS_NODEPORT_H
+
+#include <linux/in.h>
+
+#include "common.h"
+#include "config.h"
+#include "maps.h"
+#include "ipv4.h"
+#include "conntrack.h"
+#include "lxc.h"
+#include "lb.h"
+#include "hash.h"
+
+/* Slots (or Maglev entries) looked at for a backend on this node. A
+ * frontend has a slot per backend: up to this many backends, every one is
+ * seen. */
+#define NODEPORT_LOCAL_SCAN	64
+
+/* Is this packet from the network for a NodePort frontend (the tail
+ * call's business)? Not a translated reply: the caller asks only for
+ * packets still addressed to the node. */
+static __always_inline bool nodeport_wants(const struct pkt4 *p);
+
+/* The NodePort frontend a packet from the network is addressed to: one on
+ * every node address (0.0.0.0, as Kubernetes' nodePort is written; its
+ * reverse-NAT entry's address 0 is what tells to_netdev and the pod's
+ * program apart). */
+static __always_inline struct lb4_service *nodeport_lookup(const struct pkt4 *p,
+							   struct lb4_key *key)
+{
+	struct lb4_service *svc;
+
+	*key = lb4_key_of(0, p->tuple.dport, p->tuple.protocol);
+	svc = bpf_map_lookup_elem(&pilus_lb4_svc, key);
+	return svc && svc->svc_type == LB_TYPE_NODE_PORT ? svc : NULL;
+}
+
+/* The scan's state, for bpf_loop's callback. */
+struct nodeport_scan {
+	const struct lb4_service *svc;
+	struct lb4_maglev *table;	/* Maglev: the table; random: NULL (the slots) */
+	__u32 start;
+	__u32 n;
+	__u32 backend_id;
+	__u32 found;
+	struct lb4_backend backend;
+};
+
+/* One slot (or Maglev entry) of the scan: stops (1) at a local backend. */
+static long nodeport_scan_one(__u32 i, void *arg)
+{
+	struct nodeport_scan *s = arg;
+	struct lb4_backend *be;
+	__u32 idx = (s->start + i) % s->n, id;
+
+	if (s->table) {
+		/* The verifier requires the bound where it sees it. */
+		asm volatile("" : "+r"(idx));
+		if (idx >= LB_MAGLEV_M)
+			return 1;
+		id = s->table->backend_ids[idx];
+	} else {
+		struct lb4_slot_key sk = {
+			.id = s->svc->id,
+			.generation = s->svc->generation,
+			.slot = idx,
+		};
+		__u32 *slot = bpf_map_lookup_elem(&pilus_lb4_slot, &sk);
+
+		if (!slot)
+			return 0;
+		id = *slot;
+	}
+	be = bpf_map_lookup_elem(&pilus_lb4_be, &id);
+	if (!be || !lookup_ep_by_ip(be->address))
+		return 0;
+	s->backend_id = id;
+	s->backend = *be;
+	s->found = 1;
+	return 1;
+}
+
+static __always_inline bool nodeport_wants(const struct pkt4 *p)
+{
+	struct lb4_key key;
+
+	if ((p->tuple.protocol != IPPROTO_TCP && p->tuple.protocol != IPPROTO_UDP) ||
+	    p->icmp_error)
+		return false;
+	return nodeport_lookup(p, &key) != NULL;
+}
+
+/* A backend of `svc` that runs on this node: from a random slot on (or
+ * the flow's Maglev entry on), the first whose address is a local pod.
+ * The scan runs in bpf_loop (kernel 5.17), whose callback the verifier
+ * checks once: unrolled into from_netdev, 64 rounds of lookups made the
+ * program too complex to verify. */
+static __always_inline int nodeport_select_local(const struct lb4_service *svc,
+						 const struct pkt4 *p, __u32 *backend_id,
+						 struct lb4_backend *backend)
+{
+	struct nodeport_scan s = { .svc = svc };
+
+	if (!svc->count)
+		return -DROP_NO_SERVICE_BACKEND;
+	if (svc->algorithm == LB_ALG_MAGLEV) {
+		struct lb4_maglev_key mk = { .id = svc->id, .generation = svc->generation };
+
+		s.table = bpf_map_lookup_elem(&pilus_lb4_mag, &mk);
+		if (!s.table)
+			return -DROP_NO_SERVICE_BACKEND;
+		s.n = LB_MAGLEV_M;
+		s.start = jhash_3words(p->tuple.saddr, p->tuple.daddr,
+				       ((__u32)p->tuple.sport << 16) | p->tuple.dport,
+				       p->tuple.protocol);
+	} else {
+		s.n = svc->count;
+		s.start = bpf_get_prandom_u32();
+	}
+	bpf_loop(s.n < NODEPORT_LOCAL_SCAN ? s.n : NODEPORT_LOCAL_SCAN, nodeport_scan_one, &s, 0);
+	if (!s.found)
+		return -DROP_NO_LOCAL_BACKEND;
+	*backend_id = s.backend_id;
+	*backend = s.backend;
+	return CTX_ACT_OK;
+}
+
+/*
+ * Translates a packet from the network to a NodePort frontend: the flow's
+ * pinned backend, or a new choice among this node's backends pinned in a
+ * service conntrack entry; then DNAT, and *p with it. *rev_nat is the
+ * frontend's id, for the flow's own conntrack entry. Anything else is left
+ * as it is.
+ */
+static __always_inline int nodeport_lb(struct __sk_buff *ctx, struct pkt4 *p, __u32 now,
+				       __u32 *rev_nat)
+{
+	struct lb4_backend be = {};
+	struct lb4_service *svcp, svc;
+	struct lb4_key key;
+	struct ct_entry *se;
+	__u32 backend_id = 0;
+	int ret;
+
+	if ((p->tuple.protocol != IPPROTO_TCP && p->tuple.protocol != IPPROTO_UDP) ||
+	    p->icmp_error)
+		return CTX_ACT_OK;
+	svcp = nodeport_lookup(p, &key);
+	if (!svcp)
+		return CTX_ACT_OK;
+	/* A copy: the map's value may be swapped while we use it. */
+	svc = *svcp;
+	se = ct_lookup_service(p, ctx->len, now);
+	if (se) {
+		be.address = se->backend_addr;
+		be.port = se->backend_port;
+	} else {
+		ret = nodeport_select_local(&svc, p, &backend_id, &be);
+		if (ret < 0)
+			return ret;
+		ret = ct_create_service(p, ctx->len, now, backend_id, be.address, be.port);
+		if (ret < 0)
+			return ret;
+	}
+	ret = lb4_rewrite(ctx, p, true, p->tuple.daddr, be.address, p->tuple.dport, be.port);
+	if (ret < 0)
+		return ret;
+	*rev_nat = svc.id;
+	p->tuple.daddr = be.address;
+	p->tuple.dport = be.port;
+	p->policy_port = be.port;
+	return CTX_ACT_OK;
+}
+
+/*
+ * A local backend's reply to a NodePort client, leaving through the
+ * uplink: from the node's address and the frontend's port again (the
+ * flow's conntrack entry, keyed by the client's tuple, names the frontend).
+ * Returns 1 when it was one (masquerade must leave it alone), 0 when not,
+ * or -DROP_*.
+ */
+static __always_inline int nodeport_rev_dnat(struct __sk_buff *ctx, const struct pkt4 *p,
+					     __u32 now)
+{
+	struct lb4_reverse_nat *rn;
+	struct ct_key4 rev;
+	struct ct_entry *e;
+	__u32 idx;
+	int ret;
+
+	if (p->tuple.protocol != IPPROTO_TCP && p->tuple.protocol != IPPROTO_UDP)
+		return 0;
+	ct_key_reverse(&p->tuple, &rev);
+	e = ct_find(&rev, now);
+	if (!e || !e->rev_nat_index)
+		return 0;
+	idx = e->rev_nat_index;
+	rn = bpf_map_lookup_elem(&pilus_lb4_rnat, &idx);
+	/* Only a NodePort's (address 0): a ClusterIP's replies were
+	 * translated by the pod's program already. */
+	if (!rn || rn->address)
+		return 0;
+	ret = lb4_rewrite(ctx, p, false, p->tuple.saddr, CONFIG_NODEPORT_IP4, p->tuple.sport,
+			  rn->port);
+	return ret < 0 ? ret : 1;
+}
+
+#endif /* PILUS_NODEPORT_H */
