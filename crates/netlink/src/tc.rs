@@ -235,8 +235,13 @@ impl Netlink {
             )
         }) {
             Ok(_) => Ok(true),
-            // ENOENT: no filter there (or no clsact); ENODEV: no link.
+            // ENOENT: no filter there; ENODEV: no link.
             Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::ENODEV)) => Ok(false),
+            // No clsact qdisc on the link at all (so no filter either): the
+            // kernel says EINVAL, with this extended ack.
+            Err(Error::Kernel {
+                detail: Some(d), ..
+            }) if d.contains("Parent Qdisc doesn't exist") => Ok(false),
             Err(e) => Err(e),
         }
     }

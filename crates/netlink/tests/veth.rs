@@ -2,7 +2,7 @@
 //! namespace, addresses, routes, lookups and deletes, all checked by
 //! reading them back.
 
-use pilus_netlink::{Netlink, Route};
+use pilus_netlink::{FilterSlot, Netlink, Route, TcHook};
 use pilus_netns::NetNs;
 use std::{net::Ipv4Addr, os::fd::AsFd};
 
@@ -75,4 +75,44 @@ fn veth_into_a_namespace_with_address_and_routes() {
     assert!(!nl.delete_link("lxctest").unwrap());
     assert_eq!(in_pod.link("eth0").unwrap(), None);
     assert!(nl.link("bad/name").is_err());
+}
+
+/// Removing a filter that is not there is "nothing to remove", whether the
+/// link has a clsact qdisc (ENOENT) or none at all (EINVAL with "Parent
+/// Qdisc doesn't exists"): an agent cleaning up after an earlier one must
+/// not fail on a link that never had programs.
+#[test]
+fn deleting_an_absent_filter_is_nothing_to_remove_with_or_without_clsact() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+    pilus_netns::remove_stale("t6tc").unwrap();
+    let node = NetNs::new("t6tcnode").unwrap();
+    let pod = NetNs::new("t6tcpod").unwrap();
+    let pod_file = std::fs::File::open(pod.path()).unwrap();
+    let _in_node = node.enter().unwrap();
+    let mut nl = Netlink::open().unwrap();
+    nl.create_veth("lxctc", "eth0", pod_file.as_fd()).unwrap();
+    let link = nl.link("lxctc").unwrap().expect("the veth");
+    for hook in [TcHook::Ingress, TcHook::Egress] {
+        let slot = FilterSlot {
+            hook,
+            priority: 1,
+            handle: 1,
+        };
+        assert!(
+            !nl.delete_bpf_filter(link.index, slot).unwrap(),
+            "no clsact"
+        );
+    }
+    assert!(nl.add_clsact(link.index).unwrap());
+    for hook in [TcHook::Ingress, TcHook::Egress] {
+        let slot = FilterSlot {
+            hook,
+            priority: 1,
+            handle: 1,
+        };
+        assert!(
+            !nl.delete_bpf_filter(link.index, slot).unwrap(),
+            "clsact, no filter"
+        );
+    }
 }
