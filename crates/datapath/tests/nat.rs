@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use pilus_abi::{consts::*, Be16, Be32, NatEntry4, NatKey4};
 use pilus_datapath::{testrun::TC_ACT_REDIRECT, NatPorts, Program};
-use pilus_packet::{parse, tcp_flags::*, L4Info, Mac, PacketBuilder};
+use pilus_packet::{tcp_flags::*, Mac, PacketBuilder};
 use std::net::Ipv4Addr;
 
 /// The node's address on its uplink: what the outside sees.
@@ -76,20 +76,6 @@ fn to_netdev(fx: &Fx, pkt: &[u8]) -> pilus_datapath::testrun::Outcome {
 
 fn from_netdev(fx: &Fx, pkt: &[u8]) -> pilus_datapath::testrun::Outcome {
     fx.run(Program::FromNetdev, fx.stray_ifindex, pkt)
-}
-
-fn checksums_ok(frame: &[u8], what: &str) {
-    let p = parse(frame).unwrap_or_else(|e| panic!("{what}: unparsable: {e:?}"));
-    assert!(
-        p.ipv4.as_ref().unwrap().checksum_ok,
-        "{what}: IPv4 checksum"
-    );
-    match p.l4 {
-        Some(L4Info::Tcp { checksum_ok, .. })
-        | Some(L4Info::Udp { checksum_ok, .. })
-        | Some(L4Info::Icmp { checksum_ok, .. }) => assert!(checksum_ok, "{what}: L4 checksum"),
-        None => panic!("{what}: no L4"),
-    }
 }
 
 /// The flow's egress entry (pod's tuple) and its partner, which must be

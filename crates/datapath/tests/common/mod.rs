@@ -272,3 +272,20 @@ pub fn a_to_b() -> PacketBuilder {
 pub fn b_to_a() -> PacketBuilder {
     PacketBuilder::new(MAC_B, NODE_MAC_B).ipv4(IP_B, IP_A)
 }
+
+/// A translated frame's IPv4 checksum and its TCP, UDP or ICMP checksum
+/// are right (a frame without a transport header fails).
+pub fn checksums_ok(frame: &[u8], what: &str) {
+    use pilus_packet::{parse, L4Info};
+    let p = parse(frame).unwrap_or_else(|e| panic!("{what}: unparsable: {e:?}"));
+    assert!(
+        p.ipv4.as_ref().unwrap().checksum_ok,
+        "{what}: IPv4 checksum"
+    );
+    match p.l4 {
+        Some(L4Info::Tcp { checksum_ok, .. })
+        | Some(L4Info::Udp { checksum_ok, .. })
+        | Some(L4Info::Icmp { checksum_ok, .. }) => assert!(checksum_ok, "{what}: L4 checksum"),
+        None => panic!("{what}: no L4"),
+    }
+}
