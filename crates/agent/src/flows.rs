@@ -33,7 +33,7 @@ pub struct AgentFlowNames {
 
 impl AgentFlowNames {
     pub fn new(cp: &ControlPlane) -> AgentFlowNames {
-        let node = cp.status().node_name;
+        let node = cp.node_name().to_owned();
         let underlay: HashMap<Ipv4Addr, String> = cp
             .nodes_view()
             .into_iter()

@@ -1076,6 +1076,12 @@ impl ControlPlane {
 
     // ----- status -----
 
+    /// This node's name (without the rest of [`Self::status`], which takes
+    /// the managers' locks).
+    pub fn node_name(&self) -> &str {
+        &self.settings.node_name
+    }
+
     pub fn status(&self) -> api::Status {
         let (endpoints, ipam_used, ipam_capacity) = {
             let eps = self.eps();

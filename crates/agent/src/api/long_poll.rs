@@ -265,8 +265,12 @@ async fn flow_batch(s: &Shared, q: &Params, may_relay: bool) -> Result<FlowBatch
     let since = flows::parse_since(q.get("since").unwrap_or("")).map_err(ApiError::bad_request)?;
     let last: Option<usize> = number(q, "last")?;
     let wait_ms: u64 = number(q, "wait_ms")?.unwrap_or(0);
+    // The other nodes only matter to a cluster-wide answer.
     let (me, peers) = s
-        .read(|cp| (cp.status().node_name, cp.nodes_view()))
+        .read(move |cp| {
+            let peers = if all { cp.nodes_view() } else { Vec::new() };
+            (cp.node_name().to_owned(), peers)
+        })
         .await?;
     if !all {
         let wait = Duration::from_millis(wait_ms.min(MONITOR_MAX_WAIT_MS));
