@@ -8,7 +8,8 @@
  * routing mode), pods' traffic to the outside leaves from the node's address
  * (to_netdev) and its replies are translated back (from_netdev), lib/nat.h.
  * With NodePort on, connections to the node's address and a NodePort are
- * served by this node's backends (lib/nodeport.h).
+ * served by the frontend's backends, on this node or another
+ * (lib/nodeport.h).
  */
 #include "lib/common.h"
 #include "lib/config.h"
@@ -63,15 +64,28 @@ static __always_inline int from_netdev_drop(struct __sk_buff *ctx, const struct 
 	return send_drop(ctx, ret, &n, OBS_FROM_NETWORK);
 }
 
+/* A packet from the network the node's edge forwards itself (not to a
+ * local pod): reported from-network, with its sender's identity. */
+static __always_inline void from_netdev_forwarding(struct __sk_buff *ctx, const struct pkt4 *p,
+						   struct notify *n)
+{
+	notify_init(n, DIR_INGRESS);
+	notify_addrs(n, p);
+	n->src_id = ipcache_identity(p->tuple.saddr);
+	send_trace(ctx, n, OBS_FROM_NETWORK, NULL, 0);
+}
+
 /*
  * Tail call target for a NodePort connection from the network (from_netdev
- * saw a NodePort frontend for it): translated to a backend on this node
- * (lib/nodeport.h) and delivered.
+ * saw a NodePort frontend for it): translated to a backend
+ * (lib/nodeport.h) and delivered when it is on this node, or forwarded from
+ * the node's address to the backend's node.
  */
 SEC("classifier")
 int nodeport_from_netdev(struct __sk_buff *ctx)
 {
 	struct pkt4 p = {};
+	struct notify n;
 	__u32 rev_nat = 0;
 	int ret;
 
@@ -81,13 +95,21 @@ int nodeport_from_netdev(struct __sk_buff *ctx)
 	ret = nodeport_lb(ctx, &p, bpf_mono_now(), &rev_nat);
 	if (ret < 0)
 		return from_netdev_drop(ctx, &p, ret);
-	return from_netdev_deliver(ctx, &p, rev_nat);
+	if (lookup_ep_by_ip(p.tuple.daddr))
+		return from_netdev_deliver(ctx, &p, rev_nat);
+	from_netdev_forwarding(ctx, &p, &n);
+	ret = nodeport_fwd_remote(ctx, &p, rev_nat, &n);
+	if (ret < 0)
+		return send_drop(ctx, ret, &n, OBS_FROM_NETWORK);
+	return ret;
 }
 
 /*
- * Tail call target for a packet to the masquerade address: a reply of a
+ * Tail call target for a packet to the node's SNAT address: a reply of a
  * masqueraded flow (or an ICMP error about one) translated back to its pod
- * (lib/nat.h) and delivered; the node's own traffic to the stack.
+ * (lib/nat.h) and delivered, or a reply of a NodePort connection another
+ * node's backend served, sent back to its client (lib/nodeport.h); the
+ * node's own traffic to the stack.
  */
 SEC("classifier")
 int nat_from_netdev(struct __sk_buff *ctx)
@@ -103,7 +125,36 @@ int nat_from_netdev(struct __sk_buff *ctx)
 		return from_netdev_drop(ctx, &p, ret);
 	if (!ret)
 		return TC_ACT_OK;
+	if (CONFIG_NODEPORT_IP4 && !lookup_ep_by_ip(p.tuple.daddr)) {
+		/* Not for a pod here: a NodePort client's reply (a program of
+		 * its own: with delivery too, too many paths to verify). */
+		bpf_tail_call(ctx, &pilus_calls, CALL_IPV4_NODEPORT_REPLY);
+		return from_netdev_drop(ctx, &p, -DROP_MISSED_TAIL_CALL);
+	}
 	return from_netdev_deliver(ctx, &p, 0);
+}
+
+/*
+ * Tail call target for a reply nat_from_netdev translated back to an
+ * address that is no local pod's: a NodePort connection's, which another
+ * node's backend served, leaves from the node's address and the NodePort
+ * to its client (lib/nodeport.h); anything else to the stack.
+ */
+SEC("classifier")
+int nodeport_reply_netdev(struct __sk_buff *ctx)
+{
+	struct pkt4 p = {};
+	struct notify n;
+	int ret;
+
+	ret = ipv4_parse(ctx, &p);
+	if (ret < 0)
+		return from_netdev_drop(ctx, &p, ret);
+	from_netdev_forwarding(ctx, &p, &n);
+	ret = nodeport_reply_remote(ctx, &p, &n);
+	if (ret < 0)
+		return send_drop(ctx, ret, &n, OBS_FROM_NETWORK);
+	return ret ? ret : TC_ACT_OK;
 }
 
 /*
@@ -200,7 +251,7 @@ int to_netdev(struct __sk_buff *ctx)
 	struct notify n;
 	int ret;
 
-	if (!CONFIG_TRACE_ENABLED && !CONFIG_NAT_IP4 && !CONFIG_NODEPORT_IP4)
+	if (!CONFIG_TRACE_ENABLED && !CONFIG_MASQUERADE && !CONFIG_NODEPORT_IP4)
 		return TC_ACT_OK;
 	if (!ctx_pull(ctx, ETH_HLEN, &data, &data_end) ||
 	    bpf_ntohs(((struct ethhdr *)data)->h_proto) != ETH_P_IP || ipv4_parse(ctx, &p) < 0)
@@ -224,7 +275,7 @@ int to_netdev(struct __sk_buff *ctx)
 	}
 	/* Pod to pod and pod to node keep the pod's address: only the
 	 * outside sees the node's. */
-	if (CONFIG_NAT_IP4 && nat4_handles(&p, ICMP_ECHO) && nat4_outside(p.tuple.daddr)) {
+	if (CONFIG_MASQUERADE && nat4_handles(&p, ICMP_ECHO) && nat4_outside(p.tuple.daddr)) {
 		ret = nat4_snat(ctx, &p, bpf_mono_now());
 		if (ret < 0)
 			return send_drop(ctx, ret, &n, OBS_TO_NETWORK);

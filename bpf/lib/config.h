@@ -34,12 +34,15 @@ DECLARE_CONFIG(__u32, CONFIG_TUNNEL_IFINDEX, 0, "VXLAN device's ifindex, 0: no t
 /* The largest IP packet that still fits the underlay once encapsulated (the
  * pods' MTU in tunnel mode). */
 DECLARE_CONFIG(__u32, CONFIG_TUNNEL_MTU, 1450, "largest IPv4 packet the tunnel carries");
-/* Masquerade: pods' traffic to the outside leaves from this address (the
- * node's, on its uplink) and a port of [NAT_PORT_MIN, NAT_PORT_MAX], a range
- * the agent keeps apart from the node's own ephemeral ports
- * (ip_local_port_range), so replies to the node's own connections are never
- * taken for a pod's. 0: masquerade is off. */
-DECLARE_CONFIG(__be32, CONFIG_NAT_IP4, 0, "masquerade address, 0: off");
+/* SNAT: translated flows leave from this address (the node's, on its
+ * uplink) and a port of [NAT_PORT_MIN, NAT_PORT_MAX], a range the agent keeps
+ * apart from the node's own ephemeral ports (ip_local_port_range), so replies
+ * to the node's own connections are never taken for a translated flow's.
+ * Masquerade (CONFIG_MASQUERADE) and NodePort to another node's backend use
+ * it. 0: no SNAT. */
+DECLARE_CONFIG(__be32, CONFIG_NAT_IP4, 0, "SNAT address, 0: off");
+/* 1: pods' traffic to the outside is masqueraded (SNAT to CONFIG_NAT_IP4). */
+DECLARE_CONFIG(__u32, CONFIG_MASQUERADE, 0, "masquerade pods' traffic to the outside");
 DECLARE_CONFIG(__u32, CONFIG_NAT_PORT_MIN, 61000, "lowest port masquerade allocates");
 DECLARE_CONFIG(__u32, CONFIG_NAT_PORT_MAX, 65535, "highest port masquerade allocates");
 /* NodePort: connections from the network to this address (the node's, on

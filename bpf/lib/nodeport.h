@@ -1,14 +1,24 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * NodePort on the uplink (Cilium's nodeport.h, its local-backend path): a
- * connection from the network to the node's address (CONFIG_NODEPORT_IP4)
- * and a NodePort frontend's port is translated in from_netdev to one of
- * the frontend's backends ON THIS NODE (DNAT; the client's address is kept,
- * as externalTrafficPolicy: Local keeps it) and delivered; the backend's
- * replies leave through the stack to the uplink, where to_netdev translates
- * them back to the node's address and port. A node with no backend of the
- * frontend drops the connection (DROP_NO_LOCAL_BACKEND): forwarding to
- * another node's backend is not done.
+ * NodePort on the uplink (Cilium's nodeport.h, SNAT mode): a connection
+ * from the network to the node's address (CONFIG_NODEPORT_IP4) and a
+ * NodePort frontend's port is translated in from_netdev to one of the
+ * frontend's backends (DNAT), pinned by a service conntrack entry:
+ *
+ * - A backend ON THIS NODE gets the packet with the client's address kept;
+ *   its replies leave through the stack to the uplink, where to_netdev
+ *   translates them back to the node's address and port.
+ * - A backend ON ANOTHER NODE (externalTrafficPolicy: Cluster only) gets it
+ *   from the node's address and a NAT port (SNAT, lib/nat.h), through the
+ *   tunnel or routed on the underlay: the backend answers this node, which
+ *   alone can translate the reply back. The reply, arriving at the node's
+ *   address, is reverse-SNATed to the client's address, leaves from the
+ *   node's address and the NodePort again (the flow's conntrack entry names
+ *   the frontend), and goes straight back out of the uplink.
+ *
+ * externalTrafficPolicy: Local (LB_F_ETP_LOCAL) chooses among this node's
+ * backends only, and a node without one drops the connection
+ * (DROP_NO_LOCAL_BACKEND): the client's address always reaches the backend.
  */
 #ifndef PILUS_NODEPORT_H
 #define PILUS_NODEPORT_H
@@ -23,6 +33,10 @@
 #include "lxc.h"
 #include "lb.h"
 #include "hash.h"
+#include "ipcache.h"
+#include "encap.h"
+#include "events.h"
+#include "nat.h"
 
 /* Slots (or Maglev entries) looked at for a backend on this node. A
  * frontend has a slot per backend: up to this many backends, every one is
@@ -140,8 +154,9 @@ static __always_inline int nodeport_select_local(const struct lb4_service *svc,
 
 /*
  * Translates a packet from the network to a NodePort frontend: the flow's
- * pinned backend, or a new choice among this node's backends pinned in a
- * service conntrack entry; then DNAT, and *p with it. *rev_nat is the
+ * pinned backend, or a new choice (among this node's backends only with
+ * externalTrafficPolicy: Local) pinned in a service conntrack entry; then
+ * DNAT, and *p with it. *rev_nat is the
  * frontend's id, for the flow's own conntrack entry. Anything else is left
  * as it is.
  */
@@ -168,7 +183,10 @@ static __always_inline int nodeport_lb(struct __sk_buff *ctx, struct pkt4 *p, __
 		be.address = se->backend_addr;
 		be.port = se->backend_port;
 	} else {
-		ret = nodeport_select_local(&svc, p, &backend_id, &be);
+		if (svc.flags & LB_F_ETP_LOCAL)
+			ret = nodeport_select_local(&svc, p, &backend_id, &be);
+		else
+			ret = lb4_select(&key, &svc, p, now, &backend_id, &be);
 		if (ret < 0)
 			return ret;
 		ret = ct_create_service(p, ctx->len, now, backend_id, be.address, be.port);
@@ -185,6 +203,24 @@ static __always_inline int nodeport_lb(struct __sk_buff *ctx, struct pkt4 *p, __
 	return CTX_ACT_OK;
 }
 
+/* The NodePort a flow's replies must come from, when its conntrack entry
+ * names one (a NodePort's reverse-NAT address is 0, the node's; a
+ * ClusterIP's replies are translated by the pod's program). */
+static __always_inline bool nodeport_rev_port(const struct ct_entry *e, __be16 *port)
+{
+	struct lb4_reverse_nat *rn;
+	__u32 idx;
+
+	if (!e || !e->rev_nat_index)
+		return false;
+	idx = e->rev_nat_index;
+	rn = bpf_map_lookup_elem(&pilus_lb4_rnat, &idx);
+	if (!rn || rn->address)
+		return false;
+	*port = rn->port;
+	return true;
+}
+
 /*
  * A local backend's reply to a NodePort client, leaving through the
  * uplink: from the node's address and the frontend's port again (the
@@ -195,27 +231,112 @@ static __always_inline int nodeport_lb(struct __sk_buff *ctx, struct pkt4 *p, __
 static __always_inline int nodeport_rev_dnat(struct __sk_buff *ctx, const struct pkt4 *p,
 					     __u32 now)
 {
-	struct lb4_reverse_nat *rn;
 	struct ct_key4 rev;
-	struct ct_entry *e;
-	__u32 idx;
+	__be16 port;
 	int ret;
 
 	if (p->tuple.protocol != IPPROTO_TCP && p->tuple.protocol != IPPROTO_UDP)
 		return 0;
 	ct_key_reverse(&p->tuple, &rev);
-	e = ct_find(&rev, now);
-	if (!e || !e->rev_nat_index)
-		return 0;
-	idx = e->rev_nat_index;
-	rn = bpf_map_lookup_elem(&pilus_lb4_rnat, &idx);
-	/* Only a NodePort's (address 0): a ClusterIP's replies were
-	 * translated by the pod's program already. */
-	if (!rn || rn->address)
+	if (!nodeport_rev_port(ct_find(&rev, now), &port))
 		return 0;
 	ret = lb4_rewrite(ctx, p, false, p->tuple.saddr, CONFIG_NODEPORT_IP4, p->tuple.sport,
-			  rn->port);
+			  port);
 	return ret < 0 ? ret : 1;
+}
+
+/* Out of the uplink (the device the packet came in on) towards its
+ * destination: the kernel's route and neighbour (bpf_redirect_neigh, 5.10)
+ * give the next hop and its MAC. The stack could not forward these: their
+ * source is the node's own address, a martian on a packet received. */
+static __always_inline int nodeport_redirect_uplink(struct __sk_buff *ctx)
+{
+	int ret = ipv4_dec_ttl(ctx);
+
+	if (ret < 0)
+		return ret;
+	return bpf_redirect_neigh(ctx->ifindex, NULL, 0, 0);
+}
+
+/*
+ * A NodePort connection translated to a backend on another node
+ * (externalTrafficPolicy: Cluster): tracked by its translated tuple, the
+ * entry naming the frontend (`rev_nat`) for the replies; SNAT to the node's
+ * address; then to the backend's node, through the tunnel (with the
+ * remote-node identity, which is what the node's address is to the backend's
+ * node, as direct routing's ipcache lookup finds it) or routed on the
+ * underlay. Reported at to-overlay or to-network. Returns TC_ACT_REDIRECT
+ * or -DROP_*.
+ */
+static __always_inline int nodeport_fwd_remote(struct __sk_buff *ctx, const struct pkt4 *p,
+					       __u32 rev_nat, struct notify *n)
+{
+	struct ipcache_value *info;
+	struct ct_entry *entry;
+	__u32 now = bpf_mono_now();
+	int ret, ct_status;
+
+	ct_status = ct_lookup4(p, ctx->len, now, &entry);
+	n->ct_state = ct_status;
+	if (ct_status == CT_NEW) {
+		ret = ct_create4(p, ctx->len, now, n->src_id, 0, rev_nat);
+		if (ret < 0)
+			return ret;
+	}
+	ret = nat4_snat(ctx, p, now);
+	if (ret < 0)
+		return ret;
+	if (CONFIG_TUNNEL_IFINDEX) {
+		info = ipcache_lookup(p->tuple.daddr);
+		if (!info || !info->tunnel_endpoint)
+			return -DROP_NO_BACKEND_NODE;
+		n->dst_id = info->sec_identity;
+		ret = ipv4_dec_ttl(ctx);
+		if (ret < 0)
+			return ret;
+		ret = encap_and_redirect(ctx, info->tunnel_endpoint, IDENTITY_REMOTE_NODE);
+		if (ret < 0)
+			return ret;
+		send_trace_notify(ctx, n, OBS_TO_OVERLAY, entry, now);
+		return ret;
+	}
+	n->dst_id = ipcache_identity(p->tuple.daddr);
+	ret = nodeport_redirect_uplink(ctx);
+	if (ret < 0)
+		return ret;
+	send_trace_notify(ctx, n, OBS_TO_NETWORK, entry, now);
+	return ret;
+}
+
+/*
+ * After reverse SNAT (lib/nat.h) to an address that is no local pod: the
+ * reply of a NodePort connection this node forwarded to another node's
+ * backend leaves from the node's address and the NodePort again, straight
+ * back out of the uplink to the client. Returns 0 when the packet is no
+ * such reply (the caller goes on), TC_ACT_REDIRECT, or -DROP_*.
+ */
+static __always_inline int nodeport_reply_remote(struct __sk_buff *ctx, const struct pkt4 *p,
+						 struct notify *n)
+{
+	struct ct_entry *entry;
+	__u32 now = bpf_mono_now();
+	__be16 port;
+	int ret;
+
+	if (p->tuple.protocol != IPPROTO_TCP && p->tuple.protocol != IPPROTO_UDP)
+		return 0;
+	n->ct_state = ct_lookup4(p, ctx->len, now, &entry);
+	if (n->ct_state != CT_REPLY || !nodeport_rev_port(entry, &port))
+		return 0;
+	ret = lb4_rewrite(ctx, p, false, p->tuple.saddr, CONFIG_NODEPORT_IP4, p->tuple.sport,
+			  port);
+	if (ret < 0)
+		return ret;
+	ret = nodeport_redirect_uplink(ctx);
+	if (ret < 0)
+		return ret;
+	send_trace_notify(ctx, n, OBS_TO_NETWORK, entry, now);
+	return ret;
 }
 
 #endif /* PILUS_NODEPORT_H */

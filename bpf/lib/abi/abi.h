@@ -76,6 +76,7 @@
 #define DROP_NAT_NO_PORT	160 /* masquerade: no free port in the NAT range for this peer */
 #define DROP_NAT_CREATE_FAILED	161 /* masquerade: a NAT entry could not be written (table full) */
 #define DROP_NO_LOCAL_BACKEND	162 /* a NodePort with no backend on this node */
+#define DROP_NO_BACKEND_NODE	163 /* NodePort: the backend's node is unknown (tunnel mode) */
 
 #define DROP_REASON_MAX		256
 
@@ -259,6 +260,10 @@ struct ct_entry {
 #define LB_ALG_MAGLEV		2
 
 #define LB_F_AFFINITY		(1U << 0) /* session affinity by client address */
+/* externalTrafficPolicy: Local: a NodePort is served only by the node's own
+ * backends, with the client's address kept; without it (Cluster), any
+ * backend, one on another node reached from the node's address (SNAT). */
+#define LB_F_ETP_LOCAL		(1U << 1)
 
 /* Backend states: only active backends are in a frontend's slots (or, when
  * none is active, the terminating ones, as kube-proxy falls back to them). */
@@ -592,6 +597,7 @@ struct abi_stamp {
 #define CALL_IPV4_LB		2 /* service translation of a pod's packet */
 #define CALL_IPV4_NODEPORT	4 /* a NodePort connection from the network (bpf_host) */
 #define CALL_IPV4_REV_SNAT	5 /* a packet to the masquerade address (bpf_host) */
+#define CALL_IPV4_NODEPORT_REPLY 6 /* a reply another node's NodePort backend sent (bpf_host) */
 #define CALLS_MAX		8
 
 #endif /* PILUS_ABI_H */

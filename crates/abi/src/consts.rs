@@ -53,6 +53,7 @@ consts! {
     DROP_NAT_NO_PORT: u8 = 160;
     DROP_NAT_CREATE_FAILED: u8 = 161;
     DROP_NO_LOCAL_BACKEND: u8 = 162;
+    DROP_NO_BACKEND_NODE: u8 = 163;
     DROP_REASON_MAX: u32 = 256;
     METRIC_FORWARDED: u8 = 0;
 
@@ -90,6 +91,7 @@ consts! {
     LB_ALG_RANDOM: u8 = 1;
     LB_ALG_MAGLEV: u8 = 2;
     LB_F_AFFINITY: u8 = 1 << 0;
+    LB_F_ETP_LOCAL: u8 = 1 << 1;
     LB_BACKEND_ACTIVE: u8 = 0;
     LB_BACKEND_TERMINATING: u8 = 1;
     LB_BACKEND_QUARANTINED: u8 = 2;
@@ -141,6 +143,7 @@ consts! {
     CALL_IPV4_LB: u32 = 2;
     CALL_IPV4_NODEPORT: u32 = 4;
     CALL_IPV4_REV_SNAT: u32 = 5;
+    CALL_IPV4_NODEPORT_REPLY: u32 = 6;
     CALLS_MAX: u32 = 8;
 
     PILUS_ABI_VERSION: u32 = 2;

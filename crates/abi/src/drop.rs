@@ -148,6 +148,11 @@ pub const DROP_REASONS: &[DropReason] = &[
         "DROP_NO_LOCAL_BACKEND",
         "NodePort: no backend on this node",
     ),
+    r(
+        DROP_NO_BACKEND_NODE,
+        "DROP_NO_BACKEND_NODE",
+        "NodePort: the backend's node is not known (no tunnel to it)",
+    ),
 ];
 
 const fn r(code: u8, name: &'static str, description: &'static str) -> DropReason {

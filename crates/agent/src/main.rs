@@ -114,15 +114,19 @@ struct Args {
     /// Needs --etcd with --uplink. Turns IPv4 forwarding on.
     #[arg(long)]
     masquerade: bool,
-    /// The ports masquerade allocates from, MIN-MAX. They must not overlap
-    /// the node's own ephemeral ports (net.ipv4.ip_local_port_range), or a
-    /// reply to the node's own connection could be taken for a pod's.
+    /// The ports masquerade and NodePort's SNAT allocate from, MIN-MAX.
+    /// They must not overlap the node's own ephemeral ports
+    /// (net.ipv4.ip_local_port_range), or a reply to the node's own
+    /// connection could be taken for a translated flow's.
     #[arg(long, value_name = "MIN-MAX", default_value = "61000-65535")]
     masquerade_ports: NatPorts,
     /// NodePort: connections from the network to this node's --underlay-ip
-    /// and a NodePort frontend's port are served on --uplink by this node's
-    /// backends (client address kept, as externalTrafficPolicy: Local);
-    /// a node without one drops them. Needs --etcd with --uplink.
+    /// and a NodePort frontend's port are served on --uplink by the
+    /// frontend's backends. A backend on this node sees the client's
+    /// address; one on another node (externalTrafficPolicy: Cluster) is
+    /// reached from this node's address (SNAT, --masquerade-ports). With
+    /// externalTrafficPolicy: Local only this node's backends serve, and a
+    /// node without one drops. Needs --etcd with --uplink.
     #[arg(long)]
     node_port: bool,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
@@ -268,19 +272,7 @@ fn run() -> Result<()> {
     };
     let masquerade_ip = match (args.masquerade, &uplink, underlay) {
         (false, _, _) => None,
-        (true, Some(_), Some(ip)) if clustered => {
-            let (lo, hi) = node::local_port_range()
-                .context("reading the node's ephemeral ports for --masquerade-ports")?;
-            if args.masquerade_ports.overlaps(lo, hi) {
-                bail!(
-                    "--masquerade-ports {} overlaps the node's own ephemeral ports \
-                     (net.ipv4.ip_local_port_range {lo}-{hi}): replies to the node's own \
-                     connections could be taken for a pod's; choose ports outside it",
-                    args.masquerade_ports
-                );
-            }
-            Some(ip)
-        }
+        (true, Some(_), Some(ip)) if clustered => Some(ip),
         (true, _, _) => bail!("--masquerade needs --etcd with --underlay-ip and --uplink"),
     };
     let nodeport_ip = match (args.node_port, &uplink, underlay) {
@@ -288,6 +280,19 @@ fn run() -> Result<()> {
         (true, Some(_), Some(ip)) if clustered => Some(ip),
         (true, _, _) => bail!("--node-port needs --etcd with --underlay-ip and --uplink"),
     };
+    // Both SNAT to the node's address from the masquerade ports.
+    if masquerade_ip.is_some() || nodeport_ip.is_some() {
+        let (lo, hi) = node::local_port_range()
+            .context("reading the node's ephemeral ports for --masquerade-ports")?;
+        if args.masquerade_ports.overlaps(lo, hi) {
+            bail!(
+                "--masquerade-ports {} overlaps the node's own ephemeral ports \
+                 (net.ipv4.ip_local_port_range {lo}-{hi}): replies to the node's own \
+                 connections could be taken for a translated flow's; choose ports outside it",
+                args.masquerade_ports
+            );
+        }
+    }
     let tunnel_ifindex = match (clustered, routing, underlay) {
         (true, Routing::Tunnel, Some(local)) => node::ensure_vxlan(local, args.vxlan_port)?,
         _ => 0,

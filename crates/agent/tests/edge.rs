@@ -155,6 +155,7 @@ fn a_nodeport_is_served_by_the_nodes_own_backend_with_the_clients_address() {
         }],
         algorithm: "random".into(),
         session_affinity_seconds: None,
+        external_traffic_policy: None,
     };
     // The store may answer slowly on a loaded machine (a 503 that changed
     // nothing): try again.

@@ -206,6 +206,7 @@ fn service(backends: &[Ipv4Addr], extra: impl FnOnce(&mut api::Service)) -> api:
             .collect(),
         algorithm: "random".into(),
         session_affinity_seconds: None,
+        external_traffic_policy: None,
     };
     extra(&mut s);
     s

@@ -294,6 +294,7 @@ fn service(name: &str, vip: Ipv4Addr, backends: &[Ipv4Addr]) -> api::Service {
             .collect(),
         algorithm: "random".into(),
         session_affinity_seconds: None,
+        external_traffic_policy: None,
     }
 }
 

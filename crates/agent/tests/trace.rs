@@ -374,6 +374,7 @@ fn trace_names_policy_stack_and_refuses_bad_requests() {
                 }],
                 algorithm: "random".into(),
                 session_affinity_seconds: None,
+                external_traffic_policy: None,
             },
         )
         .unwrap();

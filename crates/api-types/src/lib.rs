@@ -546,6 +546,12 @@ pub struct Service {
     /// client's last new connection (Kubernetes' `ClientIP`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity_seconds: Option<u32>,
+    /// Kubernetes' `externalTrafficPolicy` of the NodePort frontends:
+    /// `Cluster` (the default: any backend, one on another node reached
+    /// from the receiving node's address) or `Local` (the receiving node's
+    /// backends only, the client's address kept; a node without one drops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
 }
 
 pub fn default_algorithm() -> String {

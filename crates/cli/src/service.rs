@@ -33,7 +33,7 @@ pub enum ServiceCommand {
     /// `---`-separated, Lists too; `-` reads standard input): frontends
     /// from cluster IPs, external IPs, load-balancer IPs and node ports,
     /// backends from the slices labelled kubernetes.io/service-name, ClientIP
-    /// affinity, the algorithm from the annotation
+    /// affinity, externalTrafficPolicy, the algorithm from the annotation
     /// service.cilium.io/lb-algorithm. All or nothing: a field Kubernetes
     /// does not define, another kind, or a bad service refuses the import.
     Import {
@@ -72,6 +72,12 @@ pub struct UpsertArgs {
     /// Session affinity by client address, for this many seconds.
     #[arg(long, value_name = "SECONDS")]
     affinity: Option<u32>,
+    /// `Cluster` (default: any backend, one on another node reached from
+    /// the receiving node's address) or `Local` (the receiving node's
+    /// backends only, which see the client's address): Kubernetes'
+    /// externalTrafficPolicy, for the NodePort frontends.
+    #[arg(long, value_name = "POLICY")]
+    external_traffic_policy: Option<String>,
     /// A JSON or YAML file holding the service in the API's form.
     #[arg(long, value_name = "FILE")]
     from: Option<String>,
@@ -102,6 +108,7 @@ fn service_of(a: UpsertArgs) -> Result<api::Service> {
         from_flags(&a.service.unwrap_or_default(), &a.frontend, &a.backend).map_err(invalid)?;
     s.algorithm = a.algorithm;
     s.session_affinity_seconds = a.affinity;
+    s.external_traffic_policy = a.external_traffic_policy;
     Ok(s)
 }
 
@@ -152,10 +159,15 @@ pub fn run(c: &Client, cmd: ServiceCommand, out: Output) -> Result<()> {
                             d
                         })
                         .collect();
-                    let algorithm = match s.session_affinity_seconds {
+                    let mut algorithm = match s.session_affinity_seconds {
                         Some(t) => format!("{}, affinity {t}s", s.algorithm),
                         None => s.algorithm.clone(),
                     };
+                    if f.kind == "NodePort" {
+                        if let Some(p) = &s.external_traffic_policy {
+                            algorithm.push_str(&format!(", {p} traffic"));
+                        }
+                    }
                     t.row(vec![
                         format!("{}/{}", s.namespace, s.name),
                         id.to_string(),

@@ -27,7 +27,7 @@ use ipnet::Ipv4Net;
 use pilus_abi::{
     consts::{
         LB_ALG_MAGLEV, LB_ALG_RANDOM, LB_BACKEND_ACTIVE, LB_BACKEND_QUARANTINED,
-        LB_BACKEND_TERMINATING, LB_F_AFFINITY, LB_MAGLEV_M, LB_TYPE_CLUSTER_IP,
+        LB_BACKEND_TERMINATING, LB_F_AFFINITY, LB_F_ETP_LOCAL, LB_MAGLEV_M, LB_TYPE_CLUSTER_IP,
         LB_TYPE_EXTERNAL_IP, LB_TYPE_LOAD_BALANCER, LB_TYPE_NODE_PORT,
     },
     Be16, Be32, Lb4Backend, Lb4Key, Lb4Maglev, Lb4MaglevKey, Lb4ReverseNat, Lb4Service, Lb4SlotKey,
@@ -36,7 +36,7 @@ use pilus_api_types as api;
 use pilus_kvstore::{KeyValue, Txn};
 use pilus_service::{
     check_change, maglev, selectable, Algorithm, BackendState, Frontend, FrontendKey, FrontendType,
-    Service, ServiceId,
+    Service, ServiceId, TrafficPolicy,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -342,11 +342,7 @@ impl ServiceManager {
                     Algorithm::Random => LB_ALG_RANDOM,
                     Algorithm::Maglev => LB_ALG_MAGLEV,
                 },
-                flags: if s.affinity_seconds.is_some() {
-                    LB_F_AFFINITY
-                } else {
-                    0
-                },
+                flags: lb_flags(s, f),
                 _pad: [0; 5],
             },
             state,
@@ -657,6 +653,19 @@ impl ServiceManager {
         }
         Ok(out)
     }
+}
+
+/// The datapath's `LB_F_*` of frontend `f`: affinity, and for a NodePort
+/// externalTrafficPolicy: Local.
+fn lb_flags(s: &Service, f: &Frontend) -> u8 {
+    let mut flags = 0;
+    if s.affinity_seconds.is_some() {
+        flags |= LB_F_AFFINITY;
+    }
+    if f.kind == FrontendType::NodePort && s.traffic_policy == TrafficPolicy::Local {
+        flags |= LB_F_ETP_LOCAL;
+    }
+    flags
 }
 
 /// A stored service (the API's form), checked again on the way in.

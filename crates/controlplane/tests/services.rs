@@ -4,7 +4,10 @@
 //! refused whole with the maps unchanged, ids never reused, a restart that
 //! writes nothing, Kubernetes import, and the conntrack GC's accounting.
 
-use pilus_abi::consts::{LB_ALG_MAGLEV, LB_BACKEND_TERMINATING, LB_F_AFFINITY, LB_MAGLEV_M};
+use pilus_abi::consts::{
+    LB_ALG_MAGLEV, LB_BACKEND_TERMINATING, LB_F_AFFINITY, LB_F_ETP_LOCAL, LB_MAGLEV_M,
+    LB_TYPE_NODE_PORT,
+};
 use pilus_api_types::{self as api, PolicyFile};
 use pilus_controlplane::{
     ctgc::GcSchedule,
@@ -169,6 +172,43 @@ fn a_service_becomes_its_frontends_slots_backends_and_reverse_nat() {
     assert_eq!(bpf[0].backends.len(), 3, "slots: {:?}", bpf[0].backends);
     assert_eq!(cp.status().services, 1);
     assert_eq!(cp.status().frontends, 2);
+}
+
+/// externalTrafficPolicy: Local marks the service's NodePort frontends
+/// only (a ClusterIP serves every client from every backend); changing it
+/// back to Cluster clears the mark.
+#[test]
+fn external_traffic_policy_local_marks_the_nodeports_only() {
+    let (cp, dp, _) = fresh();
+    let mut s = svc(
+        "web",
+        &["198.19.128.10:80", "nodeport:0.0.0.0:30080"],
+        &["198.18.1.10:8080"],
+    );
+    s.external_traffic_policy = Some("Local".into());
+    cp.upsert_service(&s).unwrap();
+    let flags = |dp: &FakeDatapath| {
+        dp.maps()
+            .lb_services
+            .values()
+            .map(|v| (v.svc_type == LB_TYPE_NODE_PORT, v.flags))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        flags(&dp),
+        BTreeSet::from([(false, 0), (true, LB_F_ETP_LOCAL)])
+    );
+    assert_eq!(
+        cp.service_view("shop/web")
+            .unwrap()
+            .service
+            .external_traffic_policy
+            .as_deref(),
+        Some("Local")
+    );
+    s.external_traffic_policy = None;
+    cp.upsert_service(&s).unwrap();
+    assert_eq!(flags(&dp), BTreeSet::from([(false, 0), (true, 0)]));
 }
 
 /// The API's form as the agent gives it back (defaults filled in).

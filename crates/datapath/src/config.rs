@@ -182,14 +182,15 @@ pub struct NodeConfig {
     /// from this address (the node's, on its uplink, where `to_netdev`
     /// and `from_netdev` must be attached); `None`: off.
     pub masquerade_ip4: Option<Ipv4Addr>,
-    /// The ports masquerade allocates from.
+    /// The ports masquerade (and NodePort's SNAT) allocates from.
     pub nat_ports: NatPorts,
     /// NAT entries (`pilus_nat4`'s size, two per flow). Full, new flows to
     /// the outside are refused (a counted drop) until the GC makes room.
     pub nat_max_entries: u32,
     /// NodePort: connections from the network to this address (the
     /// node's, on its uplink) and a NodePort frontend's port are served by
-    /// this node's backends; `None`: off.
+    /// the frontend's backends, those on other nodes from this address and
+    /// a port of `nat_ports` (SNAT); `None`: off.
     pub nodeport_ip4: Option<Ipv4Addr>,
 }
 
@@ -244,7 +245,13 @@ impl NodeConfig {
         Globals {
             router_ip4: Be32::from(self.router_ip4),
             pod_cidr: Be32::from(self.pod_cidr.network()),
-            nat_ip4: Be32::from(self.masquerade_ip4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            // NodePort's SNAT (to another node's backend) uses masquerade's
+            // address, ports and table: the node's address either way.
+            nat_ip4: Be32::from(
+                self.masquerade_ip4
+                    .or(self.nodeport_ip4)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ),
             nodeport_ip4: Be32::from(self.nodeport_ip4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
             values: vec![
                 ("CONFIG_CT_LIFETIME_TCP", self.ct_lifetime_tcp),
@@ -257,6 +264,10 @@ impl NodeConfig {
                 ("CONFIG_POD_CIDR4_SIZE", self.pod_cidr.size()),
                 ("CONFIG_TUNNEL_IFINDEX", self.tunnel_ifindex),
                 ("CONFIG_TUNNEL_MTU", self.tunnel_mtu),
+                (
+                    "CONFIG_MASQUERADE",
+                    u32::from(self.masquerade_ip4.is_some()),
+                ),
                 ("CONFIG_NAT_PORT_MIN", u32::from(self.nat_ports.min())),
                 ("CONFIG_NAT_PORT_MAX", u32::from(self.nat_ports.max())),
             ],

@@ -17,7 +17,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use pilus_abi::consts::{
-    CALL_IPV4_FROM_LXC, CALL_IPV4_LB, CALL_IPV4_NODEPORT, CALL_IPV4_REV_SNAT, CALL_IPV4_TO_LXC,
+    CALL_IPV4_FROM_LXC, CALL_IPV4_LB, CALL_IPV4_NODEPORT, CALL_IPV4_NODEPORT_REPLY,
+    CALL_IPV4_REV_SNAT, CALL_IPV4_TO_LXC,
 };
 use std::{
     os::fd::{AsFd, BorrowedFd},
@@ -95,10 +96,13 @@ pub enum Program {
     /// Tail call: a packet to the masquerade address, a reply translated
     /// back to its pod and delivered.
     NatFromNetdev,
+    /// Tail call: a reply to a NodePort client that another node's backend
+    /// sent, translated back and sent out of the uplink.
+    NodeportReplyNetdev,
 }
 
 impl Program {
-    pub const ALL: [Program; 10] = [
+    pub const ALL: [Program; 11] = [
         Program::FromContainer,
         Program::ToContainer,
         Program::Ipv4FromLxc,
@@ -109,6 +113,7 @@ impl Program {
         Program::ToNetdev,
         Program::NodeportFromNetdev,
         Program::NatFromNetdev,
+        Program::NodeportReplyNetdev,
     ];
 
     /// The function name in its C file.
@@ -124,6 +129,7 @@ impl Program {
             Program::ToNetdev => "to_netdev",
             Program::NodeportFromNetdev => "nodeport_from_netdev",
             Program::NatFromNetdev => "nat_from_netdev",
+            Program::NodeportReplyNetdev => "nodeport_reply_netdev",
         }
     }
 
@@ -138,7 +144,8 @@ impl Program {
             Program::FromNetdev
             | Program::ToNetdev
             | Program::NodeportFromNetdev
-            | Program::NatFromNetdev => Object::Host,
+            | Program::NatFromNetdev
+            | Program::NodeportReplyNetdev => Object::Host,
         }
     }
 }
@@ -284,6 +291,7 @@ impl Datapath {
             &[
                 (CALL_IPV4_NODEPORT, Program::NodeportFromNetdev),
                 (CALL_IPV4_REV_SNAT, Program::NatFromNetdev),
+                (CALL_IPV4_NODEPORT_REPLY, Program::NodeportReplyNetdev),
             ],
         )?;
         set_tail_calls(&mut dp.ebpf, &host)?;

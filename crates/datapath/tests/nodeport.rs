@@ -3,9 +3,13 @@
 //! translated by `from_netdev` to a backend on this node (the client's
 //! address kept) and delivered, byte for byte with checksums; the backend's
 //! reply leaves the pod as it is and `to_netdev` sends it from the node's
-//! address and the NodePort again (not masqueraded). A NodePort without a
-//! backend on this node drops with its reason; other traffic to the node
-//! is left for the stack.
+//! address and the NodePort again (not masqueraded). A backend on another
+//! node (externalTrafficPolicy: Cluster) is reached from the node's address
+//! and a NAT port (DNAT and SNAT), sent back out of the uplink; its reply,
+//! to that address and port, goes back to the client from the NodePort,
+//! out of the uplink again. With externalTrafficPolicy: Local a NodePort
+//! without a backend on this node drops with its reason; other traffic to
+//! the node is left for the stack.
 
 mod common;
 use common::*;
@@ -26,11 +30,16 @@ const UPLINK_MAC: Mac = [0x06, 0, 0, 0, 0, 0x01];
 const GW_MAC: Mac = [0x06, 0, 0, 0, 0, 0xfe];
 
 /// NodePort and masquerade on, a NodePort frontend on 0.0.0.0:30080 over
-/// `backend`.
+/// `backend` (externalTrafficPolicy: Cluster).
 fn fixture(backend: Ipv4Addr, proto: u8) -> Fx {
+    fixture_with(backend, proto, 0, true)
+}
+
+/// `flags`: the frontend's `LB_F_*`; `masquerade`: on beside NodePort.
+fn fixture_with(backend: Ipv4Addr, proto: u8, flags: u8, masquerade: bool) -> Fx {
     let mut fx = Fx::with_config(|n| {
         n.nodeport_ip4 = Some(NODE_IP);
-        n.masquerade_ip4 = Some(NODE_IP);
+        n.masquerade_ip4 = masquerade.then_some(NODE_IP);
     });
     let key = Lb4Key {
         address: Be32::from(Ipv4Addr::UNSPECIFIED),
@@ -45,7 +54,7 @@ fn fixture(backend: Ipv4Addr, proto: u8) -> Fx {
         affinity_timeout: 0,
         svc_type: LB_TYPE_NODE_PORT,
         algorithm: LB_ALG_RANDOM,
-        flags: 0,
+        flags,
         _pad: [0; 5],
     };
     let be = Lb4Backend {
@@ -173,8 +182,8 @@ fn udp_to_a_nodeport_is_served_too() {
 }
 
 #[test]
-fn a_nodeport_without_a_backend_on_this_node_drops_with_its_reason() {
-    let mut fx = fixture(POD2, TCP);
+fn with_external_traffic_policy_local_a_nodeport_without_a_backend_here_drops_with_its_reason() {
+    let mut fx = fixture_with(POD2, TCP, LB_F_ETP_LOCAL, true);
     let syn = from_client().tcp(40000, NODE_PORT, SYN).build();
     let out = fx.run(Program::FromNetdev, fx.stray_ifindex, &syn);
     fx.expect_drop(&out, DROP_NO_LOCAL_BACKEND, "the only backend is on node 2");
@@ -195,4 +204,156 @@ fn other_traffic_to_the_node_is_left_for_the_stack() {
         fx.expect_ok(&out, what);
         assert_eq!(out.packet, pkt, "{what}: unchanged");
     }
+}
+
+/// The client's packet as another node's backend gets it: from the node's
+/// address, to POD2, routed (TTL 63) out of the uplink it came in on (the
+/// kernel's neighbour fills in the MACs).
+fn forwarded_to_pod2() -> PacketBuilder {
+    PacketBuilder::new(GW_MAC, UPLINK_MAC)
+        .ipv4(NODE_IP, POD2)
+        .ttl(63)
+}
+
+#[test]
+fn a_nodeport_connection_to_another_nodes_backend_leaves_from_the_node_and_its_reply_returns_from_the_nodeport(
+) {
+    // NodePort alone (no masquerade): its SNAT needs the node's address all
+    // the same.
+    let mut fx = fixture_with(POD2, TCP, 0, false);
+    let up = fx.stray_ifindex;
+    // A client port in the NAT range and free is kept.
+    const CPORT: u16 = 62000;
+    let syn = from_client()
+        .ip_id(7)
+        .tcp(CPORT, NODE_PORT, SYN)
+        .payload(b"GET");
+    let out = fx.run(Program::FromNetdev, up, &syn.build());
+    fx.expect_pass(
+        &out,
+        TC_ACT_REDIRECT,
+        "SYN to the NodePort: out to POD2's node",
+    );
+    let want = forwarded_to_pod2()
+        .ip_id(7)
+        .tcp(CPORT, BPORT, SYN)
+        .payload(b"GET")
+        .build();
+    assert_eq!(
+        out.packet, want,
+        "DNAT to POD2:8080 and SNAT to the node's address, TTL decremented"
+    );
+    checksums_ok(&out.packet, "DNAT + SNAT");
+
+    // Conntrack: the service entry pins POD2; the flow's entry, keyed by the
+    // client's translated tuple, names the frontend for the replies.
+    let ct = fx.dp.conntrack().unwrap();
+    let (_, se) = ct
+        .iter()
+        .find(|(k, _)| k.scope == CT_SCOPE_SERVICE)
+        .expect("a service entry");
+    assert_eq!(
+        (se.backend_addr.get(), se.backend_port.get()),
+        (u32::from(POD2), BPORT)
+    );
+    let (fk, fe) = ct
+        .iter()
+        .find(|(k, _)| k.scope == CT_SCOPE_FLOW)
+        .expect("the flow's entry");
+    assert_eq!(
+        (fk.saddr.get(), fk.daddr.get(), fk.dport.get()),
+        (u32::from(CLIENT), u32::from(POD2), BPORT)
+    );
+    assert_eq!(fe.rev_nat_index, FE);
+    // NAT: two entries, the way out and the way back.
+    let nat = fx.dp.nat_entries().unwrap();
+    assert_eq!(nat.len(), 2, "{nat:?}");
+    let (_, back) = nat
+        .iter()
+        .find(|(k, _)| k.direction == NAT_DIR_INGRESS)
+        .unwrap();
+    assert_eq!(
+        (back.to_addr.get(), back.to_port.get()),
+        (u32::from(CLIENT), CPORT),
+        "the reply's entry names the client"
+    );
+
+    // POD2 answers the node; the reply comes in on the uplink and leaves
+    // again, from the node's address and the NodePort, to the client.
+    let synack = PacketBuilder::new(GW_MAC, UPLINK_MAC)
+        .ipv4(POD2, NODE_IP)
+        .ttl(63)
+        .ip_id(8)
+        .tcp(BPORT, CPORT, SYN | ACK)
+        .build();
+    let out = fx.run(Program::FromNetdev, up, &synack);
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "SYN-ACK: back out to the client");
+    let want = PacketBuilder::new(GW_MAC, UPLINK_MAC)
+        .ipv4(NODE_IP, CLIENT)
+        .ttl(62)
+        .ip_id(8)
+        .tcp(NODE_PORT, CPORT, SYN | ACK)
+        .build();
+    assert_eq!(
+        out.packet, want,
+        "reverse SNAT to the client, reverse DNAT from NODE_IP:30080"
+    );
+    checksums_ok(&out.packet, "reverse SNAT + DNAT");
+
+    // The client's next segment takes the same backend and mapping.
+    let ack = from_client().ip_id(9).tcp(CPORT, NODE_PORT, ACK).build();
+    let out = fx.run(Program::FromNetdev, up, &ack);
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "ACK");
+    assert_eq!(
+        out.packet,
+        forwarded_to_pod2().ip_id(9).tcp(CPORT, BPORT, ACK).build()
+    );
+    assert_eq!(fx.dp.nat_entries().unwrap().len(), 2, "no second mapping");
+    assert!(fx.drops().is_empty(), "nothing dropped");
+}
+
+#[test]
+fn udp_to_another_nodes_backend_gets_a_nat_port_when_the_clients_is_out_of_range() {
+    let mut fx = fixture_with(POD2, UDP, 0, true);
+    let up = fx.stray_ifindex;
+    let q = from_client().udp(5353, NODE_PORT).payload(b"q").build();
+    let out = fx.run(Program::FromNetdev, up, &q);
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "UDP to the NodePort");
+    let nat = fx.dp.nat_entries().unwrap();
+    let (out_key, out_map) = nat
+        .iter()
+        .find(|(k, _)| k.direction == NAT_DIR_EGRESS)
+        .expect("the way out");
+    assert_eq!(
+        (out_key.saddr.get(), out_key.daddr.get()),
+        (u32::from(CLIENT), u32::from(POD2))
+    );
+    let port = out_map.to_port.get();
+    assert!(
+        (61000..=65535).contains(&port),
+        "a port of the NAT range, not {port}"
+    );
+    assert_eq!(
+        out.packet,
+        forwarded_to_pod2().udp(port, BPORT).payload(b"q").build()
+    );
+    checksums_ok(&out.packet, "UDP DNAT + SNAT");
+    let answer = PacketBuilder::new(GW_MAC, UPLINK_MAC)
+        .ipv4(POD2, NODE_IP)
+        .ttl(63)
+        .udp(BPORT, port)
+        .payload(b"a")
+        .build();
+    let out = fx.run(Program::FromNetdev, up, &answer);
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "the answer, back to the client");
+    assert_eq!(
+        out.packet,
+        PacketBuilder::new(GW_MAC, UPLINK_MAC)
+            .ipv4(NODE_IP, CLIENT)
+            .ttl(62)
+            .udp(NODE_PORT, 5353)
+            .payload(b"a")
+            .build()
+    );
+    checksums_ok(&out.packet, "UDP reverse SNAT + DNAT");
 }

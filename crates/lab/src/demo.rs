@@ -707,6 +707,7 @@ fn service(d: &mut Demo<'_>) -> Result<(), Error> {
         backends,
         algorithm: "random".into(),
         session_affinity_seconds: None,
+        external_traffic_policy: None,
     };
     let _: api::ServiceUpserted = d
         .client()

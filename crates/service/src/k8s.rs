@@ -10,8 +10,9 @@
 //!   `kubernetes.io/service-name: <name>`, one per endpoint address and
 //!   slice port that a service port of that name has: ready ones active,
 //!   serving-but-terminating ones terminating, the others left out;
-//! - `sessionAffinity: ClientIP` (with its timeout, default 10800 s), and
-//!   the algorithm from the annotation `service.cilium.io/lb-algorithm`.
+//! - `sessionAffinity: ClientIP` (with its timeout, default 10800 s),
+//!   `externalTrafficPolicy` (Cluster or Local, for the NodePorts), and the
+//!   algorithm from the annotation `service.cilium.io/lb-algorithm`.
 //!
 //! The documents are read strictly: a field Kubernetes does not define for
 //! these kinds (a typo) is refused with its path, as is any other kind.
@@ -92,7 +93,7 @@ struct ServiceSpec {
     session_affinity: Option<String>,
     session_affinity_config: Option<SessionAffinityConfig>,
     selector: Option<IgnoredAny>,
-    external_traffic_policy: Option<IgnoredAny>,
+    external_traffic_policy: Option<String>,
     internal_traffic_policy: Option<IgnoredAny>,
     ip_families: Option<IgnoredAny>,
     ip_family_policy: Option<IgnoredAny>,
@@ -519,6 +520,20 @@ fn service(
             ))
         }
     };
+    // Only a service with a NodePort has a policy for it (Kubernetes
+    // keeps the field on LoadBalancer and NodePort services only).
+    let external_traffic_policy = match s.spec.external_traffic_policy.as_deref() {
+        None | Some("Cluster") => None,
+        Some("Local") if frontends.iter().any(|f| f.kind == "NodePort") => Some("Local".into()),
+        Some("Local") => None,
+        Some(other) => {
+            return Err(doc_err(
+                doc,
+                "spec.externalTrafficPolicy",
+                format!("{other:?} is not Cluster or Local"),
+            ))
+        }
+    };
     Service::from_api(&api::Service {
         namespace,
         name,
@@ -526,6 +541,7 @@ fn service(
         backends,
         algorithm,
         session_affinity_seconds: affinity,
+        external_traffic_policy,
     })
     .map(Some)
 }
@@ -553,6 +569,7 @@ spec:
   selector: {app: web}
   sessionAffinity: ClientIP
   sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}
+  externalTrafficPolicy: Local
   ports:
   - {name: http, port: 80, targetPort: 8080, protocol: TCP, nodePort: 30080}
   - {name: dns, port: 53, targetPort: dns, protocol: UDP}
@@ -619,6 +636,14 @@ ports:
         );
         assert_eq!(s.algorithm, crate::Algorithm::Maglev);
         assert_eq!(s.affinity_seconds, Some(600));
+        assert_eq!(s.traffic_policy, crate::TrafficPolicy::Local);
+        // Without the field: Kubernetes' default, Cluster.
+        let cluster =
+            parse_documents(&WEB.replace("  externalTrafficPolicy: Local\n", ""), "w").unwrap();
+        assert_eq!(
+            cluster.services[0].traffic_policy,
+            crate::TrafficPolicy::Cluster
+        );
         assert!(
             imp.skipped
                 .iter()
@@ -686,6 +711,13 @@ ports:
             (
                 WEB.replace("198.18.1.10]", "198.18.1.999]"),
                 "backends[0].address",
+            ),
+            (
+                WEB.replace(
+                    "externalTrafficPolicy: Local",
+                    "externalTrafficPolicy: Nearest",
+                ),
+                "spec.externalTrafficPolicy: \"Nearest\" is not Cluster or Local",
             ),
             ("kind: [Service\nspec: {".to_string(), "not YAML or JSON"),
         ];

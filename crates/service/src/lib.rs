@@ -15,5 +15,5 @@ pub use check::check_change;
 pub use error::Error;
 pub use model::{
     selectable, Algorithm, Backend, BackendState, Frontend, FrontendKey, FrontendType, Protocol,
-    Service, ServiceId,
+    Service, ServiceId, TrafficPolicy,
 };

@@ -201,6 +201,36 @@ impl Algorithm {
     }
 }
 
+/// Kubernetes' `externalTrafficPolicy`: which backends serve a NodePort.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrafficPolicy {
+    /// Every backend; one on another node is reached from the receiving
+    /// node's address (SNAT), so it does not see the client's.
+    #[default]
+    Cluster,
+    /// The receiving node's backends only, which see the client's address;
+    /// a node without one drops the connection.
+    Local,
+}
+
+impl TrafficPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrafficPolicy::Cluster => "Cluster",
+            TrafficPolicy::Local => "Local",
+        }
+    }
+
+    /// Kubernetes' spelling; `None` (not given) is Cluster.
+    pub fn parse(s: Option<&str>) -> Option<TrafficPolicy> {
+        match s {
+            None | Some("Cluster") => Some(TrafficPolicy::Cluster),
+            Some("Local") => Some(TrafficPolicy::Local),
+            Some(_) => None,
+        }
+    }
+}
+
 /// A checked service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
@@ -209,6 +239,8 @@ pub struct Service {
     pub backends: Vec<Backend>,
     pub algorithm: Algorithm,
     pub affinity_seconds: Option<u32>,
+    /// Applies to the NodePort frontends.
+    pub traffic_policy: TrafficPolicy,
 }
 
 /// A DNS-1123 label: what Kubernetes requires of namespace and service
@@ -462,12 +494,31 @@ impl Service {
                 ));
             }
         }
+        let traffic_policy = TrafficPolicy::parse(s.external_traffic_policy.as_deref())
+            .ok_or_else(|| {
+                bad(
+                    "external_traffic_policy".into(),
+                    format!(
+                        "{:?} is not one of Cluster, Local",
+                        s.external_traffic_policy.as_deref().unwrap_or_default()
+                    ),
+                )
+            })?;
+        if traffic_policy == TrafficPolicy::Local
+            && !frontends.iter().any(|f| f.kind == FrontendType::NodePort)
+        {
+            return Err(bad(
+                "external_traffic_policy".into(),
+                "Local applies to NodePort frontends, and the service has none".into(),
+            ));
+        }
         Ok(Service {
             id,
             frontends,
             backends,
             algorithm,
             affinity_seconds: s.session_affinity_seconds,
+            traffic_policy,
         })
     }
 
@@ -499,6 +550,10 @@ impl Service {
                 .collect(),
             algorithm: self.algorithm.name().into(),
             session_affinity_seconds: self.affinity_seconds,
+            external_traffic_policy: match self.traffic_policy {
+                TrafficPolicy::Cluster => None,
+                TrafficPolicy::Local => Some(TrafficPolicy::Local.name().into()),
+            },
         }
     }
 
@@ -556,6 +611,7 @@ pub fn from_flags<S: AsRef<str>>(
             .collect::<Result<_, _>>()?,
         algorithm: api::default_algorithm(),
         session_affinity_seconds: None,
+        external_traffic_policy: None,
     })
 }
 
@@ -648,6 +704,7 @@ mod tests {
             ],
             algorithm: "maglev".into(),
             session_affinity_seconds: Some(600),
+            external_traffic_policy: None,
         }
     }
 
@@ -758,6 +815,16 @@ mod tests {
                 |s| s.session_affinity_seconds = Some(86_401),
                 "session_affinity_seconds",
             ),
+            (
+                "traffic policy spelling",
+                |s| s.external_traffic_policy = Some("local".into()),
+                "\"local\" is not one of Cluster, Local",
+            ),
+            (
+                "traffic policy without a NodePort",
+                |s| s.external_traffic_policy = Some("Local".into()),
+                "Local applies to NodePort frontends",
+            ),
         ];
         for (what, edit, want) in cases {
             let mut s = svc();
@@ -769,6 +836,25 @@ mod tests {
         let mut s = svc();
         s.frontends[0] = parse_frontend_flag("nodeport:0.0.0.0:30080").unwrap();
         assert!(Service::from_api(&s).is_ok());
+    }
+
+    /// externalTrafficPolicy: Cluster when not given (Kubernetes' default,
+    /// and not written back), Local kept through the round trip.
+    #[test]
+    fn the_external_traffic_policy_defaults_to_cluster_and_round_trips() {
+        let mut s = svc();
+        s.frontends
+            .push(parse_frontend_flag("nodeport:0.0.0.0:30080").unwrap());
+        let c = Service::from_api(&s).unwrap();
+        assert_eq!(c.traffic_policy, TrafficPolicy::Cluster);
+        assert_eq!(c.to_api().external_traffic_policy, None);
+        s.external_traffic_policy = Some("Cluster".into());
+        assert_eq!(Service::from_api(&s).unwrap(), c);
+        s.external_traffic_policy = Some("Local".into());
+        let l = Service::from_api(&s).unwrap();
+        assert_eq!(l.traffic_policy, TrafficPolicy::Local);
+        assert_eq!(l.to_api().external_traffic_policy.as_deref(), Some("Local"));
+        assert_eq!(Service::from_api(&l.to_api()).unwrap(), l);
     }
 
     #[test]
