@@ -9,8 +9,11 @@
 //! node's own connection keeps its own port, and pod to pod across nodes
 //! keeps working beside it, in tunnel and direct mode.
 //!
-//! NodePort: an outside client reaches a NodePort on the node that runs
-//! its backend, which sees the client's address; the other node drops it.
+//! NodePort (externalTrafficPolicy Cluster, then Local), in tunnel and
+//! direct mode: an outside client reaches a NodePort on the node that runs
+//! its backend, which sees the client's address, and on the other node,
+//! which forwards it from its own address; with Local, the other node drops
+//! it and the backend's node still serves it.
 //!
 //! Needs root and etcd; fails (never skips) without them. The lab and the
 //! outside namespace are removed when the test ends, also on failure.
@@ -124,66 +127,21 @@ fn events(fx: &LabNode, node: &str, kind: &str) -> Vec<api::MonitorEvent> {
     b.events
 }
 
-/// Issue 11's NodePort: a NodePort frontend (0.0.0.0:30080) over
-/// frontend-1 (on node-1). An outside client reaches it on node-1's
-/// address, the backend sees the client's own address (its to-endpoint
-/// trace), and the answer comes back from node-1:30080 (the client's
-/// socket, connected there, accepts nothing else). node-2 has no backend of
-/// it: the connection is dropped there with DROP_NO_LOCAL_BACKEND.
-#[test]
-fn a_nodeport_is_served_by_the_nodes_own_backend_with_the_clients_address() {
-    let _one = serial();
-    let fx = LabNode::cluster("t11nport", 2, 1, Routing::Tunnel);
-    let outside = Outside::new(&fx.lab, "out", OUTSIDE_IP).expect("the outside host");
-    let backend = fx.lab.pod("frontend-1").unwrap().ip;
-    let svc = api::Service {
-        namespace: "edge".into(),
-        name: "web".into(),
-        frontends: vec![api::ServiceFrontend {
-            kind: "NodePort".into(),
-            address: "0.0.0.0".into(),
-            port: 30080,
-            protocol: "TCP".into(),
-            port_name: String::new(),
-        }],
-        backends: vec![api::ServiceBackend {
-            address: backend.to_string(),
-            port: 80,
-            weight: 1,
-            state: "active".into(),
-            port_name: String::new(),
-        }],
-        algorithm: "random".into(),
-        session_affinity_seconds: None,
-        external_traffic_policy: None,
-    };
-    // The store may answer slowly on a loaded machine (a 503 that changed
-    // nothing): try again.
-    lab_fixture::wait_for("the NodePort service", Duration::from_secs(20), || {
-        fx.client("node-1")
-            .post_json::<_, api::ServiceUpserted>(paths::SERVICES, &svc)
-            .is_ok()
-    });
-    let node = |i: usize| fx.lab.state.plan.nodes[i].underlay_ip;
-    let probe = |ip, timeout| {
-        serve::probe(
-            &outside.netns_path(),
-            SocketAddrV4::new(ip, 30080),
-            Proto::Tcp,
-            timeout,
-        )
-    };
-    match probe(node(0), YES) {
-        Probe::Reply { reply, .. } => assert_eq!(reply, "hello from frontend-1"),
-        other => panic!("outside -> node-1:30080: {other:?}"),
-    }
-    // The agent drains the ring buffer on a timer: wait for the trace.
+/// Waits for `node`'s trace of a packet delivered to `backend`:80 from
+/// `src`: whom the backend saw the connection from.
+fn wait_for_delivery(
+    fx: &LabNode,
+    node: &str,
+    src: std::net::Ipv4Addr,
+    backend: std::net::Ipv4Addr,
+) {
     let mut last = Vec::new();
+    // The agent drains the ring buffer on a timer: wait for the trace.
     let seen = (0..50).any(|_| {
-        last = events(&fx, "node-1", "trace");
+        last = events(fx, node, "trace");
         let found = last.iter().any(|e| {
             e.observation_point == "to-endpoint"
-                && e.packet.src_ip == Some(OUTSIDE_IP)
+                && e.packet.src_ip == Some(src)
                 && e.packet.dst_ip == Some(backend)
                 && e.packet.dst_port == Some(80)
         });
@@ -205,21 +163,118 @@ fn a_nodeport_is_served_by_the_nodes_own_backend_with_the_clients_address() {
         .collect();
     assert!(
         seen,
-        "frontend-1 got the connection from the client's own address: {summary:#?}"
+        "{backend} on {node} got the connection from {src}: {summary:#?}"
+    );
+}
+
+/// Issue 11's NodePort: a NodePort frontend (0.0.0.0:30080) over
+/// frontend-1 (on node-1), reached by an outside client.
+///
+/// - externalTrafficPolicy Cluster (the default): on node-1's address the
+///   backend sees the client's own address (its to-endpoint trace); on
+///   node-2's, node-2 forwards the connection from its own address (the
+///   backend sees node-2's) and the answer comes back from node-2:30080.
+///   The client's socket, connected there, accepts nothing else.
+/// - Local: node-2, with no backend of its own, drops the connection with
+///   DROP_NO_LOCAL_BACKEND; node-1 still serves it.
+fn nodeport_with_each_traffic_policy(prefix: &str, routing: Routing) {
+    let _one = serial();
+    let fx = LabNode::cluster(prefix, 2, 1, routing);
+    let outside = Outside::new(&fx.lab, "out", OUTSIDE_IP).expect("the outside host");
+    let backend = fx.lab.pod("frontend-1").unwrap().ip;
+    let mut svc = api::Service {
+        namespace: "edge".into(),
+        name: "web".into(),
+        frontends: vec![api::ServiceFrontend {
+            kind: "NodePort".into(),
+            address: "0.0.0.0".into(),
+            port: 30080,
+            protocol: "TCP".into(),
+            port_name: String::new(),
+        }],
+        backends: vec![api::ServiceBackend {
+            address: backend.to_string(),
+            port: 80,
+            weight: 1,
+            state: "active".into(),
+            port_name: String::new(),
+        }],
+        algorithm: "random".into(),
+        session_affinity_seconds: None,
+        external_traffic_policy: None,
+    };
+    let upsert = |svc: &api::Service| {
+        // The store may answer slowly on a loaded machine (a 503 that
+        // changed nothing): try again.
+        lab_fixture::wait_for("the NodePort service", Duration::from_secs(20), || {
+            fx.client("node-1")
+                .post_json::<_, api::ServiceUpserted>(paths::SERVICES, svc)
+                .is_ok()
+        });
+    };
+    upsert(&svc);
+    let node = |i: usize| fx.lab.state.plan.nodes[i].underlay_ip;
+    let probe = |ip, timeout| {
+        serve::probe(
+            &outside.netns_path(),
+            SocketAddrV4::new(ip, 30080),
+            Proto::Tcp,
+            timeout,
+        )
+    };
+    let served = |ip| {
+        matches!(probe(ip, Duration::from_millis(500)),
+            Probe::Reply { reply, .. } if reply == "hello from frontend-1")
+    };
+    match probe(node(0), YES) {
+        Probe::Reply { reply, .. } => assert_eq!(reply, "hello from frontend-1"),
+        other => panic!("outside -> node-1:30080: {other:?}"),
+    }
+    wait_for_delivery(&fx, "node-1", OUTSIDE_IP, backend);
+
+    // node-2 learns the service through etcd and forwards to node-1's
+    // backend from its own address.
+    lab_fixture::wait_for(
+        "node-2 serves the NodePort from node-1's backend",
+        Duration::from_secs(15),
+        || served(node(1)),
+    );
+    for _ in 0..3 {
+        match probe(node(1), YES) {
+            Probe::Reply { reply, .. } => assert_eq!(reply, "hello from frontend-1"),
+            other => panic!("outside -> node-2:30080 (Cluster): {other:?}"),
+        }
+    }
+    wait_for_delivery(&fx, "node-1", node(1), backend);
+    assert!(
+        !events(&fx, "node-2", "drop")
+            .iter()
+            .any(|e| e.packet.src_ip == Some(OUTSIDE_IP)),
+        "node-2 dropped none of the client's packets"
     );
 
-    // node-2 learns the service through etcd; it has no backend of it.
+    // Local: only the backend's node serves.
+    svc.external_traffic_policy = Some("Local".into());
+    upsert(&svc);
     lab_fixture::wait_for("node-2 drops the NodePort", Duration::from_secs(15), || {
         let r = probe(node(1), Duration::from_millis(300));
-        assert!(
-            !matches!(r, Probe::Reply { .. }),
-            "node-2 has no backend: {r:?}"
-        );
-        events(&fx, "node-2", "drop").iter().any(|e| {
-            e.reason
-                .as_ref()
-                .is_some_and(|r| r.name == "DROP_NO_LOCAL_BACKEND")
-                && e.packet.src_ip == Some(OUTSIDE_IP)
-        })
+        !matches!(r, Probe::Reply { .. })
+            && events(&fx, "node-2", "drop").iter().any(|e| {
+                e.reason
+                    .as_ref()
+                    .is_some_and(|r| r.name == "DROP_NO_LOCAL_BACKEND")
+                    && e.packet.src_ip == Some(OUTSIDE_IP)
+            })
     });
+    assert!(served(node(0)), "node-1 still serves it (Local)");
+}
+
+#[test]
+fn tunnel_mode_a_nodeport_is_served_on_either_node_and_only_locally_with_local_policy() {
+    nodeport_with_each_traffic_policy("t11npt", Routing::Tunnel);
+}
+
+#[test]
+fn direct_mode_a_nodeport_is_served_on_either_node_and_only_locally_with_local_policy() {
+    nodeport_with_each_traffic_policy("t11npd", Routing::Direct);
 }
