@@ -255,6 +255,9 @@ fn prometheus_scrapes_the_agent_and_the_drop_counter_moves_with_denied_traffic()
     let drops = r#"sum(pilus_drop_packets_total{job="pilus",reason="DROP_POLICY"})"#;
     let scrapes = r#"count_over_time(up{job="pilus"}[1h])"#;
     let before = query(&lab, drops).expect("the drop counter is scraped before any drop");
+    // The readiness probes' connections closed before the policy came: none
+    // of their last packets is judged by it (serve::probe closes both ways).
+    assert_eq!(before, 0.0, "no policy drop before any denied traffic");
     // Allowed traffic, and two more scrapes: the drop counter stands still
     // while the forward counter moves.
     let forwarded = r#"sum(pilus_forward_packets_total{job="pilus"})"#;

@@ -114,7 +114,17 @@ pub fn probe(netns: &Path, dst: SocketAddrV4, proto: Proto, timeout: Duration) -
     let got = match proto {
         Proto::Tcp => TcpStream::connect_timeout(&dst.into(), timeout).and_then(|mut s| {
             s.set_read_timeout(Some(timeout))?;
-            s.read(&mut buf)
+            let n = s.read(&mut buf)?;
+            // Closed both ways before the probe returns: our FIN, then the
+            // server's, whose ACK has left (through the datapath) when the
+            // read sees the end. Otherwise a policy change right after the
+            // probe judges that last ACK: dropped, and the server's FIN
+            // retransmitted (and its ACK dropped again) for a minute, drops
+            // no test asked for.
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut rest = [0u8; 256];
+            while matches!(s.read(&mut rest), Ok(k) if k > 0) {}
+            Ok(n)
         }),
         Proto::Udp => UdpSocket::bind("0.0.0.0:0").and_then(|s| {
             s.set_read_timeout(Some(timeout))?;
