@@ -156,9 +156,8 @@ static __always_inline int nodeport_select_local(const struct lb4_service *svc,
  * Translates a packet from the network to a NodePort frontend: the flow's
  * pinned backend, or a new choice (among this node's backends only with
  * externalTrafficPolicy: Local) pinned in a service conntrack entry; then
- * DNAT, and *p with it. *rev_nat is the
- * frontend's id, for the flow's own conntrack entry. Anything else is left
- * as it is.
+ * DNAT, and *p with it. *rev_nat is the frontend's id, for the flow's own
+ * conntrack entry. Anything else is left as it is.
  */
 static __always_inline int nodeport_lb(struct __sk_buff *ctx, struct pkt4 *p, __u32 now,
 				       __u32 *rev_nat)
