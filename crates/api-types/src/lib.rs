@@ -652,6 +652,10 @@ pub struct BpfLbFrontend {
     pub count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_seconds: Option<u32>,
+    /// A NodePort with externalTrafficPolicy: Local: new flows choose among
+    /// this node's backends only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local_traffic_only: bool,
     /// The backends new flows choose from, `address:port`, in slot order
     /// (random) or as the Maglev table holds them (each once).
     pub backends: Vec<String>,

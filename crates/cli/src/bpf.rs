@@ -167,7 +167,11 @@ pub fn run(c: &Client, cmd: BpfCommand, out: Output) -> Result<()> {
                 t.row(vec![
                     e.frontend.clone(),
                     e.id.to_string(),
-                    e.kind.clone(),
+                    if e.local_traffic_only {
+                        format!("{} (Local)", e.kind)
+                    } else {
+                        e.kind.clone()
+                    },
                     e.algorithm.clone(),
                     e.generation.to_string(),
                     e.count.to_string(),

@@ -645,6 +645,7 @@ impl ServiceManager {
                 generation: v.generation,
                 count: v.count,
                 affinity_seconds: (v.flags & LB_F_AFFINITY != 0).then_some(v.affinity_timeout),
+                local_traffic_only: v.flags & LB_F_ETP_LOCAL != 0,
                 backends: chosen,
                 rev_nat: rev
                     .get(&v.id)

@@ -198,6 +198,15 @@ fn external_traffic_policy_local_marks_the_nodeports_only() {
         flags(&dp),
         BTreeSet::from([(false, 0), (true, LB_F_ETP_LOCAL)])
     );
+    // `pilus bpf lb list` says which frontend is Local.
+    let local: Vec<_> = cp
+        .bpf_lb()
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.local_traffic_only)
+        .map(|f| f.frontend)
+        .collect();
+    assert_eq!(local, ["0.0.0.0:30080/TCP"]);
     assert_eq!(
         cp.service_view("shop/web")
             .unwrap()
