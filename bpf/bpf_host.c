@@ -76,10 +76,10 @@ static __always_inline void from_netdev_forwarding(struct __sk_buff *ctx, const 
 }
 
 /*
- * Tail call target for a NodePort connection from the network (from_netdev
- * saw a NodePort frontend for it): translated to a backend
- * (lib/nodeport.h) and delivered when it is on this node, or forwarded from
- * the node's address to the backend's node.
+ * Tail call target for a connection from the network to a NodePort,
+ * externalIP or LoadBalancer frontend (from_netdev saw it): translated to a
+ * backend (lib/nodeport.h) and delivered when it is on this node, or
+ * forwarded from the node's address to the backend's node.
  */
 SEC("classifier")
 int nodeport_from_netdev(struct __sk_buff *ctx)
@@ -160,7 +160,7 @@ int nodeport_reply_netdev(struct __sk_buff *ctx)
 /*
  * Attachment/entry point is ingress for the node's uplink.
  * It corresponds to packets arriving from the network: a connection to a
- * NodePort (nodeport_from_netdev) and a reply to a masqueraded flow
+ * NodePort, externalIP or LoadBalancer frontend (nodeport_from_netdev) and a reply to a masqueraded flow
  * (nat_from_netdev) go to their own programs, which translate and deliver
  * them (tail calls: one program for all of it was too many paths to
  * verify); for a local pod, packets go straight to it, judged by its
@@ -183,9 +183,11 @@ int from_netdev(struct __sk_buff *ctx)
 	if (ret < 0)
 		/* Not ours to judge: the node's own stack decides. */
 		return TC_ACT_OK;
-	/* (A NodePort is never in masquerade's port range, so a reply is
-	 * never taken for a NodePort connection.) */
-	if (CONFIG_NODEPORT_IP4 && p.tuple.daddr == CONFIG_NODEPORT_IP4 && nodeport_wants(&p)) {
+	/* To a NodePort on the node's address, or to an externalIP or
+	 * LoadBalancer address the network routes here. (A NodePort is never
+	 * in masquerade's port range, so a reply is never taken for a NodePort
+	 * connection.) */
+	if (CONFIG_NODEPORT_IP4 && nodeport_wants(&p)) {
 		bpf_tail_call(ctx, &pilus_calls, CALL_IPV4_NODEPORT);
 		return from_netdev_drop(ctx, &p, -DROP_MISSED_TAIL_CALL);
 	}

@@ -19,6 +19,11 @@
  * externalTrafficPolicy: Local (LB_F_ETP_LOCAL) chooses among this node's
  * backends only, and a node without one drops the connection
  * (DROP_NO_LOCAL_BACKEND): the client's address always reaches the backend.
+ *
+ * An externalIP or LoadBalancer frontend, whose address the network routes
+ * to the node, is served the same way, from its own address: a local
+ * backend's reply is put back to it by the pod's program (lb4_rev_nat, as
+ * for a pod client), a remote backend's by nodeport_reply_remote.
  */
 #ifndef PILUS_NODEPORT_H
 #define PILUS_NODEPORT_H
@@ -43,23 +48,31 @@
  * seen. */
 #define NODEPORT_LOCAL_SCAN	64
 
-/* Is this packet from the network for a NodePort frontend (the tail
- * call's business)? Not a translated reply: the caller asks only for
- * packets still addressed to the node. */
+/* Is this packet from the network for a NodePort, externalIP or
+ * LoadBalancer frontend (the tail call's business)? */
 static __always_inline bool nodeport_wants(const struct pkt4 *p);
 
-/* The NodePort frontend a packet from the network is addressed to: one on
- * every node address (0.0.0.0, as Kubernetes' nodePort is written; its
- * reverse-NAT entry's address 0 is what tells to_netdev and the pod's
- * program apart). */
+/* The frontend a packet from the network is addressed to: to the node's
+ * address, a NodePort (on every node address: 0.0.0.0, as Kubernetes'
+ * nodePort is written; its reverse-NAT entry's address 0 is what tells
+ * to_netdev and the pod's program apart); to any other address, an
+ * externalIP or LoadBalancer frontend of that address, which the network
+ * routes to the node (as Cilium serves them on from-netdev). A ClusterIP is
+ * the cluster's own: never served from outside. */
 static __always_inline struct lb4_service *nodeport_lookup(const struct pkt4 *p,
 							   struct lb4_key *key)
 {
 	struct lb4_service *svc;
 
-	*key = lb4_key_of(0, p->tuple.dport, p->tuple.protocol);
+	if (p->tuple.daddr == CONFIG_NODEPORT_IP4) {
+		*key = lb4_key_of(0, p->tuple.dport, p->tuple.protocol);
+		svc = bpf_map_lookup_elem(&pilus_lb4_svc, key);
+		return svc && svc->svc_type == LB_TYPE_NODE_PORT ? svc : NULL;
+	}
+	*key = lb4_key_of(p->tuple.daddr, p->tuple.dport, p->tuple.protocol);
 	svc = bpf_map_lookup_elem(&pilus_lb4_svc, key);
-	return svc && svc->svc_type == LB_TYPE_NODE_PORT ? svc : NULL;
+	return svc && (svc->svc_type == LB_TYPE_EXTERNAL_IP ||
+		       svc->svc_type == LB_TYPE_LOAD_BALANCER) ? svc : NULL;
 }
 
 /* The scan's state, for bpf_loop's callback. */
@@ -202,10 +215,10 @@ static __always_inline int nodeport_lb(struct __sk_buff *ctx, struct pkt4 *p, __
 	return CTX_ACT_OK;
 }
 
-/* The NodePort a flow's replies must come from, when its conntrack entry
- * names one (a NodePort's reverse-NAT address is 0, the node's; a
- * ClusterIP's replies are translated by the pod's program). */
-static __always_inline bool nodeport_rev_port(const struct ct_entry *e, __be16 *port)
+/* The frontend a flow's replies must come from, when its conntrack entry
+ * names one: its address (0 for a NodePort: the node's) and port. */
+static __always_inline bool nodeport_rev_frontend(const struct ct_entry *e, __be32 *addr,
+						  __be16 *port)
 {
 	struct lb4_reverse_nat *rn;
 	__u32 idx;
@@ -214,8 +227,9 @@ static __always_inline bool nodeport_rev_port(const struct ct_entry *e, __be16 *
 		return false;
 	idx = e->rev_nat_index;
 	rn = bpf_map_lookup_elem(&pilus_lb4_rnat, &idx);
-	if (!rn || rn->address)
+	if (!rn)
 		return false;
+	*addr = rn->address;
 	*port = rn->port;
 	return true;
 }
@@ -231,13 +245,16 @@ static __always_inline int nodeport_rev_dnat(struct __sk_buff *ctx, const struct
 					     __u32 now)
 {
 	struct ct_key4 rev;
+	__be32 addr;
 	__be16 port;
 	int ret;
 
 	if (p->tuple.protocol != IPPROTO_TCP && p->tuple.protocol != IPPROTO_UDP)
 		return 0;
 	ct_key_reverse(&p->tuple, &rev);
-	if (!nodeport_rev_port(ct_find(&rev, now), &port))
+	/* Only a NodePort's (address 0): the pod's program already put an
+	 * externalIP's or a LoadBalancer's address back (lb4_rev_nat). */
+	if (!nodeport_rev_frontend(ct_find(&rev, now), &addr, &port) || addr)
 		return 0;
 	ret = lb4_rewrite(ctx, p, false, p->tuple.saddr, CONFIG_NODEPORT_IP4, p->tuple.sport,
 			  port);
@@ -309,9 +326,10 @@ static __always_inline int nodeport_fwd_remote(struct __sk_buff *ctx, const stru
 
 /*
  * After reverse SNAT (lib/nat.h) to an address that is no local pod: the
- * reply of a NodePort connection this node forwarded to another node's
- * backend leaves from the node's address and the NodePort again, straight
- * back out of the uplink to the client. Returns 0 when the packet is no
+ * reply of a connection this node forwarded to another node's backend
+ * leaves from its frontend again (the node's address and the NodePort, or
+ * the externalIP's or LoadBalancer's address and port), straight back out
+ * of the uplink to the client. Returns 0 when the packet is no
  * such reply (the caller goes on), TC_ACT_REDIRECT, or -DROP_*.
  */
 static __always_inline int nodeport_reply_remote(struct __sk_buff *ctx, const struct pkt4 *p,
@@ -319,16 +337,17 @@ static __always_inline int nodeport_reply_remote(struct __sk_buff *ctx, const st
 {
 	struct ct_entry *entry;
 	__u32 now = bpf_mono_now();
+	__be32 addr;
 	__be16 port;
 	int ret;
 
 	if (p->tuple.protocol != IPPROTO_TCP && p->tuple.protocol != IPPROTO_UDP)
 		return 0;
 	n->ct_state = ct_lookup4(p, ctx->len, now, &entry);
-	if (n->ct_state != CT_REPLY || !nodeport_rev_port(entry, &port))
+	if (n->ct_state != CT_REPLY || !nodeport_rev_frontend(entry, &addr, &port))
 		return 0;
-	ret = lb4_rewrite(ctx, p, false, p->tuple.saddr, CONFIG_NODEPORT_IP4, p->tuple.sport,
-			  port);
+	ret = lb4_rewrite(ctx, p, false, p->tuple.saddr, addr ? addr : CONFIG_NODEPORT_IP4,
+			  p->tuple.sport, port);
 	if (ret < 0)
 		return ret;
 	ret = nodeport_redirect_uplink(ctx);

@@ -9,11 +9,12 @@
 //! node's own connection keeps its own port, and pod to pod across nodes
 //! keeps working beside it, in tunnel and direct mode.
 //!
-//! NodePort (externalTrafficPolicy Cluster, then Local), in tunnel and
-//! direct mode: an outside client reaches a NodePort on the node that runs
-//! its backend, which sees the client's address, and on the other node,
-//! which forwards it from its own address; with Local, the other node drops
-//! it and the backend's node still serves it.
+//! NodePort and externalIP (externalTrafficPolicy Cluster, then Local), in
+//! tunnel and direct mode: an outside client reaches a NodePort, or an
+//! externalIP its route sends to either node, on the node that runs its
+//! backend, which sees the client's address, and on the other node, which
+//! forwards it from its own address; with Local, the other node drops it
+//! and the backend's node still serves it.
 //!
 //! Needs root and etcd; fails (never skips) without them. The lab and the
 //! outside namespace are removed when the test ends, also on failure.
@@ -30,6 +31,9 @@ use pilus_lab::{
 use std::{net::SocketAddrV4, time::Duration};
 
 const YES: Duration = Duration::from_secs(3);
+/// An externalIP: neither a node's nor in a pod CIDR; the outside's route
+/// sends it to a node.
+const EXTERNAL_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 201, 10);
 
 /// One lab at a time (a cluster is two agents and etcd on two cores).
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -167,17 +171,20 @@ fn wait_for_delivery(
     );
 }
 
-/// Issue 11's NodePort: a NodePort frontend (0.0.0.0:30080) over
-/// frontend-1 (on node-1), reached by an outside client.
+/// Issue 11's NodePort and externalIP: a service with a NodePort frontend
+/// (0.0.0.0:30080) and an externalIP one (EXTERNAL_IP:80) over frontend-1
+/// (on node-1), reached by an outside client (whose route for the
+/// externalIP names node-1, then node-2, as a network announcing it would).
 ///
-/// - externalTrafficPolicy Cluster (the default): on node-1's address the
-///   backend sees the client's own address (its to-endpoint trace); on
-///   node-2's, node-2 forwards the connection from its own address (the
-///   backend sees node-2's) and the answer comes back from node-2:30080.
-///   The client's socket, connected there, accepts nothing else.
+/// - externalTrafficPolicy Cluster (the default): through node-1 the
+///   backend sees the client's own address (its to-endpoint trace);
+///   through node-2, node-2 forwards the connection from its own address
+///   (the backend sees node-2's) and the answer comes back from the
+///   frontend (node-2:30080, EXTERNAL_IP:80). The client's socket,
+///   connected there, accepts nothing else.
 /// - Local: node-2, with no backend of its own, drops the connection with
 ///   DROP_NO_LOCAL_BACKEND; node-1 still serves it.
-fn nodeport_with_each_traffic_policy(prefix: &str, routing: Routing) {
+fn nodeport_and_external_ip_with_each_traffic_policy(prefix: &str, routing: Routing) {
     let _one = serial();
     let fx = LabNode::cluster(prefix, 2, 1, routing);
     let outside = Outside::new(&fx.lab, "out", OUTSIDE_IP).expect("the outside host");
@@ -185,13 +192,22 @@ fn nodeport_with_each_traffic_policy(prefix: &str, routing: Routing) {
     let mut svc = api::Service {
         namespace: "edge".into(),
         name: "web".into(),
-        frontends: vec![api::ServiceFrontend {
-            kind: "NodePort".into(),
-            address: "0.0.0.0".into(),
-            port: 30080,
-            protocol: "TCP".into(),
-            port_name: String::new(),
-        }],
+        frontends: vec![
+            api::ServiceFrontend {
+                kind: "NodePort".into(),
+                address: "0.0.0.0".into(),
+                port: 30080,
+                protocol: "TCP".into(),
+                port_name: String::new(),
+            },
+            api::ServiceFrontend {
+                kind: "ExternalIP".into(),
+                address: EXTERNAL_IP.to_string(),
+                port: 80,
+                protocol: "TCP".into(),
+                port_name: String::new(),
+            },
+        ],
         backends: vec![api::ServiceBackend {
             address: backend.to_string(),
             port: 80,
@@ -214,16 +230,16 @@ fn nodeport_with_each_traffic_policy(prefix: &str, routing: Routing) {
     };
     upsert(&svc);
     let node = |i: usize| fx.lab.state.plan.nodes[i].underlay_ip;
-    let probe = |ip, timeout| {
-        serve::probe(
-            &outside.netns_path(),
-            SocketAddrV4::new(ip, 30080),
-            Proto::Tcp,
-            timeout,
-        )
-    };
+    let probe_to =
+        |to: SocketAddrV4, timeout| serve::probe(&outside.netns_path(), to, Proto::Tcp, timeout);
+    let probe = |ip, timeout| probe_to(SocketAddrV4::new(ip, 30080), timeout);
     let served = |ip| {
         matches!(probe(ip, Duration::from_millis(500)),
+            Probe::Reply { reply, .. } if reply == "hello from frontend-1")
+    };
+    let external = SocketAddrV4::new(EXTERNAL_IP, 80);
+    let served_external = || {
+        matches!(probe_to(external, Duration::from_millis(500)),
             Probe::Reply { reply, .. } if reply == "hello from frontend-1")
     };
     match probe(node(0), YES) {
@@ -253,28 +269,59 @@ fn nodeport_with_each_traffic_policy(prefix: &str, routing: Routing) {
         "node-2 dropped none of the client's packets"
     );
 
+    // The externalIP, routed to node-1 (the backend's), then to node-2: the
+    // answer (on a socket connected to the externalIP) comes from it.
+    outside.route(EXTERNAL_IP, node(0)).expect("route");
+    match probe_to(external, YES) {
+        Probe::Reply { reply, .. } => assert_eq!(reply, "hello from frontend-1"),
+        other => panic!("outside -> {external} via node-1: {other:?}"),
+    }
+    outside.route(EXTERNAL_IP, node(1)).expect("route");
+    match probe_to(external, YES) {
+        Probe::Reply { reply, .. } => assert_eq!(reply, "hello from frontend-1"),
+        other => panic!("outside -> {external} via node-2 (Cluster): {other:?}"),
+    }
+
     // Local: only the backend's node serves.
     svc.external_traffic_policy = Some("Local".into());
     upsert(&svc);
+    let dropped_on_node_2 = |port: u16| {
+        events(&fx, "node-2", "drop").iter().any(|e| {
+            e.reason
+                .as_ref()
+                .is_some_and(|r| r.name == "DROP_NO_LOCAL_BACKEND")
+                && e.packet.src_ip == Some(OUTSIDE_IP)
+                && e.packet.dst_port == Some(port)
+        })
+    };
     lab_fixture::wait_for("node-2 drops the NodePort", Duration::from_secs(15), || {
         let r = probe(node(1), Duration::from_millis(300));
-        !matches!(r, Probe::Reply { .. })
-            && events(&fx, "node-2", "drop").iter().any(|e| {
-                e.reason
-                    .as_ref()
-                    .is_some_and(|r| r.name == "DROP_NO_LOCAL_BACKEND")
-                    && e.packet.src_ip == Some(OUTSIDE_IP)
-            })
+        !matches!(r, Probe::Reply { .. }) && dropped_on_node_2(30080)
     });
+    // The externalIP's route still names node-2.
+    let r = probe_to(external, Duration::from_millis(500));
+    assert!(
+        !matches!(r, Probe::Reply { .. }),
+        "node-2 does not serve the externalIP (Local): {r:?}"
+    );
+    lab_fixture::wait_for(
+        "node-2 drops the externalIP's connection",
+        Duration::from_secs(5),
+        || dropped_on_node_2(80),
+    );
     assert!(served(node(0)), "node-1 still serves it (Local)");
+    outside.route(EXTERNAL_IP, node(0)).expect("route");
+    assert!(served_external(), "node-1 serves the externalIP (Local)");
 }
 
 #[test]
-fn tunnel_mode_a_nodeport_is_served_on_either_node_and_only_locally_with_local_policy() {
-    nodeport_with_each_traffic_policy("t11npt", Routing::Tunnel);
+fn tunnel_mode_a_nodeport_and_an_external_ip_are_served_on_either_node_and_only_locally_with_local_policy(
+) {
+    nodeport_and_external_ip_with_each_traffic_policy("t11npt", Routing::Tunnel);
 }
 
 #[test]
-fn direct_mode_a_nodeport_is_served_on_either_node_and_only_locally_with_local_policy() {
-    nodeport_with_each_traffic_policy("t11npd", Routing::Direct);
+fn direct_mode_a_nodeport_and_an_external_ip_are_served_on_either_node_and_only_locally_with_local_policy(
+) {
+    nodeport_and_external_ip_with_each_traffic_policy("t11npd", Routing::Direct);
 }

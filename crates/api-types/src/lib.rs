@@ -546,7 +546,8 @@ pub struct Service {
     /// client's last new connection (Kubernetes' `ClientIP`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity_seconds: Option<u32>,
-    /// Kubernetes' `externalTrafficPolicy` of the NodePort frontends:
+    /// Kubernetes' `externalTrafficPolicy` of the frontends reached from
+    /// outside (NodePort, ExternalIP, LoadBalancer):
     /// `Cluster` (the default: any backend, one on another node reached
     /// from the receiving node's address) or `Local` (the receiving node's
     /// backends only, the client's address kept; a node without one drops).

@@ -75,7 +75,8 @@ pub struct UpsertArgs {
     /// `Cluster` (default: any backend, one on another node reached from
     /// the receiving node's address) or `Local` (the receiving node's
     /// backends only, which see the client's address): Kubernetes'
-    /// externalTrafficPolicy, for the NodePort frontends.
+    /// externalTrafficPolicy, for the NodePort, ExternalIP and LoadBalancer
+    /// frontends.
     #[arg(long, value_name = "POLICY")]
     external_traffic_policy: Option<String>,
     /// A JSON or YAML file holding the service in the API's form.

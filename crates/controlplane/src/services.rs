@@ -656,14 +656,15 @@ impl ServiceManager {
     }
 }
 
-/// The datapath's `LB_F_*` of frontend `f`: affinity, and for a NodePort
-/// externalTrafficPolicy: Local.
+/// The datapath's `LB_F_*` of frontend `f`: affinity, and for one reached
+/// from outside (NodePort, ExternalIP, LoadBalancer) externalTrafficPolicy:
+/// Local.
 fn lb_flags(s: &Service, f: &Frontend) -> u8 {
     let mut flags = 0;
     if s.affinity_seconds.is_some() {
         flags |= LB_F_AFFINITY;
     }
-    if f.kind == FrontendType::NodePort && s.traffic_policy == TrafficPolicy::Local {
+    if f.kind.is_external() && s.traffic_policy == TrafficPolicy::Local {
         flags |= LB_F_ETP_LOCAL;
     }
     flags

@@ -6,7 +6,7 @@
 
 use pilus_abi::consts::{
     LB_ALG_MAGLEV, LB_BACKEND_TERMINATING, LB_F_AFFINITY, LB_F_ETP_LOCAL, LB_MAGLEV_M,
-    LB_TYPE_NODE_PORT,
+    LB_TYPE_CLUSTER_IP, LB_TYPE_EXTERNAL_IP, LB_TYPE_NODE_PORT,
 };
 use pilus_api_types::{self as api, PolicyFile};
 use pilus_controlplane::{
@@ -174,15 +174,19 @@ fn a_service_becomes_its_frontends_slots_backends_and_reverse_nat() {
     assert_eq!(cp.status().frontends, 2);
 }
 
-/// externalTrafficPolicy: Local marks the service's NodePort frontends
-/// only (a ClusterIP serves every client from every backend); changing it
-/// back to Cluster clears the mark.
+/// externalTrafficPolicy: Local marks the service's frontends reached
+/// from outside (NodePort, ExternalIP) only (a ClusterIP serves every
+/// client from every backend); changing it back to Cluster clears the mark.
 #[test]
-fn external_traffic_policy_local_marks_the_nodeports_only() {
+fn external_traffic_policy_local_marks_the_external_frontends_only() {
     let (cp, dp, _) = fresh();
     let mut s = svc(
         "web",
-        &["198.19.128.10:80", "nodeport:0.0.0.0:30080"],
+        &[
+            "198.19.128.10:80",
+            "nodeport:0.0.0.0:30080",
+            "externalip:198.19.201.10:80",
+        ],
         &["198.18.1.10:8080"],
     );
     s.external_traffic_policy = Some("Local".into());
@@ -191,12 +195,16 @@ fn external_traffic_policy_local_marks_the_nodeports_only() {
         dp.maps()
             .lb_services
             .values()
-            .map(|v| (v.svc_type == LB_TYPE_NODE_PORT, v.flags))
+            .map(|v| (v.svc_type, v.flags))
             .collect::<BTreeSet<_>>()
     };
     assert_eq!(
         flags(&dp),
-        BTreeSet::from([(false, 0), (true, LB_F_ETP_LOCAL)])
+        BTreeSet::from([
+            (LB_TYPE_CLUSTER_IP, 0),
+            (LB_TYPE_NODE_PORT, LB_F_ETP_LOCAL),
+            (LB_TYPE_EXTERNAL_IP, LB_F_ETP_LOCAL)
+        ])
     );
     // `pilus bpf lb list` says which frontend is Local.
     let local: Vec<_> = cp
@@ -206,7 +214,7 @@ fn external_traffic_policy_local_marks_the_nodeports_only() {
         .filter(|f| f.local_traffic_only)
         .map(|f| f.frontend)
         .collect();
-    assert_eq!(local, ["0.0.0.0:30080/TCP"]);
+    assert_eq!(local, ["0.0.0.0:30080/TCP", "198.19.201.10:80/TCP"]);
     assert_eq!(
         cp.service_view("shop/web")
             .unwrap()
@@ -217,7 +225,14 @@ fn external_traffic_policy_local_marks_the_nodeports_only() {
     );
     s.external_traffic_policy = None;
     cp.upsert_service(&s).unwrap();
-    assert_eq!(flags(&dp), BTreeSet::from([(false, 0), (true, 0)]));
+    assert_eq!(
+        flags(&dp),
+        BTreeSet::from([
+            (LB_TYPE_CLUSTER_IP, 0),
+            (LB_TYPE_NODE_PORT, 0),
+            (LB_TYPE_EXTERNAL_IP, 0)
+        ])
+    );
 }
 
 /// The API's form as the agent gives it back (defaults filled in).

@@ -9,7 +9,9 @@
 //! to that address and port, goes back to the client from the NodePort,
 //! out of the uplink again. With externalTrafficPolicy: Local a NodePort
 //! without a backend on this node drops with its reason; other traffic to
-//! the node is left for the stack.
+//! the node is left for the stack. An externalIP or LoadBalancer address
+//! routed to the node is served the same way, its replies coming from that
+//! address and port; a ClusterIP is never served from outside.
 
 mod common;
 use common::*;
@@ -28,6 +30,9 @@ const BPORT: u16 = 8080;
 const FE: u32 = 9;
 const UPLINK_MAC: Mac = [0x06, 0, 0, 0, 0, 0x01];
 const GW_MAC: Mac = [0x06, 0, 0, 0, 0, 0xfe];
+/// An externalIP (or LoadBalancer) address the network routes to the node.
+const EXT_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 201, 10);
+const EXT_PORT: u16 = 80;
 
 /// NodePort and masquerade on, a NodePort frontend on 0.0.0.0:30080 over
 /// `backend` (externalTrafficPolicy: Cluster).
@@ -37,13 +42,25 @@ fn fixture(backend: Ipv4Addr, proto: u8) -> Fx {
 
 /// `flags`: the frontend's `LB_F_*`; `masquerade`: on beside NodePort.
 fn fixture_with(backend: Ipv4Addr, proto: u8, flags: u8, masquerade: bool) -> Fx {
+    let nodeport = (Ipv4Addr::UNSPECIFIED, NODE_PORT, LB_TYPE_NODE_PORT);
+    fixture_for(nodeport, backend, proto, flags, masquerade)
+}
+
+/// The frontend `(address, port, LB_TYPE_*)` over `backend`.
+fn fixture_for(
+    (address, port, svc_type): (Ipv4Addr, u16, u8),
+    backend: Ipv4Addr,
+    proto: u8,
+    flags: u8,
+    masquerade: bool,
+) -> Fx {
     let mut fx = Fx::with_config(|n| {
         n.nodeport_ip4 = Some(NODE_IP);
         n.masquerade_ip4 = masquerade.then_some(NODE_IP);
     });
     let key = Lb4Key {
-        address: Be32::from(Ipv4Addr::UNSPECIFIED),
-        dport: Be16::new(NODE_PORT),
+        address: Be32::from(address),
+        dport: Be16::new(port),
         protocol: proto,
         scope: 0,
     };
@@ -52,7 +69,7 @@ fn fixture_with(backend: Ipv4Addr, proto: u8, flags: u8, masquerade: bool) -> Fx
         generation: 1,
         count: 0,
         affinity_timeout: 0,
-        svc_type: LB_TYPE_NODE_PORT,
+        svc_type,
         algorithm: LB_ALG_RANDOM,
         flags,
         _pad: [0; 5],
@@ -356,4 +373,119 @@ fn udp_to_another_nodes_backend_gets_a_nat_port_when_the_clients_is_out_of_range
             .build()
     );
     checksums_ok(&out.packet, "UDP reverse SNAT + DNAT");
+}
+
+/// The client's packet to the externalIP (or LoadBalancer) address.
+fn to_external() -> PacketBuilder {
+    PacketBuilder::new(GW_MAC, UPLINK_MAC).ipv4(CLIENT, EXT_IP)
+}
+
+#[test]
+fn an_external_ip_or_load_balancer_address_reaches_the_local_backend_and_answers_from_itself() {
+    for (what, svc_type) in [
+        ("ExternalIP", LB_TYPE_EXTERNAL_IP),
+        ("LoadBalancer", LB_TYPE_LOAD_BALANCER),
+    ] {
+        let mut fx = fixture_for((EXT_IP, EXT_PORT, svc_type), IP_B, TCP, 0, true);
+        let up = fx.stray_ifindex;
+        let syn = to_external().ip_id(3).tcp(40000, EXT_PORT, SYN).build();
+        let out = fx.run(Program::FromNetdev, up, &syn);
+        fx.expect_pass(
+            &out,
+            TC_ACT_REDIRECT,
+            &format!("{what}: SYN delivered to B"),
+        );
+        assert_eq!(
+            out.packet,
+            delivered_to_b().ip_id(3).tcp(40000, BPORT, SYN).build(),
+            "{what}: DNAT to B:8080, the client's address kept"
+        );
+        checksums_ok(&out.packet, "DNAT");
+
+        // B's answer leaves its own program from the frontend's address
+        // (the pod's reverse NAT, as for a pod client), and the uplink
+        // leaves it as it is: not masqueraded, not taken for a NodePort's.
+        let synack = |src: Ipv4Addr, sport: u16| {
+            PacketBuilder::new(MAC_B, NODE_MAC_B)
+                .ipv4(src, CLIENT)
+                .ip_id(4)
+                .tcp(sport, 40000, SYN | ACK)
+        };
+        let out = fx.send_b(&synack(IP_B, BPORT).build());
+        fx.expect_ok(&out, &format!("{what}: SYN-ACK from B"));
+        assert_eq!(
+            out.packet,
+            synack(EXT_IP, EXT_PORT).build(),
+            "{what}: reverse NAT in B's program"
+        );
+        checksums_ok(&out.packet, "reverse NAT");
+        let routed = PacketBuilder::new(UPLINK_MAC, GW_MAC)
+            .ipv4(EXT_IP, CLIENT)
+            .ttl(63)
+            .ip_id(4)
+            .tcp(EXT_PORT, 40000, SYN | ACK)
+            .build();
+        let out = fx.run(Program::ToNetdev, up, &routed);
+        fx.expect_ok(&out, &format!("{what}: SYN-ACK leaving"));
+        assert_eq!(out.packet, routed, "{what}: unchanged on the uplink");
+        assert!(fx.dp.nat_entries().unwrap().is_empty(), "{what}: no NAT");
+        assert!(fx.drops().is_empty(), "{what}: nothing dropped");
+    }
+}
+
+#[test]
+fn an_external_ip_served_by_another_nodes_backend_answers_from_the_external_ip() {
+    let fe = (EXT_IP, EXT_PORT, LB_TYPE_EXTERNAL_IP);
+    let mut fx = fixture_for(fe, POD2, TCP, 0, false);
+    let up = fx.stray_ifindex;
+    const CPORT: u16 = 62000;
+    let syn = to_external().ip_id(7).tcp(CPORT, EXT_PORT, SYN).build();
+    let out = fx.run(Program::FromNetdev, up, &syn);
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "SYN: out to POD2's node");
+    assert_eq!(
+        out.packet,
+        forwarded_to_pod2().ip_id(7).tcp(CPORT, BPORT, SYN).build(),
+        "DNAT to POD2:8080 and SNAT to the node's address"
+    );
+    checksums_ok(&out.packet, "DNAT + SNAT");
+    let synack = PacketBuilder::new(GW_MAC, UPLINK_MAC)
+        .ipv4(POD2, NODE_IP)
+        .ttl(63)
+        .ip_id(8)
+        .tcp(BPORT, CPORT, SYN | ACK)
+        .build();
+    let out = fx.run(Program::FromNetdev, up, &synack);
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "SYN-ACK: back out to the client");
+    assert_eq!(
+        out.packet,
+        PacketBuilder::new(GW_MAC, UPLINK_MAC)
+            .ipv4(EXT_IP, CLIENT)
+            .ttl(62)
+            .ip_id(8)
+            .tcp(EXT_PORT, CPORT, SYN | ACK)
+            .build(),
+        "reverse SNAT to the client, from EXT_IP:80"
+    );
+    checksums_ok(&out.packet, "reverse SNAT + DNAT");
+    assert!(fx.drops().is_empty(), "nothing dropped");
+}
+
+#[test]
+fn with_external_traffic_policy_local_an_external_ip_without_a_backend_here_drops() {
+    let fe = (EXT_IP, EXT_PORT, LB_TYPE_EXTERNAL_IP);
+    let mut fx = fixture_for(fe, POD2, TCP, LB_F_ETP_LOCAL, true);
+    let syn = to_external().tcp(40000, EXT_PORT, SYN).build();
+    let out = fx.run(Program::FromNetdev, fx.stray_ifindex, &syn);
+    fx.expect_drop(&out, DROP_NO_LOCAL_BACKEND, "the only backend is on node 2");
+}
+
+#[test]
+fn a_cluster_ip_is_never_served_from_outside() {
+    let fe = (EXT_IP, EXT_PORT, LB_TYPE_CLUSTER_IP);
+    let mut fx = fixture_for(fe, IP_B, TCP, 0, true);
+    let syn = to_external().tcp(40000, EXT_PORT, SYN).build();
+    let out = fx.run(Program::FromNetdev, fx.stray_ifindex, &syn);
+    fx.expect_ok(&out, "to the stack, which has no route for it");
+    assert_eq!(out.packet, syn, "untranslated");
+    assert!(fx.dp.conntrack().unwrap().is_empty(), "not tracked");
 }

@@ -72,6 +72,14 @@ impl Outside {
         Ok(out)
     }
 
+    /// Routes `dest`/32 through `via` (a node's underlay address), as a
+    /// network routes an externalIP or LoadBalancer address to the node
+    /// that announces it; replaces any earlier route to `dest`.
+    pub fn route(&self, dest: Ipv4Addr, via: Ipv4Addr) -> Result<(), LabError> {
+        let (dest, via) = (format!("{dest}/32"), via.to_string());
+        ip(&["-n", &self.netns, "route", "replace", &dest, "via", &via])
+    }
+
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.netns)
     }

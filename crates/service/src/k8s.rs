@@ -11,8 +11,9 @@
 //!   slice port that a service port of that name has: ready ones active,
 //!   serving-but-terminating ones terminating, the others left out;
 //! - `sessionAffinity: ClientIP` (with its timeout, default 10800 s),
-//!   `externalTrafficPolicy` (Cluster or Local, for the NodePorts), and the
-//!   algorithm from the annotation `service.cilium.io/lb-algorithm`.
+//!   `externalTrafficPolicy` (Cluster or Local, for the addresses reached
+//!   from outside), and the algorithm from the annotation
+//!   `service.cilium.io/lb-algorithm`.
 //!
 //! The documents are read strictly: a field Kubernetes does not define for
 //! these kinds (a typo) is refused with its path, as is any other kind.
@@ -520,11 +521,11 @@ fn service(
             ))
         }
     };
-    // Only a service with a NodePort has a policy for it (Kubernetes
-    // keeps the field on LoadBalancer and NodePort services only).
+    // Only a service reached from outside (a NodePort, an externalIP, a
+    // LoadBalancer address) has a policy for it, as in Kubernetes.
     let external_traffic_policy = match s.spec.external_traffic_policy.as_deref() {
         None | Some("Cluster") => None,
-        Some("Local") if frontends.iter().any(|f| f.kind == "NodePort") => Some("Local".into()),
+        Some("Local") if frontends.iter().any(|f| f.kind != "ClusterIP") => Some("Local".into()),
         Some("Local") => None,
         Some(other) => {
             return Err(doc_err(

@@ -46,9 +46,10 @@ impl FromStr for ServiceId {
     }
 }
 
-/// Kubernetes' frontend kinds. Only ClusterIP, ExternalIP and LoadBalancer
-/// addresses are served to pods by the datapath today; NodePort frontends
-/// are kept and written to the maps for the node's uplink (a later issue).
+/// Kubernetes' frontend kinds. Pods reach ClusterIP, ExternalIP and
+/// LoadBalancer addresses through their own programs (a NodePort through
+/// the stack); the network reaches NodePort, ExternalIP and LoadBalancer
+/// frontends on a node's uplink (with `pilusd --node-port`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FrontendType {
     ClusterIp,
@@ -72,6 +73,12 @@ impl FrontendType {
             FrontendType::ExternalIp => "ExternalIP",
             FrontendType::LoadBalancer => "LoadBalancer",
         }
+    }
+
+    /// Reached from outside the cluster (Kubernetes' "external" addresses,
+    /// the ones externalTrafficPolicy governs): all but ClusterIP.
+    pub fn is_external(self) -> bool {
+        self != FrontendType::ClusterIp
     }
 
     /// By name, case-insensitively (`clusterip`, `ClusterIP`).
@@ -239,7 +246,8 @@ pub struct Service {
     pub backends: Vec<Backend>,
     pub algorithm: Algorithm,
     pub affinity_seconds: Option<u32>,
-    /// Applies to the NodePort frontends.
+    /// Applies to the external frontends (NodePort, ExternalIP,
+    /// LoadBalancer).
     pub traffic_policy: TrafficPolicy,
 }
 
@@ -504,12 +512,12 @@ impl Service {
                     ),
                 )
             })?;
-        if traffic_policy == TrafficPolicy::Local
-            && !frontends.iter().any(|f| f.kind == FrontendType::NodePort)
+        if traffic_policy == TrafficPolicy::Local && !frontends.iter().any(|f| f.kind.is_external())
         {
             return Err(bad(
                 "external_traffic_policy".into(),
-                "Local applies to NodePort frontends, and the service has none".into(),
+                "Local applies to NodePort, ExternalIP and LoadBalancer frontends, and the service has none"
+                    .into(),
             ));
         }
         Ok(Service {
@@ -821,9 +829,9 @@ mod tests {
                 "\"local\" is not one of Cluster, Local",
             ),
             (
-                "traffic policy without a NodePort",
+                "traffic policy without an external frontend",
                 |s| s.external_traffic_policy = Some("Local".into()),
-                "Local applies to NodePort frontends",
+                "Local applies to NodePort, ExternalIP and LoadBalancer frontends",
             ),
         ];
         for (what, edit, want) in cases {
