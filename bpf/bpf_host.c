@@ -31,13 +31,15 @@
  * at from-network and to-endpoint; anything else goes to the stack.
  * `rev_nat`: the frontend a new flow was translated from, 0 if none.
  */
-static __always_inline int from_netdev_deliver(struct __sk_buff *ctx, const struct pkt4 *p,
-					       __u32 rev_nat)
+__global_subprog int from_netdev_deliver(struct __sk_buff *ctx, const struct pkt4 *p,
+					 __u32 rev_nat)
 {
 	struct endpoint_info *ep;
 	struct notify n;
 	int ret;
 
+	if (!p) /* never: a global function's pointers may be NULL */
+		return TC_ACT_OK;
 	ep = lookup_ep_by_ip(p->tuple.daddr);
 	if (!ep)
 		return TC_ACT_OK;

@@ -172,8 +172,8 @@ static __always_inline int nodeport_select_local(const struct lb4_service *svc,
  * DNAT, and *p with it. *rev_nat is the frontend's id, for the flow's own
  * conntrack entry. Anything else is left as it is.
  */
-static __always_inline int nodeport_lb(struct __sk_buff *ctx, struct pkt4 *p, __u32 now,
-				       __u32 *rev_nat)
+__global_subprog int nodeport_lb(struct __sk_buff *ctx, struct pkt4 *p, __u32 now,
+				 __u32 *rev_nat)
 {
 	struct lb4_backend be = {};
 	struct lb4_service *svcp, svc;
@@ -182,6 +182,8 @@ static __always_inline int nodeport_lb(struct __sk_buff *ctx, struct pkt4 *p, __
 	__u32 backend_id = 0;
 	int ret;
 
+	if (!p || !rev_nat) /* never: a global function's pointers may be NULL */
+		return CTX_ACT_OK;
 	if ((p->tuple.protocol != IPPROTO_TCP && p->tuple.protocol != IPPROTO_UDP) ||
 	    p->icmp_error)
 		return CTX_ACT_OK;
@@ -284,13 +286,16 @@ static __always_inline int nodeport_redirect_uplink(struct __sk_buff *ctx)
  * underlay. Reported at to-overlay or to-network. Returns TC_ACT_REDIRECT
  * or -DROP_*.
  */
-static __always_inline int nodeport_fwd_remote(struct __sk_buff *ctx, const struct pkt4 *p,
-					       __u32 rev_nat, struct notify *n)
+__global_subprog int nodeport_fwd_remote(struct __sk_buff *ctx, const struct pkt4 *p,
+					 __u32 rev_nat, struct notify *n)
 {
 	struct ipcache_value *info;
 	struct ct_entry *entry;
 	__u32 now = bpf_mono_now();
 	int ret, ct_status;
+
+	if (!p || !n) /* never: a global function's pointers may be NULL */
+		return -DROP_INVALID_IPV4;
 
 	ct_status = ct_lookup4(p, ctx->len, now, &entry);
 	n->ct_state = ct_status;
