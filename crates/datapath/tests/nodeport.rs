@@ -232,25 +232,21 @@ fn forwarded_to_pod2() -> PacketBuilder {
         .ttl(63)
 }
 
-#[test]
-fn a_nodeport_connection_to_another_nodes_backend_leaves_from_the_node_and_its_reply_returns_from_the_nodeport(
-) {
-    // NodePort alone (no masquerade): its SNAT needs the node's address all
-    // the same.
-    let mut fx = fixture_with(POD2, TCP, 0, false);
-    let up = fx.stray_ifindex;
-    // A client port in the NAT range and free is kept.
-    const CPORT: u16 = 62000;
-    let syn = from_client()
+/// A client port in the NAT range and free is kept.
+const CPORT: u16 = 62000;
+
+/// The client's SYN to frontend `to` (address, port): DNAT to POD2:8080
+/// and SNAT to the node's address (CPORT kept), routed back out of the
+/// uplink.
+fn syn_forwarded_to_pod2(fx: &mut Fx, to: (Ipv4Addr, u16)) {
+    let syn = PacketBuilder::new(GW_MAC, UPLINK_MAC)
+        .ipv4(CLIENT, to.0)
         .ip_id(7)
-        .tcp(CPORT, NODE_PORT, SYN)
-        .payload(b"GET");
-    let out = fx.run(Program::FromNetdev, up, &syn.build());
-    fx.expect_pass(
-        &out,
-        TC_ACT_REDIRECT,
-        "SYN to the NodePort: out to POD2's node",
-    );
+        .tcp(CPORT, to.1, SYN)
+        .payload(b"GET")
+        .build();
+    let out = fx.run(Program::FromNetdev, fx.stray_ifindex, &syn);
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "SYN: out to POD2's node");
     let want = forwarded_to_pod2()
         .ip_id(7)
         .tcp(CPORT, BPORT, SYN)
@@ -261,6 +257,40 @@ fn a_nodeport_connection_to_another_nodes_backend_leaves_from_the_node_and_its_r
         "DNAT to POD2:8080 and SNAT to the node's address, TTL decremented"
     );
     checksums_ok(&out.packet, "DNAT + SNAT");
+}
+
+/// POD2's SYN-ACK to the node comes in on the uplink and leaves again to
+/// the client, from frontend `from` (address, port).
+fn synack_back_from(fx: &mut Fx, from: (Ipv4Addr, u16)) {
+    let synack = PacketBuilder::new(GW_MAC, UPLINK_MAC)
+        .ipv4(POD2, NODE_IP)
+        .ttl(63)
+        .ip_id(8)
+        .tcp(BPORT, CPORT, SYN | ACK)
+        .build();
+    let out = fx.run(Program::FromNetdev, fx.stray_ifindex, &synack);
+    fx.expect_pass(&out, TC_ACT_REDIRECT, "SYN-ACK: back out to the client");
+    let want = PacketBuilder::new(GW_MAC, UPLINK_MAC)
+        .ipv4(from.0, CLIENT)
+        .ttl(62)
+        .ip_id(8)
+        .tcp(from.1, CPORT, SYN | ACK)
+        .build();
+    assert_eq!(
+        out.packet, want,
+        "reverse SNAT to the client, reverse DNAT from the frontend"
+    );
+    checksums_ok(&out.packet, "reverse SNAT + DNAT");
+}
+
+#[test]
+fn a_nodeport_connection_to_another_nodes_backend_leaves_from_the_node_and_its_reply_returns_from_the_nodeport(
+) {
+    // NodePort alone (no masquerade): its SNAT needs the node's address all
+    // the same.
+    let mut fx = fixture_with(POD2, TCP, 0, false);
+    let up = fx.stray_ifindex;
+    syn_forwarded_to_pod2(&mut fx, (NODE_IP, NODE_PORT));
 
     // Conntrack: the service entry pins POD2; the flow's entry, keyed by the
     // client's translated tuple, names the frontend for the replies.
@@ -297,25 +327,7 @@ fn a_nodeport_connection_to_another_nodes_backend_leaves_from_the_node_and_its_r
 
     // POD2 answers the node; the reply comes in on the uplink and leaves
     // again, from the node's address and the NodePort, to the client.
-    let synack = PacketBuilder::new(GW_MAC, UPLINK_MAC)
-        .ipv4(POD2, NODE_IP)
-        .ttl(63)
-        .ip_id(8)
-        .tcp(BPORT, CPORT, SYN | ACK)
-        .build();
-    let out = fx.run(Program::FromNetdev, up, &synack);
-    fx.expect_pass(&out, TC_ACT_REDIRECT, "SYN-ACK: back out to the client");
-    let want = PacketBuilder::new(GW_MAC, UPLINK_MAC)
-        .ipv4(NODE_IP, CLIENT)
-        .ttl(62)
-        .ip_id(8)
-        .tcp(NODE_PORT, CPORT, SYN | ACK)
-        .build();
-    assert_eq!(
-        out.packet, want,
-        "reverse SNAT to the client, reverse DNAT from NODE_IP:30080"
-    );
-    checksums_ok(&out.packet, "reverse SNAT + DNAT");
+    synack_back_from(&mut fx, (NODE_IP, NODE_PORT));
 
     // The client's next segment takes the same backend and mapping.
     let ack = from_client().ip_id(9).tcp(CPORT, NODE_PORT, ACK).build();
@@ -437,36 +449,8 @@ fn an_external_ip_or_load_balancer_address_reaches_the_local_backend_and_answers
 fn an_external_ip_served_by_another_nodes_backend_answers_from_the_external_ip() {
     let fe = (EXT_IP, EXT_PORT, LB_TYPE_EXTERNAL_IP);
     let mut fx = fixture_for(fe, POD2, TCP, 0, false);
-    let up = fx.stray_ifindex;
-    const CPORT: u16 = 62000;
-    let syn = to_external().ip_id(7).tcp(CPORT, EXT_PORT, SYN).build();
-    let out = fx.run(Program::FromNetdev, up, &syn);
-    fx.expect_pass(&out, TC_ACT_REDIRECT, "SYN: out to POD2's node");
-    assert_eq!(
-        out.packet,
-        forwarded_to_pod2().ip_id(7).tcp(CPORT, BPORT, SYN).build(),
-        "DNAT to POD2:8080 and SNAT to the node's address"
-    );
-    checksums_ok(&out.packet, "DNAT + SNAT");
-    let synack = PacketBuilder::new(GW_MAC, UPLINK_MAC)
-        .ipv4(POD2, NODE_IP)
-        .ttl(63)
-        .ip_id(8)
-        .tcp(BPORT, CPORT, SYN | ACK)
-        .build();
-    let out = fx.run(Program::FromNetdev, up, &synack);
-    fx.expect_pass(&out, TC_ACT_REDIRECT, "SYN-ACK: back out to the client");
-    assert_eq!(
-        out.packet,
-        PacketBuilder::new(GW_MAC, UPLINK_MAC)
-            .ipv4(EXT_IP, CLIENT)
-            .ttl(62)
-            .ip_id(8)
-            .tcp(EXT_PORT, CPORT, SYN | ACK)
-            .build(),
-        "reverse SNAT to the client, from EXT_IP:80"
-    );
-    checksums_ok(&out.packet, "reverse SNAT + DNAT");
+    syn_forwarded_to_pod2(&mut fx, (EXT_IP, EXT_PORT));
+    synack_back_from(&mut fx, (EXT_IP, EXT_PORT));
     assert!(fx.drops().is_empty(), "nothing dropped");
 }
 
