@@ -162,12 +162,12 @@ int nodeport_reply_netdev(struct __sk_buff *ctx)
 /*
  * Attachment/entry point is ingress for the node's uplink.
  * It corresponds to packets arriving from the network: a connection to a
- * NodePort, externalIP or LoadBalancer frontend (nodeport_from_netdev) and a reply to a masqueraded flow
- * (nat_from_netdev) go to their own programs, which translate and deliver
- * them (tail calls: one program for all of it was too many paths to
- * verify); for a local pod, packets go straight to it, judged by its
- * ingress policy (reported at from-network and to-endpoint); the rest to
- * the stack.
+ * NodePort, externalIP or LoadBalancer frontend (nodeport_from_netdev) and
+ * a reply to a masqueraded flow (nat_from_netdev) go to their own programs,
+ * which translate and deliver them (tail calls: one program for all of it
+ * was too many paths to verify); for a local pod, packets go straight to
+ * it, judged by its ingress policy (reported at from-network and
+ * to-endpoint); the rest to the stack.
  */
 SEC("classifier")
 int from_netdev(struct __sk_buff *ctx)

@@ -13,12 +13,18 @@ static __always_inline struct endpoint_info *lookup_ep_by_ifindex(__u32 ifindex)
 	return bpf_map_lookup_elem(&pilus_lxc_if, &ifindex);
 }
 
+/* The address's slot in this node's pod CIDR: CONFIG_POD_CIDR4_SIZE or
+ * more outside it (the subtraction wraps past the size). */
+static __always_inline __u32 pod_cidr_index(__be32 ip4)
+{
+	return bpf_ntohl(ip4) - bpf_ntohl(CONFIG_POD_CIDR4);
+}
+
 static __always_inline struct endpoint_info *lookup_ep_by_ip(__be32 ip4)
 {
-	__u32 idx = bpf_ntohl(ip4) - bpf_ntohl(CONFIG_POD_CIDR4);
+	__u32 idx = pod_cidr_index(ip4);
 	struct endpoint_info *ep;
 
-	/* Outside the pod CIDR the subtraction wraps past the size. */
 	if (idx >= CONFIG_POD_CIDR4_SIZE)
 		return NULL;
 	ep = bpf_map_lookup_elem(&pilus_lxc, &idx);

@@ -69,10 +69,13 @@ static __always_inline struct lb4_service *nodeport_lookup(const struct pkt4 *p,
 		svc = bpf_map_lookup_elem(&pilus_lb4_svc, key);
 		return svc && svc->svc_type == LB_TYPE_NODE_PORT ? svc : NULL;
 	}
+	/* The agent refuses a frontend in a pod CIDR: a pod's traffic from
+	 * the network (direct routing) never pays for the lookup. */
+	if (pod_cidr_index(p->tuple.daddr) < CONFIG_POD_CIDR4_SIZE)
+		return NULL;
 	*key = lb4_key_of(p->tuple.daddr, p->tuple.dport, p->tuple.protocol);
-	svc = bpf_map_lookup_elem(&pilus_lb4_svc, key);
-	return svc && (svc->svc_type == LB_TYPE_EXTERNAL_IP ||
-		       svc->svc_type == LB_TYPE_LOAD_BALANCER) ? svc : NULL;
+	svc = lb4_lookup_service(key); /* never a NodePort */
+	return svc && svc->svc_type != LB_TYPE_CLUSTER_IP ? svc : NULL;
 }
 
 /* The scan's state, for bpf_loop's callback. */
